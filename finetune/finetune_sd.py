@@ -1,0 +1,26 @@
+#!/usr/bin/env python
+"""Run the whole pipeline from one config file, skipping stages that are already complete.
+
+Example:  python finetune/finetune_sd.py --config configs/toy.toml
+"""
+
+from __future__ import annotations
+
+from t2i_debias.cli import parse
+from t2i_debias.config import SECTIONS
+from t2i_debias.pipeline import STAGES, run_pipeline
+
+
+def main(argv: list[str] | None = None) -> None:
+    def extra(p):
+        p.add_argument("--only", nargs="*", default=None, choices=[n for n, _ in STAGES],
+                       help="run only these stages")
+        p.add_argument("--until", default=None, choices=[n for n, _ in STAGES],
+                       help="stop after this stage")
+
+    args, cfg = parse(__doc__, ["run"], [s for s in SECTIONS if s != "run"], argv, extra)
+    run_pipeline(cfg, force=args.force, only=args.only, until=args.until)
+
+
+if __name__ == "__main__":
+    main()

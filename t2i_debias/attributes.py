@@ -1,0 +1,53 @@
+"""The demographic attribute vocabularies shared by labels, captions, metrics and reports."""
+
+from __future__ import annotations
+
+GENDERS: tuple[str, ...] = ("man", "woman")
+# DeepFace's six race classes, in DeepFace's own order.
+RACES: tuple[str, ...] = ("asian", "indian", "black", "white", "middle eastern", "latino hispanic")
+AGE_GROUPS: tuple[str, ...] = ("child", "young", "middle-aged", "senior")
+
+# Shen et al. (ICLR'24) four-way grouping: White, Middle Eastern, Latino Hispanic merged (WMELH).
+SHEN4: dict[str, str] = {
+    "white": "WMELH",
+    "middle eastern": "WMELH",
+    "latino hispanic": "WMELH",
+    "black": "black",
+    "indian": "indian",
+    "asian": "asian",
+}
+SHEN4_CLASSES: tuple[str, ...] = ("WMELH", "black", "indian", "asian")
+
+ATTRIBUTE_CLASSES: dict[str, tuple[str, ...]] = {
+    "gender": GENDERS,
+    "race": RACES,
+    "race4": SHEN4_CLASSES,
+    "gender_race": tuple(f"{g}|{r}" for g in GENDERS for r in RACES),
+}
+
+# Label statuses (labels/labels.csv, bias/<model>/predictions.csv).
+STATUS_OK = "ok"
+SKIP_STATUSES: tuple[str, ...] = (
+    "no_face",
+    "unreadable_image",
+    "missing_image",
+    "multiple_faces",
+)
+
+
+def age_group(age: float) -> str:
+    """Bucket an age in years into DESIGN.md §1.2's groups: child <18, young <35, middle-aged <60, senior."""
+    if age < 18:
+        return "child"
+    if age < 35:
+        return "young"
+    if age < 60:
+        return "middle-aged"
+    return "senior"
+
+
+def other_gender(gender: str) -> str:
+    """Flip a binary perceived-gender label."""
+    if gender not in GENDERS:
+        raise ValueError(f"unknown gender {gender!r}; expected one of {GENDERS}")
+    return GENDERS[1 - GENDERS.index(gender)]

@@ -1,0 +1,133 @@
+"""Shared command-line plumbing for the stage scripts.
+
+Every stage script runs from a config file, from flags alone, or both (flags win). Flags are
+generated from the config dataclasses, so `--help` always shows the current defaults.
+Flags of a script's own sections are `--field`; flags of other sections are `--section.field`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+from t2i_debias.config import SECTIONS, Config, ConfigError, coerce, field_types, load_config
+
+log = logging.getLogger("t2i_debias")
+
+
+def setup_env() -> None:
+    """Default the model caches to the project's .cache (never the user's home) unless already set."""
+    root = Path(os.environ.get("T2I_DEBIAS_CACHE_ROOT", Path.cwd() / ".cache"))
+    for var, sub in (("DEEPFACE_HOME", "deepface"), ("TORCH_HOME", "torch"), ("HF_HOME", "hf"),
+                     ("MPLCONFIGDIR", "mpl"), ("T2I_DEBIAS_CACHE", "t2i_debias")):
+        os.environ.setdefault(var, str(root / sub))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Plain timestamped logs on stderr."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def _help(default: Any, doc: str = "") -> str:
+    return f"{doc} (default: {default!r})".strip()
+
+
+def add_section_flags(parser: argparse.ArgumentParser, section: str, primary: bool) -> None:
+    """Add one flag per field of a config section; defaults are shown but not applied (SUPPRESS)."""
+    cls = SECTIONS[section]
+    group = parser.add_argument_group(f"[{section}] options" + ("" if primary else f" (as --{section}.KEY)"))
+    defaults = cls()
+    for name, typ in field_types(cls).items():
+        flag = f"--{name}" if primary else f"--{section}.{name}"
+        dest = f"cfg__{section}__{name}"
+        default = getattr(defaults, name)
+        kw: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": _help(default)}
+        origin = typing.get_origin(typ)
+        if typ is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif origin is list:
+            (inner,) = typing.get_args(typ)
+            group.add_argument(flag, nargs="*", type=inner, metavar=name.upper(), **kw)
+        elif origin is dict:
+            group.add_argument(flag, nargs="*", metavar="KEY=VALUE", **kw)
+        else:
+            group.add_argument(flag, type=typ, metavar=name.upper(), **kw)
+
+
+def build_parser(description: str, sections: list[str], other_sections: list[str] | None = None
+                 ) -> argparse.ArgumentParser:
+    """A parser with --config/--run_dir/--force/--smoke and one flag per field of `sections`."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, default=None, help="TOML run config (flags override it)")
+    p.add_argument("--run_dir", "--run-dir", type=Path, default=None,
+                   help="run folder (default: <run.root>/<run.name>)")
+    p.add_argument("--force", action="store_true", help="rerun even if the stage manifest matches")
+    p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    for s in sections:
+        add_section_flags(p, s, primary=True)
+    for s in other_sections or []:
+        if s not in sections:
+            add_section_flags(p, s, primary=False)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Load the config file (if any) then apply explicitly given flags; validate types."""
+    cfg = load_config(args.config)
+    for dest, value in vars(args).items():
+        if not dest.startswith("cfg__"):
+            continue
+        _, section, name = dest.split("__", 2)
+        typ = field_types(SECTIONS[section])[name]
+        if typing.get_origin(typ) is dict:
+            value = _parse_kv(value, typ, f"--{name}")
+        setattr(cfg.sections[section], name, coerce(value, typ, f"flag --{name}"))
+    if args.run_dir is not None:
+        cfg.run.root = str(Path(args.run_dir).parent)
+        cfg.run.name = Path(args.run_dir).name
+    return cfg
+
+
+def _parse_kv(items: list[str], typ: Any, flag: str) -> dict[str, Any]:
+    _, vt = typing.get_args(typ)
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{flag}: expected KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k] = vt(v)
+    return out
+
+
+def parse(description: str, sections: list[str], other_sections: list[str] | None = None,
+          argv: list[str] | None = None, extra: Any = None) -> tuple[argparse.Namespace, Config]:
+    """Parse argv for a stage script; `extra(parser)` may add script-specific flags."""
+    setup_env()
+    parser = build_parser(description, sections, other_sections)
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        parser.error(str(e))
+    return args, cfg
+
+
+def section_defaults(section: str) -> dict[str, Any]:
+    """Default values of a section as a dict."""
+    return dataclasses.asdict(SECTIONS[section]())

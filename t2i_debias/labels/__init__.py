@@ -1,0 +1,1 @@
+"""Demographic labelling: one interface (`DemographicClassifier`), several backends."""
