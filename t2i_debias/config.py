@@ -43,6 +43,7 @@ class MpiiSection:
     split: str = "train"  # train | test | all
     occupations_only: bool = True
     strict: bool = False  # missing images are fatal
+    occupation_map: str = ""  # CSV (activity, category, occupation); empty = the packaged map
 
 
 @dataclass
@@ -69,7 +70,7 @@ class AugmentSection:
     """Counterfactual triplets (enriched/)."""
 
     generator: str = ""  # diffusers model id/path; empty = run.base_model
-    anchor_template: str = "a photo of {occupation_a}"
+    anchor_template: str = "a photo of a {occupation}"
     resolution: int = 512
     num_inference_steps: int = 30
     guidance_scale: float = 7.5
@@ -112,7 +113,7 @@ class PromptsSection:
     """Evaluation prompts (prompts.csv)."""
 
     occupations: str = "default"  # default | mpii | path to a text/CSV file
-    templates: list[str] = field(default_factory=lambda: ["Professional photo of {occupation_a}"])
+    templates: list[str] = field(default_factory=lambda: ["Professional photo of a {occupation}"])
     heldout: list[str] = field(default_factory=list)
 
 
