@@ -18,9 +18,19 @@ export MKL_NUM_THREADS := 1
 export TOKENIZERS_PARALLELISM := false
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: env demo test test-fast lint bench clean
+.PHONY: env sysdeps demo test test-fast lint bench clean
 
 env: $(STAMP)
+
+# Headless Chromium for the report test (Debian packages). Installed when missing and we are root;
+# otherwise that one test skips and says why.
+sysdeps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	      || echo "warning: could not install chromium; the report browser test will skip"; \
+	  else echo "note: chromium not installed; the report browser test will skip"; fi; \
+	fi
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -33,7 +43,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 demo: $(STAMP)
 	$(VPY) finetune/finetune_sd.py --config configs/toy.toml
 
-test: $(STAMP)
+test: $(STAMP) sysdeps
 	$(VPY) -m ruff check .
 	$(VPY) -m pytest -q -p no:cacheprovider --timeout=1800
 
