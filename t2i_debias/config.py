@@ -9,13 +9,13 @@ Each section is owned by one stage; add a field to its dataclass to expose a new
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomli_w
-import tomllib
 
 
 class ConfigError(ValueError):
@@ -44,6 +44,7 @@ class MpiiSection:
     occupations_only: bool = True
     strict: bool = False  # missing images are fatal
     occupation_map: str = ""  # CSV (activity, category, occupation); empty = the packaged map
+    reader: str = "fast"  # fast (t2i_debias.data.matreader) | scipy (scipy.io.loadmat)
 
 
 @dataclass
@@ -51,11 +52,14 @@ class LabelsSection:
     """Demographic labelling of people (MPII) and of generated images."""
 
     backend: str = "deepface"  # deepface | clip | toy
-    detector: str = "opencv"
-    fallback_skip: bool = True  # no face found on a head crop -> retry with detector 'skip'
-    margin: float = 1.0  # head-box widths added on each side of the crop
+    detector: str = "opencv"  # any DeepFace detector_backend (opencv, retinaface, mtcnn, ..., skip)
+    fallback_skip: bool = True  # detector finds no face in a head crop -> the whole crop, as detector 'skip'
+    multiple_faces: str = "skip"  # several faces at the head box / in a whole image: skip (status) | largest
+    align: bool = True  # DeepFace face alignment after detection
+    margin: float = 1.0  # head-box widths (x) / heights (y) added on each side of the crop
     batch_size: int = 32
-    clip_model: str = "openai/clip-vit-large-patch14"
+    clip_model: str = "openai/clip-vit-large-patch14"  # transformers id/path | open_clip:ARCH/PRETRAINED | tiny:clip
+    clip_template: str = "a photo of a {label}"  # label prompt of the clip backend
 
 
 @dataclass
@@ -63,21 +67,32 @@ class AnalysisSection:
     """Dataset analysis."""
 
     min_count: int = 1  # occupations with fewer labelled people are left out of plots
+    race_classes: list[str] = field(default_factory=list)  # empty = DeepFace's six (the toy backend's for toy)
 
 
 @dataclass
 class AugmentSection:
     """Counterfactual triplets (enriched/)."""
 
-    generator: str = ""  # diffusers model id/path; empty = run.base_model
-    anchor_template: str = "a photo of a {occupation}"
-    resolution: int = 512
+    generator: str = ""  # diffusers model id/path (or tiny:sd); empty = run.base_model
+    anchor_template: str = "a photo of a {occupation}"  # neutral caption of the anchor
+    # Captions naming the demographics ({person} = "Asian woman", ...); articles are fixed automatically.
+    attribute_template: str = "a photo of a {person} working as a {occupation}"
+    generation_template: str = (
+        "a photo of the face of a {person} working as a {occupation}, looking at the camera, clearly visible face"
+    )
+    race_words: dict[str, str] = field(default_factory=dict)  # override race renderings, e.g. latino hispanic=Latino
+    age_in_captions: bool = False  # name the age group ("a young Asian woman"); on when change_age
+    resolution: int = 512  # anchor crops and generated images are resolution x resolution
+    crop_scale: float = 1.0  # anchor crop side = crop_scale * scale * 200 px (MPII scale: person height / 200 px)
+    crop_shift: float = 0.3  # crop centre = head-box centre moved down by crop_shift * side
     num_inference_steps: int = 30
     guidance_scale: float = 7.5
-    batch_size: int = 4
-    verify_attributes: bool = False
+    batch_size: int = 4  # images per generator call
+    dtype: str = "auto"  # auto (fp16 on cuda, fp32 on cpu) | float32 | float16 | bfloat16
+    verify_attributes: bool = False  # classify generated images (labels backend) and retry until they agree
     max_tries: int = 3
-    change_age: bool = False
+    change_age: bool = False  # positives get the least-represented other adult age group
     max_triplets: int = 0  # 0 = all
 
 
@@ -106,15 +121,28 @@ class TrainSection:
     snr_gamma: float = 0.0  # 0 = off
     # Loss weights; empty = the mode's reference weights (DESIGN.md §2). Keys: denoise, lang, vision, preserve.
     weights: dict[str, float] = field(default_factory=dict)
+    resume_from_checkpoint: str = "latest"  # latest | a checkpoint folder | "" (start fresh)
+    checkpoints_total_limit: int = 2  # keep the newest N checkpoints; 0 = keep all
+    adam_weight_decay: float = 1e-2
+    ema_decay: float = 0.9999
+    batch_unet_passes: bool = True  # one U-Net call for the triplet's passes (False saves memory)
+    dataloader_num_workers: int = 0
+    # Non-occupation prompts for the `preserve` loss (used only when its weight > 0).
+    preserve_prompts: list[str] = field(default_factory=lambda: [
+        "a photo of a dog", "a bowl of fruit on a table", "a mountain landscape at sunset",
+        "a red car parked on a street", "a cup of coffee", "a city skyline at night",
+    ])
 
 
 @dataclass
 class PromptsSection:
     """Evaluation prompts (prompts.csv)."""
 
-    occupations: str = "default"  # default | mpii | path to a text/CSV file
+    occupations: str = "default"  # default (reference's 25) | mpii (the MPII occupation map) | path to a .txt/.csv
+    # Each occupation is crossed with each template; the reference's face template is
+    # "Professional photo of the face of a {occupation}".
     templates: list[str] = field(default_factory=lambda: ["Professional photo of a {occupation}"])
-    heldout: list[str] = field(default_factory=list)
+    heldout: list[str] = field(default_factory=list)  # occupations kept out of fine-tuning (split=heldout)
 
 
 @dataclass
@@ -127,6 +155,10 @@ class GenerateSection:
     num_inference_steps: int = 50
     guidance_scale: float = 7.5
     resolution: int = 0  # 0 = the model's default
+    dtype: str = "auto"  # auto (float16 on CUDA, float32 on CPU) | float32 | float16 | bfloat16
+    # Models to generate from, as NAME=SPEC (hub id, pipeline folder, or LoRA folder applied on the base);
+    # empty = "base" plus every trained mode folder found under <run_dir>/models/.
+    models: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -144,17 +176,28 @@ class QualitySection:
     reference: str = ""  # image folder or stats .npz; empty = skip FID/KID
     clip_model: str = "openai/clip-vit-large-patch14"  # transformers id/path or open_clip:ARCH/PRETRAINED
     fid_features: int = 2048
-    kid_subset_size: int = 50
+    kid_subset_size: int = 50  # capped at the number of images
+    kid_subsets: int = 100
+    batch_size: int = 32
+    # auto = torch-fidelity's real Inception weights (the random offline ones only under run.smoke);
+    # random = always the offline random-weight Inception (toy/demo runs without downloads).
+    inception: str = "auto"
 
 
 @dataclass
 class SotaSection:
     """Baselines compared on the same base model (DESIGN.md §5)."""
 
+    # Baselines (t2i_debias.baselines); "ours" (each trained mode under models/) is always added.
     methods: list[str] = field(
-        default_factory=lambda: ["base", "ethical_intervention", "debiasvl", "fair_diffusion", "uce"]
+        default_factory=lambda: ["base", "ethical_intervention", "debiasvl", "fair_diffusion", "uce", "shen2024"]
     )
-    shen2024_dir: str = ""
+    shen2024_dir: str = ""  # folder with text_encoder_lora_EMA.pth + unet_lora_EMA.pth (SD 1.5 only)
+    debiasvl_lambda: float = 500.0
+    fair_diffusion_edit_guidance: float = 4.0
+    uce_iterations: int = 10  # weight-tuning rounds (generate, classify, edit); authors: up to 30
+    uce_samples: int = 20  # images per occupation and round
+    uce_steps: int = 20  # inference steps of those images
 
 
 @dataclass
@@ -163,13 +206,20 @@ class ReportSection:
 
     figure_occupations: list[str] = field(default_factory=list)  # empty = first 4 prompts
     figure_images: int = 4
+    figure_base: str = "base"  # generated/<model> shown in the top row
+    figure_ours: str = ""  # bottom row; empty = the last trained mode found (both > unet > text)
 
 
 @dataclass
 class ToySection:
-    """The toy world (t2i_debias.toyworld)."""
+    """The toy world (t2i_debias.toyworld): a CPU-sized world with a planted bias, for `make demo`."""
 
-    enabled: bool = False
+    enabled: bool = False  # write the toy MPII data + train/cache the toy models before the stages run
+    seed: int = 0  # seed of the toy population and of the base model's training
+    n_per_occupation: int = 300  # people per occupation in the biased toy data (and the base training set)
+    base_steps: int = 1500  # training steps of the toy base model (U-Net + text encoder, from scratch)
+    vae_steps: int = 400  # training steps of the toy VAE (shared by every seed)
+    control: bool = True  # also train the biased-data control (models/control) for the demo table
 
 
 SECTIONS: dict[str, type] = {

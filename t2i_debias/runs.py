@@ -44,6 +44,16 @@ STAGE_DIRS: dict[str, str] = {
 
 
 # ----------------------------------------------------------------------------- atomic writes
+def _file_mode() -> int:
+    """Mode of a newly created file under the current umask (mkstemp would make it owner-only 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
     """Open a temporary sibling of `path` for writing; on success fsync and rename it onto `path`."""
@@ -51,6 +61,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, _FILE_MODE)
     try:
         with open(tmp, mode, **kwargs) as fh:
             yield fh
