@@ -1,0 +1,119 @@
+"""Read and validate `enriched/metadata.jsonl` (one triplet a line) into `Triplet` records.
+
+Every line is checked before training sees it: all fields present with the right types, image
+paths relative and inside the folder (runs.safe_join: no '..', no absolute path), the files
+exist, and attributes come from t2i_debias.attributes (an age group may be null when the labels
+backend gave none). A bad line raises `MetadataError` naming the file and the 1-based line number.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from t2i_debias.attributes import AGE_GROUPS, GENDERS, RACES
+from t2i_debias.augment.build import METADATA, METADATA_FIELDS
+from t2i_debias.runs import safe_join
+
+FILE_FIELDS = ("file_name", "positive_file_name", "negative_file_name")
+TEXT_FIELDS = ("anchor_text", "positive_text", "negative_text", "occupation", "person_id", "generator")
+
+
+class MetadataError(ValueError):
+    """A metadata.jsonl line that cannot be used; the message starts with 'FILE:LINE:'."""
+
+
+@dataclass(frozen=True)
+class Triplet:
+    """One validated triplet; `*_path` are absolute paths of the three images."""
+
+    anchor_path: Path
+    positive_path: Path
+    negative_path: Path
+    anchor_text: str
+    positive_text: str
+    negative_text: str
+    occupation: str
+    person_id: str
+    anchor_gender: str
+    anchor_race: str
+    anchor_age_group: str | None
+    positive_gender: str
+    positive_race: str
+    positive_age_group: str | None
+    negative_gender: str
+    negative_race: str
+    negative_age_group: str | None
+    generator: str
+    seed: int
+    positive_tries: int
+    positive_agreement: bool | None
+    negative_tries: int
+    negative_agreement: bool | None
+
+
+def _validate(rec: Any, root: Path, check_files: bool) -> Triplet:
+    """The Triplet of one parsed line; raises ValueError saying what is wrong."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
+    missing = [f for f in METADATA_FIELDS if f not in rec]
+    if missing:
+        raise ValueError(f"missing fields {missing}")
+    extra = sorted(set(rec) - set(METADATA_FIELDS))
+    if extra:
+        raise ValueError(f"unknown fields {extra}")
+    paths = []
+    for f in FILE_FIELDS:
+        rel = rec[f]
+        if not isinstance(rel, str):
+            raise ValueError(f"{f} must be a string, got {rel!r}")
+        path = safe_join(root, rel)  # raises for absolute paths, '..' and escapes
+        if check_files and not path.is_file():
+            raise ValueError(f"{f} {rel!r}: no such file in {root}")
+        paths.append(path)
+    for f in TEXT_FIELDS:
+        if not isinstance(rec[f], str) or not rec[f].strip():
+            raise ValueError(f"{f} must be a non-empty string, got {rec[f]!r}")
+    for m in ("anchor", "positive", "negative"):
+        if rec[f"{m}_gender"] not in GENDERS:
+            raise ValueError(f"{m}_gender {rec[f'{m}_gender']!r} is not one of {GENDERS}")
+        if rec[f"{m}_race"] not in RACES:
+            raise ValueError(f"{m}_race {rec[f'{m}_race']!r} is not one of {RACES}")
+        age = rec[f"{m}_age_group"]
+        if age is not None and age not in AGE_GROUPS:
+            raise ValueError(f"{m}_age_group {age!r} is not one of {AGE_GROUPS} or null")
+    for f in ("seed", "positive_tries", "negative_tries"):
+        v = rec[f]
+        if not isinstance(v, int) or isinstance(v, bool) or v < (0 if f == "seed" else 1):
+            raise ValueError(f"{f} must be an integer >= {0 if f == 'seed' else 1}, got {v!r}")
+    for f in ("positive_agreement", "negative_agreement"):
+        if rec[f] is not None and not isinstance(rec[f], bool):
+            raise ValueError(f"{f} must be true, false or null, got {rec[f]!r}")
+    values = {k: rec[k] for k in METADATA_FIELDS if k not in FILE_FIELDS}
+    return Triplet(anchor_path=paths[0], positive_path=paths[1], negative_path=paths[2], **values)
+
+
+def read_metadata(enriched_dir: str | Path, check_files: bool = True) -> list[Triplet]:
+    """Every triplet of `<enriched_dir>/metadata.jsonl`, validated; blank lines are allowed."""
+    root = Path(enriched_dir)
+    path = root / METADATA
+    if not path.is_file():
+        raise MetadataError(f"{path}: not found (run the enriched stage: finetune/prepare_dataset_finetune.py)")
+    out: list[Triplet] = []
+    seen: dict[str, int] = {}
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                t = _validate(rec, root, check_files)
+            except (json.JSONDecodeError, ValueError) as e:
+                raise MetadataError(f"{path}:{n}: {e}") from e
+            if t.person_id in seen:
+                raise MetadataError(f"{path}:{n}: person_id {t.person_id!r} already on line {seen[t.person_id]}")
+            seen[t.person_id] = n
+            out.append(t)
+    return out

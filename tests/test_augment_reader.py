@@ -1,0 +1,86 @@
+"""metadata.jsonl reader: good lines load; every kind of bad line is rejected with file and line number."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from t2i_debias.augment.build import METADATA_FIELDS
+from t2i_debias.augment.reader import MetadataError, Triplet, read_metadata
+
+
+def _record(pid: str) -> dict[str, Any]:
+    return {
+        "file_name": f"images/anchor/{pid}.png", "positive_file_name": f"images/positive/{pid}.png",
+        "negative_file_name": f"images/negative/{pid}.png",
+        "anchor_text": "a photo of a chef", "positive_text": "a photo of an Asian woman working as a chef",
+        "negative_text": "a photo of a White man working as a chef", "occupation": "chef", "person_id": pid,
+        "anchor_gender": "man", "anchor_race": "white", "anchor_age_group": "young",
+        "positive_gender": "woman", "positive_race": "asian", "positive_age_group": "young",
+        "negative_gender": "man", "negative_race": "white", "negative_age_group": None,
+        "generator": "tiny", "seed": 12, "positive_tries": 1, "positive_agreement": None,
+        "negative_tries": 2, "negative_agreement": True,
+    }
+
+
+def _folder(root: Path, lines: list[str]) -> Path:
+    for pid in ("1_1", "2_1", "3_1"):
+        for m in ("anchor", "positive", "negative"):
+            (root / "images" / m).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (4, 4)).save(root / "images" / m / f"{pid}.png")
+    (root / "metadata.jsonl").write_text("".join(line + "\n" for line in lines))
+    return root
+
+
+def test_good_metadata_reads_in_order(tmp_path: Path) -> None:
+    recs = [_record("1_1"), _record("2_1")]
+    assert tuple(recs[0]) == METADATA_FIELDS
+    got = read_metadata(_folder(tmp_path, [json.dumps(recs[0]), "", json.dumps(recs[1])]))
+    assert [t.person_id for t in got] == ["1_1", "2_1"]
+    t = got[0]
+    assert isinstance(t, Triplet) and t.anchor_path == (tmp_path / "images/anchor/1_1.png").resolve()
+    assert t.positive_race == "asian" and t.negative_age_group is None and t.negative_tries == 2
+
+
+def _bad(field: str, value: Any) -> dict[str, Any]:
+    r = _record("3_1")
+    if value is KeyError:
+        del r[field]
+    else:
+        r[field] = value
+    return r
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (_bad("positive_file_name", "../outside.png"), "escapes"),
+    (_bad("file_name", "/etc/passwd"), "must be relative"),
+    (_bad("negative_file_name", "images/negative/nope.png"), "no such file"),
+    (_bad("file_name", "images/anchor/../../x.png"), "escapes"),
+    (_bad("positive_race", "caucasian"), "positive_race"),
+    (_bad("anchor_gender", "male"), "anchor_gender"),
+    (_bad("negative_age_group", "teen"), "negative_age_group"),
+    (_bad("seed", "12"), "seed"),
+    (_bad("positive_tries", 0), "positive_tries"),
+    (_bad("negative_agreement", "yes"), "negative_agreement"),
+    (_bad("occupation", ""), "occupation"),
+    (_bad("anchor_text", KeyError), "missing fields"),
+    ({**_record("3_1"), "extra": 1}, "unknown fields"),
+    ("{not json", "Expecting"),
+    ([1, 2], "JSON object"),
+    (_record("1_1"), "already on line 1"),
+])
+def test_bad_line_names_file_and_line(tmp_path: Path, bad: Any, msg: str) -> None:
+    line = bad if isinstance(bad, str) else json.dumps(bad)
+    root = _folder(tmp_path, [json.dumps(_record("1_1")), json.dumps(_record("2_1")), line])
+    with pytest.raises(MetadataError) as e:
+        read_metadata(root)
+    assert "metadata.jsonl:3:" in str(e.value) and msg in str(e.value)
+
+
+def test_missing_metadata_file(tmp_path: Path) -> None:
+    with pytest.raises(MetadataError, match="not found"):
+        read_metadata(tmp_path)
