@@ -1,0 +1,214 @@
+"""Unified Concept Editing for debiasing (Gandikota et al., WACV 2024).
+
+R. Gandikota, H. Orgad, Y. Belinkov, J. Materzyńska, D. Bau, "Unified Concept Editing in Diffusion
+Models", WACV 2024.
+
+Only the cross-attention key and value projections (attn2.to_k, attn2.to_v) change. For each such
+weight W the edit is the closed-form least-squares solution
+
+    W' = (λW + s_e Σ_edit v* cᵀ + s_p Σ_keep (W c) cᵀ) (λI + s_e Σ_edit c cᵀ + s_p Σ_keep c cᵀ)⁻¹
+
+where c runs over the token embeddings of the edited concept texts (from the concept's last token on)
+and of the preserved texts (all tokens). The target of a concept is its own output plus a weighted
+sum of attribute directions: v* = W c + Σ_a w_a ‖W c‖ u_a, u_a = W c_a / ‖W c_a‖, where c_a is the same
+text with the occupation replaced by the attribute ("photo of doctor" -> "photo of female").
+The weights w_a are tuned as in the authors' script: generate, classify, w_a = step·(1/K − ratio_a),
+edit again, until every ratio is within `max_gap` of 1/K or `iterations` are spent. Here the project's
+own demographic classifier measures the ratios (the authors used CLIP zero-shot).
+Defaults (authors' debias script): λ = 0.5, s_e = 1, s_p = 0.1, step 0.1, max gap 0.05, templates
+"image of / photo of / portrait of / picture of / {concept}", attributes gender (male, female).
+Ours: race as a second attribute group (DeepFace's 6 names), `iterations` = 10 (authors: up to 30).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from t2i_debias.attributes import GENDERS, RACES
+from t2i_debias.baselines.base import GenParams, Method
+
+log = logging.getLogger(__name__)
+
+TEMPLATES: tuple[str, ...] = ("image of {c}", "photo of {c}", "portrait of {c}", "picture of {c}", "{c}")
+# Attribute group -> (words put in place of the concept, matching classifier labels).
+ATTRIBUTE_GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "gender": (("male", "female"), GENDERS),
+    "race": (tuple(r.title() for r in RACES), RACES),
+}
+# Concepts kept as they are (UCE preserves other professions); edited concepts are dropped from it.
+DEFAULT_PRESERVE: tuple[str, ...] = (
+    "attendant", "cashier", "teacher", "nurse", "assistant", "secretary", "cleaner", "receptionist", "clerk",
+    "counselor", "designer", "hairdresser", "writer", "housekeeper", "baker", "librarian", "tailor", "driver",
+    "supervisor", "janitor", "cook", "laborer", "developer", "carpenter", "manager", "lawyer", "farmer",
+    "salesperson", "physician", "guard", "analyst", "mechanic", "sheriff", "doctor", "chef",
+)
+
+# ratio_fn(pipe, concept, group) -> fraction of images classified as each class of the group.
+RatioFn = Callable[[Any, str, str], np.ndarray]
+
+
+def cross_attention_kv(unet: Any) -> dict[str, torch.nn.Linear]:
+    """Every cross-attention key/value projection of the U-Net, by parameter-name prefix."""
+    out: dict[str, torch.nn.Linear] = {}
+    for name, mod in unet.named_modules():
+        if name.endswith("attn2") and getattr(mod, "is_cross_attention", True):
+            out[f"{name}.to_k"] = mod.to_k
+            out[f"{name}.to_v"] = mod.to_v
+    if not out:
+        raise ValueError("no cross-attention (attn2) layers found in the U-Net")
+    return out
+
+
+@torch.no_grad()
+def _encode(pipe: Any, texts: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
+    """Last hidden states (n, L, D) and the index of each text's last word token."""
+    tok = pipe.tokenizer(list(texts), padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt")
+    emb = pipe.text_encoder(tok.input_ids.to(pipe.text_encoder.device))[0].double()
+    return emb, [int(m.sum().item()) - 2 for m in tok.attention_mask]
+
+
+def _aligned(emb: torch.Tensor, idx: list[int]) -> list[torch.Tensor]:
+    """Token slices starting at each text's last word token, cut to one common length."""
+    length = emb.shape[1] - max(idx)
+    return [emb[i, k:k + length] for i, k in enumerate(idx)]
+
+
+@torch.no_grad()
+def uce_edit(pipe: Any, edits: Sequence[tuple[str, list[str], list[float]]], preserve: Sequence[str] = (),
+             lamb: float = 0.5, erase_scale: float = 1.0, preserve_scale: float = 0.1,
+             with_to_k: bool = True) -> list[str]:
+    """Apply one closed-form UCE step in place; `edits` = (concept text, attribute texts, weights).
+
+    Returns the names of the edited Linear modules. Weights other than attn2.to_k/to_v are untouched.
+    """
+    layers = {k: v for k, v in cross_attention_kv(pipe.unet).items() if with_to_k or k.endswith("to_v")}
+    # Token embeddings of the edits (aligned slices) and of the preserved texts (all tokens).
+    edit_ctx: list[tuple[torch.Tensor, list[torch.Tensor], list[float]]] = []
+    for concept, attrs, weights in edits:
+        emb, idx = _encode(pipe, [concept, *attrs])
+        sl = _aligned(emb, idx)
+        edit_ctx.append((sl[0], sl[1:], list(weights)))
+    keep = _encode(pipe, list(preserve))[0] if preserve else None
+    for linear in layers.values():
+        w = linear.weight.detach().double()  # solved in float64, stored in the layer's dtype
+        dev = w.device
+        mat1 = lamb * w.clone()
+        mat2 = lamb * torch.eye(w.shape[1], device=dev, dtype=torch.float64)
+        for ctx, attr_ctx, weights in edit_ctx:
+            c = ctx.to(dev)
+            o = c @ w.T
+            target = o.clone()
+            for a, wt in zip(attr_ctx, weights, strict=True):
+                u = a.to(dev) @ w.T
+                target += (wt * o.norm()) * (u / u.norm())
+            mat1 += erase_scale * target.T @ c
+            mat2 += erase_scale * c.T @ c
+        if keep is not None:
+            for c in keep.to(dev):
+                mat1 += preserve_scale * (c @ w.T).T @ c
+                mat2 += preserve_scale * c.T @ c
+        linear.weight.copy_((mat1 @ torch.linalg.inv(mat2)).to(linear.weight.dtype))
+    return list(layers)
+
+
+def concept_texts(concept: str) -> list[str]:
+    """UCE's prompt variants of one concept."""
+    return [t.format(c=concept) for t in TEMPLATES]
+
+
+def attribute_texts(text: str, concept: str, words: Sequence[str]) -> list[str]:
+    """`text` with the concept replaced by each attribute word."""
+    return [text.replace(concept, w) for w in words]
+
+
+def classifier_ratio_fn(classifier: Any, seeds: Sequence[int], gen: GenParams,
+                        template: str = "photo of {c}") -> RatioFn:
+    """A RatioFn that generates `len(seeds)` images of a concept and classifies them.
+
+    Images without a face are left out; with no face at all the ratios are NaN (no update).
+    """
+    from t2i_debias.baselines.base import generate_images
+
+    def ratio(pipe: Any, concept: str, group: str) -> np.ndarray:
+        labels = ATTRIBUTE_GROUPS[group][1]
+        images = generate_images(pipe, [template.format(c=concept)] * len(seeds), list(seeds), gen)
+        preds = classifier.predict(images, [None] * len(images))
+        got = [getattr(p, group) for p in preds if getattr(p, "status", "ok") == "ok"]
+        if not got:
+            return np.full(len(labels), np.nan)
+        return np.array([sum(g == lab for g in got) / len(got) for lab in labels])
+
+    return ratio
+
+
+@dataclass
+class UCE(Method):
+    """Closed-form cross-attention edit whose attribute weights are tuned until the classes balance."""
+
+    name: str = "uce"
+    citation: str = "Gandikota et al., WACV 2024"
+    ratio_fn: RatioFn | None = None
+
+    def __post_init__(self) -> None:
+        self.params = {"lamb": 0.5, "erase_scale": 1.0, "preserve_scale": 0.1, "with_to_k": True,
+                       "attributes": ["gender", "race"], "iterations": 10, "weight_step": 0.1,
+                       "max_gap": 0.05, **self.params}
+        unknown = set(self.params["attributes"]) - set(ATTRIBUTE_GROUPS)
+        if unknown:
+            raise ValueError(f"uce: unknown attributes {sorted(unknown)}; known: {sorted(ATTRIBUTE_GROUPS)}")
+        self.history: list[dict[str, Any]] = []
+
+    def edits_for(self, occupations: Sequence[str], weights: dict[tuple[str, str], np.ndarray]
+                  ) -> list[tuple[str, list[str], list[float]]]:
+        """(concept text, attribute texts, weights) for every template, occupation and attribute group."""
+        out = []
+        for occ in occupations:
+            for text in concept_texts(occ):
+                attrs: list[str] = []
+                ws: list[float] = []
+                for g in self.params["attributes"]:
+                    words = ATTRIBUTE_GROUPS[g][0]
+                    attrs += attribute_texts(text, occ, words)
+                    ws += [float(x) for x in weights.get((occ, g), np.zeros(len(words)))]
+                out.append((text, attrs, ws))
+        return out
+
+    def prepare(self, occupations: Sequence[str]) -> None:
+        p = self.params
+        if self.ratio_fn is None:
+            raise ValueError("uce needs a ratio_fn (a classifier) to tune its attribute weights")
+        preserve = [c for c in DEFAULT_PRESERVE if c.lower() not in {o.lower() for o in occupations}]
+        todo = list(occupations)
+        for it in range(int(p["iterations"])):
+            weights: dict[tuple[str, str], np.ndarray] = {}
+            gaps: dict[str, float] = {}
+            for occ in todo:
+                for g in p["attributes"]:
+                    r = np.asarray(self.ratio_fn(self.pipe, occ, g), dtype=float)
+                    if np.isnan(r).any():
+                        log.warning("uce: no face found for %r (%s) in iteration %d; not edited", occ, g, it)
+                        continue
+                    desired = np.full(len(r), 1.0 / len(r))
+                    gaps[f"{occ}|{g}"] = float(np.abs(r - desired).max())
+                    if gaps[f"{occ}|{g}"] >= p["max_gap"]:
+                        weights[(occ, g)] = p["weight_step"] * (desired - r)
+            self.history.append({"iteration": it, "max_gap": gaps})
+            if not weights:
+                break
+            todo_now = sorted({o for o, _ in weights})
+            # A balanced concept joins the preserved set, as in the authors' script.
+            preserve += [c for c in todo if c not in todo_now and c not in preserve]
+            uce_edit(self.pipe, self.edits_for(todo_now, weights), preserve, p["lamb"], p["erase_scale"],
+                     p["preserve_scale"], p["with_to_k"])
+            todo = todo_now
+        self.prepared = True
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "history": self.history}

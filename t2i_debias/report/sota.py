@@ -1,0 +1,443 @@
+"""The SOTA comparison stage (DESIGN.md §5): every method on the same base model, prompts, seeds,
+classifier and metrics -> `sota/comparison.csv`, `sota/comparison.md` and plots.
+
+- "base" and "ours" (each trained mode under models/) are the evaluation stage's own models: their
+  images, bias and quality come from t2i_debias.generate / evaluate / metrics.quality, per model.
+- Each baseline in `sota.methods` generates into `generated/<method>/` with the same layout
+  (images/<prompt_id>/<seed>.png + metadata.csv), through the same folder generator (resume and
+  sharding included), then goes through the same bias and quality code as any model.
+- A method that cannot run on this base (Shen et al. off SD 1.5) is a row with its reason, never a gap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pandas as pd
+
+from t2i_debias.baselines import METHODS, GenParams, NotApplicable, make_method
+from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, atomic_write_text
+from t2i_debias.runs import run_stage as _run_stage
+
+log = logging.getLogger(__name__)
+
+ATTRIBUTES: tuple[str, ...] = ("gender", "race", "race4", "gender_race")
+BIAS_METRICS: tuple[str, ...] = ("tvd", "pairwise", "kl", "entropy")
+QUALITY_METRICS: tuple[str, ...] = ("fid", "kid", "clip_t", "clip_i")
+HIGHER_IS_BETTER: frozenset[str] = frozenset({"entropy", "clip_t", "clip_i", "face_rate"})
+# Columns of comparison.md (all bias/quality columns are in comparison.csv).
+TABLE_COLUMNS: tuple[str, ...] = ("gender_tvd", "race_tvd", "gender_race_tvd", "gender_kl", "race_kl",
+                                  "race4_pairwise", "face_rate", "fid", "kid", "clip_t", "clip_i")
+
+
+# ----------------------------------------------------------------------------- generation of a baseline
+class MethodPipe:
+    """Makes a Method look like a diffusers pipeline to the shared folder generator.
+
+    The generator calls `pipe(prompt=[...], generator=[...], ...)` with one CPU generator per image,
+    seeded with that image's seed; the seed is read back (`initial_seed`) so the method sees it.
+    """
+
+    def __init__(self, method: Any, occupation_of: dict[str, str]) -> None:
+        self.method = method
+        self.occupation_of = occupation_of
+
+    def __call__(self, prompt: Sequence[str], generator: Sequence[Any], num_inference_steps: int,
+                 guidance_scale: float, height: int | None = None, width: int | None = None,
+                 output_type: str = "pil", **kw: Any) -> Any:
+        if kw:
+            raise TypeError(f"unsupported pipeline arguments for a baseline: {sorted(kw)}")
+        seeds = [int(g.initial_seed()) for g in generator]
+        occs = [self.occupation_of[p] for p in prompt]
+        gen = GenParams(batch_size=len(prompt), num_inference_steps=num_inference_steps,
+                        guidance_scale=guidance_scale, height=height, width=width)
+        return SimpleNamespace(images=self.method.generate(list(prompt), occs, seeds, gen))
+
+
+def _device_dtype(cfg: Any) -> tuple[str, Any]:
+    from t2i_debias.generate import resolve_device, resolve_dtype
+
+    device = resolve_device(cfg.run.device)
+    return device, resolve_dtype(cfg.generate.dtype, device)
+
+
+def load_base(cfg: Any) -> Any:
+    """A fresh copy of the run's base pipeline (methods may change it in place)."""
+    from t2i_debias.generate import load_model
+    from t2i_debias.models import base_model
+
+    device, dtype = _device_dtype(cfg)
+    base = base_model(cfg)
+    return load_model(base, base, device=device, dtype=dtype)
+
+
+def build_method(cfg: Any, name: str, prompts: pd.DataFrame) -> MethodPipe:
+    """Load the base, build method `name` on it, and prepare it for the run's occupations."""
+    method = make_method(name, load_base(cfg), cfg)
+    method.prepare(sorted(set(prompts["occupation"])))
+    return MethodPipe(method, dict(zip(prompts["prompt"], prompts["occupation"], strict=True)))
+
+
+def check_applicable(cfg: Any, name: str) -> str | None:
+    """None when `name` can run here, else the reason (checked without generating anything)."""
+    if name == "shen2024":
+        from t2i_debias.baselines.shen2024 import missing_files
+
+        reason = missing_files(cfg.sota.shen2024_dir)
+        if reason:
+            return reason
+        try:  # the adapters' shapes against the base model's modules
+            make_method(name, load_base(cfg), cfg)
+        except NotApplicable as e:
+            return str(e)
+    return None
+
+
+def method_config(cfg: Any, name: str) -> dict[str, Any]:
+    """What determines a baseline's images: generation settings, the base model and the method's settings."""
+    from t2i_debias.baselines.registry import method_params
+    from t2i_debias.generate import generation_config
+    from t2i_debias.models import base_model
+
+    conf = generation_config(cfg, name, base_model(cfg))
+    conf["method"] = {"name": name, "params": method_params(name, cfg)}
+    if name == "uce":  # its edit is tuned with the run's classifier
+        conf["method"]["labels"] = cfg.section_dict("labels")["labels"]
+        conf["method"]["uce"] = {k: getattr(cfg.sota, k) for k in ("uce_samples", "uce_steps")}
+    return conf
+
+
+def generate_method(cfg: Any, name: str, force: bool = False) -> Path:
+    """generated/<name>/ for baseline `name` (same layout and seeds as every evaluated model)."""
+    from t2i_debias.generate import SETTINGS, generate_folder
+    from t2i_debias.prompts import prompts_path, read_prompts
+
+    out_dir = cfg.run_dir / "generated" / name
+    config = method_config(cfg, name)
+    stage = Stage(f"generated:{name}", out_dir, config, [prompts_path(cfg)])
+
+    def body(st: Stage) -> Any:
+        prompts = read_prompts(prompts_path(cfg))
+        g = cfg.generate
+        size = g.resolution or None
+        settings = {"fingerprint": config["fingerprint"], "method": config["method"]}
+        built: dict[str, MethodPipe] = {}
+
+        def load() -> MethodPipe:
+            built["pipe"] = build_method(cfg, name, prompts)
+            return built["pipe"]
+
+        meta = generate_folder(load, out_dir, prompts, name, g.images_per_prompt, g.base_seed, g.batch_size,
+                               g.num_inference_steps, g.guidance_scale, size, size, settings=settings)
+        extra: dict[str, Any] = {"n_images": len(prompts) * g.images_per_prompt}
+        if "pipe" in built:  # what ran, e.g. UCE's measured ratios per tuning round
+            extra["method"] = built["pipe"].method.info()
+        return [meta, out_dir / SETTINGS], extra
+
+    _run_stage(stage, body, force=force, log=log.info)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- per-model evaluation (E's code)
+def ours_models(cfg: Any) -> dict[str, str]:
+    """The evaluation stage's models: "base" and each trained mode ("text", "unet", "both", ...)."""
+    from t2i_debias.generate import models_to_evaluate
+
+    return models_to_evaluate(cfg)
+
+
+def classify_model(cfg: Any, name: str, force: bool = False) -> None:
+    """bias/<name>/ (predictions, per-prompt metrics, summary with CIs) with the evaluation stage's code."""
+    from t2i_debias import evaluate
+
+    evaluate.evaluate_model(cfg, name, force=force)
+
+
+# ----------------------------------------------------------------------------- the table
+def _get(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def bias_columns(summary: dict[str, Any]) -> dict[str, Any]:
+    """Flat `<attribute>_<metric>` (+ `_lo`/`_hi` CI bounds) columns from a bias/<model>/summary.json."""
+    row: dict[str, Any] = {}
+    attrs = summary.get("attributes", summary)
+    for a in ATTRIBUTES:
+        for m in BIAS_METRICS:
+            row[f"{a}_{m}"] = _get(attrs, a, "aggregate", m)
+            ci = _get(attrs, a, "ci", m)
+            row[f"{a}_{m}_lo"], row[f"{a}_{m}_hi"] = (ci if isinstance(ci, list | tuple) and len(ci) == 2
+                                                      else (None, None))
+    row["face_rate"] = summary.get("face_rate", summary.get("face_found_rate"))
+    row["n_images"] = summary.get("n_images")
+    return row
+
+
+def comparison_rows(cfg: Any, names: Sequence[str], skipped: dict[str, str], kinds: dict[str, str]
+                    ) -> pd.DataFrame:
+    """One row per method: status, bias metrics with CIs, quality metrics."""
+    from t2i_debias.models import base_model
+
+    rows = []
+    for name in names:
+        row: dict[str, Any] = {"method": name, "kind": kinds.get(name, "baseline"), "base_model": base_model(cfg)}
+        if name in skipped:
+            row["status"] = f"not applicable: {skipped[name]}"
+            rows.append(row)
+            continue
+        row["status"] = "ok"
+        summary_path = cfg.run_dir / "bias" / name / "summary.json"
+        quality_path = cfg.run_dir / "quality" / f"{name}.json"
+        row.update(bias_columns(json.loads(summary_path.read_text())))
+        q = json.loads(quality_path.read_text()) if quality_path.is_file() else {}
+        for m in QUALITY_METRICS:
+            row[m] = q.get(m)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def best_values(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, float]:
+    """Best value per column over the rows that ran (lowest, or highest for entropy/CLIP/face rate)."""
+    out = {}
+    for c in columns:
+        rows = df[df["method"] != "base"] if c == "clip_i" and "method" in df else df  # base vs itself = 1
+        vals = [v for v in (_num(x) for x in rows.get(c, [])) if v is not None]
+        if vals:
+            out[c] = max(vals) if c.rsplit("_", 1)[-1] in HIGHER_IS_BETTER or c in HIGHER_IS_BETTER else min(vals)
+    return out
+
+
+def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] = TABLE_COLUMNS) -> str:
+    """Method × metric table, best value per column in bold, CIs in brackets, the base model stated."""
+    cols = [c for c in columns if c in df.columns and df[c].map(_num).notna().any()]
+    best = best_values(df, cols)
+    lines = [f"# SOTA comparison\n\nBase model of every method: `{base}`. Same prompts, seeds, classifier "
+             "and metrics for all rows. Bias: lower is better (entropy, CLIP and face rate: higher); "
+             "95% bootstrap CI in brackets.\n",
+             "| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        if r.get("status", "ok") != "ok":
+            lines.append(f"| {r['method']} | " + " | ".join(["n/a"] * len(cols)) + " |")
+            continue
+        cells = []
+        for c in cols:
+            v = _num(r.get(c))
+            if v is None:
+                cells.append("–")
+                continue
+            s = f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+            if c in best and math.isclose(v, best[c], rel_tol=1e-9, abs_tol=1e-12) and not (
+                    c == "clip_i" and r["method"] == "base"):
+                s = f"**{s}**"
+            lo, hi = _num(r.get(f"{c}_lo")), _num(r.get(f"{c}_hi"))
+            if lo is not None and hi is not None:
+                s += f" [{lo:.3f}, {hi:.3f}]"
+            cells.append(s)
+        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    notes = [f"- **{r['method']}**: {r['status']}" for _, r in df.iterrows() if r.get("status", "ok") != "ok"]
+    if notes:
+        lines += ["", "Not run:", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot(df: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Bar charts with CI whiskers: gender and race TVD per method; CLIP-T per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from t2i_debias.runs import atomic_open
+
+    ok = df[df["status"] == "ok"] if "status" in df else df
+    paths = []
+    for fname, cols in (("bias_tvd.png", ["gender_tvd", "race_tvd", "gender_race_tvd"]),
+                        ("quality_clip.png", ["clip_t", "clip_i"])):
+        cols = [c for c in cols if c in ok and ok[c].map(_num).notna().any()]
+        if not cols or ok.empty:
+            continue
+        fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(ok) * len(cols) / 2, 3.2))
+        width = 0.8 / len(cols)
+        for i, c in enumerate(cols):
+            vals = ok[c].map(_num).fillna(0.0).to_numpy()
+            lo = ok.get(f"{c}_lo", pd.Series([None] * len(ok))).map(_num)
+            hi = ok.get(f"{c}_hi", pd.Series([None] * len(ok))).map(_num)
+            err = None
+            if lo.notna().all() and hi.notna().all():
+                err = [vals - lo.to_numpy(dtype=float), hi.to_numpy(dtype=float) - vals]
+            ax.bar([x + i * width for x in range(len(ok))], vals, width, yerr=err, capsize=2, label=c)
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(ok))], list(ok["method"]), rotation=30, ha="right")
+        ax.legend(fontsize=7)
+        ax.set_title(fname.removesuffix(".png").replace("_", " "))
+        fig.tight_layout()
+        path = out_dir / fname
+        with atomic_open(path, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# ----------------------------------------------------------------------------- the stage
+def method_names(cfg: Any) -> tuple[list[str], dict[str, str]]:
+    """Rows of the table in order: base, ours (each trained mode), then the baselines."""
+    names: list[str] = []
+    kinds: dict[str, str] = {}
+    for n in ours_models(cfg):
+        names.append(n)
+        kinds[n] = "base" if n == "base" else "ours"
+    for m in cfg.sota.methods:
+        if m not in METHODS:
+            raise ValueError(f"[sota] methods: unknown method {m!r}; known: {', '.join(METHODS)}")
+        if m not in names:
+            names.append(m)
+            kinds[m] = "base" if m == "base" else "baseline"
+    return names, kinds
+
+
+SKIPPED = "skipped.json"
+
+
+def generate_all(cfg: Any, force: bool = False) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """generated/<name>/ for every row (base and ours via the evaluation stage); records the skips."""
+    names, kinds = method_names(cfg)
+    skipped: dict[str, str] = {}
+    for name in names:
+        if kinds[name] == "baseline":
+            reason = check_applicable(cfg, name)
+            if reason:
+                log.warning("[sota] %s not applicable: %s", name, reason)
+                skipped[name] = reason
+                continue
+            generate_method(cfg, name, force=force)
+        else:
+            from t2i_debias.generate import generate_model
+
+            generate_model(cfg, name, ours_models(cfg)[name], force=force)
+    atomic_write_json(cfg.run_dir / "sota" / SKIPPED, skipped)
+    return names, kinds, skipped
+
+
+def _rows(cfg: Any) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """Rows, kinds and the skips recorded by `generate_all` (which must have run)."""
+    names, kinds = method_names(cfg)
+    path = cfg.run_dir / "sota" / SKIPPED
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run sota_evaluation/gen-images.py first")
+    return names, kinds, json.loads(path.read_text())
+
+
+def classify_all(cfg: Any, force: bool = False) -> None:
+    """Classify the images of every row that ran (bias/<name>/)."""
+    names, _, skipped = _rows(cfg)
+    for n in names:
+        if n not in skipped:
+            classify_model(cfg, n, force=force)
+
+
+def quality_all(cfg: Any, force: bool = False) -> None:
+    """quality/<name>.json (+ .csv) for every row that ran, with the quality stage's per-model code:
+    CLIP-T, CLIP-I against generated/base (same prompt and seed), FID/KID when [quality] reference is set.
+
+    Its manifest is sota/quality/_manifest.json, apart from the evaluation stage's quality/ manifest.
+    """
+    import math
+
+    from t2i_debias.generate import resolve_device
+    from t2i_debias.metrics import quality as Q
+    from t2i_debias.runs import hash_file
+
+    names, _, skipped = _rows(cfg)
+    names = [n for n in names if n not in skipped]
+    q = cfg.quality
+    gen_root = cfg.run_dir / "generated"
+    inputs = [gen_root / n / "metadata.csv" for n in names] + ([Path(q.reference)] if q.reference else [])
+    config = {**cfg.section_dict("quality"), "smoke": cfg.run.smoke, "models": names}
+    stage = Stage("sota:quality", cfg.run_dir / "sota" / "quality", config, inputs)
+
+    def body(st: Stage) -> Any:
+        device = resolve_device(cfg.run.device)
+        extractor = ref = weights = None
+        if q.reference:
+            weights = Q.prepare_inception(q.inception, cfg.run.smoke)
+            extractor = Q.InceptionFeatures(q.fid_features, device=device, batch_size=q.batch_size)
+            ref = Q.reference_features(q.reference, extractor, weights)
+        clip = Q.ClipEmbedder("tiny:clip" if cfg.run.smoke else q.clip_model, device=device,
+                              batch_size=q.batch_size)
+        base_dir = gen_root / "base" if "base" in names else None
+        outputs: list[Path] = []
+        for name in names:
+            res, table = Q.evaluate_model(gen_root / name, base_dir, ref, extractor, clip, q, cfg.run.seed)
+            res.update(model=name, reference=q.reference or None, clip_model=clip.spec,
+                       inception_weights=None if weights is None else hash_file(weights))
+            res = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in res.items()}
+            outputs.append(atomic_write_json(cfg.run_dir / "quality" / f"{name}.json", res))
+            outputs.append(atomic_write_csv(cfg.run_dir / "quality" / f"{name}.csv", table))
+        return outputs, {"models": names}
+
+    _run_stage(stage, body, force=force, log=log.info)
+
+
+def write_comparison(cfg: Any, force: bool = False) -> Path:
+    """sota/comparison.csv, comparison.md, methods.json and plots from bias/ and quality/."""
+    from t2i_debias.models import base_model
+    from t2i_debias.prompts import prompts_path
+
+    names, kinds, skipped = _rows(cfg)
+    out = cfg.run_dir / "sota"
+    inputs = [prompts_path(cfg), out / SKIPPED]
+    for n in names:
+        if n not in skipped:
+            inputs += [cfg.run_dir / "bias" / n / "summary.json"]
+            q = cfg.run_dir / "quality" / f"{n}.json"
+            inputs += [q] if q.is_file() else []
+    stage = Stage("sota", out, {**cfg.section_dict("sota"), "rows": names}, inputs)
+
+    def body(st: Stage) -> Any:
+        df = comparison_rows(cfg, names, skipped, kinds)
+        outs = [atomic_write_csv(out / "comparison.csv", df),
+                atomic_write_text(out / "comparison.md", to_markdown(df, base_model(cfg))),
+                atomic_write_json(out / "methods.json", {n: _method_info(n, kinds[n], skipped) for n in names}),
+                out / SKIPPED]
+        outs += plot(df, out)
+        return outs, {"methods": names, "skipped": skipped}
+
+    _run_stage(stage, body, force=force, log=log.info)
+    return out / "comparison.csv"
+
+
+def run_stage(cfg: Any, force: bool = False) -> None:
+    """Generate, classify and measure every method, then write sota/comparison.{csv,md} and plots."""
+    generate_all(cfg, force=force)
+    classify_all(cfg, force=force)
+    quality_all(cfg, force=force)
+    write_comparison(cfg, force=force)
+
+
+def _method_info(name: str, kind: str, skipped: dict[str, str]) -> dict[str, Any]:
+    if kind != "baseline":
+        return {"kind": kind}
+    module, cls = METHODS[name]
+    import importlib
+
+    c = getattr(importlib.import_module(module), cls)
+    return {"kind": kind, "citation": c.citation, "doc": (importlib.import_module(module).__doc__ or "").strip(),
+            "skipped": skipped.get(name)}

@@ -1,0 +1,81 @@
+"""The SOTA comparison: table formatting (known answers) and the whole stage on the tiny pipeline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from t2i_debias.report.sota import best_values, bias_columns, to_markdown
+
+
+def _summary(tvd, ci):
+    return {"gender": {"aggregate": {"tvd": tvd, "kl": 0.1, "pairwise": 0.2, "entropy": 0.9},
+                       "ci": {"tvd": ci, "kl": None}}, "face_rate": 0.75, "n_images": 8}
+
+
+def test_bias_columns_flattens_summary():
+    row = bias_columns(_summary(0.3, [0.1, 0.4]))
+    assert row["gender_tvd"] == 0.3 and (row["gender_tvd_lo"], row["gender_tvd_hi"]) == (0.1, 0.4)
+    assert row["gender_kl"] == 0.1 and row["gender_kl_lo"] is None
+    assert row["race_tvd"] is None and row["face_rate"] == 0.75
+
+
+def test_markdown_bolds_best_per_column_and_states_base():
+    df = pd.DataFrame([
+        {"method": "base", "status": "ok", "gender_tvd": 0.4, "gender_tvd_lo": 0.3, "gender_tvd_hi": 0.5, "clip_t": 30.0},
+        {"method": "ours", "status": "ok", "gender_tvd": 0.1, "gender_tvd_lo": 0.05, "gender_tvd_hi": 0.2, "clip_t": 28.0},
+        {"method": "shen2024", "status": "not applicable: no adapter folder given"},
+    ])
+    assert best_values(df, ["gender_tvd", "clip_t"]) == {"gender_tvd": 0.1, "clip_t": 30.0}
+    md = to_markdown(df, "tiny:sd")
+    assert "`tiny:sd`" in md
+    lines = {ln.split("|")[1].strip(): ln for ln in md.splitlines() if ln.startswith("| ") and "---" not in ln}
+    assert "**0.100** [0.050, 0.200]" in lines["ours"] and "**30.0" in lines["base"]
+    assert "**" not in lines["ours"].split("|")[3]  # clip_t of ours is not the best
+    assert "n/a" in lines["shen2024"] and "no adapter folder given" in md
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_sota_stage_on_tiny_pipeline(tmp_path, tiny_sd_path):
+    from t2i_debias import prompts as prompts_stage
+    from t2i_debias.config import Config
+    from t2i_debias.report import sota
+
+    cfg = Config()
+    cfg.run.root, cfg.run.name, cfg.run.smoke, cfg.run.device = str(tmp_path), "sota", True, "cpu"
+    occ = tmp_path / "occupations.txt"
+    occ.write_text("nurse\nengineer\n")
+    cfg.prompts.occupations = str(occ)
+    g = cfg.generate
+    g.images_per_prompt, g.num_inference_steps, g.batch_size, g.dtype = 2, 2, 4, "float32"
+    cfg.labels.backend = "deepface"
+    cfg.bias.n_bootstrap = 50
+    cfg.sota.uce_iterations, cfg.sota.uce_samples, cfg.sota.uce_steps = 1, 2, 2
+    shutil.copytree(tiny_sd_path, cfg.run_dir / "models" / "text")  # one trained mode ("ours")
+    prompts_stage.run_stage(cfg)
+
+    sota.run_stage(cfg)
+    df = pd.read_csv(cfg.run_dir / "sota" / "comparison.csv")
+    want = ["base", "text", "ethical_intervention", "debiasvl", "fair_diffusion", "uce", "shen2024"]
+    assert list(df["method"]) == want
+    ran = df[df["status"] == "ok"]
+    assert list(ran["method"]) == want[:-1]
+    assert df.loc[df["method"] == "shen2024", "status"].item().startswith("not applicable")
+    assert ran["gender_tvd"].notna().all() or ran["face_rate"].notna().all()
+    assert (df["base_model"] == str(tiny_sd_path)).all()
+    for m in want[:-1]:
+        meta = pd.read_csv(cfg.run_dir / "generated" / m / "metadata.csv")
+        assert len(meta) == 4 and sorted(set(meta["seed"])) == [0, 1]
+    md = (cfg.run_dir / "sota" / "comparison.md").read_text()
+    assert all(f"| {m} |" in md for m in want) and "**" in md
+    assert (cfg.run_dir / "sota" / "bias_tvd.png").is_file() or (cfg.run_dir / "sota" / "quality_clip.png").is_file()
+    manifest = json.loads((cfg.run_dir / "sota" / "_manifest.json").read_text())
+    assert manifest["extra"]["skipped"].keys() == {"shen2024"}
+    # a rerun finds every manifest complete and changes nothing
+    before = (cfg.run_dir / "sota" / "_manifest.json").stat().st_mtime_ns
+    sota.run_stage(cfg)
+    assert (cfg.run_dir / "sota" / "_manifest.json").stat().st_mtime_ns == before
