@@ -1,0 +1,201 @@
+"""Dataset analysis stage: demographics of the labelled MPII people, per occupation and overall.
+
+Reads `labels/labels.csv`; writes to `analysis/`:
+- `by_occupation.csv`: one row per occupation plus `all`: persons, labelled (`ok`) persons, face rate,
+  counts `n_<attr>=<class>` and proportions `p_<attr>=<class>` for gender, race, age group and
+  gender×race, and the imbalance metrics `<attr>_<metric>` (tvd, pairwise, kl, entropy; DESIGN §3,
+  from t2i_debias.metrics.bias) for gender, race, race4 (Shen's grouping), age_group, gender_race;
+- `skip_reasons.csv`: persons per (occupation, status), with the share of the occupation's persons;
+- `summary.json`: the same numbers as nested JSON;
+- `<attr>_by_occupation.png`: stacked proportion bars, one bar per occupation.
+Proportions count only `ok` rows; an occupation with none has empty proportions and metrics,
+never 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from t2i_debias.attributes import AGE_GROUPS, GENDERS, RACES, SHEN4, SHEN4_CLASSES, STATUS_OK
+from t2i_debias.metrics import bias
+from t2i_debias.runs import Stage, atomic_open, atomic_write_csv, atomic_write_json
+from t2i_debias.runs import run_stage as run_stage_folder
+
+log = logging.getLogger(__name__)
+
+ALL = "all"  # the overall row
+NO_OCCUPATION = "(none)"  # persons whose activity maps to no occupation
+PLOTTED = ("gender", "race", "age_group", "gender_race")
+
+
+def attribute_classes(race_classes: tuple[str, ...] = RACES) -> dict[str, tuple[str, ...]]:
+    """Classes of each analysed attribute; race4 only exists for DeepFace's six races."""
+    out = {"gender": GENDERS, "race": race_classes}
+    if set(race_classes) == set(RACES):
+        out["race4"] = SHEN4_CLASSES
+    out["age_group"] = AGE_GROUPS
+    out["gender_race"] = tuple(f"{g}|{r}" for g in GENDERS for r in race_classes)
+    return out
+
+
+def _val(v: Any) -> str | None:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or str(v) == "":
+        return None
+    return str(v)
+
+
+def row_labels(row: dict[str, Any], attrs: dict[str, tuple[str, ...]]) -> dict[str, str | None]:
+    """The class of each attribute for one labels.csv row (None when not `ok` or not predicted)."""
+    if row.get("status") != STATUS_OK:
+        return dict.fromkeys(attrs)
+    g, r, a = _val(row.get("gender")), _val(row.get("race")), _val(row.get("age_group"))
+    out: dict[str, str | None] = {"gender": g, "race": r, "age_group": a,
+                                  "gender_race": f"{g}|{r}" if g and r else None}
+    if "race4" in attrs:
+        out["race4"] = SHEN4.get(r) if r else None
+    return {k: out[k] for k in attrs}
+
+
+def group_stats(rows: list[dict[str, Any]], attrs: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """Counts, proportions and imbalance metrics of one group of labels.csv rows."""
+    n = len(rows)
+    n_ok = sum(r.get("status") == STATUS_OK for r in rows)
+    labels = [row_labels(r, attrs) for r in rows]
+    out: dict[str, Any] = {"n_persons": n, "n_ok": n_ok, "face_rate": n_ok / n if n else None, "attributes": {}}
+    for attr, classes in attrs.items():
+        labs = [lab[attr] for lab in labels]
+        counts = bias.counts(labs, classes)
+        p = bias.distribution(labs, classes)
+        metrics = bias.all_metrics(p)
+        out["attributes"][attr] = {
+            "counts": dict(zip(classes, (int(c) for c in counts), strict=True)),
+            "proportions": None if p is None else dict(zip(classes, (float(x) for x in p), strict=True)),
+            "metrics": {k: (None if math.isnan(v) else v) for k, v in metrics.items()},
+        }
+    return out
+
+
+def analyze_labels(df: pd.DataFrame, race_classes: tuple[str, ...] = RACES
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(by_occupation, skip_reasons, summary) of a labels table; occupations sorted, `all` last."""
+    attrs = attribute_classes(race_classes)
+    df = df.copy()
+    df["occupation"] = df["occupation"].map(lambda v: _val(v) or NO_OCCUPATION)
+    records = df.to_dict("records")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(r["occupation"], []).append(r)
+    order = sorted(groups) + [ALL]
+    groups[ALL] = records
+    stats = {occ: group_stats(groups[occ], attrs) for occ in order}
+
+    rows = []
+    for occ in order:
+        s = stats[occ]
+        row: dict[str, Any] = {"occupation": occ, "n_persons": s["n_persons"], "n_ok": s["n_ok"],
+                               "face_rate": s["face_rate"]}
+        for attr, a in s["attributes"].items():
+            for metric, v in a["metrics"].items():
+                row[f"{attr}_{metric}"] = v
+        for attr, a in s["attributes"].items():
+            if attr == "race4":
+                continue
+            for cls, c in a["counts"].items():
+                row[f"n_{attr}={cls}"] = c
+            for cls in attrs[attr]:
+                row[f"p_{attr}={cls}"] = None if a["proportions"] is None else a["proportions"][cls]
+        rows.append(row)
+    by_occ = pd.DataFrame(rows)
+
+    skip_rows = []
+    for occ in order:
+        st = pd.Series([r["status"] for r in groups[occ]]).value_counts()
+        for status, count in sorted(st.items()):
+            skip_rows.append({"occupation": occ, "status": status, "count": int(count),
+                              "share": count / len(groups[occ])})
+    skips = pd.DataFrame(skip_rows, columns=["occupation", "status", "count", "share"])
+    summary = {"n_persons": len(records), "n_occupations": len(order) - 1,
+               "status_counts": {k: int(v) for k, v in sorted(df["status"].value_counts().items())},
+               "classes": {k: list(v) for k, v in attrs.items()},
+               "overall": stats[ALL], "by_occupation": {o: stats[o] for o in order if o != ALL}}
+    return by_occ, skips, summary
+
+
+def plot_stacked(by_occ: pd.DataFrame, attr: str, classes: tuple[str, ...], path: Path, min_count: int = 1) -> Path:
+    """Stacked bars of `attr` proportions, one bar per occupation with >= min_count labelled people."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = by_occ[(by_occ.occupation != ALL) & (by_occ.n_ok >= max(min_count, 1))]
+    d = pd.concat([d, by_occ[by_occ.occupation == ALL]])
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(d) + 2), 4.5))
+    bottom = [0.0] * len(d)
+    cmap = plt.get_cmap("tab20" if len(classes) > 10 else "tab10")
+    for i, cls in enumerate(classes):
+        vals = [float(v) if v is not None and not pd.isna(v) else 0.0 for v in d[f"p_{attr}={cls}"]]
+        ax.bar(range(len(d)), vals, bottom=bottom, label=cls, color=cmap(i % cmap.N))
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    ax.set_xticks(range(len(d)))
+    ax.set_xticklabels([f"{o} ({n})" for o, n in zip(d.occupation, d.n_ok, strict=True)], rotation=75,
+                       ha="right", fontsize=7)
+    ax.set_ylabel("proportion of labelled people")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"perceived {attr.replace('_', ' ')} by occupation (n labelled)")
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def race_classes_for(cfg: Any) -> tuple[str, ...]:
+    """[analysis] race_classes, else the toy backend's races for `toy`, else DeepFace's six."""
+    if cfg.analysis.race_classes:
+        return tuple(cfg.analysis.race_classes)
+    if cfg.labels.backend == "toy":
+        from t2i_debias.toyworld.render import TOY_RACES
+
+        return tuple(TOY_RACES)
+    return RACES
+
+
+def analyze_folder(labels_csv: str | Path, out_dir: str | Path, race_classes: tuple[str, ...] = RACES,
+                   min_count: int = 1) -> list[Path]:
+    """Write every analysis output for one labels.csv; return their paths."""
+    df = pd.read_csv(labels_csv, dtype={"occupation": str, "status": str, "gender": str, "race": str,
+                                        "age_group": str}, keep_default_na=False)
+    try:
+        by_occ, skips, summary = analyze_labels(df, race_classes)
+    except ValueError as e:
+        raise ValueError(f"{labels_csv}: {e}") from e
+    out = Path(out_dir)
+    paths = [atomic_write_csv(out / "by_occupation.csv", by_occ), atomic_write_csv(out / "skip_reasons.csv", skips),
+             atomic_write_json(out / "summary.json", summary)]
+    attrs = attribute_classes(race_classes)
+    for attr in PLOTTED:
+        paths.append(plot_stacked(by_occ, attr, attrs[attr], out / f"{attr}_by_occupation.png", min_count))
+    ov = summary["overall"]
+    log.info("analysis: %d persons, %d labelled, %d occupations; overall gender tvd %s", ov["n_persons"],
+             ov["n_ok"], summary["n_occupations"], ov["attributes"]["gender"]["metrics"]["tvd"])
+    return paths
+
+
+def run_stage(cfg: Any, force: bool = False) -> None:
+    """Pipeline entry: labels/labels.csv -> analysis/ (with a manifest)."""
+    labels_csv = cfg.run_dir / "labels" / "labels.csv"
+    if not labels_csv.exists():
+        raise FileNotFoundError(f"{labels_csv} not found: run the labels stage first "
+                                "(mpii_dataset/generate_mpii_prediction_race.py)")
+    races = race_classes_for(cfg)
+    stage = Stage("analysis", cfg.run_dir / "analysis",
+                  config={**cfg.section_dict("analysis"), "race_classes": list(races)}, inputs=[labels_csv])
+    run_stage_folder(stage, lambda st: analyze_folder(labels_csv, st.folder, races, cfg.analysis.min_count),
+                     force=force, log=log.info)

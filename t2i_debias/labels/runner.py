@@ -1,0 +1,349 @@
+"""The labels stage: one row per MPII person in `labels/labels.csv`, resumable after a kill.
+
+Every person read from `mpii/persons.csv` gets exactly one row with a status (persons in = rows
+out). Results are cached by the crop's content hash in an append-only journal
+(`labels/.journal.jsonl`, one fsync'ed JSON line per result, keyed by crop hash + classifier
+settings), so a rerun, or a kill -9 and a rerun, recomputes nothing already labelled; labels.csv
+is written atomically at the end. `classify_files` is the same engine for any list of image files
+(e.g. generated images in the bias evaluation).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from PIL import Image
+
+from t2i_debias.attributes import STATUS_OK
+from t2i_debias.labels.base import Box, DemographicClassifier, Prediction
+from t2i_debias.labels.crops import ImageLoadError, image_sha256, load_image, make_crop, valid_box
+from t2i_debias.runs import Stage, atomic_write_csv, hash_obj, safe_join
+from t2i_debias.runs import run_stage as run_stage_folder
+
+log = logging.getLogger(__name__)
+
+LABEL_COLUMNS: tuple[str, ...] = (
+    "person_id", "image", "occupation", "status", "gender", "gender_conf", "race", "race_conf", "age",
+    "age_group", "face_x1", "face_y1", "face_x2", "face_y2", "n_faces", "crop_sha256", "backend",
+)
+PERSON_COLUMNS: tuple[str, ...] = ("person_id", "image", "occupation", "head_x1", "head_y1", "head_x2", "head_y2")
+JOURNAL = ".journal.jsonl"
+# Statuses worth caching: a deterministic answer about the crop. Errors may be transient (OOM, I/O).
+CACHEABLE = (STATUS_OK, "no_face", "multiple_faces")
+
+
+# ----------------------------------------------------------------------------- journal
+class Journal:
+    """Append-only JSONL cache of predictions keyed by crop hash + classifier settings.
+
+    Each line is flushed and fsync'ed, so a kill loses at most the line being written; a
+    truncated last line is ignored (and cut off before appending). Held under an exclusive lock.
+    """
+
+    def __init__(self, path: str | Path, classifier_key: str) -> None:
+        self.path = Path(path)
+        self.classifier_key = classifier_key
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.ignored = 0
+        self._fh: IO[bytes] | None = None
+
+    def __enter__(self) -> Journal:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a+b")
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            self._fh.close()
+            raise RuntimeError(f"{self.path} is locked: another labels run is writing to this folder") from e
+        self._load()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+    def _load(self) -> None:
+        assert self._fh is not None
+        self._fh.seek(0)
+        data = self._fh.read()
+        good_end = data.rfind(b"\n") + 1  # bytes after the last newline are a line cut by a kill
+        for n, line in enumerate(data[:good_end].splitlines(), 1):
+            try:
+                rec = json.loads(line)
+                if rec["clf"] == self.classifier_key:
+                    self.entries[rec["key"]] = rec["pred"]
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                self.ignored += 1
+                log.warning("%s line %d is not a journal record; ignored", self.path, n)
+        if good_end < len(data):
+            self.ignored += 1
+            log.warning("%s ends with a truncated line (killed run?); it is dropped", self.path)
+            self._fh.truncate(good_end)
+        self._fh.seek(0, os.SEEK_END)
+
+    def get(self, key: str) -> Prediction | None:
+        rec = self.entries.get(key)
+        return None if rec is None else prediction_from_dict(rec)
+
+    def add(self, items: Sequence[tuple[str, Prediction]]) -> None:
+        """Append results (one line each), then flush and fsync once."""
+        assert self._fh is not None, "use Journal as a context manager"
+        for key, pred in items:
+            rec = {"clf": self.classifier_key, "key": key, "pred": prediction_to_dict(pred)}
+            self._fh.write((json.dumps(rec, sort_keys=True) + "\n").encode("ascii"))
+            self.entries[key] = rec["pred"]
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+
+def prediction_to_dict(pred: Prediction) -> dict[str, Any]:
+    d = asdict(pred)
+    d["face_box"] = list(pred.face_box) if pred.face_box is not None else None
+    return d
+
+
+def prediction_from_dict(d: dict[str, Any]) -> Prediction:
+    d = dict(d)
+    if d.get("face_box") is not None:
+        d["face_box"] = tuple(d["face_box"])
+    return Prediction(**d)
+
+
+def classifier_key(classifier: DemographicClassifier) -> str:
+    """Hash of the settings that determine a classifier's answers."""
+    return hash_obj(classifier.describe())[:16]
+
+
+# ----------------------------------------------------------------------------- engine
+@dataclass
+class Item:
+    """One thing to classify: an image file and an optional head box."""
+
+    path: Path
+    box: Box | None = None
+
+
+@dataclass
+class Result:
+    """A prediction plus the crop hash it was cached under ('' when no image could be read)."""
+
+    prediction: Prediction
+    crop_sha256: str = ""
+    cached: bool = False
+
+
+@dataclass
+class Stats:
+    """How many results came from the journal and how many were computed."""
+
+    cached: int = 0
+    computed: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+def _crop_key(classifier: DemographicClassifier, image: Image.Image, box: Box | None) -> tuple[str, str]:
+    """(crop_sha256, cache key). Backends with a `margin` crop around the box; others see the whole image."""
+    margin = getattr(classifier, "margin", None)
+    crop = make_crop(image, box, margin) if margin is not None else make_crop(image, None, 0.0)
+    sha = image_sha256(crop.image)
+    return sha, hash_obj({"crop": sha, "head": crop.head})
+
+
+class _ImageCache:
+    """The last few decoded images: MPII persons of one image come in a row."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self.items: dict[Path, Image.Image | ImageLoadError] = {}
+
+    def get(self, path: Path) -> Image.Image:
+        if path not in self.items:
+            try:
+                self.items[path] = load_image(path)
+            except ImageLoadError as e:
+                self.items[path] = e
+            while len(self.items) > self.size:
+                self.items.pop(next(iter(self.items)))
+        got = self.items[path]
+        if isinstance(got, ImageLoadError):
+            raise got
+        return got
+
+
+def classify_items(classifier: DemographicClassifier, items: Sequence[Item], batch_size: int = 32,
+                   journal: Journal | None = None, desc: str = "labels") -> tuple[list[Result], Stats]:
+    """Classify every item, in order, reusing and extending `journal`; one Result per item, never fewer."""
+    from tqdm.auto import tqdm
+
+    results: list[Result | None] = [None] * len(items)
+    stats = Stats()
+    cache = _ImageCache()
+    pending: list[tuple[int, Image.Image, Box | None, str, str]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        try:
+            preds = classifier.predict([p[1] for p in pending], [p[2] for p in pending])
+            if len(preds) != len(pending):
+                raise RuntimeError(f"{classifier.name} returned {len(preds)} predictions for {len(pending)} images")
+        except Exception as e:  # a failing batch is recorded per row; the run goes on
+            log.warning("%s failed on a batch of %d: %s: %s", classifier.name, len(pending), type(e).__name__, e)
+            preds = [Prediction(status=f"error:{type(e).__name__}") for _ in pending]
+        done = []
+        for (i, _, _, sha, key), pred in zip(pending, preds, strict=True):
+            results[i] = Result(pred, sha)
+            if pred.status in CACHEABLE:
+                done.append((key, pred))
+        if journal is not None and done:
+            journal.add(done)
+        stats.computed += len(pending)
+        bar.update(len(pending))
+        pending.clear()
+
+    with tqdm(total=len(items), desc=desc, unit="img", dynamic_ncols=True, mininterval=1.0) as bar:
+        for i, item in enumerate(items):
+            try:
+                image = cache.get(item.path)
+            except ImageLoadError as e:
+                log.debug("%s", e)
+                results[i] = Result(Prediction(status=e.status))
+                bar.update(1)
+                continue
+            sha, key = _crop_key(classifier, image, item.box)
+            hit = journal.get(key) if journal is not None else None
+            if hit is not None:
+                results[i] = Result(hit, sha, cached=True)
+                stats.cached += 1
+                bar.update(1)
+                continue
+            pending.append((i, image, item.box, sha, key))
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+    out = [r for r in results if r is not None]
+    if len(out) != len(items):  # cannot happen: every branch above sets its result
+        raise RuntimeError(f"{len(items)} items but {len(out)} results")
+    for r in out:
+        stats.statuses[r.prediction.status] = stats.statuses.get(r.prediction.status, 0) + 1
+    return out, stats
+
+
+def classify_files(classifier: DemographicClassifier, paths: Sequence[str | Path],
+                   boxes: Sequence[Box | None] | None = None, batch_size: int = 32,
+                   journal: Journal | None = None, desc: str = "classify") -> list[Prediction]:
+    """One Prediction per image file, in order (missing_image / unreadable_image for bad files)."""
+    boxes = list(boxes) if boxes is not None else [None] * len(paths)
+    if len(boxes) != len(paths):
+        raise ValueError(f"{len(paths)} paths but {len(boxes)} boxes")
+    items = [Item(Path(p), b) for p, b in zip(paths, boxes, strict=True)]
+    results, _ = classify_items(classifier, items, batch_size, journal, desc)
+    return [r.prediction for r in results]
+
+
+# ----------------------------------------------------------------------------- persons.csv -> labels.csv
+def read_persons(path: str | Path) -> list[dict[str, str]]:
+    """Rows of persons.csv as strings; a missing column is an error naming the file."""
+    import pandas as pd
+
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in PERSON_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected at least {list(PERSON_COLUMNS)}")
+    return df.to_dict("records")
+
+
+def person_box(row: dict[str, str], where: str) -> Box | None:
+    """The head box of a persons.csv row; None when empty or degenerate; error on non-numbers."""
+    vals = [row[c].strip() for c in ("head_x1", "head_y1", "head_x2", "head_y2")]
+    if not any(vals):
+        return None
+    try:
+        box = tuple(float(v) for v in vals)
+    except ValueError as e:
+        raise ValueError(f"{where}: head box {vals} is not numeric") from e
+    if not valid_box(box):
+        log.warning("%s: degenerate head box %s; using the whole image", where, vals)
+        return None
+    return box  # type: ignore[return-value]
+
+
+def _fmt(v: Any, digits: int) -> Any:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return round(float(v), digits) if isinstance(v, float) else v
+
+
+def label_row(person: dict[str, str], result: Result, backend: str) -> dict[str, Any]:
+    """One labels.csv row (LABEL_COLUMNS) from a person and its result."""
+    p = result.prediction
+    box = p.face_box or (None, None, None, None)
+    row = {"person_id": person["person_id"], "image": person["image"], "occupation": person["occupation"],
+           "status": p.status, "gender": p.gender, "gender_conf": _fmt(p.gender_conf, 6), "race": p.race,
+           "race_conf": _fmt(p.race_conf, 6), "age": _fmt(p.age, 2), "age_group": p.age_group,
+           "face_x1": _fmt(box[0], 2), "face_y1": _fmt(box[1], 2), "face_x2": _fmt(box[2], 2),
+           "face_y2": _fmt(box[3], 2), "n_faces": p.n_faces, "crop_sha256": result.crop_sha256, "backend": backend}
+    return row
+
+
+def label_persons(persons_csv: str | Path, images_dir: str | Path, classifier: DemographicClassifier,
+                  out_dir: str | Path, batch_size: int = 32) -> tuple[Path, Stats]:
+    """Label every person of `persons_csv` into `out_dir/labels.csv` (atomic), resuming from the journal."""
+    import pandas as pd
+
+    persons = read_persons(persons_csv)
+    items = []
+    for n, row in enumerate(persons, 2):
+        where = f"{persons_csv} line {n}"
+        box = person_box(row, where)
+        try:
+            path = safe_join(images_dir, row["image"])
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from e
+        items.append(Item(path, box))
+    out_dir = Path(out_dir)
+    with Journal(out_dir / JOURNAL, classifier_key(classifier)) as journal:
+        if journal.entries:
+            log.info("resuming: %d results cached in %s", len(journal.entries), journal.path)
+        results, stats = classify_items(classifier, items, batch_size, journal, desc="labels")
+    rows = [label_row(p, r, classifier.name) for p, r in zip(persons, results, strict=True)]
+    if len(rows) != len(persons):
+        raise RuntimeError(f"labels do not reconcile: {len(persons)} persons in, {len(rows)} rows out")
+    df = pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
+    df["n_faces"] = df["n_faces"].astype("Int64")  # integers, empty when unknown (not 1.0)
+    out = atomic_write_csv(out_dir / "labels.csv", df)
+    log.info("labels: %d persons, %d computed, %d from cache; statuses %s", len(rows), stats.computed,
+             stats.cached, dict(sorted(stats.statuses.items())))
+    return out, stats
+
+
+def run_stage(cfg: Any, force: bool = False) -> None:
+    """Pipeline entry: mpii/persons.csv (+ images) -> labels/labels.csv with a manifest."""
+    from t2i_debias.labels.registry import make_classifier
+
+    persons_csv = cfg.run_dir / "mpii" / "persons.csv"
+    if not persons_csv.exists():
+        raise FileNotFoundError(f"{persons_csv} not found: run the mpii stage first (mpii_dataset/load_dataset.py)")
+    config = {**cfg.section_dict("labels"), "images_dir": str(Path(cfg.mpii.images_dir).resolve()),
+              "smoke": cfg.run.smoke}
+    stage = Stage("labels", cfg.run_dir / "labels", config=config, inputs=[persons_csv])
+
+    def body(st: Stage) -> tuple[list[Path], dict[str, Any]]:
+        clf = make_classifier(cfg.labels, device=cfg.run.device, smoke=cfg.run.smoke)
+        out, stats = label_persons(persons_csv, cfg.mpii.images_dir, clf, st.folder, cfg.labels.batch_size)
+        extra = {"classifier": clf.describe(), "n_rows": sum(stats.statuses.values()),
+                 "status_counts": stats.statuses, "computed": stats.computed, "cached": stats.cached}
+        return [out], extra
+
+    run_stage_folder(stage, body, force=force, log=log.info)
+
