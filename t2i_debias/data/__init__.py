@@ -1,0 +1,2 @@
+"""MPII Human Pose data: the .mat loader (mpii), its fast reader (matreader), fixture writer
+(mpii_fixture) and the activity -> occupation map (occupations, occupations.csv)."""
