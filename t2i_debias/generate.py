@@ -1,0 +1,442 @@
+"""Seeded, batched, resumable, shardable image generation for evaluation (the `generated` stage).
+
+- `generate_images`: image i comes from its own `torch.Generator` seeded `seeds[i]`; a batch passes a
+  list of generators, so batched and one-at-a-time generation draw the same noise.
+- `generate_folder`: N images per prompt, image i with seed `base_seed + i` (two models meet the same
+  noise) -> `images/<prompt_id>/<seed>.png` + `metadata.csv`. PNGs are written atomically and carry
+  their generation settings in a `t2i_debias` text chunk; existing valid PNGs are skipped, so a killed
+  run resumes. Under `accelerate launch` each process takes a disjoint slice (job i goes to process
+  i mod N) and the main process writes `metadata.csv` from the files once all are done.
+- `models_to_evaluate` / `run_stage`: the base model and every trained mode of the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from PIL import Image, PngImagePlugin
+
+from t2i_debias.runs import MANIFEST, Stage, atomic_write_bytes, atomic_write_csv, atomic_write_json, hash_obj
+
+log = logging.getLogger(__name__)
+
+# Pipeline keyword arguments given per image (sliced with the batch) rather than shared by the batch.
+PER_IMAGE_KWARGS: tuple[str, ...] = (
+    "negative_prompt", "prompt_embeds", "negative_prompt_embeds",
+    "pooled_prompt_embeds", "negative_pooled_prompt_embeds",
+)
+PNG_KEY = "t2i_debias"
+METADATA = "metadata.csv"
+SETTINGS = "generation.json"
+LORA_FILES: tuple[str, ...] = ("pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin")
+MODE_ORDER: tuple[str, ...] = ("text", "unet", "both")
+
+
+# ----------------------------------------------------------------------------- one batch of images
+def generate_images(pipe: Any, prompts: Sequence[str] | str | None, seeds: Sequence[int], batch_size: int,
+                    num_inference_steps: int, guidance_scale: float, height: int | None = None,
+                    width: int | None = None, generator_device: str = "cpu", progress: Any = None,
+                    **kw: Any) -> list[Image.Image]:
+    """Generate `len(seeds)` images; image i uses prompt i and `torch.Generator(generator_device)` seeded `seeds[i]`.
+
+    Generators default to the CPU so the initial noise is the same on every device. `kw` goes to the
+    pipeline; the names in PER_IMAGE_KWARGS (e.g. `prompt_embeds`) are per image and sliced per batch.
+    `progress(k)` is called after each batch with the number of images it made.
+    """
+    import torch
+
+    n = len(seeds)
+    if isinstance(prompts, str):
+        prompts = [prompts] * n
+    if prompts is not None and len(prompts) != n:
+        raise ValueError(f"{len(prompts)} prompts for {n} seeds")
+    if prompts is None and "prompt_embeds" not in kw:
+        raise ValueError("give prompts or prompt_embeds")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for name in PER_IMAGE_KWARGS:
+        if name in kw and kw[name] is not None and not isinstance(kw[name], str) and len(kw[name]) != n:
+            raise ValueError(f"{name} has {len(kw[name])} entries for {n} images")
+    out: list[Image.Image] = []
+    for start in range(0, n, batch_size):
+        sl = slice(start, min(start + batch_size, n))
+        gens = [torch.Generator(generator_device).manual_seed(int(s)) for s in seeds[sl]]
+        call = {k: (v[sl] if k in PER_IMAGE_KWARGS and v is not None and not isinstance(v, str) else v)
+                for k, v in kw.items()}
+        if prompts is not None:
+            call["prompt"] = list(prompts[sl])
+        result = pipe(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, height=height,
+                      width=width, generator=gens, output_type="pil", **call)
+        out.extend(result.images)
+        if progress is not None:
+            progress(len(gens))
+    return out
+
+
+# ----------------------------------------------------------------------------- model loading
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when available, else 'cpu'; anything else unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    """'auto' -> float16 on CUDA, float32 elsewhere; or the named torch dtype."""
+    import torch
+
+    if dtype == "auto":
+        return torch.float16 if str(device).startswith("cuda") else torch.float32
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16")
+    return getattr(torch, dtype)
+
+
+def is_pipeline_dir(path: str | Path) -> bool:
+    """True for a local diffusers pipeline folder."""
+    return (Path(path) / "model_index.json").is_file()
+
+
+def is_lora_dir(path: str | Path) -> bool:
+    """True for a local folder of diffusers LoRA weights (no model_index.json)."""
+    p = Path(path)
+    return p.is_dir() and not is_pipeline_dir(p) and any((p / f).is_file() for f in LORA_FILES)
+
+
+def load_model(spec: str, base: str, device: str = "cpu", dtype: Any = None) -> Any:
+    """A text-to-image pipeline for `spec`: a pipeline folder or hub id, or a LoRA folder applied on `base`."""
+    from t2i_debias.tiny.sd import load_pipeline
+
+    if is_lora_dir(spec):
+        pipe = load_pipeline(base, torch_dtype=dtype, device=device)
+        pipe.load_lora_weights(str(spec))
+        log.info("loaded LoRA %s on %s", spec, base)
+        return pipe
+    return load_pipeline(spec, torch_dtype=dtype, device=device)
+
+
+def model_fingerprint(spec: str) -> dict[str, Any]:
+    """Cheap identity of a model (file names, sizes, mtimes for a folder; the id for a hub model).
+
+    Hashing a multi-GB pipeline on every run would be slow; a retrained folder changes sizes/mtimes.
+    """
+    p = Path(spec)
+    if not p.exists():
+        return {"spec": spec}
+    files = sorted(f for f in p.rglob("*") if f.is_file() and f.name != MANIFEST) if p.is_dir() else [p]
+    stats = [(str(f.relative_to(p)) if p.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns)
+             for f in files]
+    return {"spec": str(p.resolve()), "files": hash_obj(stats)}
+
+
+def models_to_evaluate(cfg: Any) -> dict[str, str]:
+    """Name -> model spec: `generate.models` (NAME=SPEC) if set, else "base" plus each trained mode found.
+
+    A trained mode is a folder `<run_dir>/models/<mode>/` holding a pipeline (model_index.json) or
+    LoRA weights (applied on the base model when loaded).
+    """
+    from t2i_debias.models import base_model, resolve_model
+
+    if cfg.generate.models:
+        out: dict[str, str] = {}
+        for item in cfg.generate.models:
+            if "=" not in item:
+                raise ValueError(f"generate.models entry {item!r} must be NAME=SPEC")
+            name, spec = (x.strip() for x in item.split("=", 1))
+            _check_name(name)
+            out[name] = resolve_model(spec, cfg)
+        return out
+    out = {"base": base_model(cfg)}
+    models_dir = cfg.run_dir / "models"
+    if models_dir.is_dir():
+        found = [d for d in models_dir.iterdir() if d.is_dir() and (is_pipeline_dir(d) or is_lora_dir(d))]
+        order = {m: i for i, m in enumerate(MODE_ORDER)}
+        for d in sorted(found, key=lambda d: (order.get(d.name, len(order)), d.name)):
+            _check_name(d.name)
+            out[d.name] = str(d)
+    return out
+
+
+def _check_name(name: str) -> None:
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"bad model name {name!r}: it names a folder")
+
+
+# ----------------------------------------------------------------------------- folder generation
+@dataclass(frozen=True)
+class Job:
+    """One image to make: prompt and seed, and where it goes."""
+
+    prompt_id: str
+    occupation: str
+    prompt: str
+    seed: int
+
+    @property
+    def rel(self) -> str:
+        return f"images/{self.prompt_id}/{self.seed}.png"
+
+
+def make_jobs(prompts: pd.DataFrame, n_per_prompt: int, base_seed: int) -> list[Job]:
+    """Every (prompt, seed) pair in a fixed order: prompts in file order, seeds base_seed .. base_seed+N-1."""
+    return [Job(str(r.prompt_id), str(getattr(r, "occupation", "")), str(r.prompt), base_seed + i)
+            for r in prompts.itertuples(index=False) for i in range(n_per_prompt)]
+
+
+def is_valid_png(path: Path) -> bool:
+    """True when `path` is a readable, complete PNG."""
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except FileNotFoundError:
+        return False
+    except (OSError, SyntaxError, ValueError) as e:
+        log.warning("invalid image %s (%s): regenerating it", path, e)
+        return False
+
+
+def png_info(path: Path) -> dict[str, Any]:
+    """The generation record stored in a PNG written by `generate_folder`."""
+    with Image.open(path) as im:
+        raw = im.info.get(PNG_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def _png_bytes(image: Image.Image, record: dict[str, Any]) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PNG_KEY, json.dumps(record, sort_keys=True))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def _clean_stale_tmp(images_dir: Path) -> int:
+    """Remove temporary files a killed writer left behind (atomic writes use hidden `.*.tmp` names)."""
+    n = 0
+    if images_dir.is_dir():
+        for f in images_dir.rglob(".*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+                n += 1
+    return n
+
+
+def _prepare_folder(out_dir: Path, settings: dict[str, Any], prompts: pd.DataFrame) -> None:
+    """Invalidate images made with other settings (whole folder) or another prompt text (that prompt)."""
+    path = out_dir / SETTINGS
+    old: dict[str, Any] | None = None
+    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+        old = json.loads(path.read_text())
+    images = out_dir / "images"
+    if old is not None and old.get("settings") != settings and images.exists():
+        log.warning("%s: generation settings changed; discarding the old images", out_dir)
+        shutil.rmtree(images)
+        old = None
+    new_prompts = dict(zip(prompts["prompt_id"], prompts["prompt"], strict=True))
+    for pid, text in (old or {}).get("prompts", {}).items():
+        if pid in new_prompts and new_prompts[pid] != text and (images / pid).exists():
+            log.warning("%s: prompt %s changed (%r -> %r); discarding its images", out_dir, pid, text, new_prompts[pid])
+            shutil.rmtree(images / pid)
+    merged = {**(old or {}).get("prompts", {}), **new_prompts}
+    n = _clean_stale_tmp(images)
+    if n:
+        log.info("%s: removed %d temporary files left by an interrupted run", out_dir, n)
+    atomic_write_json(path, {"settings": settings, "prompts": merged})
+
+
+class _Dist:
+    """The process group: accelerate's PartialState when available, else a single process."""
+
+    def __init__(self, state: Any = None) -> None:
+        if state is None:
+            try:
+                import torch
+                from accelerate import PartialState
+
+                # Without CUDA, accelerate only forms a (gloo) process group when asked for the CPU.
+                cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" or not torch.cuda.is_available()
+                state = PartialState(cpu=cpu)
+            except ImportError:
+                state = None
+        self.state = state
+
+    @property
+    def rank(self) -> int:
+        return int(self.state.process_index) if self.state is not None else 0
+
+    @property
+    def world(self) -> int:
+        return int(self.state.num_processes) if self.state is not None else 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.state is not None and self.world > 1:
+            self.state.wait_for_everyone()
+
+
+def generate_folder(load_pipe: Callable[[], Any], out_dir: str | Path, prompts: pd.DataFrame, model_name: str,
+                    n_per_prompt: int, base_seed: int, batch_size: int, num_inference_steps: int,
+                    guidance_scale: float, height: int | None = None, width: int | None = None,
+                    settings: dict[str, Any] | None = None, state: Any = None, **kw: Any) -> Path:
+    """Generate the missing images of a model into `out_dir` (this process's slice) and write metadata.csv.
+
+    `load_pipe()` is only called when this process has images to make. `settings` identifies how the
+    images are made (model fingerprint etc.); images made under other settings are discarded.
+    Returns the metadata.csv path. Every process must call this (it synchronises them).
+    """
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    dist = _Dist(state)
+    jobs = make_jobs(prompts, n_per_prompt, base_seed)
+    gen = {"model": model_name, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
+           "height": height, "width": width, "base_seed": base_seed}
+    settings = {**gen, **(settings or {})}
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _prepare_folder(out_dir, settings, prompts)
+    dist.barrier()
+
+    mine = jobs[dist.rank::dist.world]
+    todo = [j for j in mine if not is_valid_png(out_dir / j.rel)]
+    log.info("%s: process %d/%d has %d of %d images to make (%d already done)", model_name, dist.rank,
+             dist.world, len(todo), len(mine), len(mine) - len(todo))
+    if todo:
+        pipe = load_pipe()
+        bar = tqdm(total=len(todo), desc=f"generate {model_name}" + (f" [{dist.rank}]" if dist.world > 1 else ""),
+                   position=dist.rank, disable=None)
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            images = generate_images(pipe, [j.prompt for j in batch], [j.seed for j in batch], batch_size,
+                                     num_inference_steps, guidance_scale, height, width, **kw)
+            for job, img in zip(batch, images, strict=True):
+                record = {**gen, "prompt_id": job.prompt_id, "prompt": job.prompt, "seed": job.seed,
+                          "shard": f"{dist.rank}/{dist.world}"}
+                atomic_write_bytes(out_dir / job.rel, _png_bytes(img, record))
+            bar.update(len(batch))
+        bar.close()
+    dist.barrier()
+    meta = out_dir / METADATA
+    if dist.is_main:
+        meta = write_metadata(out_dir, jobs, model_name)
+    dist.barrier()
+    return meta
+
+
+def write_metadata(out_dir: Path, jobs: list[Job], model_name: str) -> Path:
+    """metadata.csv rebuilt from the image files (one row per job); a missing image is an error."""
+    rows = []
+    missing = []
+    for j in jobs:
+        path = out_dir / j.rel
+        if not path.is_file():
+            missing.append(j.rel)
+            continue
+        info = png_info(path)
+        rows.append({"model": model_name, "prompt_id": j.prompt_id, "occupation": j.occupation, "prompt": j.prompt,
+                     "seed": j.seed, "file": j.rel, "num_inference_steps": info.get("num_inference_steps"),
+                     "guidance_scale": info.get("guidance_scale"), "shard": info.get("shard", "")})
+    if missing:
+        raise RuntimeError(f"{out_dir}: {len(missing)} images missing after generation, e.g. {missing[:3]}")
+    return atomic_write_csv(out_dir / METADATA, pd.DataFrame(rows))
+
+
+def read_metadata(model_dir: str | Path) -> pd.DataFrame:
+    """A model's generated/<model>/metadata.csv, with paths checked to stay inside the folder."""
+    from t2i_debias.runs import safe_join
+
+    path = Path(model_dir) / METADATA
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the generation stage first")
+    df = pd.read_csv(path, dtype={"prompt_id": str, "file": str, "prompt": str, "occupation": str},
+                     keep_default_na=False)
+    for col in ("prompt_id", "seed", "file"):
+        if col not in df.columns:
+            raise ValueError(f"{path}: missing column {col!r}")
+    for i, rel in enumerate(df["file"]):
+        try:
+            safe_join(model_dir, rel)
+        except ValueError as e:
+            raise ValueError(f"{path} line {i + 2}: {e}") from None
+    return df
+
+
+# ----------------------------------------------------------------------------- the stage
+def generation_config(cfg: Any, name: str, spec: str) -> dict[str, Any]:
+    """What determines a model's images (batch size excluded: it does not change them)."""
+    from t2i_debias.models import base_model
+
+    sec = cfg.section_dict("generate")["generate"]
+    sec.pop("batch_size", None)
+    sec.pop("models", None)
+    fp = model_fingerprint(spec)
+    if is_lora_dir(spec):
+        fp["base"] = model_fingerprint(base_model(cfg))
+    return {"generate": sec, "model": name, "fingerprint": fp}
+
+
+def generate_model(cfg: Any, name: str, spec: str, force: bool = False, state: Any = None) -> Path:
+    """Generate (or complete) `generated/<name>/` for one model; skipped when its manifest matches."""
+    from t2i_debias.models import base_model
+    from t2i_debias.prompts import prompts_path, read_prompts
+
+    dist = _Dist(state)
+    g = cfg.generate
+    out_dir = cfg.run_dir / "generated" / name
+    config = generation_config(cfg, name, spec)
+    stage = Stage(f"generated:{name}", out_dir, config, [prompts_path(cfg)])
+    complete = stage.is_complete() and not force
+    dist.barrier()  # everyone has looked at the manifest before the main process removes it
+    if complete:
+        log.info("[generated:%s] complete (manifest matches) - skipping; use --force to rerun", name)
+        return out_dir
+    if force and dist.is_main and (out_dir / "images").exists():
+        shutil.rmtree(out_dir / "images")
+    if dist.is_main:
+        stage.begin()
+    prompts = read_prompts(prompts_path(cfg))
+    # Under accelerate each process gets its own device (cuda:<local rank>); run.device overrides it.
+    use_state = dist.state is not None and cfg.run.device == "auto"
+    device = str(dist.state.device) if use_state else resolve_device(cfg.run.device)
+    dtype = resolve_dtype(g.dtype, device)
+    size = g.resolution or None
+    base = base_model(cfg)
+    settings = {"fingerprint": config["fingerprint"], "dtype": str(dtype)}
+    meta = generate_folder(lambda: load_model(spec, base, device=device, dtype=dtype), out_dir, prompts, name,
+                           g.images_per_prompt, g.base_seed, g.batch_size, g.num_inference_steps,
+                           g.guidance_scale, size, size, settings=settings, state=dist.state)
+    if dist.is_main:
+        stage.finish([meta, out_dir / SETTINGS], extra={"n_images": len(prompts) * g.images_per_prompt,
+                                                        "processes": dist.world, "device": device})
+    dist.barrier()
+    return out_dir
+
+
+def run_stage(cfg: Any, force: bool = False) -> None:
+    """Generate images for every model to evaluate (the base model and each trained mode)."""
+    from t2i_debias import prompts
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    dist = _Dist()
+    if not prompts.prompts_path(cfg).is_file():  # a script run from flags alone: build prompts.csv first
+        if dist.is_main:
+            prompts.run_stage(cfg, force=False)
+        dist.barrier()
+    for name, spec in models_to_evaluate(cfg).items():
+        generate_model(cfg, name, spec, force=force, state=dist.state)

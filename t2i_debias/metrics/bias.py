@@ -1,0 +1,221 @@
+"""Bias metrics over class proportions (DESIGN.md §3), per prompt, aggregated, with a bootstrap CI.
+
+For one prompt and one attribute with K classes, p_k = n_k / Σn counts only images where a face was
+found (and the attribute was predicted). K is fixed by the attribute's vocabulary
+(`attributes.ATTRIBUTE_CLASSES`), never by the classes that happen to occur, so a prompt whose images
+are all men has p = (1, 0) for gender. A prompt with no face found has no value (NaN): it is reported
+as such and left out of the mean over prompts, never counted as 0.
+
+Every metric function takes p of shape (..., K) and returns shape (...), so the bootstrap evaluates
+all resamples at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from t2i_debias.attributes import ATTRIBUTE_CLASSES, SHEN4, STATUS_OK
+
+METRIC_NAMES: tuple[str, ...] = ("tvd", "pairwise", "kl", "entropy")
+ATTRIBUTES: tuple[str, ...] = tuple(ATTRIBUTE_CLASSES)  # gender, race, race4, gender_race
+
+
+def _as_p(p: Any) -> np.ndarray:
+    """`p` as a float array (..., K) with K ≥ 2; NaN rows (no face) pass through."""
+    arr = np.asarray(p, dtype=float)
+    if arr.ndim == 0 or arr.shape[-1] < 2:
+        raise ValueError(f"a distribution needs K >= 2 classes on its last axis, got shape {arr.shape}")
+    finite = np.isfinite(arr).all(axis=-1)
+    sums = arr.sum(axis=-1)
+    if np.any(finite & ((np.abs(sums - 1) > 1e-6) | (arr < 0).any(axis=-1))):
+        raise ValueError("each distribution must be non-negative and sum to 1")
+    return arr
+
+
+def tvd(p: Any) -> np.ndarray | float:
+    """Total variation distance to uniform, ½ Σ_k |p_k − 1/K|; range [0, 1 − 1/K] (reference's 'bias')."""
+    p = _as_p(p)
+    k = p.shape[-1]
+    return 0.5 * np.abs(p - 1.0 / k).sum(axis=-1)
+
+
+def pairwise(p: Any) -> np.ndarray | float:
+    """Mean over class pairs i<j of |p_i − p_j|; range [0, 1] (Shen et al., ICLR'24)."""
+    p = _as_p(p)
+    i, j = np.triu_indices(p.shape[-1], k=1)
+    return np.abs(p[..., i] - p[..., j]).mean(axis=-1)
+
+
+def _xlogy(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """p·ln(y) with the convention 0·ln 0 = 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(p > 0, p * np.log(np.where(p > 0, y, 1.0)), 0.0)
+
+
+def kl(p: Any) -> np.ndarray | float:
+    """KL divergence from uniform, Σ_k p_k ln(K p_k); range [0, ln K] (ITI-GEN)."""
+    p = _as_p(p)
+    out = _xlogy(p, p.shape[-1] * p).sum(axis=-1)
+    return np.where(np.isfinite(p).all(axis=-1), out, np.nan)
+
+
+def entropy(p: Any) -> np.ndarray | float:
+    """Normalised entropy, −Σ_k p_k ln p_k / ln K; range [0, 1], 1 = balanced."""
+    p = _as_p(p)
+    out = -_xlogy(p, p).sum(axis=-1) / math.log(p.shape[-1])
+    return np.where(np.isfinite(p).all(axis=-1), out, np.nan)
+
+
+METRICS: dict[str, Callable[[Any], Any]] = {"tvd": tvd, "pairwise": pairwise, "kl": kl, "entropy": entropy}
+
+
+def all_metrics(p: Any) -> dict[str, float]:
+    """Every metric of one distribution (NaN when p is None: no face found)."""
+    if p is None:
+        return {m: math.nan for m in METRIC_NAMES}
+    return {m: float(METRICS[m](p)) for m in METRIC_NAMES}
+
+
+# ----------------------------------------------------------------------------- labels -> p
+def _missing(label: Any) -> bool:
+    return label is None or label == "" or (isinstance(label, float) and math.isnan(label))
+
+
+def counts(labels: Sequence[Any], classes: Sequence[str]) -> np.ndarray:
+    """Count of each class among `labels`; None/NaN/"" (no face) are not counted; unknown labels raise."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = np.zeros(len(classes), dtype=np.int64)
+    for i, lab in enumerate(labels):
+        if _missing(lab):
+            continue
+        if lab not in index:
+            raise ValueError(f"label {lab!r} (item {i}) is not one of the classes {tuple(classes)}")
+        out[index[lab]] += 1
+    return out
+
+
+def distribution(labels: Sequence[Any], classes: Sequence[str]) -> np.ndarray | None:
+    """p_k = n_k / Σn over the labelled images, in the order of `classes`; None when nothing is labelled."""
+    c = counts(labels, classes)
+    total = c.sum()
+    return None if total == 0 else c / total
+
+
+def attribute_label(row: Mapping[str, Any], attribute: str) -> str | None:
+    """The class of one prediction row for `attribute` (gender, race, race4, gender_race); None if no face."""
+    if row.get("status", STATUS_OK) != STATUS_OK:
+        return None
+    gender, race = row.get("gender"), row.get("race")
+    if attribute == "gender":
+        return None if _missing(gender) else str(gender)
+    if attribute == "race":
+        return None if _missing(race) else str(race)
+    if attribute == "race4":
+        if _missing(race):
+            return None
+        if race not in SHEN4:
+            raise ValueError(f"race {race!r} has no Shen-4 group; known: {sorted(SHEN4)}")
+        return SHEN4[race]
+    if attribute == "gender_race":
+        return None if _missing(gender) or _missing(race) else f"{gender}|{race}"
+    raise ValueError(f"unknown attribute {attribute!r}; known: {ATTRIBUTES}")
+
+
+# ----------------------------------------------------------------------------- per prompt + bootstrap
+def _codes(labels: Sequence[Any], classes: Sequence[str]) -> np.ndarray:
+    """Class index per image, -1 where not labelled (validated like `counts`)."""
+    counts(labels, classes)  # raises on unknown labels
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([-1 if _missing(lab) else index[lab] for lab in labels], dtype=np.int64)
+
+
+def _p_from_codes(codes: np.ndarray, k: int) -> np.ndarray:
+    """Proportions (..., K) from code arrays (..., n); rows with no labelled image are NaN."""
+    cnt = np.stack([(codes == i).sum(axis=-1) for i in range(k)], axis=-1).astype(float)
+    tot = cnt.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(tot > 0, cnt / np.where(tot > 0, tot, 1.0), np.nan)
+
+
+def _nanmean_rows(x: np.ndarray) -> np.ndarray:
+    """Mean over the last axis ignoring NaN; NaN where a row is all NaN (no warning)."""
+    ok = np.isfinite(x)
+    n = ok.sum(axis=-1)
+    s = np.where(ok, x, 0.0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, s / np.where(n > 0, n, 1), np.nan)
+
+
+def _interval(samples: np.ndarray, ci: float) -> list[float] | None:
+    """Percentile interval of the finite samples; None when there are none."""
+    s = samples[np.isfinite(samples)]
+    if s.size == 0:
+        return None
+    a = (1.0 - ci) / 2.0
+    lo, hi = np.quantile(s, [a, 1.0 - a])
+    return [float(lo), float(hi)]
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def evaluate_attribute(labels_by_prompt: Sequence[Sequence[Any]], classes: Sequence[str],
+                       n_bootstrap: int = 1000, seed: int = 0, ci: float = 0.95) -> dict[str, Any]:
+    """Per-prompt metrics, their mean over prompts, and a seeded bootstrap CI.
+
+    `labels_by_prompt[j]` lists one label per generated image of prompt j, None where no face was found,
+    so the bootstrap resamples *all* images of a prompt (with replacement, same size) and the number of
+    faces varies as it would between runs. The resampled indices depend only on the prompt sizes and
+    `seed`, so every attribute of one model is resampled identically. Prompts (or resamples) with no
+    labelled image get NaN and are left out of the mean.
+    """
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    k = len(classes)
+    codes = [_codes(labels, classes) for labels in labels_by_prompt]
+    per_prompt: list[dict[str, Any]] = []
+    values = {m: np.full(len(codes), np.nan) for m in METRIC_NAMES}
+    for j, c in enumerate(codes):
+        cnt = np.array([(c == i).sum() for i in range(k)], dtype=np.int64)
+        n_lab = int(cnt.sum())
+        p = cnt / n_lab if n_lab else None
+        row: dict[str, Any] = {"n_images": int(c.size), "n_labelled": n_lab, "counts": cnt.tolist(),
+                               "p": None if p is None else p.tolist()}
+        for m, v in all_metrics(p).items():
+            values[m][j] = v
+            row[m] = _none_if_nan(v)
+        per_prompt.append(row)
+
+    boot = {m: np.full((max(n_bootstrap, 0), len(codes)), np.nan) for m in METRIC_NAMES}
+    if n_bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        for j, c in enumerate(codes):
+            if c.size == 0:
+                continue
+            idx = rng.integers(0, c.size, size=(n_bootstrap, c.size))
+            pb = _p_from_codes(c[idx], k)
+            for m in METRIC_NAMES:
+                boot[m][:, j] = METRICS[m](pb)
+    aggregate: dict[str, float | None] = {}
+    interval: dict[str, list[float] | None] = {}
+    for m in METRIC_NAMES:
+        aggregate[m] = _none_if_nan(float(_nanmean_rows(values[m][None, :])[0]))
+        interval[m] = _interval(_nanmean_rows(boot[m]), ci) if n_bootstrap > 0 else None
+        for j, row in enumerate(per_prompt):
+            row[f"{m}_ci"] = _interval(boot[m][:, j], ci) if n_bootstrap > 0 and row[m] is not None else None
+    return {
+        "classes": list(classes),
+        "n_prompts": len(codes),
+        "n_prompts_with_value": int(np.isfinite(values["tvd"]).sum()),
+        "aggregate": aggregate,
+        "ci": interval,
+        "ci_level": ci,
+        "n_bootstrap": n_bootstrap,
+        "seed": seed,
+        "per_prompt": per_prompt,
+    }

@@ -1,0 +1,317 @@
+"""FID / KID through torchmetrics with cached reference features, CLIP-T / CLIP-I, and the quality stage.
+
+Inception features come from torchmetrics' `NoTrainInceptionV3` (torch-fidelity's FID Inception).
+Reference features are cached under `$T2I_DEBIAS_CACHE/fid-ref/` by the content hash of the
+reference and of the Inception weights, so comparing several models extracts them once. The FID and
+KID themselves are torchmetrics' `FrechetInceptionDistance` / `KernelInceptionDistance`, fed the
+features through an identity feature module. A reference may also be a statistics `.npz` (`mu`,
+`sigma`, optionally `features` for KID), read without pickle.
+
+Writes `quality/<model>.json` (fid, kid, kid_std, clip_t, clip_i, n_images, ...) and
+`quality/<model>.csv` (per-image CLIP-T / CLIP-I).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from t2i_debias.metrics.clip_score import ClipEmbedder, clip_i_scores, clip_t_scores
+from t2i_debias.runs import (
+    Stage,
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_json,
+    describe_path,
+    hash_file,
+    hash_obj,
+)
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+# ----------------------------------------------------------------------------- Inception features
+def prepare_inception(mode: str = "auto", smoke: bool = False) -> Path | None:
+    """Make sure the right Inception weights are in place; return their path (None: torch-fidelity downloads).
+
+    Refuses random offline weights at the real checkpoint path outside smoke/random mode, so a test
+    cache can never silently turn a real evaluation's FID into noise.
+    """
+    from t2i_debias.tiny.inception import (
+        ensure_inception_weights,
+        inception_checkpoint_path,
+        is_real_inception_weights,
+    )
+
+    if mode not in ("auto", "random"):
+        raise ValueError(f"quality.inception must be auto or random, got {mode!r}")
+    if mode == "random" or smoke:
+        return ensure_inception_weights()
+    path = inception_checkpoint_path()
+    if path.is_file() and not is_real_inception_weights(path):
+        raise RuntimeError(f"{path} holds random (offline test) Inception weights, not torch-fidelity's; "
+                           "delete it or point TORCH_HOME elsewhere for a real FID (or use --smoke)")
+    return path if path.is_file() else None
+
+
+class InceptionFeatures:
+    """Batched Inception features (N, D) of PIL images, with torchmetrics' FID feature extractor."""
+
+    def __init__(self, dims: int = 2048, device: str = "cpu", batch_size: int = 32) -> None:
+        import torch
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
+        self._torch = torch
+        self.dims, self.device, self.batch_size = dims, device, batch_size
+        self.model = NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(dims)]).to(device)
+
+    def __call__(self, images: Sequence[Image.Image | Path | str]) -> np.ndarray:
+        feats = np.zeros((len(images), self.dims), dtype=np.float64)
+        # Group by size so every batch is one tensor; the extractor resizes to 299 itself.
+        loaded: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
+        for i, im in enumerate(images):
+            arr = _load_rgb(im)
+            loaded.setdefault(arr.shape[:2], []).append((i, arr))
+            group = loaded[arr.shape[:2]]
+            if len(group) == self.batch_size:
+                self._run(group, feats)
+                group.clear()
+        for group in loaded.values():
+            if group:
+                self._run(group, feats)
+        return feats
+
+    def _run(self, group: list[tuple[int, np.ndarray]], out: np.ndarray) -> None:
+        torch = self._torch
+        x = torch.from_numpy(np.stack([a for _, a in group])).permute(0, 3, 1, 2).contiguous().to(self.device)
+        with torch.no_grad():
+            f = self.model(x)
+        f = f[0] if isinstance(f, tuple) else f
+        out[[i for i, _ in group]] = f.double().cpu().numpy().reshape(len(group), -1)
+
+
+def _load_rgb(im: Image.Image | Path | str) -> np.ndarray:
+    """uint8 (H, W, 3) array of an image or image file; an unreadable file is an error naming it."""
+    if isinstance(im, Image.Image):
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    try:
+        with Image.open(im) as f:
+            return np.asarray(f.convert("RGB"), dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"cannot read image {im}: {e}") from e
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files below `folder` (recursive, sorted, hidden files skipped)."""
+    root = Path(folder)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root}")
+    return files
+
+
+# ----------------------------------------------------------------------------- reference statistics
+def load_stats_npz(path: str | Path) -> dict[str, Any]:
+    """Reference statistics from an .npz: `mu` and `sigma` (or `features`), never unpickled."""
+    p = Path(path)
+    with np.load(p, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    if "features" in data:
+        f = np.asarray(data["features"], dtype=np.float64)
+        return {"features": f, **_stats(f)}
+    if "mu" not in data or "sigma" not in data:
+        raise ValueError(f"{p}: a statistics file needs arrays 'mu' and 'sigma' (or 'features'); has {sorted(data)}")
+    mu, sigma = np.asarray(data["mu"], np.float64), np.asarray(data["sigma"], np.float64)
+    if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
+        raise ValueError(f"{p}: mu {mu.shape} and sigma {sigma.shape} do not match")
+    n = int(data["n"]) if "n" in data else None
+    return {"features": None, "mu": mu, "sigma": sigma, "n": n}
+
+
+def _stats(f: np.ndarray) -> dict[str, Any]:
+    return {"mu": f.mean(axis=0), "sigma": np.cov(f, rowvar=False), "n": int(f.shape[0])}
+
+
+def reference_features(reference: str | Path, extractor: InceptionFeatures, weights: Path | None,
+                       cache_dir: Path | None = None) -> dict[str, Any]:
+    """Features/statistics of a reference folder (cached by content hash) or a stats .npz."""
+    from t2i_debias.tiny.cache import cache_root
+
+    ref = Path(reference)
+    if ref.is_file():
+        if ref.suffix != ".npz":
+            raise ValueError(f"reference {ref} must be an image folder or a statistics .npz")
+        return {**load_stats_npz(ref), "cached": False, "key": hash_file(ref)}
+    if not ref.is_dir():
+        raise FileNotFoundError(f"FID reference not found: {ref}")
+    key_src = {"ref": describe_path(ref)["sha256"], "dims": extractor.dims,
+               "weights": hash_file(weights) if weights and Path(weights).is_file() else "torch-fidelity-default"}
+    key = hash_obj(key_src)[:24]
+    cache = Path(cache_dir) if cache_dir is not None else cache_root() / "fid-ref"
+    path = cache / f"{key}.npz"
+    if path.is_file():
+        out = load_stats_npz(path)
+        log.info("reference features of %s from cache %s", ref, path)
+        return {**out, "cached": True, "key": key}
+    files = list_images(ref)
+    log.info("extracting Inception features of %d reference images in %s", len(files), ref)
+    feats = extractor(files)
+    buf = io.BytesIO()
+    np.savez(buf, features=feats.astype(np.float64))
+    atomic_write_bytes(path, buf.getvalue())
+    return {"features": feats, **_stats(feats), "cached": False, "key": key}
+
+
+# ----------------------------------------------------------------------------- FID / KID
+def _identity_module(dims: int) -> Any:
+    import torch
+
+    class FeatureIdentity(torch.nn.Module):
+        """Lets torchmetrics' FID/KID take precomputed features as their 'images'."""
+
+        num_features = dims
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    return FeatureIdentity()
+
+
+def fid_kid(fake: np.ndarray, ref: dict[str, Any], kid_subset_size: int = 50, kid_subsets: int = 100,
+            seed: int = 0) -> dict[str, Any]:
+    """FID (and KID when reference features exist) of fake features against a reference, via torchmetrics."""
+    import torch
+    from torchmetrics.image.fid import FrechetInceptionDistance, _compute_fid
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    dims = fake.shape[1]
+    if fake.shape[0] < 2:
+        raise ValueError("FID needs at least 2 generated images")
+    out: dict[str, Any] = {"kid": None, "kid_std": None}
+    if ref.get("features") is not None:
+        rf = torch.from_numpy(np.asarray(ref["features"], np.float64))
+        ff = torch.from_numpy(fake)
+        fid = FrechetInceptionDistance(feature=_identity_module(dims))
+        fid.update(rf, real=True)
+        fid.update(ff, real=False)
+        out["fid"] = float(fid.compute())
+        size = min(kid_subset_size, rf.shape[0], ff.shape[0])
+        if size >= 2:
+            kid = KernelInceptionDistance(feature=_identity_module(dims), subsets=kid_subsets, subset_size=size)
+            kid.update(rf, real=True)
+            kid.update(ff, real=False)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)  # KID draws random subsets
+                mean, std = kid.compute()
+            out.update(kid=float(mean), kid_std=float(std), kid_subset_size=size)
+    else:
+        mu = torch.from_numpy(fake.mean(axis=0))
+        sigma = torch.from_numpy(np.cov(fake, rowvar=False))
+        out["fid"] = float(_compute_fid(torch.from_numpy(ref["mu"]), torch.from_numpy(ref["sigma"]), mu, sigma))
+    return out
+
+
+# ----------------------------------------------------------------------------- the stage
+def _nanmean(x: Sequence[float]) -> float | None:
+    arr = np.asarray(x, dtype=float)
+    arr = arr[np.isfinite(arr)]
+    return float(arr.mean()) if arr.size else None
+
+
+def evaluate_model(model_dir: Path, base_dir: Path | None, ref: dict[str, Any] | None,
+                   extractor: InceptionFeatures | None, clip: Any, qsec: Any, seed: int = 0
+                   ) -> tuple[dict[str, Any], Any]:
+    """Quality numbers of one generated/<model>/ folder, and its per-image table."""
+    import pandas as pd
+
+    from t2i_debias.generate import read_metadata
+    from t2i_debias.runs import safe_join
+
+    meta = read_metadata(model_dir)
+    files = [safe_join(model_dir, f) for f in meta["file"]]
+    images = [Image.open(f).convert("RGB") for f in files]
+    result: dict[str, Any] = {"n_images": len(images), "fid": None, "kid": None, "kid_std": None}
+    if ref is not None and extractor is not None:
+        result.update(fid_kid(extractor(images), ref, qsec.kid_subset_size, qsec.kid_subsets, seed))
+    img_emb = clip.embed_images(images)
+    clip_t = clip_t_scores_of(clip, img_emb, list(meta["prompt"]))
+    table = pd.DataFrame({"prompt_id": meta["prompt_id"], "seed": meta["seed"], "file": meta["file"],
+                          "clip_t": clip_t, "clip_i": np.nan})
+    result["clip_t"] = _nanmean(clip_t)
+    result["clip_i"] = None
+    if base_dir is not None and (base_dir / "metadata.csv").is_file():
+        base = read_metadata(base_dir)
+        base_file = {(str(p), int(s)): f for p, s, f in zip(base["prompt_id"], base["seed"], base["file"], strict=True)}
+        pairs = [(i, base_file.get((str(p), int(s)))) for i, (p, s) in enumerate(zip(meta["prompt_id"], meta["seed"],
+                                                                                   strict=True))]
+        pairs = [(i, f) for i, f in pairs if f is not None]
+        if pairs:
+            base_emb = clip.embed_images([Image.open(safe_join(base_dir, f)).convert("RGB") for _, f in pairs])
+            ci = clip_i_scores(img_emb[[i for i, _ in pairs]], base_emb)
+            table.loc[[i for i, _ in pairs], "clip_i"] = ci
+            result["clip_i"] = _nanmean(ci)
+        result["clip_i_pairs"] = len(pairs)
+    return result, table
+
+
+def clip_t_scores_of(clip: Any, img_emb: np.ndarray, prompts: list[str]) -> np.ndarray:
+    """CLIP-T per image, embedding each distinct prompt once."""
+    uniq = sorted(set(prompts))
+    txt = clip.embed_texts(uniq)
+    index = {p: i for i, p in enumerate(uniq)}
+    return clip_t_scores(img_emb, txt[[index[p] for p in prompts]])
+
+
+def run_stage(cfg: Any, force: bool = False) -> None:
+    """Quality of every generated model: FID/KID against `quality.reference`, CLIP-T, CLIP-I vs base."""
+    from t2i_debias.generate import models_to_evaluate, resolve_device
+    from t2i_debias.runs import run_stage as _run_stage
+
+    q = cfg.quality
+    gen_root = cfg.run_dir / "generated"
+    names = [n for n in models_to_evaluate(cfg) if (gen_root / n / "metadata.csv").is_file()]
+    inputs = [gen_root / n / "metadata.csv" for n in names]
+    if q.reference:
+        inputs.append(Path(q.reference))
+    config = cfg.section_dict("quality")
+    config["smoke"] = cfg.run.smoke
+    config["models"] = names
+    stage = Stage("quality", cfg.run_dir / "quality", config, inputs)
+
+    def body(st: Stage) -> tuple[list[Path], dict[str, Any]]:
+        if not names:
+            raise FileNotFoundError(f"no generated images under {gen_root}: run the generation stage first")
+        device = resolve_device(cfg.run.device)
+        extractor = ref = weights = None
+        if q.reference:
+            weights = prepare_inception(q.inception, cfg.run.smoke)
+            extractor = InceptionFeatures(q.fid_features, device=device, batch_size=q.batch_size)
+            ref = reference_features(q.reference, extractor, weights)
+        clip = ClipEmbedder("tiny:clip" if cfg.run.smoke else q.clip_model, device=device, batch_size=q.batch_size)
+        outputs: list[Path] = []
+        base_dir = gen_root / "base" if "base" in names else None
+        for name in names:
+            res, table = evaluate_model(gen_root / name, base_dir, ref, extractor, clip, q, cfg.run.seed)
+            res.update(model=name, reference=q.reference or None, clip_model=clip.spec,
+                       n_reference=None if ref is None else ref.get("n"),
+                       inception_weights=None if weights is None else hash_file(weights),
+                       fid_features=q.fid_features)
+            res = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in res.items()}
+            outputs.append(atomic_write_json(st.folder / f"{name}.json", res))
+            outputs.append(atomic_write_csv(st.folder / f"{name}.csv", table))
+            log.info("[quality] %s: fid=%s kid=%s clip_t=%s clip_i=%s", name, res.get("fid"), res.get("kid"),
+                     res.get("clip_t"), res.get("clip_i"))
+        return outputs, {"models": names}
+
+    _run_stage(stage, body, force=force, log=log.info)
+
