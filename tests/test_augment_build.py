@@ -283,3 +283,18 @@ def test_prepare_script_help_shows_defaults() -> None:
     text = " ".join(out.stdout.split())  # argparse wraps long defaults
     assert "--generation_template" in text and "clearly visible face" in text
     assert "--mpii.images_dir" in text
+
+
+def test_agrees_ignores_age_when_none_was_requested() -> None:
+    """A member with an unknown age group (no age words in its caption) must not fail every try on age."""
+    from t2i_debias.augment.build import agrees
+    from t2i_debias.augment.counterfactual import Demographics
+    from t2i_debias.labels.base import Prediction
+
+    pred = Prediction(gender="woman", race="asian", age_group="young")
+    assert agrees(pred, Demographics("woman", "asian", None), check_age=True)
+    assert agrees(pred, Demographics("woman", "asian", "young"), check_age=True)
+    assert not agrees(pred, Demographics("woman", "asian", "senior"), check_age=True)
+    assert agrees(pred, Demographics("woman", "asian", "senior"), check_age=False)
+    assert not agrees(pred, Demographics("man", "asian", None), check_age=True)
+    assert not agrees(Prediction(status="no_face"), Demographics("woman", "asian", None), check_age=False)

@@ -271,10 +271,14 @@ def load_generator(spec: str, device: str = "cpu", dtype: str = "auto") -> Any:
 
 
 def agrees(pred: Any, want: Demographics, check_age: bool) -> bool:
-    """True when a Prediction found a face with the requested gender and race (and age group)."""
+    """True when a Prediction found a face with the requested gender and race (and age group).
+
+    The age group is checked only when asked for and when one was requested: a member whose age
+    group is unknown (labels gave none) has no age words in its caption, so any age agrees.
+    """
     if not pred.ok or pred.gender != want.gender or pred.race != want.race:
         return False
-    return not check_age or pred.age_group == want.age_group
+    return not check_age or want.age_group is None or pred.age_group == want.age_group
 
 
 def _read_journal(path: Path) -> dict[str, dict[str, Any]]:
