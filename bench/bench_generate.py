@@ -19,7 +19,7 @@ def main() -> None:
     setup_env()
     import torch
 
-    from t2i_debias import tiny
+    from t2i_debias import models, tiny
     from t2i_debias.generate import generate_images
 
     ap = argparse.ArgumentParser(description=__doc__)
@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    pipe = tiny.load_pipeline(tiny.tiny_sd_dir())
+    pipe = models.load_pipeline(tiny.tiny_sd_dir())
     prompts = [f"Professional photo of a {o}" for o in ("chef", "nurse", "engineer", "farmer")]
     prompts = [prompts[i % len(prompts)] for i in range(args.n)]
     seeds = list(range(args.n))

@@ -158,7 +158,8 @@ def evaluate_model(cfg: Any, name: str, classifier_factory: Any, force: bool = F
 
 def run_stage(cfg: Any, force: bool = False, classifier: DemographicClassifier | None = None) -> None:
     """Bias of every generated model; the classifier (from [labels]) is built once, only if needed."""
-    from t2i_debias.generate import models_to_evaluate, resolve_device
+    from t2i_debias.generate import models_to_evaluate
+    from t2i_debias.models import resolve_device
 
     names = [n for n in models_to_evaluate(cfg) if (cfg.run_dir / "generated" / n / "metadata.csv").is_file()]
     if not names:

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image, PngImagePlugin
 
+from t2i_debias.models import load_pipeline, resolve_device, resolve_dtype
 from t2i_debias.runs import MANIFEST, Stage, atomic_write_bytes, atomic_write_csv, atomic_write_json, hash_obj
 
 log = logging.getLogger(__name__)
@@ -84,26 +85,6 @@ def generate_images(pipe: Any, prompts: Sequence[str] | str | None, seeds: Seque
 
 
 # ----------------------------------------------------------------------------- model loading
-def resolve_device(device: str = "auto") -> str:
-    """'auto' -> 'cuda' when available, else 'cpu'; anything else unchanged."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_dtype(dtype: str, device: str) -> Any:
-    """'auto' -> float16 on CUDA, float32 elsewhere; or the named torch dtype."""
-    import torch
-
-    if dtype == "auto":
-        return torch.float16 if str(device).startswith("cuda") else torch.float32
-    if dtype not in ("float32", "float16", "bfloat16"):
-        raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16")
-    return getattr(torch, dtype)
-
-
 def is_pipeline_dir(path: str | Path) -> bool:
     """True for a local diffusers pipeline folder."""
     return (Path(path) / "model_index.json").is_file()
@@ -117,14 +98,12 @@ def is_lora_dir(path: str | Path) -> bool:
 
 def load_model(spec: str, base: str, device: str = "cpu", dtype: Any = None) -> Any:
     """A text-to-image pipeline for `spec`: a pipeline folder or hub id, or a LoRA folder applied on `base`."""
-    from t2i_debias.tiny.sd import load_pipeline
-
     if is_lora_dir(spec):
-        pipe = load_pipeline(base, torch_dtype=dtype, device=device)
+        pipe = load_pipeline(base, device=device, dtype=dtype)
         pipe.load_lora_weights(str(spec))
         log.info("loaded LoRA %s on %s", spec, base)
         return pipe
-    return load_pipeline(spec, torch_dtype=dtype, device=device)
+    return load_pipeline(spec, device=device, dtype=dtype)
 
 
 def model_fingerprint(spec: str) -> dict[str, Any]:

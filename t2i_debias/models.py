@@ -8,8 +8,11 @@ A spec is a hub id (`stabilityai/stable-diffusion-2-1`), a local folder, or an o
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def resolve_model(spec: str, cfg: Any = None) -> str:
@@ -36,3 +39,42 @@ def resolve_model(spec: str, cfg: Any = None) -> str:
 def base_model(cfg: Any) -> str:
     """The run's base model, with `run.smoke` swapping in the tiny pipeline."""
     return resolve_model("tiny:sd" if cfg.run.smoke else cfg.run.base_model, cfg)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' (or empty) -> 'cuda' when a GPU is visible, else 'cpu'; anything else unchanged."""
+    if device in ("auto", ""):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: Any, device: str) -> Any:
+    """'auto' -> float16 on CUDA, float32 elsewhere; a name -> that torch dtype; a torch dtype unchanged."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.float16 if str(device).startswith("cuda") else torch.float32
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16")
+    return getattr(torch, dtype)
+
+
+def load_pipeline(spec: str | Path, device: str = "cpu", dtype: Any = "auto") -> Any:
+    """Any diffusers text-to-image pipeline (hub id or folder), safety checker off, progress bars off.
+
+    Goes through AutoPipelineForText2Image, so an SD folder gives a StableDiffusionPipeline.
+    """
+    from diffusers import AutoPipelineForText2Image
+    from diffusers.utils import deprecation_utils
+
+    # diffusers >= 0.42 renamed torch_dtype to dtype (the old name warns); older releases only know torch_dtype.
+    new_name = hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE")
+    kwargs: dict[str, Any] = {"dtype" if new_name else "torch_dtype": resolve_dtype(dtype, device)}
+    # Pipelines without a safety checker ignore the keyword (with a warning), they do not fail.
+    pipe = AutoPipelineForText2Image.from_pretrained(str(spec), safety_checker=None, **kwargs)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)

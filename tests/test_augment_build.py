@@ -17,6 +17,7 @@ import pytest
 from _augment_inputs import ColourClassifier, skewed_people, write_inputs
 from PIL import Image
 
+from t2i_debias import models
 from t2i_debias.attributes import RACES
 from t2i_debias.augment import build
 from t2i_debias.augment.build import (
@@ -106,7 +107,7 @@ def test_plan_counts_balance_and_captions(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- generation (tiny pipeline)
 @pytest.fixture(scope="module")
 def pipe(tiny_sd_path: Path):
-    return build.load_generator(str(tiny_sd_path))
+    return models.load_pipeline(str(tiny_sd_path))
 
 
 def _settings(generator: str = "tiny", max_tries: int = 1, classifier: dict | None = None) -> BuildSettings:
@@ -225,12 +226,13 @@ def test_run_stage_verifies_with_the_labels_backend(tmp_path: Path) -> None:
 _CHILD = r"""
 import sys, time
 from pathlib import Path
+from t2i_debias import models
 from t2i_debias.augment import build
 from t2i_debias.augment.captions import CaptionComposer
 root, model, slow = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 people, _ = build.load_people(root / "mpii/persons.csv", root / "labels/labels.csv")
 plan = build.plan_triplets(people, CaptionComposer(), seed=0)
-pipe = build.load_generator(model)
+pipe = models.load_pipeline(model)
 settings = build.BuildSettings("tiny", {"spec": "tiny"}, 32, 2, 7.5, 1.0, 0.3, 1, None, False)
 build.build_enriched(plan, root / "enriched", root / "images", pipe, settings, batch_size=2,
                      on_chunk_done=lambda i: time.sleep(slow))

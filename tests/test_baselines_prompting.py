@@ -15,7 +15,7 @@ GEN = GenParams(batch_size=2, num_inference_steps=2, guidance_scale=7.5, height=
 
 @pytest.fixture(scope="module")
 def pipe(tiny_sd_path):
-    from t2i_debias.tiny import load_pipeline
+    from t2i_debias.models import load_pipeline
 
     return load_pipeline(tiny_sd_path)
 

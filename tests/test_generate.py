@@ -22,7 +22,7 @@ STEPS = 2
 
 @pytest.fixture(scope="module")
 def pipe(tiny_sd_path):
-    from t2i_debias.tiny.sd import load_pipeline
+    from t2i_debias.models import load_pipeline
 
     return load_pipeline(tiny_sd_path)
 

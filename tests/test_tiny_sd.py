@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from t2i_debias import models
 from t2i_debias.runs import describe_path
 from t2i_debias.tiny import cache, sd
 
@@ -73,7 +74,7 @@ def test_tiny_pipeline_generates_offline(tiny_sd_path: Path) -> None:
     index = json.loads((tiny_sd_path / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline"
     assert index["safety_checker"] == [None, None]
-    pipe = sd.load_pipeline(tiny_sd_path)
+    pipe = models.load_pipeline(tiny_sd_path)
     gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
     out = pipe(["Professional photo of a firefighter"] * 2, num_inference_steps=2, generator=gens,
                output_type="pil")

@@ -38,7 +38,8 @@ from t2i_debias.attributes import STATUS_OK
 from t2i_debias.augment.captions import CaptionComposer
 from t2i_debias.augment.counterfactual import CounterfactualChooser, Demographics
 from t2i_debias.config import Config
-from t2i_debias.generate import generate_images, model_fingerprint, resolve_device, resolve_dtype
+from t2i_debias.generate import generate_images, model_fingerprint
+from t2i_debias.models import load_pipeline, resolve_device
 from t2i_debias.runs import (
     Stage,
     atomic_save_image,
@@ -256,20 +257,6 @@ def plan_triplets(people: Sequence[Person], composer: CaptionComposer, seed: int
 
 
 # ----------------------------------------------------------------------------- generation
-def load_generator(spec: str, device: str = "cpu", dtype: str = "auto") -> Any:
-    """Any diffusers text-to-image pipeline (hub id or folder), safety checker off, progress bars off."""
-    from diffusers import AutoPipelineForText2Image
-    from diffusers.utils import deprecation_utils
-
-    # diffusers >= 0.42 renamed torch_dtype to dtype (the old name warns); older releases only know torch_dtype.
-    new_name = hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE")
-    kwargs: dict[str, Any] = {"dtype" if new_name else "torch_dtype": resolve_dtype(dtype, device)}
-    # Pipelines without a safety checker ignore the keyword (with a warning), they do not fail.
-    pipe = AutoPipelineForText2Image.from_pretrained(spec, safety_checker=None, **kwargs)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
-
-
 def agrees(pred: Any, want: Demographics, check_age: bool) -> bool:
     """True when a Prediction found a face with the requested gender and race (and age group).
 
@@ -501,7 +488,7 @@ def run_stage(cfg: Config, force: bool = False) -> None:
             a.crop_scale, a.crop_shift, a.max_tries if classifier is not None else 1,
             classifier.describe() if classifier is not None else None, a.change_age,
         )
-        pipe = load_generator(generator, device, a.dtype) if plan else None
+        pipe = load_pipeline(generator, device, a.dtype) if plan else None
         stats = build_enriched(plan, out_dir, cfg.mpii.images_dir, pipe, settings, a.batch_size, classifier)
         stats["dropped_inputs"] = dropped
         return [out_dir / METADATA, out_dir / SKIPPED, out_dir / "images"], stats
@@ -511,6 +498,6 @@ def run_stage(cfg: Config, force: bool = False) -> None:
 
 __all__ = [
     "AugmentInputError", "BuildSettings", "METADATA_FIELDS", "Person", "PlannedTriplet", "anchor_crop_box",
-    "build_enriched", "crop_anchor", "load_generator", "load_people", "plan_triplets", "run_stage",
+    "build_enriched", "crop_anchor", "load_people", "plan_triplets", "run_stage",
     "triplet_seed",
 ]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from t2i_debias.labels.base import DemographicClassifier
+from t2i_debias.models import resolve_device
 
 
 def _deepface(section: Any, device: str, smoke: bool) -> DemographicClassifier:
@@ -36,15 +37,6 @@ def _clip(section: Any, device: str, smoke: bool) -> DemographicClassifier:
 def _toy(section: Any, device: str, smoke: bool) -> DemographicClassifier:
     make = importlib.import_module("t2i_debias.toyworld.classifier").make_classifier
     return make(section, device=device)
-
-
-def resolve_device(device: str) -> str:
-    """'auto' (or empty) -> 'cuda' when a GPU is visible, else 'cpu'; anything else unchanged."""
-    if device in ("auto", ""):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 BACKENDS: dict[str, Callable[[Any, str, bool], DemographicClassifier]] = {

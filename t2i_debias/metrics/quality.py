@@ -274,7 +274,8 @@ def clip_t_scores_of(clip: Any, img_emb: np.ndarray, prompts: list[str]) -> np.n
 
 def run_stage(cfg: Any, force: bool = False) -> None:
     """Quality of every generated model: FID/KID against `quality.reference`, CLIP-T, CLIP-I vs base."""
-    from t2i_debias.generate import models_to_evaluate, resolve_device
+    from t2i_debias.generate import models_to_evaluate
+    from t2i_debias.models import resolve_device
     from t2i_debias.runs import run_stage as _run_stage
 
     q = cfg.quality

@@ -61,7 +61,7 @@ class MethodPipe:
 
 
 def _device_dtype(cfg: Any) -> tuple[str, Any]:
-    from t2i_debias.generate import resolve_device, resolve_dtype
+    from t2i_debias.models import resolve_device, resolve_dtype
 
     device = resolve_device(cfg.run.device)
     return device, resolve_dtype(cfg.generate.dtype, device)
@@ -361,8 +361,8 @@ def quality_all(cfg: Any, force: bool = False) -> None:
     """
     import math
 
-    from t2i_debias.generate import resolve_device
     from t2i_debias.metrics import quality as Q
+    from t2i_debias.models import resolve_device
     from t2i_debias.runs import hash_file
 
     names, _, skipped = _rows(cfg)
