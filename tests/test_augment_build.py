@@ -65,8 +65,17 @@ def test_load_people_filters_and_counts(tmp_path: Path) -> None:
     persons, labels, _ = write_inputs(tmp_path, people)
     got, dropped = load_people(persons, labels)
     assert [p.person_id for p in got] == ["0_1", "3_1", "4_1", "5_1"]
-    assert dropped == {"status_not_ok": 1, "no_occupation": 1}
+    assert dropped == {"status_not_ok": 1, "no_occupation": 1, "heldout_occupation": 0}
     assert got[0].head_box == (40.0, 10.0, 56.0, 26.0) and got[0].scale == 0.3
+
+
+def test_heldout_occupations_stay_out_of_the_triplets(tmp_path: Path) -> None:
+    people = skewed_people(6)
+    persons, labels, _ = write_inputs(tmp_path, people)
+    got, dropped = load_people(persons, labels, heldout=["  Chef "])
+    n_chef = sum(p["occupation"] == "chef" for p in people)
+    assert n_chef > 0 and all(p.occupation != "chef" for p in got)
+    assert dropped["heldout_occupation"] == n_chef and len(got) == len(people) - n_chef
 
 
 @pytest.mark.parametrize("field, value, msg", [

@@ -110,15 +110,21 @@ def _read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     return df
 
 
-def load_people(persons_csv: str | Path, labels_csv: str | Path) -> tuple[list[Person], dict[str, int]]:
-    """Labelled people with an occupation, in labels.csv order, and counts of rows left out (by reason)."""
+def load_people(persons_csv: str | Path, labels_csv: str | Path, heldout: Sequence[str] = ()
+                ) -> tuple[list[Person], dict[str, int]]:
+    """Labelled people with an occupation, in labels.csv order, and counts of rows left out (by reason).
+
+    Occupations in `heldout` (prompts.heldout) are left out, so fine-tuning never sees them and
+    generalisation to unseen occupations can be measured.
+    """
+    held = {" ".join(h.lower().split()) for h in heldout}
     persons_csv, labels_csv = Path(persons_csv), Path(labels_csv)
     persons = _read_csv(persons_csv, PERSONS_COLUMNS)
     labels = _read_csv(labels_csv, LABELS_COLUMNS)
     by_id: dict[str, tuple[int, pd.Series]] = {}
     for i, row in persons.iterrows():
         by_id[row["person_id"]] = (int(i) + 2, row)
-    dropped = {"status_not_ok": 0, "no_occupation": 0}
+    dropped = {"status_not_ok": 0, "no_occupation": 0, "heldout_occupation": 0}
     people: list[Person] = []
     seen: set[str] = set()
     for i, row in labels.iterrows():
@@ -129,6 +135,9 @@ def load_people(persons_csv: str | Path, labels_csv: str | Path) -> tuple[list[P
         occupation = " ".join(row["occupation"].split())
         if not occupation:
             dropped["no_occupation"] += 1
+            continue
+        if occupation.lower() in held:
+            dropped["heldout_occupation"] += 1
             continue
         pid = row["person_id"]
         if not _SAFE_ID.match(pid):
@@ -446,7 +455,7 @@ def _finalise(plan: Sequence[PlannedTriplet], done: dict[str, dict[str, Any]], o
 def _stage_config(cfg: Config, generator: str) -> dict[str, Any]:
     conf: dict[str, Any] = {"augment": asdict(cfg.augment), "seed": cfg.run.seed,
                             "generator": model_fingerprint(generator),
-                            "images_dir": str(cfg.mpii.images_dir)}
+                            "images_dir": str(cfg.mpii.images_dir), "heldout": sorted(cfg.prompts.heldout)}
     if cfg.augment.verify_attributes:
         conf["labels"] = asdict(cfg.labels)
     return conf
@@ -472,7 +481,7 @@ def run_stage(cfg: Config, force: bool = False) -> None:
                 (out_dir / JOURNAL).unlink()
         if a.resolution <= 0 or a.max_tries < 1:
             raise ValueError(f"[augment] resolution and max_tries must be positive (got {a.resolution}, {a.max_tries})")
-        people, dropped = load_people(persons_csv, labels_csv)
+        people, dropped = load_people(persons_csv, labels_csv, cfg.prompts.heldout)
         composer = CaptionComposer.from_config(a)
         plan = plan_triplets(people, composer, cfg.run.seed, a.change_age, a.max_triplets)
         if not plan:
