@@ -1,0 +1,636 @@
+"""One training loop for the three modes of contrastive fine-tuning: text, unet, both (DESIGN.md §2).
+
+A mode is a set of trainable parts plus loss weights. Each step encodes every caption it needs in one
+text-encoder call and runs every U-Net pass it needs in one batched U-Net call; a loss whose weight
+is 0 is not computed, so text mode never touches the VAE or the U-Net. Noise, timesteps and VAE
+samples are drawn per triplet from a generator seeded by (seed, batch number, triplet index): training
+does not depend on the number of processes and a resumed run repeats the uninterrupted one.
+
+`run_stage(cfg)` trains the modes of `cfg.train.modes` (sequential: text -> unet -> both, each starting
+from the previous result; joint: both only) into <run_dir>/models/<mode>/, each a runs.Stage.
+Runs as is, or under `accelerate launch` on several processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gc
+import hashlib
+import logging
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from t2i_debias.runs import Stage, hash_file, hash_obj
+from t2i_debias.train import outputs
+from t2i_debias.train.data import MEMBERS, EpochSampler, TripletDataset, read_triplets, tokenize
+from t2i_debias.train.losses import (
+    LOSS_NAMES,
+    denoise_loss,
+    denoise_target,
+    lang_loss,
+    preserve_loss,
+    vision_loss,
+)
+
+log = logging.getLogger(__name__)
+
+MODES: tuple[str, ...] = ("text", "unet", "both")
+# Reference weights (DESIGN.md §2); cfg.train.weights overrides any of them.
+DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
+    "text": {"denoise": 0.0, "lang": 0.1, "vision": 0.0, "preserve": 0.0},
+    "unet": {"denoise": 0.0, "lang": 0.0, "vision": 1.0, "preserve": 0.0},
+    "both": {"denoise": 0.5, "lang": 0.1, "vision": 0.4, "preserve": 0.0},
+}
+TRAINED: dict[str, tuple[str, ...]] = {"text": ("text_encoder",), "unet": ("unet",), "both": ("text_encoder", "unet")}
+# Losses that only reach the text encoder; denoise and vision reach both parts (through E(c)).
+TEXT_ONLY_LOSSES = ("lang", "preserve")
+LORA_TARGETS = {"unet": ["to_k", "to_q", "to_v", "to_out.0"],
+                "text_encoder": ["q_proj", "k_proj", "v_proj", "out_proj"]}
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+# ----------------------------------------------------------------------------- options
+def resolve_weights(mode: str, overrides: dict[str, float] | None = None) -> dict[str, float]:
+    """The mode's reference weights with `overrides` applied; terms that reach no trainable part are 0."""
+    if mode not in MODES:
+        raise ValueError(f"unknown training mode {mode!r}; expected one of {', '.join(MODES)}")
+    w = dict(DEFAULT_WEIGHTS[mode])
+    for k, v in (overrides or {}).items():
+        if k not in w:
+            raise ValueError(f"unknown loss weight {k!r}; known: {', '.join(LOSS_NAMES)}")
+        if v < 0:
+            raise ValueError(f"loss weight {k} must be >= 0, got {v}")
+        w[k] = float(v)
+    if "text_encoder" not in TRAINED[mode]:
+        for k in TEXT_ONLY_LOSSES:
+            if w[k] > 0:
+                log.info("mode %s: %s weight %g ignored (the text encoder is frozen)", mode, k, w[k])
+                w[k] = 0.0
+    if not any(v > 0 for v in w.values()):
+        raise ValueError(f"mode {mode}: every loss weight is 0, nothing to train")
+    return w
+
+
+def check_options(train: Any) -> None:
+    """Reject a bad [train] option before any model is loaded, naming the option."""
+    choices = {"mixed_precision": ("no", "fp16", "bf16"), "denoise_caption": ("positive", "anchor"),
+               "lang_similarity": ("tokens", "pooled"), "schedule": ("sequential", "joint")}
+    for key, allowed in choices.items():
+        if getattr(train, key) not in allowed:
+            raise ValueError(f"[train] {key} must be one of {' | '.join(allowed)}, got {getattr(train, key)!r}")
+    for key in ("train_batch_size", "gradient_accumulation_steps", "max_train_steps"):
+        if getattr(train, key) < 1:
+            raise ValueError(f"[train] {key} must be >= 1, got {getattr(train, key)}")
+    if train.lora_rank < 0:
+        raise ValueError(f"[train] lora_rank must be >= 0, got {train.lora_rank}")
+
+
+def weight_dtype_for(mixed_precision: str) -> torch.dtype:
+    """The dtype of frozen weights under a mixed-precision setting."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16, "no": torch.float32}[mixed_precision]
+
+
+def use_cpu(cfg: Any) -> bool:
+    """Train on CPU when asked ([run] device = cpu) or when no accelerator exists; several CPU processes
+    under `accelerate launch` then form a gloo group (accelerate needs cpu=True to see them)."""
+    if cfg.run.device == "cpu":
+        return True
+    mps = getattr(torch.backends, "mps", None)
+    return cfg.run.device == "auto" and not torch.cuda.is_available() and not (mps and mps.is_available())
+
+
+def modes_to_run(train: Any) -> list[str]:
+    """Modes in training order: sequential = text, unet, both (those listed); joint = both only."""
+    for m in train.modes:
+        if m not in MODES:
+            raise ValueError(f"[train] modes: unknown mode {m!r}; expected {', '.join(MODES)}")
+    if train.schedule == "sequential":
+        return [m for m in MODES if m in train.modes]
+    if train.schedule == "joint":
+        return ["both"]
+    raise ValueError(f"[train] schedule must be sequential | joint, got {train.schedule!r}")
+
+
+# ----------------------------------------------------------------------------- models
+@dataclass
+class Parts:
+    """The pipeline components a mode uses (unet/vae are None when no loss needs a U-Net pass)."""
+
+    tokenizer: Any
+    text_encoder: Any
+    noise_scheduler: Any
+    unet: Any = None
+    vae: Any = None
+    frozen_text_encoder: Any = None
+    trained: tuple[str, ...] = ()
+    lora: bool = False
+    weight_dtype: torch.dtype = torch.float32
+    adapters: tuple[str, ...] = ()  # parts carrying LoRA adapters (trained, or loaded from a previous mode)
+
+
+def needs_unet(weights: dict[str, float]) -> bool:
+    return weights["denoise"] > 0 or weights["vision"] > 0
+
+
+def load_parts(base: str, mode: str, weights: dict[str, float], lora_rank: int = 0,
+               init_lora: str | Path | None = None, weight_dtype: torch.dtype = torch.float32) -> Parts:
+    """Load what the mode needs from `base`, freeze all, then unfreeze (or add LoRA to) the trained parts."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    # a part no active loss reaches is not trained (e.g. `both` with vision = denoise = 0 loads no U-Net)
+    trained = tuple(n for n in TRAINED[mode] if n == "text_encoder" or needs_unet(weights))
+    p = Parts(
+        tokenizer=CLIPTokenizer.from_pretrained(base, subfolder="tokenizer"),
+        text_encoder=CLIPTextModel.from_pretrained(base, subfolder="text_encoder"),
+        noise_scheduler=DDPMScheduler.from_pretrained(base, subfolder="scheduler"),
+        trained=trained, lora=lora_rank > 0, weight_dtype=weight_dtype,
+    )
+    if needs_unet(weights):
+        p.unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
+        p.vae = AutoencoderKL.from_pretrained(base, subfolder="vae")
+    for m in (p.text_encoder, p.unet, p.vae):
+        if m is not None:
+            m.requires_grad_(False)
+    if weights["preserve"] > 0:
+        p.frozen_text_encoder = _cast(copy.deepcopy(p.text_encoder).eval(), weight_dtype)
+    prior = _read_adapter_state(init_lora) if init_lora else {}
+    for name in ("text_encoder", "unet"):
+        module = getattr(p, name)
+        if module is None:
+            continue
+        if p.lora and (name in trained or name in prior):
+            _add_lora(module, name, lora_rank, prior.get(name))
+            p.adapters += (name,)
+            _cast(module, weight_dtype)
+            for prm in module.parameters():  # LoRA weights train in fp32 (diffusers' cast_training_params)
+                if prm.requires_grad:
+                    prm.data = prm.data.float()
+            if name not in trained:
+                module.requires_grad_(False)
+        elif name in trained:
+            module.requires_grad_(True)
+        else:
+            _cast(module, weight_dtype)
+        module.train(name in trained)
+    if p.vae is not None:
+        _cast(p.vae, weight_dtype).eval()
+    return p
+
+
+def _cast(module: Any, dtype: torch.dtype) -> Any:
+    """Cast a frozen module to the mixed-precision dtype (a no-op in fp32, which keeps diffusers quiet)."""
+    return module if dtype == torch.float32 else module.to(dtype=dtype)
+
+
+def _add_lora(module: Any, name: str, rank: int, state: dict[str, torch.Tensor] | None) -> None:
+    """Add a trainable LoRA adapter to `module` (optionally with weights from a previous mode)."""
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+
+    # peft directly (as diffusers' add_adapter does): transformers' own add_adapter pins newer peft versions
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                       target_modules=LORA_TARGETS[name]), module)
+    if state:
+        result = set_peft_model_state_dict(module, state)
+        if getattr(result, "unexpected_keys", None):
+            raise ValueError(f"LoRA state for {name} does not fit (rank {rank}?): {result.unexpected_keys[:3]}")
+
+
+def _read_adapter_state(folder: str | Path) -> dict[str, dict[str, torch.Tensor]]:
+    from safetensors.torch import load_file
+
+    path = Path(folder) / outputs.ADAPTER_STATE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no LoRA adapter state to continue from")
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for k, v in load_file(str(path)).items():
+        part, key = k.split("::", 1)
+        out.setdefault(part, {})[key] = v
+    return out
+
+
+def trainable_parameters(parts: Parts) -> list[torch.nn.Parameter]:
+    return [prm for name in parts.trained if getattr(parts, name) is not None
+            for prm in getattr(parts, name).parameters() if prm.requires_grad]
+
+
+# ----------------------------------------------------------------------------- one step
+def sample_seed(seed: int, batch_number: int, index: int) -> int:
+    """A generator seed for one triplet in one batch: independent of process count and batch layout."""
+    digest = hashlib.sha256(f"{seed}:{batch_number}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def draw_noise(indices: list[int], latent_shape: tuple[int, ...], num_timesteps: int, seed: int,
+               batch_number: int, independent: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per triplet: VAE-sample noise for a/p/n (B,3,...), diffusion noise (B,k,...), timesteps (B,k); k = 3 or 1."""
+    k = 3 if independent else 1
+    lat, noise, ts = [], [], []
+    for idx in indices:
+        g = torch.Generator().manual_seed(sample_seed(seed, batch_number, idx))
+        lat.append(torch.randn((3, *latent_shape), generator=g))
+        noise.append(torch.randn((k, *latent_shape), generator=g))
+        ts.append(torch.randint(0, num_timesteps, (k,), generator=g))
+    return torch.stack(lat), torch.stack(noise), torch.stack(ts)
+
+
+def unet_passes(weights: dict[str, float], denoise_caption: str) -> list[tuple[str, str]]:
+    """The (image member, caption member) U-Net passes the active losses need, without duplicates."""
+    pairs: list[tuple[str, str]] = []
+    if weights["vision"] > 0:
+        pairs += [("a", "a"), ("p", "p"), ("n", "n")]
+    if weights["denoise"] > 0:
+        if denoise_caption not in ("positive", "anchor"):
+            raise ValueError(f"denoise_caption must be positive | anchor, got {denoise_caption!r}")
+        pair = ("p", "a" if denoise_caption == "anchor" else "p")
+        if pair not in pairs:
+            pairs.append(pair)
+    return pairs
+
+
+def compute_losses(parts: Parts, batch: dict[str, Any], weights: dict[str, float], train: Any, *,
+                   seed: int, batch_number: int, ref_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Every active loss term of one batch of triplets, plus `loss` = Σ weight·term."""
+    device = batch["ids_a"].device
+    wd = parts.weight_dtype
+    pairs = unet_passes(weights, train.denoise_caption)
+    captions = [m for m in MEMBERS if weights["lang"] > 0 or any(c == m for _, c in pairs)]
+    bsz = batch["ids_a"].shape[0]
+    terms: dict[str, torch.Tensor] = {}
+
+    # --- text encoder: every caption (and reference prompt) in one call
+    ids = [batch[f"ids_{m}"] for m in captions]
+    if weights["preserve"] > 0:
+        ids.append(ref_ids.to(device))
+    text_trained = "text_encoder" in parts.trained
+    with torch.set_grad_enabled(text_trained and torch.is_grad_enabled()):
+        enc = parts.text_encoder(torch.cat(ids), return_dict=True)
+    hidden = dict(zip(captions, enc.last_hidden_state[: len(captions) * bsz].split(bsz), strict=False))
+    if weights["lang"] > 0:
+        if train.lang_similarity == "pooled":
+            pooled = dict(zip(captions, enc.pooler_output[: len(captions) * bsz].split(bsz), strict=True))
+            terms["lang"] = lang_loss(pooled["a"], pooled["p"], pooled["n"], "pooled")
+        else:
+            terms["lang"] = lang_loss(hidden["a"], hidden["p"], hidden["n"], train.lang_similarity)
+    if weights["preserve"] > 0:
+        with torch.no_grad():
+            ref_frozen = parts.frozen_text_encoder(ref_ids.to(device), return_dict=True).last_hidden_state
+        terms["preserve"] = preserve_loss(enc.last_hidden_state[len(captions) * bsz:], ref_frozen)
+
+    # --- U-Net: every (image, caption) pass in one call
+    if pairs:
+        sched = parts.noise_scheduler
+        images = [m for m in MEMBERS if any(i == m for i, _ in pairs)]
+        with torch.no_grad():
+            pix = torch.cat([batch[f"pixels_{m}"] for m in images]).to(device=device, dtype=wd)
+            dist = parts.vae.encode(pix).latent_dist
+        lat_eps, noise, ts = draw_noise(batch["index"].tolist(), tuple(dist.mean.shape[1:]),
+                                        sched.config.num_train_timesteps, seed, batch_number,
+                                        train.independent_noise)
+        lat_eps, noise, ts = lat_eps.to(device), noise.to(device), ts.to(device)
+        vcfg = parts.vae.config
+        shift = getattr(vcfg, "shift_factor", None) or 0.0
+        z0, zt, tm, nm = {}, {}, {}, {}
+        for j, m in enumerate(images):
+            mi = MEMBERS.index(m)
+            mean, std = dist.mean[j * bsz:(j + 1) * bsz].float(), dist.std[j * bsz:(j + 1) * bsz].float()
+            z0[m] = (mean + std * lat_eps[:, mi] - shift) * vcfg.scaling_factor
+            k = mi if train.independent_noise else 0
+            nm[m], tm[m] = noise[:, k], ts[:, k]
+            zt[m] = sched.add_noise(z0[m], nm[m], tm[m])
+        in_dtype = torch.float32 if ("unet" in parts.trained and not parts.lora) else wd
+        unet_in = [(zt[i].to(in_dtype), tm[i], hidden[c].to(in_dtype)) for i, c in pairs]
+        if train.batch_unet_passes:
+            out = parts.unet(torch.cat([x[0] for x in unet_in]), torch.cat([x[1] for x in unet_in]),
+                             torch.cat([x[2] for x in unet_in]), return_dict=False)[0]
+            preds = dict(zip(pairs, out.split(bsz), strict=True))
+        else:
+            preds = {pr: parts.unet(*x, return_dict=False)[0] for pr, x in zip(pairs, unet_in, strict=True)}
+        if weights["vision"] > 0:
+            terms["vision"] = vision_loss(preds[("a", "a")], preds[("p", "p")], preds[("n", "n")])
+        if weights["denoise"] > 0:
+            pred = preds[("p", "a" if train.denoise_caption == "anchor" else "p")]
+            ptype = sched.config.prediction_type
+            target = denoise_target(ptype, z0["p"], nm["p"], tm["p"], sched)
+            snr = None
+            if train.snr_gamma:
+                from diffusers.training_utils import compute_snr
+
+                snr = compute_snr(sched, tm["p"])
+            terms["denoise"] = denoise_loss(pred, target, snr, train.snr_gamma, ptype)
+    terms["loss"] = sum(weights[k] * v for k, v in terms.items())
+    return terms
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the complete checkpoints in `folder`, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_RE.match(p.name)) and p.is_dir()]
+    return sorted(found)
+
+
+def find_resume(ckpt_dir: Path, spec: str, train_hash: str, max_step: int | None = None) -> Path | None:
+    """The checkpoint to resume from: `latest` (the newest at or below `max_step`, if it was made with this
+    training config) or a given checkpoint folder."""
+    if not spec:
+        return None
+    if spec == "latest":
+        tag = ckpt_dir / "_train_hash.txt"
+        found = [p for s, p in list_checkpoints(ckpt_dir) if max_step is None or s <= max_step]
+        if not found:
+            return None
+        if not tag.exists() or tag.read_text().strip() != train_hash:
+            log.warning("checkpoints in %s were made with another training config: starting fresh", ckpt_dir)
+            return None
+        return found[-1]
+    p = Path(spec)
+    if not p.is_absolute() and not p.exists():
+        p = ckpt_dir / spec
+    if not p.is_dir() or not CHECKPOINT_RE.match(p.name):
+        raise FileNotFoundError(f"resume_from_checkpoint: {spec!r} is not a checkpoint-N folder")
+    return p
+
+
+# ----------------------------------------------------------------------------- one mode
+@dataclass
+class TrainResult:
+    """What `train_mode` produced."""
+
+    out_dir: Path
+    steps: int
+    outputs: list[Path] = field(default_factory=list)
+    weights: dict[str, float] = field(default_factory=dict)
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+def train_hash(cfg: Any, mode: str, base: str, data_dir: Path, init_lora: str | Path | None) -> str:
+    """Hash of everything that shapes the weights (checkpoints made under another hash are not resumed)."""
+    t = dataclasses.asdict(cfg.train)
+    # Not hashed: options that do not change the weights, and max_train_steps (a run may be extended).
+    for k in ("resume_from_checkpoint", "checkpointing_steps", "checkpoints_total_limit", "modes", "schedule",
+              "dataloader_num_workers", "max_train_steps"):
+        t.pop(k, None)
+    return hash_obj({"train": t, "seed": cfg.run.seed, "mode": mode, "base": _provenance(base),
+                     "data": _provenance(data_dir, "metadata.jsonl"), "init_lora": _provenance(init_lora)})
+
+
+def _provenance(path: str | Path | None, file: str = "_manifest.json") -> str:
+    """A folder's identity for hashing: the hash of its manifest (or `file`) when it has one, else its name."""
+    if not path:
+        return ""
+    f = Path(path) / file
+    return hash_file(f) if f.is_file() else str(path)
+
+
+def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: str | Path,
+               init_lora: str | Path | None = None, origin: str | None = None) -> TrainResult:
+    """Train one mode from `base` on the triplets in `data_dir`; write weights, log, plot and card to `out_dir`.
+
+    `init_lora`: a previous mode's LoRA folder whose adapters are loaded first (LoRA chains);
+    `origin`: the original base model when `base` is a previous mode's output (for the model card).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import GradientAccumulationPlugin, set_seed
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    train = cfg.train
+    out_dir, data_dir = Path(out_dir), Path(data_dir)
+    check_options(train)
+    weights = resolve_weights(mode, train.weights)
+    accelerator = Accelerator(
+        cpu=use_cpu(cfg),
+        mixed_precision=train.mixed_precision,
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=train.gradient_accumulation_steps, sync_with_dataloader=False),
+    )
+    main = accelerator.is_main_process
+    seed = cfg.run.seed
+    set_seed(seed)
+    wd = weight_dtype_for(train.mixed_precision)
+    parts = load_parts(base, mode, weights, train.lora_rank, init_lora, wd)
+    if train.gradient_checkpointing:
+        if "unet" in parts.trained and parts.unet is not None:
+            parts.unet.enable_gradient_checkpointing()
+        if "text_encoder" in parts.trained:
+            te = parts.text_encoder  # transformers 5 renamed the method; 4.x has only the old name
+            (getattr(te, "activation_checkpointing_enable", None) or te.gradient_checkpointing_enable)()
+    device = accelerator.device
+    for name in ("text_encoder", "unet", "vae", "frozen_text_encoder"):
+        if getattr(parts, name) is not None:
+            getattr(parts, name).to(device)
+    params = trainable_parameters(parts)
+    if not params:
+        raise RuntimeError(f"mode {mode}: no trainable parameters")
+    ema = EMAModel(params, decay=train.ema_decay) if train.use_ema else None
+    if ema is not None:
+        ema.to(device)
+        accelerator.register_for_checkpointing(ema)
+
+    triplets = read_triplets(data_dir)
+    dataset = TripletDataset(triplets, parts.tokenizer, train.resolution)
+    sampler = EpochSampler(len(dataset), seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=train.train_batch_size, sampler=sampler,
+                                         num_workers=train.dataloader_num_workers)
+    ref_ids = tokenize(parts.tokenizer, list(train.preserve_prompts)) if weights["preserve"] > 0 else None
+    optimizer = torch.optim.AdamW(params, lr=train.learning_rate, weight_decay=train.adam_weight_decay)
+    lr_scheduler = get_scheduler(train.lr_scheduler, optimizer,
+                                 num_warmup_steps=train.lr_warmup_steps * accelerator.num_processes,
+                                 num_training_steps=train.max_train_steps * accelerator.num_processes)
+    trained_modules = [getattr(parts, n) for n in parts.trained]
+    prepared = accelerator.prepare(*trained_modules, optimizer, loader, lr_scheduler)
+    for n, m in zip(parts.trained, prepared, strict=False):
+        setattr(parts, n, m)
+    optimizer, loader, lr_scheduler = prepared[len(trained_modules):]
+
+    # --- resume
+    ckpt_dir = out_dir / "checkpoints"
+    thash = train_hash(cfg, mode, base, data_dir, init_lora)
+    resume = find_resume(ckpt_dir, train.resume_from_checkpoint, thash, train.max_train_steps)
+    global_step, rows = 0, []
+    if resume is not None:
+        accelerator.load_state(str(resume))
+        global_step = int(CHECKPOINT_RE.match(resume.name).group(1))
+        rows = [r for r in outputs.read_log(resume / "training_log.csv") if r["step"] <= global_step]
+        log.info("mode %s: resumed from %s (step %d)", mode, resume, global_step)
+    elif main and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)  # stale checkpoints of another config must not be resumed later
+    accelerator.wait_for_everyone()
+
+    accum = train.gradient_accumulation_steps
+    per_epoch = len(loader)
+    batch_number = global_step * accum
+    active = [k for k in LOSS_NAMES if weights[k] > 0]
+    window: dict[str, float] = {}
+    progress = tqdm(total=train.max_train_steps, initial=global_step, desc=f"train {mode}", disable=not main)
+    while global_step < train.max_train_steps:
+        epoch, offset = divmod(batch_number, per_epoch)
+        epoch_loader = accelerator.skip_first_batches(loader, offset) if offset else loader
+        epoch_loader.set_epoch(epoch)
+        for batch in epoch_loader:
+            with accelerator.accumulate(*[getattr(parts, n) for n in parts.trained]):
+                terms = compute_losses(parts, batch, weights, train, seed=seed, batch_number=batch_number,
+                                       ref_ids=ref_ids)
+                accelerator.backward(terms["loss"])
+                if accelerator.sync_gradients and train.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(params, train.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            batch_number += 1
+            for k in ["loss", *active]:
+                window[k] = window.get(k, 0.0) + terms[k].detach().float().item() / accum
+            if not accelerator.sync_gradients:
+                continue
+            global_step += 1
+            if ema is not None:
+                ema.step(params)
+            keys = ["loss", *active]
+            mean = accelerator.reduce(torch.tensor([window[k] for k in keys], device=device), "mean")
+            row = {"step": global_step, **dict(zip(keys, mean.tolist(), strict=True)),
+                   "lr": lr_scheduler.get_last_lr()[0]}
+            rows.append(row)
+            window = {}
+            progress.update(1)
+            progress.set_postfix(loss=f"{row['loss']:.4g}")
+            if train.checkpointing_steps > 0 and global_step % train.checkpointing_steps == 0:
+                _checkpoint(accelerator, ckpt_dir, global_step, rows, thash, train.checkpoints_total_limit)
+            if global_step >= train.max_train_steps:
+                break
+    progress.close()
+    accelerator.wait_for_everyone()
+
+    result = TrainResult(out_dir=out_dir, steps=global_step, weights=weights, log=rows)
+    if main:
+        if ema is not None:
+            ema.copy_to(params)
+        keep = parts.adapters if parts.lora else parts.trained
+        unwrapped = {n: accelerator.unwrap_model(getattr(parts, n)) for n in keep}
+        result.outputs = _save_outputs(cfg, mode, base, data_dir, out_dir, unwrapped, parts.lora,
+                                       weights, rows, global_step, len(triplets), init_lora or base,
+                                       origin or base)
+    accelerator.wait_for_everyone()
+    del parts, optimizer, prepared
+    gc.collect()
+    return result
+
+
+def _checkpoint(accelerator: Any, ckpt_dir: Path, step: int, rows: list[dict[str, Any]], thash: str,
+                total_limit: int) -> None:
+    """save_state into a temp folder, then rename to checkpoint-<step> (with the log so far); prune old ones."""
+    tmp = ckpt_dir / f".checkpoint-{step}.tmp"
+    final = ckpt_dir / f"checkpoint-{step}"
+    if accelerator.is_main_process:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (ckpt_dir / "_train_hash.txt").write_text(thash + "\n")
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        outputs.write_log(tmp / "training_log.csv", rows)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        if total_limit > 0:
+            for _, old in list_checkpoints(ckpt_dir)[:-total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        log.info("saved %s", final)
+    accelerator.wait_for_everyone()
+
+
+def _save_outputs(cfg: Any, mode: str, base: str, data_dir: Path, out_dir: Path, modules: dict[str, Any],
+                  lora: bool, weights: dict[str, float], rows: list[dict[str, Any]], steps: int,
+                  n_triplets: int, start: str | Path, origin: str) -> list[Path]:
+    """Write the mode's weights (pipeline folder or LoRA), training_log.csv, loss.png and README.md."""
+    saved = save_lora(out_dir, modules) if lora else save_pipeline(out_dir, base, modules)
+    saved.append(outputs.write_log(out_dir / "training_log.csv", rows))
+    saved.append(outputs.plot_loss(out_dir / "loss.png", rows, f"mode {mode}"))
+    saved.append(outputs.write_model_card(
+        out_dir / "README.md", mode=mode, base=str(origin), data_dir=str(data_dir), n_triplets=n_triplets,
+        weights=weights, train=dataclasses.asdict(cfg.train), steps=steps, lora=lora, init_from=str(start)))
+    return saved
+
+
+def save_pipeline(out_dir: Path, base: str, modules: dict[str, Any]) -> list[Path]:
+    """A full diffusers pipeline folder: the trained modules (fp32) plus every other component from `base`."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(base, **{k: v.float() for k, v in modules.items()})
+    return outputs.save_into(out_dir, lambda d: pipe.save_pretrained(d, safe_serialization=True))
+
+
+def save_lora(out_dir: Path, modules: dict[str, Any]) -> list[Path]:
+    """LoRA weights loadable by `pipe.load_lora_weights`, plus peft-format state to continue training."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    layers = {n: get_peft_model_state_dict(m) for n, m in modules.items()}
+
+    def write(d: Path) -> None:
+        StableDiffusionPipeline.save_lora_weights(
+            d, unet_lora_layers=convert_state_dict_to_diffusers(layers["unet"]) if "unet" in layers else None,
+            text_encoder_lora_layers=(convert_state_dict_to_diffusers(layers["text_encoder"])
+                                      if "text_encoder" in layers else None),
+            safe_serialization=True)
+        save_file({f"{n}::{k}": v.detach().contiguous().cpu() for n, sd in layers.items() for k, v in sd.items()},
+                  str(d / outputs.ADAPTER_STATE))
+
+    return outputs.save_into(out_dir, write)
+
+
+# ----------------------------------------------------------------------------- stage
+def train_stage(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: str | Path, force: bool = False,
+                init_lora: str | Path | None = None, prev_manifest: Path | None = None,
+                origin: str | None = None) -> bool:
+    """`train_mode` as a runs.Stage: skipped when its manifest matches; returns True when it trained."""
+    from accelerate import PartialState
+
+    state = PartialState(cpu=use_cpu(cfg))
+    out_dir, data_dir = Path(out_dir), Path(data_dir)
+    stage = Stage(name=f"models/{mode}", folder=out_dir,
+                  config={"train": train_hash(cfg, mode, base, data_dir, init_lora),
+                          "max_train_steps": cfg.train.max_train_steps},
+                  inputs=[data_dir / "metadata.jsonl"] + ([prev_manifest] if prev_manifest else []))
+    complete = stage.is_complete() and not force
+    state.wait_for_everyone()
+    if complete:
+        log.info("[models/%s] complete (manifest matches) - skipping; use --force to rerun", mode)
+        return False
+    if state.is_main_process:
+        stage.begin()
+    state.wait_for_everyone()
+    result = train_mode(cfg, mode, base, data_dir, out_dir, init_lora, origin)
+    if state.is_main_process:
+        stage.finish(result.outputs, {"steps": result.steps, "weights": result.weights, "base": str(base)})
+        log.info("[models/%s] done -> %s", mode, out_dir)
+    state.wait_for_everyone()
+    return True
+
+
+def run_stage(cfg: Any, force: bool = False) -> None:
+    """Train every mode of the config into <run_dir>/models/<mode>/ (sequential or joint schedule)."""
+    from t2i_debias.models import base_model
+
+    base = base_model(cfg)
+    data_dir = cfg.run_dir / "enriched"
+    models_dir = cfg.run_dir / "models"
+    lora = cfg.train.lora_rank > 0
+    prev: Path | None = None
+    for mode in modes_to_run(cfg.train):
+        out = models_dir / mode
+        start = base if (lora or prev is None) else str(prev)
+        train_stage(cfg, mode, start, data_dir, out, force=force,
+                    init_lora=prev if (lora and prev is not None) else None,
+                    prev_manifest=(prev / "_manifest.json") if prev is not None else None, origin=base)
+        prev = out

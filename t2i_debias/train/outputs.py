@@ -1,0 +1,132 @@
+"""What a training mode leaves behind: pipeline or LoRA weights, training_log.csv, loss.png, model card.
+
+Weights are saved into a temporary folder and moved into place, so a killed run never leaves a
+half-written weights file under the mode's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from t2i_debias.runs import atomic_write_bytes, atomic_write_csv, atomic_write_text
+
+LOG_COLUMNS = ["step", "loss", "denoise", "lang", "vision", "preserve", "lr"]
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+ADAPTER_STATE = "adapter_state.safetensors"  # peft-format adapters, to continue training in the next mode
+
+
+def save_into(out_dir: Path, write: Callable[[Path], Any]) -> list[Path]:
+    """Run `write(tmpdir)` then move each top-level entry it made into `out_dir` (replacing old ones)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".save.", dir=out_dir))
+    moved = []
+    try:
+        write(tmp)
+        for entry in sorted(tmp.iterdir()):
+            dest = out_dir / entry.name
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            os.replace(entry, dest)
+            moved.append(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return moved
+
+
+def write_log(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """training_log.csv: one row per optimizer step (loss terms that were skipped are empty)."""
+    import pandas as pd
+
+    return atomic_write_csv(path, pd.DataFrame(rows, columns=LOG_COLUMNS))
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """Rows of a training_log.csv (empty cells as None), to continue a log after resuming."""
+    import pandas as pd
+
+    if not path.exists():
+        return []
+    df = pd.read_csv(path)
+    return [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in df.to_dict("records")]
+
+
+def plot_loss(path: Path, rows: list[dict[str, Any]], title: str) -> Path:
+    """loss.png: the total and each active weighted-in loss term against the step."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    steps = [r["step"] for r in rows]
+    for key in LOG_COLUMNS[1:-1]:
+        ys = [r.get(key) for r in rows]
+        if any(y is not None and y == y for y in ys):
+            ax.plot(steps, [float("nan") if y is None else y for y in ys], label=key,
+                    lw=2 if key == "loss" else 1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    if rows:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def model_card(mode: str, base: str, data_dir: str, n_triplets: int, weights: dict[str, float],
+               train: dict[str, Any], steps: int, lora: bool, init_from: str | None) -> str:
+    """The README.md of a trained mode: what it was trained from, on what, with which losses."""
+    active = {k: v for k, v in weights.items() if v > 0}
+    loss = " + ".join(f"{v:g}·{k}" for k, v in active.items())
+    load = (f'pipe = StableDiffusionPipeline.from_pretrained("{base}")\npipe.load_lora_weights("<this folder>")'
+            if lora else 'pipe = StableDiffusionPipeline.from_pretrained("<this folder>")')
+    keys = ["resolution", "train_batch_size", "gradient_accumulation_steps", "learning_rate", "lr_scheduler",
+            "lr_warmup_steps", "max_grad_norm", "mixed_precision", "use_ema", "lora_rank", "independent_noise",
+            "denoise_caption", "lang_similarity", "snr_gamma"]
+    hp = "\n".join(f"| {k} | {train.get(k)!r} |" for k in keys)
+    return f"""---
+base_model: {base}
+library_name: diffusers
+tags: [stable-diffusion, text-to-image, debiasing, contrastive-learning{', lora' if lora else ''}]
+---
+
+# Debiased text-to-image model: mode `{mode}`
+
+Contrastive fine-tuning of {'the text encoder' if mode == 'text' else 'the U-Net' if mode == 'unet' else 'the text encoder and the U-Net'}
+(method of "Debiasing Text-to-Image Models via Data Augmentation and Contrastive Learning"; t2i_debias DESIGN.md §2).
+
+- **Base model:** `{base}`{f' (this mode started from `{init_from}`)' if init_from and init_from != base else ''}
+- **Data:** `{data_dir}`: {n_triplets} counterfactual triplets (anchor, positive, negative)
+- **Loss:** {loss}
+- **Steps:** {steps} optimizer steps
+- **Weights:** {'LoRA adapters (rank ' + str(train.get('lora_rank')) + ')' if lora else 'full diffusers pipeline'}
+
+| option | value |
+|---|---|
+{hp}
+
+## Use
+
+```python
+from diffusers import StableDiffusionPipeline
+{load}
+image = pipe("Professional photo of a doctor").images[0]
+```
+
+Training curve: `loss.png`; per-step values: `training_log.csv`.
+"""
+
+
+def write_model_card(path: Path, **kw: Any) -> Path:
+    """Write the model card README.md atomically."""
+    return atomic_write_text(path, model_card(**kw))
