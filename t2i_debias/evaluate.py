@@ -12,6 +12,7 @@ Classification results are journalled by image hash, so a killed run resumes wit
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +130,26 @@ def summarize(pred: pd.DataFrame, attributes: dict[str, tuple[str, ...]] | None 
 
 
 # ----------------------------------------------------------------------------- the stage
-def evaluate_model(cfg: Any, name: str, classifier_factory: Any, force: bool = False) -> Path:
+def classifier_factory_for(cfg: Any, classifier: DemographicClassifier | None = None
+                           ) -> Callable[[], DemographicClassifier]:
+    """A factory that builds the [labels] classifier on first call only (skipped stages never load it)."""
+    built: list[DemographicClassifier] = [classifier] if classifier is not None else []
+
+    def factory() -> DemographicClassifier:
+        if not built:
+            from t2i_debias.labels.registry import make_classifier
+            from t2i_debias.models import resolve_device
+
+            built.append(make_classifier(cfg.labels, device=resolve_device(cfg.run.device), smoke=cfg.run.smoke))
+        return built[0]
+
+    return factory
+
+
+def evaluate_model(cfg: Any, name: str, classifier_factory: Callable[[], DemographicClassifier] | None = None,
+                   force: bool = False) -> Path:
     """bias/<name>/ for one generated model (skipped when its manifest matches)."""
+    classifier_factory = classifier_factory or classifier_factory_for(cfg)
     gen_dir = cfg.run_dir / "generated" / name
     out_dir = cfg.run_dir / "bias" / name
     inputs = [gen_dir / "metadata.csv"] + ([gen_dir / "generation.json"] if (gen_dir / "generation.json").exists()
@@ -159,19 +178,10 @@ def evaluate_model(cfg: Any, name: str, classifier_factory: Any, force: bool = F
 def run_stage(cfg: Any, force: bool = False, classifier: DemographicClassifier | None = None) -> None:
     """Bias of every generated model; the classifier (from [labels]) is built once, only if needed."""
     from t2i_debias.generate import models_to_evaluate
-    from t2i_debias.models import resolve_device
 
     names = [n for n in models_to_evaluate(cfg) if (cfg.run_dir / "generated" / n / "metadata.csv").is_file()]
     if not names:
         raise FileNotFoundError(f"no generated images under {cfg.run_dir / 'generated'}: run the generation stage")
-    built: list[DemographicClassifier] = [classifier] if classifier is not None else []
-
-    def factory() -> DemographicClassifier:
-        if not built:
-            from t2i_debias.labels.registry import make_classifier
-
-            built.append(make_classifier(cfg.labels, device=resolve_device(cfg.run.device), smoke=cfg.run.smoke))
-        return built[0]
-
+    factory = classifier_factory_for(cfg, classifier)
     for name in names:
         evaluate_model(cfg, name, factory, force=force)

@@ -391,3 +391,47 @@ def _activities(csv_path: str | Path) -> Iterable[str]:
 
     with open(csv_path, newline="", encoding="utf-8") as fh:
         return [r["activity"] for r in csv.DictReader(fh)]
+
+
+# ----------------------------------------------------------------------------- smoke-run data
+def smoke_fixture(csv_path: str | Path, n_images: int = 12, seed: int = 0,
+                  occupation_map: str | Path | None = None) -> list[FixtureImage]:
+    """Quirk-free images drawn from the real CSV among activities that map to an occupation, each
+    with cartoon faces at its head boxes, so a smoke run's labels stage finds faces.
+
+    Smoke runs (`configs/smoke.toml`) use this to exercise every stage on tiny models in minutes.
+    """
+    import csv
+
+    from PIL import ImageFilter
+
+    from t2i_debias.data.occupations import load_occupation_map
+    from t2i_debias.tiny.deepface import draw_cartoon_face
+
+    occ = load_occupation_map(occupation_map)
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if occ.get(r["activity"])]
+    if not rows:
+        raise ValueError(f"{csv_path}: no row has an activity that maps to an occupation")
+    rng = random.Random(seed)
+    chosen = rng.sample(rows, min(n_images, len(rows)))
+    images = fixture_from_activities_csv_rows(chosen, rng)
+    for img in images:
+        canvas = _placeholder(FixtureImage(img.name, persons=img.persons))
+        canvas.paste((150, 150, 150), (0, 0, *canvas.size))
+        for p in img.persons:
+            if p.head_box is not None:
+                x1, y1, x2, y2 = p.head_box
+                draw_cartoon_face(canvas, (x1 + x2) / 2, (y1 + y2) / 2, 0.8 * abs(x2 - x1))
+        img.image = canvas.filter(ImageFilter.GaussianBlur(1))
+    return images
+
+
+def fixture_from_activities_csv_rows(rows: Sequence[dict[str, str]], rng: random.Random) -> list[FixtureImage]:
+    """One plain (quirk-free, one-person) training FixtureImage per CSV row."""
+    acts = sorted({(r["category"], r["activity"]) for r in rows})
+    act_ids = {a: i + 1 for i, a in enumerate(acts)}
+    return [FixtureImage(name=r["image"], category=r["category"], activity=r["activity"],
+                         act_id=act_ids[(r["category"], r["activity"])],
+                         persons=[_person_from_row(r, rng, quirks=False, with_points=False)], train=True)
+            for r in rows]

@@ -152,11 +152,11 @@ def ours_models(cfg: Any) -> dict[str, str]:
     return models_to_evaluate(cfg)
 
 
-def classify_model(cfg: Any, name: str, force: bool = False) -> None:
+def classify_model(cfg: Any, name: str, force: bool = False, factory: Any = None) -> None:
     """bias/<name>/ (predictions, per-prompt metrics, summary with CIs) with the evaluation stage's code."""
     from t2i_debias import evaluate
 
-    evaluate.evaluate_model(cfg, name, force=force)
+    evaluate.evaluate_model(cfg, name, factory, force=force)
 
 
 # ----------------------------------------------------------------------------- the table
@@ -347,10 +347,13 @@ def _rows(cfg: Any) -> tuple[list[str], dict[str, str], dict[str, str]]:
 
 def classify_all(cfg: Any, force: bool = False) -> None:
     """Classify the images of every row that ran (bias/<name>/)."""
+    from t2i_debias.evaluate import classifier_factory_for
+
     names, _, skipped = _rows(cfg)
+    factory = classifier_factory_for(cfg)  # one classifier for every method, built only if needed
     for n in names:
         if n not in skipped:
-            classify_model(cfg, n, force=force)
+            classify_model(cfg, n, force=force, factory=factory)
 
 
 def quality_all(cfg: Any, force: bool = False) -> None:
