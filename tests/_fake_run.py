@@ -16,36 +16,78 @@ OCCUPATIONS = ["firefighter", "chef", "nurse"]
 SEEDS = [0, 1, 2]
 MODELS = ["base", "both"]
 
-# Numbers with <= 4 significant digits, so they print the same in the report.
-ANALYSIS_SUMMARY = {"n_persons": 1234, "n_occupations": 3, "status_counts": {"ok": 987, "no_face": 247},
-                    "overall": {"n_ok": 987, "face_rate": 0.7998,
-                                "attributes": {"gender": {"metrics": {"tvd": 0.3125}},
-                                               "race": {"metrics": {"tvd": 0.4567}}}}}
+# Numbers with <= 3 significant digits, so they print the same in the report (which shows 3).
+# Layouts follow the real files (t2i_debias.analysis, t2i_debias.evaluate, t2i_debias.report.sota).
+_SHARES = {"gender": {"man": 0.75, "woman": 0.25},
+           "race": {"asian": 0.0, "indian": 0.125, "black": 0.125, "white": 0.5, "middle eastern": 0.125,
+                    "latino hispanic": 0.125},
+           "race4": {"WMELH": 0.75, "black": 0.125, "indian": 0.125, "asian": 0.0},
+           "age_group": {"child": 0.0, "young": 0.5, "middle-aged": 0.375, "senior": 0.125},
+           "gender_race": {"man|white": 0.375, "woman|white": 0.125, "man|black": 0.125, "woman|indian": 0.125,
+                           "man|middle eastern": 0.125, "man|latino hispanic": 0.125}}
+_METRICS = {"gender": {"tvd": 0.25, "pairwise": 0.5, "kl": 0.131, "entropy": 0.811},
+            "race": {"tvd": 0.333, "pairwise": 0.183, "kl": 0.452, "entropy": 0.748},
+            "race4": {"tvd": 0.5, "pairwise": 0.333, "kl": 0.649, "entropy": -0.0},  # -0.0 as numpy writes it
+            "age_group": {"tvd": 0.25, "pairwise": 0.292, "kl": 0.416, "entropy": 0.7},
+            "gender_race": {"tvd": 0.458, "pairwise": 0.0985, "kl": 0.963, "entropy": 0.612}}
+ANALYSIS_SUMMARY = {
+    "classes": {a: list(v) for a, v in _SHARES.items()},
+    "n_occupations": 3, "n_persons": 1234,
+    "overall": {"attributes": {a: {"counts": {k: int(v * 8) for k, v in _SHARES[a].items()},
+                                   "metrics": _METRICS[a], "proportions": _SHARES[a]} for a in _SHARES},
+                "face_rate": 0.8, "n_ok": 987, "n_persons": 1234},
+    "status_counts": {"ok": 987, "no_face": 247}}
 # Per-occupation stats inside analysis/summary.json; the report shows them from by_occupation.csv instead.
 ANALYSIS_BY_OCCUPATION = {o: {"n_ok": 1000 + i * 111, "face_rate": 0.2468} for i, o in enumerate(OCCUPATIONS)}
-BIAS_SUMMARY = {
-    "base": {"model": "base", "n_images": 9, "face_rate": 0.8889,
-             "gender": {"aggregate": {"tvd": 0.4375, "kl": 0.2231, "pairwise": 0.875, "entropy": 0.1234},
-                        "ci": {"tvd": [0.3751, 0.4999]}},
-             "race": {"aggregate": {"tvd": 0.6543, "kl": 1.021, "pairwise": 0.3086, "entropy": 0.2109},
-                      "ci": {"tvd": [0.6012, 0.7013]}},
-             "per_prompt": [{"prompt_id": f"p{i}"} for i in range(30)]},
-    "both": {"model": "both", "n_images": 9, "face_rate": 0.7778,
-             "gender": {"aggregate": {"tvd": 0.0625, "kl": 0.0078, "pairwise": 0.125, "entropy": 0.9887},
-                        "ci": {"tvd": [0.0101, 0.1499]}},
-             "race": {"aggregate": {"tvd": 0.3321, "kl": 0.4402, "pairwise": 0.1357, "entropy": 0.7531},
-                      "ci": {"tvd": [0.2803, 0.3907]}}},
-}
-QUALITY = {"base": {"fid": 12.34, "kid": 0.0123, "kid_std": 0.0011, "clip_t": 31.42, "clip_i": 1.0, "n_images": 9},
-           "both": {"fid": 15.67, "kid": 0.0234, "kid_std": 0.0012, "clip_t": 30.12, "clip_i": 0.8765,
-                    "n_images": 9}}
-SOTA_MD = """# SOTA comparison (base: tiny:sd)
+
+
+def _sig3(x: float) -> float:
+    return float(f"{x:.3g}")
+
+
+def _bias(tvd: dict[str, float], face_rate: float, n_images: int) -> dict:
+    attrs = {}
+    for a, t in tvd.items():
+        agg = {"tvd": t, "pairwise": _sig3(t * 2), "kl": _sig3(t / 2), "entropy": _sig3(1 - t)}
+        attrs[a] = {"aggregate": agg, "ci": {k: [_sig3(v * 0.9), _sig3(v * 1.1)] for k, v in agg.items()},
+                    "classes": list(_SHARES[a]), "n_prompts_with_value": 3}
+    return {"attributes": attrs, "ci_level": 0.95, "face_rate": face_rate, "n_images": n_images,
+            "n_faces": round(face_rate * n_images), "n_prompts": 3, "seed": 0, "statuses": {"ok": 8, "no_face": 1},
+            "per_prompt": [{"prompt_id": f"p{i}", "gender_tvd": 0.123456789} for i in range(30)]}
+
+
+BIAS_SUMMARY = {"base": {"model": "base", **_bias({"gender": 0.438, "race": 0.654, "race4": 0.5, "gender_race": 0.75},
+                                                  0.889, 9)},
+                "both": {"model": "both", **_bias({"gender": 0.0625, "race": 0.332, "race4": 0.25,
+                                                   "gender_race": 0.5}, 0.778, 9)}}
+QUALITY = {"base": {"fid": 12.3, "kid": 0.0123, "kid_std": 0.0011, "clip_t": 31.4, "clip_i": 1.0, "n_images": 9},
+           "both": {"fid": 15.7, "kid": 0.0234, "kid_std": 0.0012, "clip_t": 30.1, "clip_i": 0.877, "n_images": 9}}
+# sota/comparison.csv: base, ours, a baseline and one that could not run. gender_kl ties for all methods.
+SOTA_ROWS = [
+    {"method": "base", "kind": "base", "status": "ok", "gender_tvd": 0.438, "gender_tvd_lo": 0.375,
+     "gender_tvd_hi": 0.5, "race_tvd": 0.654, "gender_kl": 0.2, "clip_t": 31.4, "clip_i": 1.0},
+    {"method": "both", "kind": "ours", "status": "ok", "gender_tvd": 0.0625, "gender_tvd_lo": 0.01,
+     "gender_tvd_hi": 0.15, "race_tvd": 0.332, "gender_kl": 0.2, "clip_t": 30.1, "clip_i": 0.877},
+    {"method": "debiasvl", "kind": "baseline", "status": "ok", "gender_tvd": 0.211, "gender_tvd_lo": 0.15,
+     "gender_tvd_hi": 0.27, "race_tvd": 0.501, "gender_kl": 0.2, "clip_t": 29.9, "clip_i": 0.912},
+    {"method": "shen2024", "kind": "baseline", "status": "not applicable: adapters are for SD 1.5"},
+]
+# wall times of the stage manifests written by make_fake_run (sub-folder ones are summed in the Run table)
+MANIFEST_WALL = {"analysis": 1.5, "models/text": 2.25, "models/both": 4.5, "generated/base": 10.0,
+                 "generated/both": 12.5, "bias/base": 3.0, "sota": 6.0, "sota/quality": 1.25}
+SOTA_MD = """# SOTA comparison
+
+Base model of every method: `tiny:sd`.
 
 | method | gender_tvd | race_tvd | clip_t |
 |---|---:|---:|---:|
 | base | 0.4375 | 0.6543 | **31.42** |
 | ours (both) | **0.0625** | **0.3321** | 30.12 |
 | debiasvl | 0.2109 | 0.5012 | 29.87 |
+| shen2024 | n/a | n/a | n/a |
+
+Not run:
+- **shen2024**: not applicable <SD 1.5>
 """
 
 
@@ -84,8 +126,10 @@ def make_fake_run(root: Path, name: str = "fake", with_predictions: bool = True)
     a = rd / "analysis"
     a.mkdir()
     (a / "summary.json").write_text(json.dumps({**ANALYSIS_SUMMARY, "by_occupation": ANALYSIS_BY_OCCUPATION}))
-    pd.DataFrame({"occupation": OCCUPATIONS, "n": [40, 30, 20], "p_woman": [0.05, 0.4, 0.9],
-                  "gender_tvd": [0.45, 0.1, 0.4]}).to_csv(a / "by_occupation.csv", index=False)
+    pd.DataFrame({"occupation": OCCUPATIONS, "n_persons": [40, 30, 20], "n_ok": [36, 25, 18],
+                  "face_rate": [0.9, 0.833, 0.9], "gender_tvd": [0.45, 0.1, 0.4], "gender_kl": [0.5, 0.02, 0.37],
+                  "race_tvd": [0.6, 0.5, 0.55], "n_gender=woman": [2, 10, 17],
+                  "p_gender=woman": [0.0556, 0.4, 0.944]}).to_csv(a / "by_occupation.csv", index=False)
     (a / "gender_by_occupation.png").write_bytes(_plot_png())
 
     for mode in ("text", "both"):
@@ -134,8 +178,18 @@ def make_fake_run(root: Path, name: str = "fake", with_predictions: bool = True)
     s = rd / "sota"
     s.mkdir()
     (s / "comparison.md").write_text(SOTA_MD)
+    pd.DataFrame(SOTA_ROWS).assign(base_model="tiny:sd").to_csv(s / "comparison.csv", index=False)
     (s / "gender_tvd.png").write_bytes(_plot_png())
+    for folder, wall in MANIFEST_WALL.items():
+        write_manifest(rd / folder, wall)
     return cfg
+
+
+def write_manifest(folder: Path, wall_time_s: float, finished_at: str = "2026-01-02T03:04:05+0000") -> None:
+    """A stage manifest with the fields the report reads (the rest of runs.Stage's manifest is not needed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "_manifest.json").write_text(json.dumps({"stage": folder.name, "wall_time_s": wall_time_s,
+                                                       "finished_at": finished_at}))
 
 
 def numeric_leaves(obj: object) -> list[float]:

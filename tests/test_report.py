@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -9,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from _fake_run import ANALYSIS_SUMMARY, BIAS_SUMMARY, QUALITY, make_fake_run, numeric_leaves
+from _fake_run import ANALYSIS_SUMMARY, BIAS_SUMMARY, QUALITY, make_fake_run, numeric_leaves, write_manifest
 from PIL import Image
 
 from t2i_debias.config import Config
@@ -21,8 +22,20 @@ APT_HINT = "apt-get update && apt-get install -y chromium chromium-driver"
 
 
 def _text(page: str) -> str:
-    """Visible text of a page: tags dropped, entities left as they are (numbers have none)."""
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r'src="[^"]*"', "", page)))
+    """Text of a page: tags dropped, entities decoded, whitespace (incl. nbsp) collapsed."""
+    t = re.sub(r"</?(?:b|span|code)\b[^>]*>", "", re.sub(r'src="[^"]*"', "", page))  # inline tags
+    t = re.sub(r"<[^>]+>", " ", t)
+    return re.sub(r"\s+", " ", html.unescape(t).replace("\xa0", " "))
+
+
+def _visible(page: str) -> str:
+    """Text outside the collapsed <details> blocks (what a reader sees without clicking)."""
+    return _text(re.sub(r"<details>.*?</details>", " ", page, flags=re.S))
+
+
+def _shown(v: float) -> str:
+    """How a number with <= 3 significant digits is printed: integers without ".0", never "-0"."""
+    return str(int(v)) if float(v).is_integer() else str(v)
 
 
 def _assert_self_contained(page: str) -> None:
@@ -35,6 +48,9 @@ def _assert_self_contained(page: str) -> None:
     assert "url(" not in page  # no CSS-loaded assets
 
 
+NEG_ZERO = re.compile(r"(?<![\w.])-0(?![.\d])")
+
+
 @pytest.fixture()
 def fake_run(tmp_path: Path) -> Config:
     return make_fake_run(tmp_path / "runs")
@@ -44,27 +60,83 @@ def test_report_shows_every_section(fake_run: Config) -> None:
     report.run_stage(fake_run)
     page = (fake_run.run_dir / "report.html").read_text()
     _assert_self_contained(page)
-    text = _text(page)
+    text, vis = _text(page), _visible(page)
     assert "not computed yet" not in text
     for sec in ("Dataset imbalance", "Training curves", "Bias before / after", "Image quality",
                 "State-of-the-art comparison", "Ours vs baseline"):
-        assert sec in text
-    # key numbers of every summary
-    for v in numeric_leaves(ANALYSIS_SUMMARY) + numeric_leaves(BIAS_SUMMARY) + numeric_leaves(QUALITY):
-        assert f" {v} " in text or f" {v}" in text.replace("[", " ").replace(",", " "), v
-    # per-occupation delta: both - base on gender_tvd for firefighter = 0 - 0.5
-    assert re.search(r"firefighter 0\.5 0 -0\.5", text)
-    assert 'class="k better">-0.5<' in page or 'class="better">-0.5<' in page
-    # SOTA markdown table with the bold best value
-    assert "<b>0.0625</b>" in page
-    # the per-occupation part of analysis/summary.json is left to the by_occupation.csv table
-    assert "by_occupation.firefighter" not in text and "0.2468" not in text
-    # the long per_prompt list is summarised, not dumped
-    assert "(30 items)" in text
+        assert sec in vis
+    # every number of the bias summaries is on the page (per-prompt list aside); the headline ones visibly
+    for model, s in BIAS_SUMMARY.items():
+        for v in numeric_leaves({k: v for k, v in s.items() if k != "per_prompt"}):
+            assert re.search(rf"(?<![\d.]){re.escape(_shown(v))}(?![\d])", text), (model, v)
+        assert f"{model} {s['n_prompts']} {s['n_images']} {s['n_faces']} {s['face_rate']}" in vis
+        for a in ("gender", "race", "race4", "gender_race"):
+            agg, ci = s["attributes"][a]["aggregate"], s["attributes"][a]["ci"]
+            assert f"{_shown(agg['tvd'])} [{_shown(ci['tvd'][0])}, {_shown(ci['tvd'][1])}]" in vis, (model, a)
+    for v in numeric_leaves(QUALITY):
+        assert f" {_shown(v)} " in vis, v
+    # bias overview: both vs base, face rate fell (red), gender tvd fell (green)
+    assert re.search(r"both 3 9 7 0\.778 Δ -0\.111 0\.0625 \[0\.0563, 0\.0688\] Δ -0\.376", vis), vis[:3000]
+    assert '<span class="d worse">Δ -0.111</span>' in page and '<span class="d better">Δ -0.376</span>' in page
+    # per occupation (mean over its prompts), base vs both with Δ; last row = mean over occupations
+    assert "firefighter 0.5 0 Δ -0.5 chef 0.5 0.167 Δ -0.333 nurse 0.5 0.167 Δ -0.333 mean 0.5 0.111 Δ -0.389" \
+        in vis
+    assert "firefighter 0.833 0.5 Δ -0.333 chef 0.833 0.333 Δ -0.5" in vis  # race tvd
+    # quality: FID up = worse, CLIP-I down = worse
+    assert re.search(r"both 15\.7 Δ \+3\.4 0\.0234 Δ \+0\.0111 0\.0012 30\.1 Δ -1\.3 0\.877 Δ -0\.123 9", vis)
+    # training: one table row per mode (steps, first and last loss, last components)
+    assert "text 3 1 0.7 0.3" in vis and "both 3 1 0.7 0.3" in vis
+    # raw JSON kept, collapsed; no flattened key dumps in view
+    assert "raw bias/&lt;model&gt;/summary.json" in page and '"per_prompt"' in html.unescape(page)
+    assert "attributes.gender" not in text and "overall.attributes" not in text
+    # no "-0" anywhere (the race4 entropy of analysis/summary.json is -0.0)
+    assert NEG_ZERO.search(text) is None and "-0.0" not in page
     # the figure was built into the run folder and embedded
-    fig = fake_run.run_dir / "report" / "OursVsBaseline.png"
-    assert fig.is_file()
-    assert page.count("data:image/png;base64,") >= 7  # analysis, 2 training, 3 bias charts, sota, figure
+    assert (fake_run.run_dir / "report" / "OursVsBaseline.png").is_file()
+    assert page.count("data:image/png;base64,") >= 7  # analysis, 2 training, 2 bias charts, sota, figure
+
+
+def test_run_table_aggregates_subfolder_manifests(fake_run: Config) -> None:
+    """Stages written per sub-folder (models/<mode>, generated/<model>, bias/<model>) are not "not run"."""
+    rd = fake_run.run_dir
+    st = report.stage_status(rd, "models")
+    assert st["status"] == "complete (2/2: text, both)" and st["wall_time_s"] == pytest.approx(6.75)
+    assert report.stage_status(rd, "bias")["status"] == "partial (1/2: base; not finished: both)"
+    assert report.stage_status(rd, "sota") == {"status": "complete (+ quality)", "wall_time_s": pytest.approx(7.25),
+                                               "finished": "2026-01-02T03:04:05+0000"}
+    assert report.stage_status(rd, "quality")["status"] == "incomplete (files but no manifest)"
+    assert report.stage_status(rd, "mpii") == {"status": "not run", "wall_time_s": None, "finished": ""}
+    write_manifest(rd / "bias" / "both", 4.25, finished_at="2026-01-02T05:00:00+0000")
+    (rd / "models" / "text" / MANIFEST).write_text("{not json")
+    vis = _visible(report.build_report(rd))
+    assert "models partial (1/2: both; not finished: text); unreadable manifest: text" in vis
+    assert "generated complete (2/2: base, both) 2026-01-02T03:04:05+0000 22.5" in vis
+    assert "bias complete (2/2: base, both) 2026-01-02T05:00:00+0000 7.25" in vis  # latest finish, summed time
+    assert "analysis complete 2026-01-02T03:04:05+0000 1.5" in vis
+
+
+def test_dataset_summary_at_a_glance(fake_run: Config) -> None:
+    page = report.build_report(fake_run.run_dir)
+    vis = _visible(page)
+    assert "n_persons 1234, n_occupations 3, n_ok 987, face_rate 0.8; labelling status: ok 987, no_face 247" in vis
+    m = ANALYSIS_SUMMARY["overall"]["attributes"]
+    # one row per attribute: n, tvd, pairwise, kl, entropy (3 significant digits), then the overall proportions
+    assert "gender 8 0.25 0.5 0.131 0.811 man 0.75 · woman 0.25" in vis
+    assert "race (4 groups) 8 0.5 0.333 0.649 0 WMELH 0.75 · black 0.125 · indian 0.125 · asian 0 " in vis
+    assert "age group 8 0.25 0.292 0.416 0.7 child 0 · young 0.5 · middle-aged 0.375 · senior 0.125" in vis
+    assert "gender × race 8 0.458 0.0985 0.963 0.612 man|white 0.375" in vis
+    assert vis.index("gender 8") < vis.index("race 8") < vis.index("race (4 groups)") < vis.index("age group 8") \
+        < vis.index("gender × race 8")
+    assert '<span class="zero">asian&nbsp;0</span>' in page  # empty classes are greyed
+    assert m["race"]["metrics"]["kl"] == 0.452 and " 0.452 " in vis
+    # no flattened dump; the raw file stays one click away, without "-0"
+    assert "overall.attributes" not in _text(page) and "status_counts.ok" not in _text(page)
+    assert "<summary>raw analysis/summary.json</summary>" in page and '"by_occupation"' in html.unescape(page)
+    assert NEG_ZERO.search(_text(page)) is None
+    # per occupation: headline columns only, the rest counted
+    assert "occupation n_persons n_ok face_rate p_gender=woman gender_tvd race_tvd" in vis
+    assert "firefighter 40 36 0.9 0.0556 0.45 0.6" in vis and "n_gender=woman" not in vis
+    assert "2 more columns" in vis
 
 
 def test_missing_sections_say_not_computed(tmp_path: Path) -> None:
@@ -74,6 +146,7 @@ def test_missing_sections_say_not_computed(tmp_path: Path) -> None:
     page = (cfg.run_dir / "report.html").read_text()
     text = _text(page)
     assert text.count("not computed yet") == 6  # dataset, training, bias, quality, sota, figure
+    assert text.count(" not run ") == len(report.STAGE_DIRS) - 1  # every stage but this page
     assert "<img" not in page
 
 
@@ -81,11 +154,48 @@ def test_partial_and_corrupt_inputs(fake_run: Config) -> None:
     rd = fake_run.run_dir
     shutil.rmtree(rd / "sota")
     (rd / "quality" / "both.json").write_text("{broken")
+    (rd / "analysis" / "summary.json").write_text("[1, 2]")
     page = report.build_report(rd)
     text = _text(page)
-    assert "not computed yet: sota/comparison.md" in text
+    assert "not computed yet: sota/comparison.csv" in text
     assert "unreadable JSON" in text and "both.json" in text
-    assert "12.34" in text  # base quality still shown
+    assert "analysis/summary.json: expected a JSON object" in text
+    assert " 12.3 " in text  # base quality still shown
+
+
+def test_quality_ignores_manifest_and_notes_shared_settings(fake_run: Config) -> None:
+    q = fake_run.run_dir / "quality"
+    write_manifest(q, 2.0)
+    for m in ("base", "both"):
+        d = json.loads((q / f"{m}.json").read_text())
+        (q / f"{m}.json").write_text(json.dumps({**d, "clip_model": "tiny:clip", "fid": None, "kid": None}))
+    page = report.build_report(fake_run.run_dir)
+    vis = _visible(page)
+    assert "_manifest" not in _visible(page[page.index('id="quality"'):page.index('id="sota"')])
+    assert "clip_model: tiny:clip" in vis and "FID/KID not computed" in vis
+    assert "quality complete" in vis
+
+
+def test_sota_table_from_comparison_csv(fake_run: Config) -> None:
+    page = report.build_report(fake_run.run_dir)
+    sota = page[page.index('id="sota"'):page.index('id="figure"')]
+    vis = _visible(sota)
+    assert "Base model of every method: tiny:sd" in vis
+    assert "method kind gender tvd race tvd gender kl clip t clip i" in vis
+    assert "<b>0.0625</b>" in sota and "<b>0.332</b>" in sota and "<b>31.4</b>" in sota
+    assert "<b>0.912</b>" in sota and "<b>1</b>" not in sota  # base's CLIP-I (vs itself) is never "best"
+    assert "<b>0.2</b>" not in sota and "no bold where all methods tie: gender_kl" in vis
+    assert "both ours 0.0625 [0.01, 0.15]" in vis
+    assert "shen2024 baseline n/a" in vis and "shen2024: not applicable: adapters are for SD 1.5" in vis
+    assert NEG_ZERO.search(vis) is None
+
+
+def test_sota_falls_back_to_comparison_md(fake_run: Config) -> None:
+    (fake_run.run_dir / "sota" / "comparison.csv").unlink()
+    page = report.build_report(fake_run.run_dir)
+    sota = page[page.index('id="sota"'):page.index('id="figure"')]
+    assert "<b>0.0625</b>" in sota and "<code>tiny:sd</code>" in sota
+    assert "<li><b>shen2024</b>: not applicable &lt;SD 1.5&gt;</li>" in sota
 
 
 def test_stage_skips_then_reruns_when_an_input_changes(fake_run: Config) -> None:
@@ -94,15 +204,20 @@ def test_stage_skips_then_reruns_when_an_input_changes(fake_run: Config) -> None
     m = json.loads((rd / "report" / MANIFEST).read_text())
     assert m["stage"] == "report"
     assert any(i["path"].endswith("bias/base/summary.json") for i in m["inputs"])
+    assert any(i["path"].endswith("models/both/_manifest.json") for i in m["inputs"])
+    assert not any("/report/" in i["path"] for i in m["inputs"])  # never its own manifest
     assert {Path(o["path"]).name for o in m["outputs"]} == {"report.html", "OursVsBaseline.png"}
     mtime = (rd / "report.html").stat().st_mtime_ns
     report.run_stage(fake_run)
     assert (rd / "report.html").stat().st_mtime_ns == mtime  # skipped
     s = json.loads((rd / "bias" / "both" / "summary.json").read_text())
-    s["face_rate"] = 0.5432
+    s["face_rate"] = 0.543
     (rd / "bias" / "both" / "summary.json").write_text(json.dumps(s))
     report.run_stage(fake_run)
-    assert "0.5432" in (rd / "report.html").read_text()
+    assert "0.543" in (rd / "report.html").read_text()
+    write_manifest(rd / "bias" / "both", 1.0)  # a stage finishing later also refreshes the Run table
+    report.run_stage(fake_run)
+    assert "bias complete (2/2: base, both)" in _visible((rd / "report.html").read_text())
 
 
 def test_stale_figure_is_removed(fake_run: Config) -> None:
@@ -115,16 +230,30 @@ def test_stale_figure_is_removed(fake_run: Config) -> None:
 
 
 def test_markdown_table_escapes_and_bolds() -> None:
-    out = report.markdown_table("| a | b |\n|---|---|\n| <x> | **1.5** |\ntext **b** & c\n")
+    out = report.markdown_table("| a | b |\n|---|---|\n| <x> | **1.5** [1.0, 2.0] |\ntext **b** & `c`\n- item\n")
     assert "<th" in out and "&lt;x&gt;" in out and "<b>1.5</b>" in out
-    assert "<p>text <b>b</b> &amp; c</p>" in out
+    assert ' <span class="ci">[1.0, 2.0]</span>' in out
+    assert "<p>text <b>b</b> &amp; <code>c</code></p>" in out and "<ul><li>item</li></ul>" in out
 
 
 def test_fmt() -> None:
-    assert report.fmt(0.123456) == "0.1235"
+    assert report.fmt(0.123456) == "0.123" and report.fmt(0.0001234) == "0.000123"
+    assert report.fmt(12.34) == "12.3" and report.fmt(1234.7) == "1235" and report.fmt(2.0) == "2"
+    assert report.fmt(-0.0) == "0" and report.fmt(-1e-17) == "0" and report.fmt(-0.0625) == "-0.0625"
+    assert report.fmt(1.0000000000000002) == "1" and report.fmt(1e-05) == "1e-05"
     assert report.fmt(float("nan")) == "—" and report.fmt(None) == "—"
     assert report.fmt(3) == "3" and report.fmt(True) == "true"
     assert report.fmt([0.5, 1.25]) == "[0.5, 1.25]"
+    assert report.fmt_delta(-0.375) == "-0.375" and report.fmt_delta(0.125) == "+0.125"
+    assert report.fmt_delta(-0.0) == "0" and report.fmt_delta(None) == "—"
+
+
+def test_value_cell_delta_direction() -> None:
+    assert 'class="d better">Δ -0.1<' in report.value_cell(0.2, "gender_tvd", 0.3)
+    assert 'class="d worse">Δ +0.1<' in report.value_cell(0.4, "gender_tvd", 0.3)
+    assert 'class="d better">Δ +0.1<' in report.value_cell(0.9, "entropy", 0.8)
+    # a difference invisible at 3 significant digits is 0, uncoloured
+    assert 'class="d ">Δ 0<' in report.value_cell(0.9999997, "clip_i", 1.0)
 
 
 # ----------------------------------------------------------------------------- headless Chromium
@@ -147,8 +276,9 @@ def test_report_renders_in_headless_chromium(fake_run: Config, tmp_path: Path) -
     assert console == [], console
     text = _text(dom.stdout)
     assert "Bias before / after" in text
-    for v in numeric_leaves(BIAS_SUMMARY):
-        assert str(v) in text, v
+    for s in BIAS_SUMMARY.values():
+        for v in numeric_leaves({k: v for k, v in s.items() if k != "per_prompt"}):
+            assert _shown(v) in text, v
 
     shot = tmp_path / "shot.png"
     r = _chromium([f"--screenshot={shot}", "--window-size=1200,3000", "--hide-scrollbars", url], tmp_path / "profile2")

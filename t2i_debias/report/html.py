@@ -1,8 +1,9 @@
 """report.html: one self-contained page per run (inline CSS, images as data URIs, no scripts, no links).
 
-It shows whatever the run folder holds (DESIGN.md §6): dataset imbalance, training curves, bias before
-and after per occupation, quality, the SOTA table and the OursVsBaseline figure. A section whose files
-do not exist yet says "not computed yet" instead of failing, so the report can be built at any point.
+It shows whatever the run folder holds (DESIGN.md §6), at a glance: stage status, dataset imbalance,
+training curves, bias before and after per occupation, quality, the SOTA table and the OursVsBaseline
+figure. A section whose files do not exist yet says "not computed yet" instead of failing, so the report
+can be built at any point. Raw JSON stays available in collapsed <details> blocks.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from t2i_debias.report.sota import TABLE_COLUMNS as SOTA_COLUMNS
+from t2i_debias.report.sota import best_values
 from t2i_debias.runs import MANIFEST, STAGE_DIRS, Stage, atomic_write_text
 from t2i_debias.runs import run_stage as _run_stage
 
@@ -29,51 +32,98 @@ log = logging.getLogger(__name__)
 REPORT_HTML = "report.html"
 FIGURE_NAME = "OursVsBaseline.png"
 MODE_ORDER: tuple[str, ...] = ("text", "unet", "both")
-# Per-occupation bias columns shown first when present (by_prompt.csv); others follow if none match.
-HEADLINE_METRICS: tuple[str, ...] = ("gender_tvd", "race_tvd", "race4_tvd", "gender_race_tvd", "face_rate")
+ATTRIBUTE_ORDER: tuple[str, ...] = ("gender", "race", "race4", "age_group", "gender_race")
+ATTRIBUTE_LABEL = {"gender_race": "gender × race", "age_group": "age group", "race4": "race (4 groups)"}
+METRICS: tuple[str, ...] = ("tvd", "pairwise", "kl", "entropy")
+# Per-occupation bias metrics compared base vs each model (by_prompt.csv columns); fallback: first numeric ones.
+OCCUPATION_METRICS: tuple[str, ...] = ("gender_tvd", "race_tvd")
+# Headline columns of analysis/by_occupation.csv (the file has ~70 columns).
+DATASET_OCC_COLUMNS: tuple[str, ...] = ("occupation", "n_persons", "n_ok", "face_rate", "p_gender=woman",
+                                        "gender_tvd", "race_tvd", "race4_tvd", "age_group_tvd", "gender_race_tvd")
+QUALITY_COLUMNS: tuple[str, ...] = ("fid", "kid", "kid_std", "clip_t", "clip_i", "n_images")
 MAX_TABLE_ROWS = 80
+DIGITS = 3  # significant digits of every number on the page
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1200px;
 padding:1em 2em;color:#222;line-height:1.4}
-h1{border-bottom:2px solid #444;padding-bottom:.2em}h2{margin-top:2em;border-bottom:1px solid #bbb}
-table{border-collapse:collapse;margin:.6em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
-text-align:right}th{background:#f0f0f0}td.k,th.k{text-align:left}tr:nth-child(even) td{background:#fafafa}
+h1{border-bottom:2px solid #444;padding-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #bbb}
+h3{margin:1.2em 0 .3em}
+table{border-collapse:collapse;margin:.4em 0;font-size:13px}th,td{border:1px solid #ccc;padding:2px 7px;
+text-align:right;vertical-align:top}th{background:#f0f0f0}td.k,th.k{text-align:left}
+tr:nth-child(even) td{background:#fafafa}tr.mean td{font-weight:600;border-top:2px solid #999}
 .missing{color:#8a6d3b;background:#fcf8e3;border:1px solid #faebcc;padding:.5em 1em;display:inline-block}
 .better{color:#1a7f37;font-weight:600}.worse{color:#b42318;font-weight:600}
-img{max-width:100%;border:1px solid #ddd;margin:.3em 0}figure{margin:.5em 0;display:inline-block;
-vertical-align:top}figcaption{font-size:12px;color:#555}pre{background:#f6f6f6;padding:.6em;overflow-x:auto;
-font-size:12px}details{margin:.5em 0}.note{font-size:12px;color:#555}nav a{margin-right:1em}
-.tw{overflow-x:auto;max-width:100%}
+.d{font-size:11px;display:block;color:#777}.d.better{color:#1a7f37;font-weight:600}.d.worse{color:#b42318;font-weight:600}
+.ci{font-size:11px;color:#666;white-space:nowrap;margin-left:.3em}.cib{display:block;margin-left:0}
+.zero{color:#aaa}.props{text-align:left;max-width:520px}
+img{max-width:100%;border:1px solid #ddd;margin:.3em 0}figure{margin:.3em .3em .3em 0;display:inline-block;
+vertical-align:top}figcaption{font-size:12px;color:#555}pre{background:#f6f6f6;padding:.6em;overflow:auto;max-height:480px;
+font-size:12px}details{margin:.5em 0}summary{cursor:pointer;color:#555}.note{font-size:12px;color:#555}
+nav a{margin-right:1em}.tw{overflow-x:auto;max-width:100%}code{background:#f3f3f3;padding:0 .2em;font-size:12px}
+.row{display:flex;flex-wrap:wrap;gap:.5em;align-items:flex-start}
 """
 
 
-# ----------------------------------------------------------------------------- small HTML helpers
+# ----------------------------------------------------------------------------- numbers and small HTML helpers
+def _num(v: Any) -> float | None:
+    """A finite float of a number-like value, else None (NaN, None, text, bool)."""
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def fmt(v: Any, digits: int = DIGITS) -> str:
+    """A value for the page: numbers to `digits` significant digits (never "-0"), None/NaN as an em dash."""
+    if v is None:
+        return "—"
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        v = v.item()
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "—"
+        if math.isinf(v):
+            return "∞" if v > 0 else "-∞"
+        if abs(v) < 1e-12:
+            return "0"
+        if v.is_integer() and abs(v) < 1e6:
+            return str(int(v))
+        if abs(v) >= 1000:
+            return f"{v:.0f}"
+        return f"{v:.{digits}g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(fmt(x, digits) for x in v) + "]"
+    return str(v)
+
+
+def fmt_delta(d: Any) -> str:
+    """A signed difference ("+0.125", "-0.375", "0")."""
+    x = _num(d)
+    if x is None:
+        return "—"
+    return "0" if abs(x) < 1e-12 else ("+" if x > 0 else "-") + fmt(abs(x))
+
+
 def esc(x: Any) -> str:
     """HTML-escaped text."""
     return html.escape(str(x), quote=True)
 
 
-def fmt(v: Any) -> str:
-    """A value for a table cell: floats to 4 significant digits, None/NaN as an em dash."""
-    if v is None:
-        return "—"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "—"
-        return f"{v:.4g}"
-    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
-        return fmt(v.item())
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(fmt(x) for x in v) + "]"
-    return str(v)
-
-
 def missing(what: str) -> str:
     """The placeholder of a section whose inputs do not exist yet."""
     return f'<p class="missing">not computed yet: {esc(what)}</p>'
+
+
+def error(msg: str) -> str:
+    """A visible error line (unreadable input), instead of a crash or a silent gap."""
+    return f'<p class="missing">{esc(msg)}</p>'
 
 
 def img_tag(src: Path | bytes, alt: str, caption: str | None = None, width: int | None = None) -> str:
@@ -107,24 +157,72 @@ def table(df: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS, classes: pd.DataFram
             f"{more}")
 
 
-def flatten(obj: Any, prefix: str = "", max_list: int = 12) -> dict[str, Any]:
-    """Nested JSON to {"a.b.c": value}; long lists (e.g. per-prompt rows) are summarised by their length."""
-    out: dict[str, Any] = {}
+def html_table(head: Sequence[str], rows: Iterable[Sequence[str]], row_classes: Sequence[str] | None = None,
+               left: int = 1) -> str:
+    """A table from pre-rendered cells: `head` is plain text (escaped here), each row a list of `<td>` strings;
+    the first `left` columns are text (left-aligned)."""
+    h = "".join(f'<th class="{"k" if i < left else ""}">{esc(c)}</th>' for i, c in enumerate(head))
+    rc = list(row_classes or [])
+    b = "".join(f'<tr class="{rc[i] if i < len(rc) else ""}">{"".join(r)}</tr>' for i, r in enumerate(rows))
+    return f'<div class="tw"><table><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table></div>'
+
+
+def _td_key(text: Any) -> str:
+    return f'<td class="k">{esc(text)}</td>'
+
+
+def _delta_class(metric: str, delta: Any) -> str | None:
+    """'better' when a bias metric fell (or entropy / face rate / CLIP rose), 'worse' for the opposite."""
+    d = _num(delta)
+    if d is None or abs(d) < 1e-12:
+        return None
+    up_is_good = any(k in metric for k in ("entropy", "face_rate", "clip"))
+    return "better" if (d > 0) == up_is_good else "worse"
+
+
+def value_cell(v: Any, metric: str = "", base: Any = None, ci: Any = None, bold: bool = False,
+               ci_below: bool = False) -> str:
+    """A number cell; with `ci` its interval; with `base` the difference to it below (green = less biased).
+
+    A difference too small to show at DIGITS significant digits (the two values print the same) is 0.
+    """
+    out = f"<b>{esc(fmt(v))}</b>" if bold else esc(fmt(v))
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and any(_num(c) is not None for c in ci):
+        out += f' <span class="ci{" cib" if ci_below else ""}">[{esc(fmt(ci[0]))}, {esc(fmt(ci[1]))}]</span>'
+    x, b = _num(v), _num(base)
+    if x is not None and b is not None:
+        d = 0.0 if fmt(x) == fmt(b) else x - b
+        cls = _delta_class(metric, d) or ""
+        out += f' <span class="d {cls}">Δ {esc(fmt_delta(d))}</span>'
+    return f"<td>{out}</td>"
+
+
+def details(summary: str, body_html: str) -> str:
+    """A collapsed block (raw files, long tables)."""
+    return f"<details><summary>{esc(summary)}</summary>{body_html}</details>"
+
+
+def _clean_json(obj: Any) -> Any:
+    """JSON with -0.0 turned into 0.0 (so the raw dumps show no "-0")."""
     if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k), max_list))
-    elif isinstance(obj, list) and (len(obj) > max_list or any(isinstance(x, (dict, list)) for x in obj)):
-        out[prefix] = f"({len(obj)} items)"
-    else:
-        out[prefix] = obj
-    return out
+        return {k: _clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean_json(v) for v in obj]
+    if isinstance(obj, float) and obj == 0.0:
+        return 0.0
+    return obj
+
+
+def raw_json(label: str, obj: Any) -> str:
+    """A JSON value, pretty-printed inside a collapsed <details>."""
+    return details(label, f"<pre>{esc(json.dumps(_clean_json(obj), indent=1, ensure_ascii=False))}</pre>")
 
 
 def read_json(path: Path) -> tuple[Any, str | None]:
     """(parsed JSON, None) or (None, error message naming the file)."""
     try:
         return json.loads(path.read_text(encoding="utf-8")), None
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         return None, f"{path}: unreadable JSON ({e})"
 
 
@@ -132,12 +230,8 @@ def read_csv(path: Path) -> tuple[pd.DataFrame | None, str | None]:
     """(DataFrame, None) or (None, error message naming the file)."""
     try:
         return pd.read_csv(path), None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, UnicodeDecodeError) as e:
         return None, f"{path}: unreadable CSV ({e})"
-
-
-def error(msg: str) -> str:
-    return f'<p class="missing">{esc(msg)}</p>'
 
 
 def png_of(fig: Any) -> bytes:
@@ -165,76 +259,176 @@ def _model_order(names: Iterable[str]) -> list[str]:
     return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
 
 
-def rel_rows(summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """Flattened JSON summaries side by side: one row per key, one column per model."""
-    flat = {m: flatten(s) for m, s in summaries.items()}
-    keys = list(dict.fromkeys(k for f in flat.values() for k in f))
-    return pd.DataFrame({"key": keys, **{m: [f.get(k) for k in keys] for m, f in flat.items()}})
+def _subdirs(d: Path) -> list[str]:
+    """Names of the sub-folders of d (hidden and temporary ones left out), in model order."""
+    if not d.is_dir():
+        return []
+    return _model_order(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
-# ----------------------------------------------------------------------------- sections
+def _attr_label(attr: str) -> str:
+    return ATTRIBUTE_LABEL.get(attr, attr)
+
+
+def _attr_order(names: Iterable[str]) -> list[str]:
+    rank = {a: i for i, a in enumerate(ATTRIBUTE_ORDER)}
+    return sorted(names, key=lambda a: (rank.get(a, len(rank)), a))
+
+
+# ----------------------------------------------------------------------------- run overview
+def stage_status(run_dir: Path, folder: str) -> dict[str, Any]:
+    """Status of one stage folder from its `_manifest.json` and those one level down (models/<mode>/, ...).
+
+    A stage written per sub-folder (models, generated, bias) is complete when every sub-folder has its
+    manifest; the wall time is the sum over all manifests found, `finished` the latest of them.
+    """
+    d = run_dir / folder
+    found: dict[str, dict[str, Any]] = {}
+    bad: list[str] = []
+    subs = _subdirs(d)
+    for s in [".", *subs]:
+        p = d / s / MANIFEST
+        if p.is_file():
+            m, _err = read_json(p)
+            if isinstance(m, dict):
+                found[s] = m
+            else:
+                bad.append(s)
+    walls = [_num(m.get("wall_time_s")) for m in found.values()]
+    wall = sum(w for w in walls if w is not None) if any(w is not None for w in walls) else None
+    finished = max((str(m.get("finished_at", "")) for m in found.values()), default="")
+    done = [s for s in subs if s in found]
+    if "." in found:
+        status = "complete" + (f" (+ {', '.join(done)})" if done else "")
+    elif done:
+        todo = [s for s in subs if s not in found]
+        status = (f"complete ({len(done)}/{len(subs)}: {', '.join(done)})" if not todo else
+                  f"partial ({len(done)}/{len(subs)}: {', '.join(done)}; not finished: {', '.join(todo)})")
+    elif bad:
+        status = "unreadable manifest"
+    elif d.is_dir() and any(d.iterdir()):
+        status = "incomplete (files but no manifest)"
+    else:
+        status = "not run"
+    if bad and found:
+        status += f"; unreadable manifest: {', '.join('top' if b == '.' else b for b in bad)}"
+    return {"status": status, "finished": finished, "wall_time_s": wall}
+
+
 def section_overview(run_dir: Path) -> str:
-    """Run name, stage status from manifests, and the resolved config."""
+    """Run name, stage status from manifests (sub-folders aggregated), and the resolved config."""
     rows = []
     for stage, folder in STAGE_DIRS.items():
-        m, err = read_json(run_dir / folder / MANIFEST) if (run_dir / folder / MANIFEST).exists() else (None, None)
         if stage == "report":
-            rows.append({"stage": stage, "status": "this page", "finished": "", "wall time (s)": None})
-        elif m is None:
-            rows.append({"stage": stage, "status": "unreadable manifest" if err else "not run",
-                         "finished": "", "wall time (s)": None})
-        else:
-            rows.append({"stage": stage, "status": "complete", "finished": m.get("finished_at", ""),
-                         "wall time (s)": m.get("wall_time_s")})
-    out = [table(pd.DataFrame(rows), max_rows=50)]
+            rows.append([_td_key(stage), _td_key("this page"), "<td></td>", "<td>—</td>"])
+            continue
+        st = stage_status(run_dir, folder)
+        rows.append([_td_key(stage), _td_key(st["status"]), _td_key(st["finished"]),
+                     f"<td>{esc(fmt(st['wall_time_s']))}</td>"])
+    out = [html_table(["stage", "status", "finished", "wall time (s)"], rows, left=3)]
     cfg = run_dir / "config.toml"
     if cfg.is_file():
-        out.append(f"<details><summary>config.toml</summary><pre>{esc(cfg.read_text(encoding='utf-8'))}</pre>"
-                   "</details>")
+        out.append(details("config.toml", f"<pre>{esc(cfg.read_text(encoding='utf-8'))}</pre>"))
+    return "".join(out)
+
+
+# ----------------------------------------------------------------------------- dataset
+def _proportions_html(props: dict[str, Any], classes: Sequence[str] | None) -> str:
+    """'man 0.417 · woman 0.583' in the class order of the summary; zero shares greyed."""
+    names = [c for c in (classes or []) if c in props] + [c for c in props if c not in (classes or [])]
+    parts = []
+    for c in names:
+        v = _num(props[c])
+        cls = ' class="zero"' if v is not None and abs(v) < 1e-12 else ""
+        parts.append(f"<span{cls}>{esc(c)}&nbsp;{esc(fmt(props[c]))}</span>")
+    return " · ".join(parts)
+
+
+def dataset_summary(s: dict[str, Any]) -> str:
+    """analysis/summary.json at a glance: counts, then per attribute its overall proportions and 4 metrics."""
+    out = []
+    overall = s.get("overall") if isinstance(s.get("overall"), dict) else {}
+    facts = [(k, s.get(k, overall.get(k))) for k in ("n_persons", "n_occupations")]
+    facts += [(k, overall.get(k)) for k in ("n_ok", "face_rate")]
+    line = ", ".join(f"{esc(k)} <b>{esc(fmt(v))}</b>" for k, v in facts if v is not None)
+    if isinstance(s.get("status_counts"), dict):
+        line += "; labelling status: " + ", ".join(f"{esc(k)} <b>{esc(fmt(v))}</b>"
+                                                   for k, v in s["status_counts"].items())
+    if line:
+        out.append(f"<p>{line}</p>")
+    attrs = overall.get("attributes") if isinstance(overall.get("attributes"), dict) else {}
+    classes = s.get("classes") if isinstance(s.get("classes"), dict) else {}
+    rows = []
+    for a in _attr_order(attrs):
+        blk = attrs[a] if isinstance(attrs[a], dict) else {}
+        met = blk.get("metrics") if isinstance(blk.get("metrics"), dict) else {}
+        counts = blk.get("counts") if isinstance(blk.get("counts"), dict) else {}
+        n = sum(x for x in (_num(v) for v in counts.values()) if x is not None) if counts else None
+        props = blk.get("proportions") if isinstance(blk.get("proportions"), dict) else {}
+        rows.append([_td_key(_attr_label(a)), f"<td>{esc(fmt(int(n) if n is not None else None))}</td>",
+                     *(f"<td>{esc(fmt(met.get(m)))}</td>" for m in METRICS),
+                     f'<td class="props">{_proportions_html(props, classes.get(a))}</td>'])
+    if rows:
+        out.append(html_table(["attribute", "n", *METRICS, "overall proportions"], rows))
+        out.append('<p class="note">Imbalance (DESIGN.md §3): tvd, pairwise and kl are 0 when balanced; '
+                   "entropy is 1 when balanced. Greyed classes have no one.</p>")
+    else:
+        out.append(error("analysis/summary.json has no overall.attributes"))
     return "".join(out)
 
 
 def section_dataset(run_dir: Path) -> str:
-    """Dataset imbalance: labelling status, analysis/summary.json, by_occupation.csv and plots."""
+    """Dataset imbalance: analysis/summary.json at a glance, headline columns of by_occupation.csv, plots."""
     out = []
-    labels = run_dir / "labels" / "labels.csv"
-    if labels.is_file():
-        df, err = read_csv(labels)
-        if err:
-            out.append(error(err))
-        elif "status" in df.columns:
-            counts = df["status"].fillna("").value_counts().rename_axis("status").reset_index(name="people")
-            out.append("<h3>Labelling status (labels/labels.csv)</h3>" + table(counts))
     adir = run_dir / "analysis"
+    labels = run_dir / "labels" / "labels.csv"
     if not adir.is_dir():
+        if labels.is_file():
+            df, err = read_csv(labels)
+            if err:
+                out.append(error(err))
+            elif "status" in df.columns:
+                counts = df["status"].fillna("").value_counts()
+                out.append("<p>labels/labels.csv: " + ", ".join(f"{esc(k)} <b>{v}</b>" for k, v in counts.items())
+                           + "</p>")
         return "".join(out) + missing("analysis/ (dataset_analysis stage)")
     summary = adir / "summary.json"
     if summary.is_file():
         s, err = read_json(summary)
-        if isinstance(s, dict):  # per-occupation numbers are shown from by_occupation.csv below
-            s = {k: v for k, v in s.items() if k != "by_occupation"}
-        out.append("<h3>Summary (analysis/summary.json)</h3>" +
-                   (error(err) if err else table(rel_rows({"value": s}) if isinstance(s, dict)
-                                                 else pd.DataFrame({"value": [s]}), max_rows=300)))
+        if err:
+            out.append(error(err))
+        elif isinstance(s, dict):
+            out.append("<h3>Overall (analysis/summary.json)</h3>" + dataset_summary(s)
+                       + raw_json("raw analysis/summary.json", s))
+        else:
+            out.append(error(f"{summary}: expected a JSON object"))
     else:
         out.append(missing("analysis/summary.json"))
     by_occ = adir / "by_occupation.csv"
     if by_occ.is_file():
         df, err = read_csv(by_occ)
-        out.append("<h3>Per occupation (analysis/by_occupation.csv)</h3>" + (error(err) if err else table(df)))
+        if err:
+            out.append(error(err))
+        else:
+            cols = [c for c in DATASET_OCC_COLUMNS if c in df.columns]
+            if len(cols) < 3:  # unknown layout: show it as it is
+                cols = list(df.columns)
+            out.append("<h3>Per occupation (analysis/by_occupation.csv)</h3>" + table(df[cols])
+                       + (f'<p class="note">{len(df.columns) - len(cols)} more columns (counts and shares per '
+                          "class, other metrics) in the file.</p>" if len(cols) < len(df.columns) else ""))
     else:
         out.append(missing("analysis/by_occupation.csv"))
-    pngs = sorted(adir.glob("*.png"))
-    out.extend(img_tag(p, p.stem, f"analysis/{p.name}", width=560) for p in pngs)
+    out.append(_plots(sorted(adir.glob("*.png")), adir, "analysis"))
     return "".join(out)
 
 
+# ----------------------------------------------------------------------------- training
 def _plot_log(df: pd.DataFrame, title: str) -> bytes:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = plt.subplots(figsize=(5, 3))
     x = df["step"] if "step" in df.columns else pd.Series(range(len(df)))
     for c in df.columns:
-        if c != "step" and pd.api.types.is_numeric_dtype(df[c]) and df[c].notna().any():
+        if c not in ("step", "lr") and pd.api.types.is_numeric_dtype(df[c]) and df[c].notna().any():
             ax.plot(x, df[c], label=c, lw=2 if c == "loss" else 1)
     ax.set_xlabel("step")
     ax.set_title(title)
@@ -244,31 +438,48 @@ def _plot_log(df: pd.DataFrame, title: str) -> bytes:
 
 
 def section_training(run_dir: Path) -> str:
-    """Training curves per mode: models/<mode>/loss.png, else a plot of training_log.csv."""
+    """Training curves per mode side by side (loss.png, else plotted from training_log.csv) and one table."""
     mdir = run_dir / "models"
-    modes = _model_order(d.name for d in mdir.iterdir() if d.is_dir()) if mdir.is_dir() else []
+    modes = _subdirs(mdir)
     if not modes:
         return missing("models/ (finetune stage)")
-    out = []
+    figs, errs, logs = [], [], {}
     for mode in modes:
         d = mdir / mode
         logf, png = d / "training_log.csv", d / "loss.png"
-        out.append(f"<h3>{esc(mode)}</h3>")
         df, err = read_csv(logf) if logf.is_file() else (None, None)
         if err:
-            out.append(error(err))
-        if png.is_file():
-            out.append(img_tag(png, f"loss {mode}", f"models/{mode}/loss.png", width=640))
+            errs.append(error(err))
         elif df is not None and not df.empty:
-            out.append(img_tag(_plot_log(df, mode), f"loss {mode}", f"plotted from models/{mode}/training_log.csv"))
-        if df is not None and not df.empty:
-            last = df.tail(1).copy()
-            out.append(f'<p class="note">{len(df)} logged steps; last row:</p>' + table(last))
-        if not png.is_file() and df is None:
-            out.append(missing(f"models/{mode}/training_log.csv"))
+            logs[mode] = df
+        if png.is_file():
+            figs.append(img_tag(png, f"loss {mode}", f"{mode}: models/{mode}/loss.png", width=355))
+        elif mode in logs:
+            figs.append(img_tag(_plot_log(logs[mode], mode), f"loss {mode}",
+                                f"{mode}: plotted from models/{mode}/training_log.csv", width=355))
+    out = errs + (['<div class="row">' + "".join(figs) + "</div>"] if figs else [])
+    if logs:
+        comps = [c for c in dict.fromkeys(c for df in logs.values() for c in df.columns)
+                 if c not in ("step", "loss", "lr") and any(c in df.columns and pd.api.types.is_numeric_dtype(df[c])
+                                                             and df[c].notna().any() for df in logs.values())]
+        rows = []
+        for mode, df in logs.items():
+            last = df.iloc[-1]
+            loss = pd.to_numeric(df["loss"], errors="coerce") if "loss" in df.columns else None
+            row = [_td_key(mode), f"<td>{esc(fmt(last.get('step', len(df))))}</td>",
+                   f"<td>{esc(fmt(loss.iloc[0] if loss is not None else None))}</td>",
+                   f"<td>{esc(fmt(loss.iloc[-1] if loss is not None else None))}</td>"]
+            row += [f"<td>{esc(fmt(last.get(c)))}</td>" for c in comps]
+            row.append(f"<td>{esc(fmt(last.get('lr')))}</td>")
+            rows.append(row)
+        out.append(html_table(["mode", "steps", "first loss", "last loss", *(f"last {c}" for c in comps), "lr"],
+                              rows))
+    no_data = [m for m in modes if m not in logs and not (mdir / m / "loss.png").is_file()]
+    out.extend(missing(f"models/{m}/training_log.csv") for m in no_data)
     return "".join(out)
 
 
+# ----------------------------------------------------------------------------- bias before / after
 def _long_to_wide(df: pd.DataFrame) -> pd.DataFrame:
     """by_prompt.csv in long form (attribute, metric, value) -> one column per attribute_metric."""
     if {"attribute", "metric", "value"} <= set(df.columns):
@@ -278,23 +489,20 @@ def _long_to_wide(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _metric_columns(df: pd.DataFrame) -> list[str]:
-    numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and c not in ("seed", "prompt_id")
-               and not re.search(r"(_ci|_lo|_hi|_low|_high|_std|^n_|_n$)", c)]
-    head = [c for c in HEADLINE_METRICS if c in numeric]
-    return head or numeric[:4]
+def _metric_columns(frames: dict[str, pd.DataFrame]) -> list[str]:
+    """The per-occupation metrics to compare: OCCUPATION_METRICS when present, else the first numeric ones."""
+    cols = list(dict.fromkeys(c for df in frames.values() for c in df.columns))
+    head = [m for m in OCCUPATION_METRICS if m in cols]
+    if head:
+        return head
+    skip = re.compile(r"(_ci|_lo|_hi|_low|_high|_std|^n_|_n$|_n_)")
+    numeric = [c for c in cols if c not in ("seed", "prompt_id") and not skip.search(c)
+               and any(c in df.columns and pd.api.types.is_numeric_dtype(df[c]) for df in frames.values())]
+    return numeric[:2]
 
 
-def _delta_class(metric: str, delta: float) -> str | None:
-    """'better' when a bias metric fell (or entropy / face rate rose), 'worse' for the opposite."""
-    if delta is None or not math.isfinite(delta) or abs(delta) < 1e-12:
-        return None
-    up_is_good = "entropy" in metric or "face_rate" in metric
-    return "better" if (delta > 0) == up_is_good else "worse"
-
-
-def _occupation_table(frames: dict[str, pd.DataFrame], metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Occupation x model for one metric, with Δ vs base columns and their CSS classes."""
+def _by_occupation(frames: dict[str, pd.DataFrame], metric: str) -> pd.DataFrame:
+    """Occupation x model: the metric's mean over each occupation's prompts (NaN = no face found)."""
     series = {}
     for model, df in frames.items():
         if metric in df.columns:
@@ -303,56 +511,111 @@ def _occupation_table(frames: dict[str, pd.DataFrame], metric: str) -> tuple[pd.
             series[model] = vals.groupby(df[key], sort=False).mean()
     wide = pd.DataFrame(series)
     wide.index.name = "occupation"
-    wide = wide.reset_index()
-    classes = pd.DataFrame(index=wide.index)
-    if "base" in series:
-        for m in series:
-            if m == "base":
-                continue
-            col = f"Δ {m}"
-            wide[col] = wide[m] - wide["base"]
-            classes[col] = [_delta_class(metric, d) for d in wide[col]]
-    return wide, classes
+    return wide
+
+
+def occupation_table(frames: dict[str, pd.DataFrame], metric: str) -> str:
+    """Per occupation: base, then each other model with its Δ to base; a last row with the mean."""
+    wide = _by_occupation(frames, metric)
+    if wide.empty:
+        return '<p class="note">(no values)</p>'
+    models = list(wide.columns)
+    has_base = "base" in models
+    rows, rcls = [], []
+    means = wide.mean(axis=0, skipna=True)
+    for label, vals, cls in [*((o, wide.loc[o], "") for o in wide.index), ("mean", means, "mean")]:
+        b = vals["base"] if has_base else None
+        rows.append([_td_key(label)] + [value_cell(vals[m], metric, None if m == "base" else b) for m in models])
+        rcls.append(cls)
+    return html_table(["occupation", *models], rows, rcls)
 
 
 def _bar_chart(frames: dict[str, pd.DataFrame], metric: str) -> bytes | None:
-    wide, _ = _occupation_table(frames, metric)
-    models = [m for m in frames if m in wide.columns]
-    if wide.empty or not models:
+    wide = _by_occupation(frames, metric)
+    if wide.empty:
         return None
     plt = _plt()
-    n = len(wide)
-    fig, ax = plt.subplots(figsize=(min(2 + 0.5 * n * len(models), 14), 3.2))
+    models, n = list(wide.columns), len(wide)
+    fig, ax = plt.subplots(figsize=(6.2, 2.8))
     w = 0.8 / len(models)
     for i, m in enumerate(models):
-        ax.bar([x + i * w for x in range(n)], wide[m], width=w, label=m)
+        ax.bar([x + i * w for x in range(n)], wide[m].fillna(0), width=w, label=m)
     ax.set_xticks([x + 0.4 - w / 2 for x in range(n)])
-    ax.set_xticklabels(wide["occupation"], rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel(metric)
-    ax.legend(fontsize=7)
+    ax.set_xticklabels(list(wide.index), rotation=30, ha="right", fontsize=7)
+    ax.set_ylim(0, max(1.0, float(wide.max().max()) * 1.05) if wide.notna().any().any() else 1.0)
+    ax.set_title(f"{metric} per occupation (lower = less biased)", fontsize=9)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return png_of(fig)
 
 
+def _attributes_of(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """summary["attributes"] of a bias summary.json (older flat layout: attribute blocks at top level)."""
+    attrs = summary.get("attributes")
+    if isinstance(attrs, dict):
+        return {k: v for k, v in attrs.items() if isinstance(v, dict)}
+    return {k: v for k, v in summary.items() if isinstance(v, dict) and "aggregate" in v}
+
+
+def bias_overview(summaries: dict[str, dict[str, Any]]) -> str:
+    """One row per model: images, face rate, tvd (with CI) per attribute, Δ to base; other metrics collapsed."""
+    attrs = _attr_order(dict.fromkeys(a for s in summaries.values() for a in _attributes_of(s)))
+    base = summaries.get("base")
+    base_attrs = _attributes_of(base) if base else {}
+
+    def agg(attrs_: dict[str, Any], a: str, m: str, part: str = "aggregate") -> Any:
+        blk = attrs_.get(a, {}).get(part)
+        return blk.get(m) if isinstance(blk, dict) else None
+
+    rows = []
+    for model, s in summaries.items():
+        at = _attributes_of(s)
+        ref = base if model != "base" else None
+        row = [_td_key(model), f"<td>{esc(fmt(s.get('n_prompts')))}</td>", f"<td>{esc(fmt(s.get('n_images')))}</td>",
+               f"<td>{esc(fmt(s.get('n_faces')))}</td>", value_cell(s.get("face_rate"), "face_rate", ref.get("face_rate") if ref else None)]
+        row += [value_cell(agg(at, a, "tvd"), "tvd", agg(base_attrs, a, "tvd") if ref else None,
+                           ci=agg(at, a, "tvd", "ci")) for a in attrs]
+        rows.append(row)
+    out = [html_table(["model", "prompts", "images", "faces", "face rate", *(f"{_attr_label(a)} tvd" for a in attrs)], rows)]
+    # every aggregate metric, one row per attribute.metric, collapsed
+    full = []
+    for a in attrs:
+        for m in METRICS:
+            vals = [agg(_attributes_of(s), a, m) for s in summaries.values()]
+            if all(v is None for v in vals):
+                continue
+            full.append([_td_key(f"{_attr_label(a)} {m}")] + [
+                value_cell(agg(_attributes_of(s), a, m), m, None if k == "base" else agg(base_attrs, a, m),
+                           ci=agg(_attributes_of(s), a, m, "ci"))
+                for k, s in summaries.items()])
+    if full:
+        out.append(details("all aggregate metrics (mean over prompts, 95% CI)",
+                           html_table(["metric", *summaries], full)))
+    out.append(raw_json("raw bias/<model>/summary.json (by model)", summaries))
+    return "".join(out)
+
+
 def section_bias(run_dir: Path) -> str:
-    """Bias before/after: summary.json per model side by side, then per-occupation tables and charts."""
+    """Bias before/after: a model overview from summary.json, then base vs each model per occupation."""
     bdir = run_dir / "bias"
-    models = _model_order(d.name for d in bdir.iterdir() if d.is_dir()) if bdir.is_dir() else []
+    models = _subdirs(bdir)
     if not models:
         return missing("bias/ (evaluation stage)")
     out = []
-    summaries, errs = {}, []
+    summaries = {}
     for m in models:
         p = bdir / m / "summary.json"
         if p.is_file():
             s, err = read_json(p)
             if err:
-                errs.append(err)
+                out.append(error(err))
             else:
                 summaries[m] = s if isinstance(s, dict) else {"value": s}
-    out.extend(error(e) for e in errs)
+    out.append('<p class="note">Bias metrics of DESIGN.md §3, lower = less biased; Δ = model − base; '
+               '<span class="better">green</span> = less biased (or more faces found), '
+               '<span class="worse">red</span> = more. 95% bootstrap CI in brackets.</p>')
     if summaries:
-        out.append("<h3>Summary (bias/&lt;model&gt;/summary.json)</h3>" + table(rel_rows(summaries), max_rows=400))
+        out.append("<h3>Per model (bias/&lt;model&gt;/summary.json)</h3>" + bias_overview(summaries))
     else:
         out.append(missing("bias/<model>/summary.json"))
     frames = {}
@@ -366,86 +629,188 @@ def section_bias(run_dir: Path) -> str:
                 frames[m] = _long_to_wide(df)
     if not frames:
         return "".join(out) + missing("bias/<model>/by_prompt.csv")
-    metrics = list(dict.fromkeys(c for df in frames.values() for c in _metric_columns(df)))
-    out.append('<p class="note">Per occupation, mean over its prompts. Δ = model − base; '
-               '<span class="better">green</span> = less biased, <span class="worse">red</span> = more.</p>')
-    for metric in metrics:
-        wide, classes = _occupation_table(frames, metric)
-        out.append(f"<h3>{esc(metric)} per occupation</h3>" + table(wide, classes=classes))
+    charts = []
+    for metric in _metric_columns(frames):
+        out.append(f"<h3>{esc(metric.replace('_', ' '))} per occupation (mean over its prompts)</h3>"
+                   + occupation_table(frames, metric))
         png = _bar_chart(frames, metric)
         if png:
-            out.append(img_tag(png, f"{metric} per occupation"))
+            charts.append(img_tag(png, f"{metric} per occupation", width=560))
+    if charts:
+        out.append('<div class="row">' + "".join(charts) + "</div>")
     return "".join(out)
 
 
+# ----------------------------------------------------------------------------- quality
 def section_quality(run_dir: Path) -> str:
-    """quality/<model>.json side by side."""
+    """quality/<model>.json side by side: FID, KID, CLIP-T, CLIP-I; settings shared by all models as a note."""
     qdir = run_dir / "quality"
-    files = {p.stem: p for p in qdir.glob("*.json")} if qdir.is_dir() else {}
+    files = {p.stem: p for p in qdir.glob("*.json") if not p.name.startswith(("_", "."))} if qdir.is_dir() else {}
     if not files:
         return missing("quality/<model>.json (quality_evaluation stage)")
-    rows, errs = [], []
+    recs, errs = {}, []
     for m in _model_order(files):
         q, err = read_json(files[m])
         if err:
             errs.append(error(err))
         elif isinstance(q, dict):
-            rows.append({"model": m, **flatten(q)})
+            recs[m] = q
+        else:
+            errs.append(error(f"{files[m]}: expected a JSON object"))
     out = "".join(errs)
-    if rows:
-        df = pd.DataFrame(rows)
-        first = [c for c in ("model", "fid", "kid", "kid_std", "clip_t", "clip_i", "n_images") if c in df.columns]
-        out += table(df[first + [c for c in df.columns if c not in first]])
-    return out
+    if not recs:
+        return out
+    cols = [c for c in QUALITY_COLUMNS if any(c in q for q in recs.values())]
+    base = recs.get("base")
+    rows = []
+    for m, q in recs.items():
+        row = [_td_key(m)]
+        for c in cols:
+            if c in ("fid", "kid", "clip_t", "clip_i") and base is not None and m != "base":
+                row.append(value_cell(q.get(c), c, base.get(c)))
+            else:
+                row.append(f"<td>{esc(fmt(q.get(c)))}</td>")
+        rows.append(row)
+    out += html_table(["model", *cols], rows)
+    notes = []
+    other = list(dict.fromkeys(k for q in recs.values() for k in q if k not in cols and k != "model"))
+    for k in other:
+        vals = {json.dumps(q.get(k), sort_keys=True) for q in recs.values()}
+        if len(vals) == 1 and next(iter(recs.values())).get(k) is not None:
+            notes.append(f"{esc(k)}: {esc(fmt(next(iter(recs.values())).get(k)))}")
+    if all(_num(q.get("fid")) is None for q in recs.values()) and "fid" in cols:
+        notes.append("FID/KID not computed (no reference images given)")
+    out += '<p class="note">FID, KID: lower is better; CLIP-T, CLIP-I: higher. ' + "; ".join(notes) + "</p>"
+    return out + raw_json("raw quality/<model>.json", recs)
 
 
+# ----------------------------------------------------------------------------- SOTA
 _MD_SEP = re.compile(r"^\s*\|?\s*:?-{3,}")
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
+_CODE = re.compile(r"`([^`]+)`")
+_CI = re.compile(r"^(.*?)\s*(\[[^\]]*\])$")
+
+
+def _inline(s: str) -> str:
+    """Escaped markdown inline text with **bold** and `code`."""
+    return _CODE.sub(r"<code>\1</code>", _BOLD.sub(r"<b>\1</b>", esc(s)))
 
 
 def markdown_table(md: str) -> str:
-    """A pipe-table markdown document (as sota/comparison.md) to HTML; `**x**` becomes bold."""
-    out, rows = [], []
+    """A markdown document with pipe tables (as sota/comparison.md) to HTML; a "[lo, hi]" CI goes below its value."""
+    out: list[str] = []
+    rows: list[list[str]] = []
+    items: list[str] = []
+
+    def cell(c: str) -> str:
+        m = _CI.match(c)
+        return f'{_inline(m.group(1))} <span class="ci">{esc(m.group(2))}</span>' if m and m.group(1) else _inline(c)
 
     def flush() -> None:
         if rows:
             head, *body = rows
-            h = "".join(f'<th class="{"k" if i == 0 else ""}">{c}</th>' for i, c in enumerate(head))
-            b = "".join("<tr>" + "".join(f'<td class="{"k" if i == 0 else ""}">{c}</td>' for i, c in enumerate(r))
-                        + "</tr>" for r in body)
-            out.append(f"<table><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>")
+            h = "".join(f'<th class="{"k" if i == 0 else ""}">{_inline(c)}</th>' for i, c in enumerate(head))
+            b = "".join("<tr>" + "".join(f'<td class="{"k" if i == 0 else ""}">{cell(c)}</td>'
+                                         for i, c in enumerate(r)) + "</tr>" for r in body)
+            out.append(f'<div class="tw"><table><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table></div>')
             rows.clear()
+        if items:
+            out.append("<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
+            items.clear()
 
     for line in md.splitlines():
         s = line.strip()
         if s.startswith("|"):
             if _MD_SEP.match(s):
                 continue
-            cells = [esc(c.strip()) for c in s.strip("|").split("|")]
-            rows.append([_BOLD.sub(r"<b>\1</b>", c) for c in cells])
+            rows.append([c.strip() for c in s.strip("|").split("|")])
+            continue
+        if s.startswith(("- ", "* ")):
+            if rows:
+                flush()
+            items.append(_inline(s[2:]))
             continue
         flush()
         if s.startswith("#"):
-            out.append(f"<h4>{esc(s.lstrip('#').strip())}</h4>")
+            out.append(f"<h4>{_inline(s.lstrip('#').strip())}</h4>")
         elif s:
-            out.append("<p>" + _BOLD.sub(r"<b>\1</b>", esc(s)) + "</p>")
+            out.append("<p>" + _inline(s) + "</p>")
     flush()
     return "".join(out)
 
 
+def sota_table(df: pd.DataFrame) -> str:
+    """sota/comparison.csv as method × metric (the columns of comparison.md), CI below each value, the best
+    value per column in bold (as printed; none when every method ties), and why a method did not run."""
+    if "method" not in df.columns:
+        return table(df)
+    status = df["status"].fillna("ok").astype(str) if "status" in df.columns else pd.Series("ok", index=df.index)
+    ran = df[status == "ok"]
+    cols = [c for c in SOTA_COLUMNS if c in df.columns and pd.to_numeric(df[c], errors="coerce").notna().any()]
+    best = best_values(ran, cols)
+    tied = set()
+    for c in cols:
+        vals = [_num(v) for m, v in zip(ran["method"], ran[c], strict=True) if not (c == "clip_i" and m == "base")]
+        vals = [v for v in vals if v is not None]
+        if c in best and vals and all(fmt(v) == fmt(best[c]) for v in vals):
+            tied.add(c)
+    rows = []
+    for i, r in df.iterrows():
+        row = [_td_key(r["method"])] + ([_td_key(r.get("kind", ""))] if "kind" in df.columns else [])
+        if status[i] != "ok":
+            rows.append(row + ['<td class="zero">n/a</td>'] * len(cols))
+            continue
+        for c in cols:
+            v = _num(r.get(c))
+            is_best = (v is not None and c in best and c not in tied and not (c == "clip_i" and r["method"] == "base")
+                       and fmt(v) == fmt(best[c]))
+            ci = [r.get(f"{c}_lo"), r.get(f"{c}_hi")] if f"{c}_lo" in df.columns else None
+            row.append(value_cell(v, c, ci=ci, bold=is_best, ci_below=True))
+        rows.append(row)
+    head = ["method"] + (["kind"] if "kind" in df.columns else []) + [c.replace("_", " ") for c in cols]
+    out = []
+    if "base_model" in df.columns and ran["base_model"].nunique() == 1:
+        out.append(f"<p>Base model of every method: <code>{esc(ran['base_model'].iloc[0])}</code>. Same prompts, "
+                   "seeds, classifier and metrics for all rows.</p>")
+    out.append(html_table(head, rows, left=2 if "kind" in df.columns else 1))
+    note = ("Bias: lower is better (entropy, CLIP, face rate: higher); 95% bootstrap CI below each value; "
+            "<b>bold</b> = best of the column")
+    if tied:
+        note += f" (no bold where all methods tie: {esc(', '.join(sorted(tied)))})"
+    out.append(f'<p class="note">{note}.</p>')
+    not_run = [(r["method"], status[i]) for i, r in df.iterrows() if status[i] != "ok"]
+    if not_run:
+        out.append("<p>Not run:</p><ul>" + "".join(f"<li><b>{esc(m)}</b>: {esc(s)}</li>" for m, s in not_run)
+                   + "</ul>")
+    return "".join(out)
+
+
+def _plots(paths: Sequence[Path], root: Path, prefix: str) -> str:
+    """Plots side by side at half width; a very wide one (aspect > 3) gets the full width."""
+    from PIL import Image
+
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            w, h = im.size
+        out.append(img_tag(p, p.stem, f"{prefix}/{p.relative_to(root)}", width=None if w > 3 * h else 520))
+    return '<div class="row">' + "".join(out) + "</div>" if out else ""
+
+
 def section_sota(run_dir: Path) -> str:
-    """sota/comparison.md (or .csv) and the comparison plots."""
+    """sota/comparison.csv as a table (else comparison.md as written) and the comparison plots."""
     sdir = run_dir / "sota"
     md, csv = sdir / "comparison.md", sdir / "comparison.csv"
-    if md.is_file():
-        out = markdown_table(md.read_text(encoding="utf-8"))
-    elif csv.is_file():
+    out, err = "", None
+    if csv.is_file():
         df, err = read_csv(csv)
-        out = error(err) if err else table(df)
-    else:
-        return missing("sota/comparison.md (sota_evaluation stage)")
+        out = error(err) if err else sota_table(df)
+    if (err or not csv.is_file()) and md.is_file():
+        out += markdown_table(md.read_text(encoding="utf-8"))
+    if not out:
+        return missing("sota/comparison.csv (sota_evaluation stage)")
     pngs = sorted(sdir.glob("*.png")) + sorted(sdir.glob("plots/*.png"))
-    return out + "".join(img_tag(p, p.stem, f"sota/{p.relative_to(sdir)}", width=560) for p in pngs)
+    return out + _plots(pngs, sdir, "sota")
 
 
 def section_figure(figure: Path | None) -> str:
@@ -496,11 +861,15 @@ def write_report(run_dir: str | Path, out_path: str | Path | None = None, figure
 
 # ----------------------------------------------------------------------------- stage
 def report_inputs(run_dir: Path) -> list[Path]:
-    """The small files the report reads; the stage reruns when any of them appears or changes."""
+    """The small files the report reads; the stage reruns when any of them appears or changes.
+
+    Stage manifests count too (the Run table shows them), except the report's own.
+    """
     pats = ["config.toml", "labels/labels.csv", "analysis/*", "models/*/training_log.csv", "models/*/loss.png",
             "bias/*/summary.json", "bias/*/by_prompt.csv", "bias/*/predictions.csv", "quality/*.json",
-            "sota/*", "sota/plots/*", "generated/*/metadata.csv"]
-    found = {p for pat in pats for p in run_dir.glob(pat) if p.is_file()}
+            "sota/*", "sota/plots/*", "generated/*/metadata.csv", f"*/{MANIFEST}", f"*/*/{MANIFEST}"]
+    report_dir = run_dir / STAGE_DIRS["report"]
+    found = {p for pat in pats for p in run_dir.glob(pat) if p.is_file() and report_dir not in p.parents}
     return sorted(found)
 
 
