@@ -79,3 +79,12 @@ def test_sota_stage_on_tiny_pipeline(tmp_path, tiny_sd_path):
     before = (cfg.run_dir / "sota" / "_manifest.json").stat().st_mtime_ns
     sota.run_stage(cfg)
     assert (cfg.run_dir / "sota" / "_manifest.json").stat().st_mtime_ns == before
+
+
+def test_no_bold_when_every_method_ties():
+    df = pd.DataFrame([
+        {"method": "base", "status": "ok", "gender_tvd": 0.5, "race_tvd": 0.4},
+        {"method": "ours", "status": "ok", "gender_tvd": 0.5, "race_tvd": 0.2},
+    ])
+    md = to_markdown(df, "tiny:sd")
+    assert "**0.500**" not in md and "**0.200**" in md

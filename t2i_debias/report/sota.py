@@ -229,6 +229,12 @@ def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] = TABLE_COLU
     """Method × metric table, best value per column in bold, CIs in brackets, the base model stated."""
     cols = [c for c in columns if c in df.columns and df[c].map(_num).notna().any()]
     best = best_values(df, cols)
+    ran = df[df.get("status", pd.Series("ok", index=df.index)).fillna("ok") == "ok"]
+    for c in list(best):  # a column where every method ties (as printed) has no winner to bold
+        vals = {f"{v:.3f}" for m, x in zip(ran["method"], ran[c], strict=True)
+                if (v := _num(x)) is not None and not (c == "clip_i" and m == "base")}
+        if len(vals) <= 1:
+            del best[c]
     lines = [f"# SOTA comparison\n\nBase model of every method: `{base}`. Same prompts, seeds, classifier "
              "and metrics for all rows. Bias: lower is better (entropy, CLIP and face rate: higher); "
              "95% bootstrap CI in brackets.\n",
