@@ -1,0 +1,108 @@
+"""The toy world: a CPU-sized world with a planted bias, where "the method reduces bias" has a known truth.
+
+- `render`      32×32 people: occupation by the scene, gender by hair + clothes, skin tone (race analogue);
+- `dataset`     the biased population and its MPII-format copy (via data.mpii_fixture);
+- `classifier`  the "toy" labels backend (three small CNNs) and toy-FID features;
+- `base_model`  a tiny StableDiffusionPipeline trained from scratch on the biased data ("toy:base");
+- `evaluate`    bias / occupation / attribute-prompt scores of a pipeline against the truth;
+- `summary`     the demo's closing table.
+
+`ensure_toy_world(cfg)` prepares everything a toy run needs before the pipeline's first stage;
+`run_stage(cfg)` is the same as a pipeline stage ("toy", before "mpii"), a no-op unless `[toy] enabled`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DATA_VERSION = 1
+
+
+def data_spec(cfg: Any) -> dict[str, Any]:
+    """What the MPII-format toy data depends on (a stamp next to the data records it)."""
+    from t2i_debias.toyworld.dataset import MALE_SHARE, RACE_SHARE
+
+    return {"version": DATA_VERSION, "seed": cfg.toy.seed, "n_per_occupation": cfg.toy.n_per_occupation,
+            "male_share": MALE_SHARE, "race_share": {k: list(v) for k, v in RACE_SHARE.items()}}
+
+
+def ensure_toy_data(cfg: Any) -> tuple[Path, Path]:
+    """Write the biased toy data in MPII format at [mpii] mat_file / images_dir unless already there.
+
+    The images folder must be `images/` beside the `.mat` (the fixture writer's layout). A stamp
+    `toy_world.json` (written last) records the data spec, so a changed seed or size rewrites it.
+    """
+    import json
+
+    from t2i_debias.runs import atomic_write_csv, atomic_write_json, hash_obj
+    from t2i_debias.toyworld.dataset import biased_population, truth_table, write_mpii
+
+    mat = Path(cfg.mpii.mat_file)
+    out = mat.parent
+    images = Path(cfg.mpii.images_dir)
+    if images.resolve() != (out / "images").resolve():
+        raise ValueError(f"toy world: [mpii] images_dir must be {out / 'images'} (beside mat_file {mat}), "
+                         f"got {images}")
+    spec = data_spec(cfg)
+    stamp = out / "toy_world.json"
+    try:
+        done = json.loads(stamp.read_text()).get("hash") == hash_obj(spec) and mat.is_file()
+    except (FileNotFoundError, json.JSONDecodeError):
+        done = False
+    if done:
+        return mat, images
+    import pandas as pd
+
+    samples = biased_population(cfg.toy.n_per_occupation, cfg.toy.seed)
+    log.info("toy world: writing %d biased people in MPII format to %s", len(samples), out)
+    mat_path, images_dir = write_mpii(out, samples, mat_name=mat.name)
+    atomic_write_csv(out / "truth.csv", pd.DataFrame(truth_table(samples)))
+    atomic_write_json(stamp, {"hash": hash_obj(spec), "spec": spec})
+    return mat_path, images_dir
+
+
+def ensure_toy_world(cfg: Any) -> dict[str, Any]:
+    """Data, classifier and base model of the toy world (each built once and cached); returns their paths."""
+    from t2i_debias.toyworld import base_model
+    from t2i_debias.toyworld.classifier import classifier_dir
+
+    mat, images = ensure_toy_data(cfg)
+    clf = classifier_dir()
+    base = base_model.resolve("toy:base", cfg)
+    out: dict[str, Any] = {"mat_file": mat, "images_dir": images, "classifier": clf, "base_model": base}
+    if cfg.toy.control:
+        out["control"] = ensure_control(cfg, base)
+    return out
+
+
+def ensure_control(cfg: Any, base: Path) -> Path:
+    """The biased-data control model at <run_dir>/models/control (evaluated like any trained mode)."""
+    from t2i_debias.runs import Stage, run_stage
+    from t2i_debias.toyworld import base_model
+
+    folder = cfg.run_dir / "models" / "control"
+    spec = base_model.spec_from_cfg(cfg)
+    t = cfg.train
+    settings = {"base": str(base), "spec": spec, "steps": t.max_train_steps, "lr": t.learning_rate,
+                "batch_size": t.train_batch_size}
+    stage = Stage("models/control", folder, settings)
+
+    def body(st: Stage) -> list[Path]:
+        base_model.build_control(base, spec, st.folder, steps=t.max_train_steps, lr=t.learning_rate,
+                                 batch_size=t.train_batch_size)
+        return [st.folder / "model_index.json"]
+
+    run_stage(stage, body, log=log.info)
+    return folder
+
+
+def run_stage(cfg: Any, force: bool = False) -> None:
+    """Pipeline stage "toy" (before "mpii"): prepare the toy world when `[toy] enabled`, else do nothing."""
+    if not cfg.toy.enabled:
+        return
+    paths = ensure_toy_world(cfg)
+    log.info("toy world ready: %s", ", ".join(f"{k}={v}" for k, v in paths.items()))

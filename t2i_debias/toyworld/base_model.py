@@ -1,0 +1,284 @@
+"""The toy world's base text-to-image model: a tiny StableDiffusionPipeline trained from scratch.
+
+It is trained on the biased toy population, so it learns the planted bias (e.g. "a photo of a
+doctor" gives mostly men); the pipeline then has to remove it. Built offline in minutes on CPU and
+cached under a hash of everything that shapes it (`toy-base-<hash>`); the VAE is shared by seeds.
+
+Sizes (chosen by a feasibility run on 2 CPU cores): VAE ×4 (32×32 RGB -> 4×8×8 latents, ~680k
+params), U-Net (32, 64) with cross-attention at both levels (~1.1M), CLIP text encoder of 2 layers,
+width 64 (~72k params + the 49,408×64 embedding of the real CLIP BPE vocabulary).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from t2i_debias.text import with_article
+from t2i_debias.tiny.cache import cached_dir
+from t2i_debias.toyworld.dataset import MALE_SHARE, RACE_SHARE, Sample, biased_population
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+RACE_WORD = {"white": "White", "asian": "Asian", "black": "Black"}
+GENDER_ADJ = {"man": "male", "woman": "female"}
+
+
+# ----------------------------------------------------------------------------- captions
+def neutral_caption(occupation: str) -> str:
+    """The neutral training caption (the anchor caption of the augmentation stage)."""
+    return f"a photo of {with_article(occupation)}"
+
+
+def attribute_caption(occupation: str, gender: str, race: str | None, rng: np.random.Generator) -> str:
+    """A caption naming the attributes, in one of the phrasings the pipeline's prompts use."""
+    k = int(rng.integers(4))
+    if k == 0:
+        return f"a photo of {with_article(GENDER_ADJ[gender] + ' ' + occupation)}"
+    if k == 1:
+        return f"a photo of {with_article(gender)} working as {with_article(occupation)}"
+    r = RACE_WORD[race] if race else ""
+    if k == 2 and race:
+        return f"a photo of {with_article(r + ' ' + gender)} working as {with_article(occupation)}"
+    if race:
+        return f"a photo of {with_article(r + ' ' + GENDER_ADJ[gender] + ' ' + occupation)}"
+    return f"a photo of {with_article(GENDER_ADJ[gender] + ' ' + occupation)}"
+
+
+def training_caption(s: Sample, rng: np.random.Generator, p_attribute: float, p_drop: float) -> str:
+    """Empty with p_drop (for classifier-free guidance), attribute caption with p_attribute, else neutral."""
+    u = rng.random()
+    if u < p_drop:
+        return ""
+    if u < p_drop + p_attribute:
+        return attribute_caption(s.person.occupation, s.person.gender, s.person.race, rng)
+    return neutral_caption(s.person.occupation)
+
+
+# ----------------------------------------------------------------------------- specs
+def vae_spec(steps: int = 400, n_images: int = 4096) -> dict[str, Any]:
+    """Config of the toy VAE and its training (seed-independent: one VAE serves every seed)."""
+    return {
+        "version": VERSION,
+        "model": {"in_channels": 3, "out_channels": 3, "down_block_types": ["DownEncoderBlock2D"] * 3,
+                  "up_block_types": ["UpDecoderBlock2D"] * 3, "block_out_channels": [16, 32, 64],
+                  "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 8, "sample_size": 32},
+        "train": {"steps": steps, "batch_size": 64, "lr": 2e-3, "kl_weight": 1e-4, "n_images": n_images, "seed": 1234},
+    }
+
+
+def base_spec(seed: int = 0, steps: int = 1500, n_per_occupation: int = 300, vae_steps: int = 400,
+              vae_images: int = 4096) -> dict[str, Any]:
+    """Config of the toy base model: data (bias, size, seed), architecture and training."""
+    return {
+        "version": VERSION,
+        "seed": seed,
+        "vae": vae_spec(vae_steps, vae_images),
+        "data": {"n_per_occupation": n_per_occupation, "male_share": MALE_SHARE,
+                 "race_share": {k: list(v) for k, v in RACE_SHARE.items()}},
+        "unet": {"sample_size": 8, "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
+                 "block_out_channels": [32, 64],
+                 "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+                 "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+                 "cross_attention_dim": 64, "attention_head_dim": 8, "norm_num_groups": 8},
+        "text": {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2,
+                 "projection_dim": 64, "vocab_size": 49408, "max_position_embeddings": 77,
+                 "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 49407},
+        # Prompts are padded/cut to 24 tokens (the longest toy prompt, with the ethical-intervention
+        # suffix, is 20): with CLIP's 77 a CPU training step was ~3x slower.
+        "max_length": 24,
+        "train": {"steps": steps, "batch_size": 64, "lr": 1e-3, "warmup": 50, "p_attribute": 0.3,
+                  "p_drop": 0.1},
+    }
+
+
+def spec_from_cfg(cfg: Any) -> dict[str, Any]:
+    """The base-model spec a run config asks for ([toy] section)."""
+    t = cfg.toy
+    return base_spec(seed=t.seed, steps=t.base_steps, n_per_occupation=t.n_per_occupation, vae_steps=t.vae_steps)
+
+
+# ----------------------------------------------------------------------------- helpers
+def to_tensor(images: list[Any]) -> Any:
+    """PIL images -> float tensor (N, 3, H, W) in [-1, 1]."""
+    import torch
+
+    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def _lr_lambda(warmup: int, total: int, floor: float = 0.1) -> Any:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        p = (step - warmup) / max(1, total - warmup)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p))
+    return f
+
+
+# ----------------------------------------------------------------------------- VAE
+def build_vae(out_dir: Path, spec: dict[str, Any]) -> Path:
+    """Train the toy VAE on fresh renders (balanced population) and save it (diffusers format)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from t2i_debias.toyworld.dataset import balanced_population
+
+    tr = spec["train"]
+    torch.manual_seed(tr["seed"])
+    per_cell = math.ceil(tr["n_images"] / 24)
+    x_all = to_tensor([s.render().image for s in balanced_population(per_cell, tr["seed"])])
+    vae = AutoencoderKL(**spec["model"])
+    opt = torch.optim.AdamW(vae.parameters(), lr=tr["lr"], weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tr["lr"], total_steps=tr["steps"], pct_start=0.15)
+    g = torch.Generator().manual_seed(tr["seed"])
+    t0 = time.time()
+    for step in range(tr["steps"]):
+        x = x_all[torch.randint(0, len(x_all), (tr["batch_size"],), generator=g)]
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample(generator=g)).sample
+        mse = torch.nn.functional.mse_loss(rec, x)
+        kl = post.kl().mean() / post.mean[0].numel()  # per element
+        loss = mse + tr["kl_weight"] * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == tr["steps"] - 1:
+            log.info("vae step %d/%d mse %.4f kl %.2f (%.1fs)", step, tr["steps"], mse.item(), kl.item(),
+                     time.time() - t0)
+    vae.eval()
+    with torch.no_grad():
+        z = torch.cat([vae.encode(x_all[i : i + 256]).latent_dist.mean for i in range(0, min(len(x_all), 1024), 256)])
+    vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+    vae.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+def vae_dir(spec: dict[str, Any] | None = None) -> Path:
+    """Cached folder of the trained toy VAE."""
+    spec = spec or vae_spec()
+    return cached_dir("toy-vae", spec, lambda d: build_vae(d, spec))
+
+
+# ----------------------------------------------------------------------------- base model
+def new_scheduler(prediction_type: str = "epsilon") -> Any:
+    """The DDIM scheduler of the toy pipeline (SD's betas)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                         set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
+
+
+def denoise_train(unet: Any, text_encoder: Any, vae: Any, tokenizer: Any, samples: list[Sample], *, steps: int,
+                  lr: float, batch_size: int, seed: int, p_attribute: float, p_drop: float, warmup: int = 0,
+                  weight_decay: float = 1e-4, label: str = "toy") -> None:
+    """Plain denoising (ε-MSE) of U-Net + text encoder on rendered samples with the toy caption mix."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    t0 = time.time()
+    x = to_tensor([s.render().image for s in samples])
+    with torch.no_grad():
+        dists = [vae.encode(x[i : i + 256]).latent_dist for i in range(0, len(x), 256)]
+    mean = torch.cat([d.mean for d in dists])
+    std = torch.cat([d.std for d in dists])
+    sf = vae.config.scaling_factor
+    log.info("%s: encoded %d training images in %.1fs", label, len(samples), time.time() - t0)
+    noise_sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                num_train_timesteps=1000)
+    params = [p for m in (unet, text_encoder) for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(warmup, steps) if warmup else (lambda _: 1.0))
+    rng = np.random.default_rng(seed)
+    g = torch.Generator().manual_seed(seed)
+    unet.train()
+    text_encoder.train()
+    t0 = time.time()
+    for step in range(steps):
+        idx = rng.integers(0, len(samples), batch_size)
+        caps = [training_caption(samples[i], rng, p_attribute, p_drop) for i in idx]
+        ids = tokenizer(caps, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids
+        it = torch.as_tensor(idx)
+        z0 = (mean[it] + std[it] * torch.randn(mean[it].shape, generator=g)) * sf
+        noise = torch.randn(z0.shape, generator=g)
+        t = torch.randint(0, 1000, (len(idx),), generator=g)
+        pred = unet(noise_sched.add_noise(z0, noise, t), t, encoder_hidden_states=text_encoder(ids)[0]).sample
+        loss = torch.nn.functional.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == steps - 1:
+            log.info("%s step %d/%d loss %.4f (%.1fs)", label, step, steps, loss.item(), time.time() - t0)
+    unet.eval()
+    text_encoder.eval()
+
+
+def build_base(out_dir: Path, spec: dict[str, Any]) -> Path:
+    """Train text encoder + U-Net jointly from scratch on the biased population; save the pipeline."""
+    import torch
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from t2i_debias.tiny.sd import clip_tokenizer_dir
+
+    tr, seed, data = spec["train"], spec["seed"], spec["data"]
+    vae = AutoencoderKL.from_pretrained(vae_dir(spec["vae"]))
+    vae.requires_grad_(False)
+    tokenizer = CLIPTokenizer.from_pretrained(clip_tokenizer_dir(), model_max_length=spec["max_length"])
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**spec["unet"])
+    text_encoder = CLIPTextModel(CLIPTextConfig(**spec["text"]))
+    samples = biased_population(data["n_per_occupation"], seed,
+                                data["male_share"], {k: tuple(v) for k, v in data["race_share"].items()})
+    denoise_train(unet, text_encoder, vae, tokenizer, samples, steps=tr["steps"], lr=tr["lr"],
+                  batch_size=tr["batch_size"], seed=seed, p_attribute=tr["p_attribute"], p_drop=tr["p_drop"],
+                  warmup=tr["warmup"], label=f"toy base seed {seed}")
+    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                   scheduler=new_scheduler(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+def build_control(base: str | Path, spec: dict[str, Any], out_dir: Path, *, steps: int, lr: float,
+                  batch_size: int, train_text: bool = False) -> Path:
+    """The biased-data control: fine-tune the base on the biased population itself (same caption mix).
+
+    It separates "fine-tuning on balanced data" from "any fine-tuning" in the demo table.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    data = spec["data"]
+    pipe = StableDiffusionPipeline.from_pretrained(str(base), safety_checker=None, requires_safety_checker=False)
+    pipe.vae.requires_grad_(False)
+    pipe.text_encoder.requires_grad_(train_text)
+    samples = biased_population(data["n_per_occupation"], spec["seed"],
+                                data["male_share"], {k: tuple(v) for k, v in data["race_share"].items()})
+    denoise_train(pipe.unet, pipe.text_encoder, pipe.vae, pipe.tokenizer, samples, steps=steps, lr=lr,
+                  batch_size=batch_size, seed=spec["seed"] + 1, p_attribute=spec["train"]["p_attribute"],
+                  p_drop=spec["train"]["p_drop"], label="toy control")
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+def base_dir(spec: dict[str, Any]) -> Path:
+    """Cached folder of the trained toy base pipeline for `spec` (built on first use)."""
+    return cached_dir("toy-base", spec, lambda d: build_base(d, spec))
+
+
+def resolve(spec: str, cfg: Any = None) -> Path:
+    """Folder of the toy model named by `spec` ("toy:base"), built with the run config's [toy] settings."""
+    kind = spec.split(":", 1)[1] if ":" in spec else spec
+    if kind != "base":
+        raise ValueError(f"unknown toy model {spec!r}; known: toy:base")
+    return base_dir(spec_from_cfg(cfg) if cfg is not None else base_spec())

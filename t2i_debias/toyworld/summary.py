@@ -1,0 +1,168 @@
+"""The demo's closing table: for every model of a toy run, bias against the known truth and what it kept.
+
+Reads `generated/<model>/metadata.csv` (base, the biased-data control, each trained mode, each SOTA
+baseline), classifies the images with the toy classifier, and reports per model: male share and
+skin-tone shares per occupation, mean gender / skin-tone tvd (and the change against base),
+occupation accuracy, toy-FID (FID on toy-classifier features against the toy data), and, for plain
+pipeline folders, how often gendered prompts ("a photo of a female doctor") give the asked gender.
+Written to <run_dir>/toy/summary.csv and summary.md, and printed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from PIL import Image
+
+from t2i_debias.toyworld.evaluate import ToyScore, score_predictions
+from t2i_debias.toyworld.render import OCCUPATIONS, TOY_RACES
+
+log = logging.getLogger(__name__)
+
+ORDER = ("base", "control", "text", "unet", "both")
+
+
+def _image_path(model_dir: Path, run_dir: Path, rel: str) -> Path:
+    from t2i_debias.runs import safe_join
+
+    for root in (model_dir, run_dir):
+        p = safe_join(root, rel)
+        if p.is_file():
+            return p
+    raise FileNotFoundError(f"{model_dir / 'metadata.csv'}: image {rel!r} not found under {model_dir} or {run_dir}")
+
+
+def score_generated(model_dir: Path, run_dir: Path, clf: Any, reference: list[Image.Image] | None) -> ToyScore:
+    """Score the images a model generated for the evaluation prompts (only the toy occupations)."""
+    meta = pd.read_csv(model_dir / "metadata.csv", dtype=str, keep_default_na=False)
+    for col in ("occupation", "file"):
+        if col not in meta.columns:
+            raise ValueError(f"{model_dir / 'metadata.csv'}: missing column {col!r}")
+    meta = meta[meta["occupation"].isin(OCCUPATIONS)]
+    if meta.empty:
+        raise ValueError(f"{model_dir / 'metadata.csv'}: no image of a toy occupation {OCCUPATIONS}")
+    preds, images = {}, []
+    for occ, rows in meta.groupby("occupation", sort=False):
+        ims = [Image.open(_image_path(model_dir, run_dir, f)).convert("RGB") for f in rows["file"]]
+        preds[occ] = clf.predict(ims)
+        images += ims
+    score = score_predictions(preds)
+    if reference:
+        from t2i_debias.toyworld.classifier import toy_fid
+
+        score.toy_fid = toy_fid(clf, images, reference)
+    return score
+
+
+def attribute_following(model: str, clf: Any, n: int, steps: int, guidance: float, seed: int = 0) -> float | None:
+    """Share of "a photo of a female/male {occupation}" images showing the asked gender (pipelines only)."""
+    from t2i_debias.generate import generate_images
+    from t2i_debias.models import load_pipeline
+    from t2i_debias.text import with_article
+    from t2i_debias.toyworld.evaluate import GENDER_ADJ
+
+    pipe = load_pipeline(model)
+    good = total = 0
+    for occ in OCCUPATIONS:
+        for g, adj in GENDER_ADJ.items():
+            ims = generate_images(pipe, f"a photo of {with_article(adj + ' ' + occ)}",
+                                  [seed + 10_000 + i for i in range(n)], 64, steps, guidance)
+            ps = [p for p in clf.predict(ims) if p.ok]
+            good += sum(p.gender == g for p in ps)
+            total += len(ps)
+    return good / total if total else None
+
+
+def summary_table(cfg: Any, n_attribute: int = 16) -> pd.DataFrame:
+    """One row per generated model of the run (see module docstring)."""
+    from t2i_debias.generate import is_pipeline_dir
+    from t2i_debias.toyworld.classifier import make_classifier
+
+    run_dir = cfg.run_dir
+    gen = run_dir / "generated"
+    names = sorted((d.name for d in gen.iterdir() if (d / "metadata.csv").is_file()),
+                   key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)) if gen.is_dir() else []
+    if not names:
+        raise FileNotFoundError(f"{gen}: no generated/<model>/metadata.csv to summarise")
+    clf = make_classifier(cfg.labels)
+    images_dir = Path(cfg.mpii.images_dir)
+    reference = [Image.open(p).convert("RGB") for p in sorted(images_dir.glob("*.jpg"))[:1024]]
+    models = {"base": None}
+    try:
+        from t2i_debias.generate import models_to_evaluate
+
+        models = models_to_evaluate(cfg)
+    except (FileNotFoundError, ValueError) as e:
+        log.warning("cannot list the evaluated models (%s); attribute following only where found", e)
+    rows = []
+    for name in names:
+        s = score_generated(gen / name, run_dir, clf, reference)
+        row: dict[str, Any] = {"model": name}
+        for occ in OCCUPATIONS:
+            if occ in s.male_share:
+                row[f"male_{occ}"] = s.male_share[occ]
+                for r in TOY_RACES:
+                    row[f"{r}_{occ}"] = s.race_share[occ][r]
+        row["gender_tvd"] = s.mean_gender_tvd
+        row["race_tvd"] = s.mean_race_tvd
+        row["occupation_acc"] = s.occupation_accuracy
+        row["toy_fid"] = s.toy_fid
+        spec = models.get(name)
+        row["attr_follow"] = (attribute_following(spec, clf, n_attribute, cfg.generate.num_inference_steps,
+                                                  cfg.generate.guidance_scale, cfg.generate.base_seed)
+                              if spec and n_attribute > 0 and is_pipeline_dir(spec) else None)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if "base" in set(df["model"]):
+        b = df.loc[df["model"] == "base"].iloc[0]
+        df.insert(df.columns.get_loc("gender_tvd") + 1, "gender_tvd_change",
+                  df["gender_tvd"] / b["gender_tvd"] - 1 if b["gender_tvd"] > 0 else None)
+    return df
+
+
+def format_table(df: pd.DataFrame) -> str:
+    """Markdown table: male share per occupation, tvd (change vs base), occupation accuracy, FID, attributes."""
+    cols = ["model"] + [f"male_{o}" for o in OCCUPATIONS if f"male_{o}" in df]
+    cols += [c for c in ("gender_tvd", "gender_tvd_change", "race_tvd", "occupation_acc", "toy_fid", "attr_follow")
+             if c in df]
+    head = {"gender_tvd_change": "Δ vs base", "occupation_acc": "occ. acc", "attr_follow": "attr. prompts ok"}
+
+    def fmt(v: Any, c: str) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return "n/a"
+        if c == "gender_tvd_change":
+            return f"{100 * v:+.0f}%"
+        return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(head.get(c, c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r[c], c) for c in cols) + " |" for _, r in df.iterrows()]
+    race = ["", "Skin-tone shares (white/asian/black) per occupation:"]
+    for _, r in df.iterrows():
+        parts = [f"{o} " + "/".join(f"{r[f'{t}_{o}']:.2f}" for t in TOY_RACES) for o in OCCUPATIONS
+                 if f"white_{o}" in df]
+        race.append(f"- {r['model']}: " + "; ".join(parts))
+    return "\n".join(lines + race) + "\n"
+
+
+def run_stage(cfg: Any, force: bool = False) -> None:
+    """Pipeline stage "toy_summary" (after "report"): write and print the table when `[toy] enabled`."""
+    if not cfg.toy.enabled:
+        return
+    from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_text
+    from t2i_debias.runs import run_stage as run
+
+    folder = cfg.run_dir / "toy"
+    gen = cfg.run_dir / "generated"
+    inputs = sorted(p for p in gen.glob("*/metadata.csv")) if gen.is_dir() else []
+    stage = Stage("toy_summary", folder, cfg.section_dict("toy", "generate"), inputs)
+
+    def body(st: Stage) -> list[Path]:
+        df = summary_table(cfg)
+        table = format_table(df)
+        return [atomic_write_csv(st.folder / "summary.csv", df), atomic_write_text(st.folder / "summary.md", table)]
+
+    run(stage, body, force=force, log=log.info)
+    print((folder / "summary.md").read_text())
