@@ -45,7 +45,8 @@ demo: $(STAMP)
 
 test: $(STAMP) sysdeps
 	$(VPY) -m ruff check .
-	$(VPY) -m pytest -q -p no:cacheprovider --timeout=1800
+	# Two workers, one torch thread each: both cores busy (CI has 2). Slow and e2e tests included.
+	$(VPY) -m pytest -q -p no:cacheprovider --timeout=1800 -n 2
 
 test-fast: $(STAMP)
 	$(VPY) -m pytest -q -m "not e2e and not slow"

@@ -94,6 +94,7 @@ class AugmentSection:
     max_tries: int = 3
     change_age: bool = False  # positives get the least-represented other adult age group
     max_triplets: int = 0  # 0 = all
+    races: list[str] = field(default_factory=list)  # races a positive may take; empty = all six
 
 
 @dataclass

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 # (stage name, module exposing run_stage) in run order (DESIGN.md §6).
 STAGES: list[tuple[str, str]] = [
+    ("toy", "t2i_debias.toyworld"),  # no-op unless [toy] enabled: writes the toy data, trains toy models
     ("mpii", "t2i_debias.data.mpii"),
     ("labels", "t2i_debias.labels.runner"),
     ("analysis", "t2i_debias.analysis"),
@@ -28,6 +29,7 @@ STAGES: list[tuple[str, str]] = [
     ("quality", "t2i_debias.metrics.quality"),
     ("sota", "t2i_debias.report.sota"),
     ("report", "t2i_debias.report.html"),
+    ("toy_summary", "t2i_debias.toyworld.summary"),  # no-op unless [toy] enabled: the demo's closing table
 ]
 
 

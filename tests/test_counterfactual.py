@@ -67,3 +67,16 @@ def test_change_age_picks_another_adult_group_balanced() -> None:
 def test_demographics_reject_unknown_values(args: tuple) -> None:
     with pytest.raises(ValueError, match="unknown"):
         Demographics(*args)
+
+
+def test_positive_races_can_be_limited_and_stay_balanced() -> None:
+    chooser = CounterfactualChooser(3, races=("asian", "black", "white"))
+    anchor = Demographics("man", "white", "young")
+    got = [chooser.positive("nurse", anchor).race for _ in range(30)]
+    assert set(got) == {"asian", "black", "white"}
+    assert all(got.count(r) == 10 for r in ("asian", "black", "white"))
+
+
+def test_unknown_positive_race_is_rejected() -> None:
+    with pytest.raises(ValueError, match="caucasian"):
+        CounterfactualChooser(0, races=("white", "caucasian"))

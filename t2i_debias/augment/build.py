@@ -251,9 +251,15 @@ def triplet_seed(run_seed: int, person_id: str) -> int:
 
 
 def plan_triplets(people: Sequence[Person], composer: CaptionComposer, seed: int,
-                  change_age: bool = False, max_triplets: int = 0) -> list[PlannedTriplet]:
-    """Choose counterfactuals in input order (balancing race per occupation) and compose captions."""
-    chooser = CounterfactualChooser(seed, change_age=change_age)
+                  change_age: bool = False, max_triplets: int = 0,
+                  races: Sequence[str] = ()) -> list[PlannedTriplet]:
+    """Choose counterfactuals in input order (balancing race per occupation) and compose captions.
+
+    `races` limits the races a positive may take (empty = all of DeepFace's six), e.g. to the races a
+    classifier or a world can actually show.
+    """
+    chooser = (CounterfactualChooser(seed, change_age=change_age, races=races) if races
+               else CounterfactualChooser(seed, change_age=change_age))
     plan = []
     for person in people[:max_triplets] if max_triplets > 0 else people:
         occ, anchor = person.occupation, person.demographics
@@ -483,7 +489,7 @@ def run_stage(cfg: Config, force: bool = False) -> None:
             raise ValueError(f"[augment] resolution and max_tries must be positive (got {a.resolution}, {a.max_tries})")
         people, dropped = load_people(persons_csv, labels_csv, cfg.prompts.heldout)
         composer = CaptionComposer.from_config(a)
-        plan = plan_triplets(people, composer, cfg.run.seed, a.change_age, a.max_triplets)
+        plan = plan_triplets(people, composer, cfg.run.seed, a.change_age, a.max_triplets, a.races)
         if not plan:
             log.warning("no labelled person with an occupation in %s: enriched/ will be empty", labels_csv)
         device = resolve_device(cfg.run.device)

@@ -47,6 +47,9 @@ class CounterfactualChooser:
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.change_age = change_age
         self.races = tuple(races)
+        unknown = sorted(set(self.races) - set(RACES))
+        if not self.races or unknown:
+            raise ValueError(f"positive races must be a non-empty subset of {RACES}; unknown: {unknown}")
         self.age_groups = tuple(age_groups)
         self.race_counts: dict[str, Counter[str]] = defaultdict(Counter)
         self.age_counts: dict[str, Counter[str]] = defaultdict(Counter)

@@ -10,6 +10,7 @@ hash of its config. No network is touched. One module per kind of model:
 """
 
 from t2i_debias.tiny.cache import cache_root, cached_dir
-from t2i_debias.tiny.sd import clip_tokenizer_dir, load_pipeline, tiny_sd_dir
+from t2i_debias.tiny.deepface import ensure_deepface_weights
+from t2i_debias.tiny.sd import clip_tokenizer_dir, tiny_sd_dir
 
-__all__ = ["cache_root", "cached_dir", "clip_tokenizer_dir", "load_pipeline", "tiny_sd_dir"]
+__all__ = ["cache_root", "cached_dir", "clip_tokenizer_dir", "ensure_deepface_weights", "tiny_sd_dir"]

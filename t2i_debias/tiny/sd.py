@@ -134,15 +134,3 @@ def tiny_sd_dir(resolution: int = 32, prediction_type: str = "epsilon", seed: in
     """Cached folder of a tiny StableDiffusionPipeline that loads with `from_pretrained` offline."""
     spec = tiny_sd_spec(resolution=resolution, prediction_type=prediction_type, seed=seed)
     return cached_dir("tiny-sd", spec, lambda d: build_tiny_sd(d, spec), root)
-
-
-def load_pipeline(path_or_id: str | Path, torch_dtype: Any = None, device: str = "cpu") -> Any:
-    """Load a StableDiffusionPipeline (hub id or folder) without a safety checker, on `device`."""
-    from diffusers import StableDiffusionPipeline
-
-    kwargs: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
-    if torch_dtype is not None:
-        kwargs["torch_dtype"] = torch_dtype
-    pipe = StableDiffusionPipeline.from_pretrained(str(path_or_id), **kwargs)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
