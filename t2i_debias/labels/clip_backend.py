@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 from t2i_debias.attributes import AGE_GROUPS, GENDERS, RACES, STATUS_OK
-from t2i_debias.labels.base import Box, DemographicClassifier, Prediction
-from t2i_debias.labels.crops import Crop, make_crop
+from t2i_debias.labels.base import Prediction
+from t2i_debias.labels.crops import Crop, CropClassifier
 from t2i_debias.text import fill_template
 
 # The phrase put into the template for each class (readable English, not the CSV vocabulary).
@@ -101,7 +101,7 @@ def resolve_clip(spec: str) -> tuple[str, str]:
     return "hf", spec
 
 
-class ClipClassifier(DemographicClassifier):
+class ClipClassifier(CropClassifier):
     """Zero-shot CLIP labels; see the module docstring."""
 
     name = "clip"
@@ -136,12 +136,6 @@ class ClipClassifier(DemographicClassifier):
                 for a, txt in self.text_feats.items():
                     out[a].append(torch.softmax(self.scale * feats @ txt.T, dim=-1).cpu().numpy())
         return {a: np.concatenate(v) if v else np.zeros((0, len(CLASSES[a]))) for a, v in out.items()}
-
-    def predict(self, images: list[Image.Image], boxes: list[Box | None] | None = None) -> list[Prediction]:
-        boxes = boxes if boxes is not None else [None] * len(images)
-        if len(boxes) != len(images):
-            raise ValueError(f"{len(images)} images but {len(boxes)} boxes")
-        return self.predict_crops([make_crop(im, b, self.margin) for im, b in zip(images, boxes, strict=True)])
 
     def predict_crops(self, crops: list[Crop]) -> list[Prediction]:
         """Labels for ready-made crops."""

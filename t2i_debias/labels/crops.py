@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from t2i_debias.labels.base import Box
+from t2i_debias.labels.base import Box, DemographicClassifier, Prediction
 
 
 class ImageLoadError(Exception):
@@ -96,3 +97,19 @@ def image_sha256(image: Image.Image) -> str:
     h.update(f"{image.mode}:{image.width}x{image.height}:".encode())
     h.update(image.tobytes())
     return h.hexdigest()
+
+
+class CropClassifier(DemographicClassifier):
+    """A classifier that works on head-box crops (with `self.margin`): `predict` crops, `predict_crops` labels."""
+
+    margin: float = 1.0
+
+    def predict(self, images: list[Image.Image], boxes: list[Box | None] | None = None) -> list[Prediction]:
+        boxes = boxes if boxes is not None else [None] * len(images)
+        if len(boxes) != len(images):
+            raise ValueError(f"{len(images)} images but {len(boxes)} boxes")
+        return self.predict_crops([make_crop(im, b, self.margin) for im, b in zip(images, boxes, strict=True)])
+
+    @abstractmethod
+    def predict_crops(self, crops: list[Crop]) -> list[Prediction]:
+        """Labels for ready-made crops (the labels runner hashes crops before calling this)."""

@@ -28,8 +28,8 @@ import numpy as np
 from PIL import Image
 
 from t2i_debias.attributes import GENDERS, RACES, STATUS_OK, age_group
-from t2i_debias.labels.base import Box, DemographicClassifier, Prediction
-from t2i_debias.labels.crops import Crop, make_crop
+from t2i_debias.labels.base import Box, Prediction
+from t2i_debias.labels.crops import Crop, CropClassifier
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def preprocess_face(face_rgb01: np.ndarray) -> np.ndarray:
     return preprocessing.resize_image(img=face_rgb01[:, :, ::-1], target_size=FACE_SIZE)[0]
 
 
-class DeepFaceClassifier(DemographicClassifier):
+class DeepFaceClassifier(CropClassifier):
     """Perceived gender, race (DeepFace's six) and age via DeepFace, with batched model calls."""
 
     name = "deepface"
@@ -160,12 +160,6 @@ class DeepFaceClassifier(DemographicClassifier):
             out.append({"gender": g_labels[gi], "gender_conf": float(gp[gi]), "race": r_labels[ri],
                         "race_conf": float(rp[ri]), "age": a, "age_group": age_group(a)})
         return out
-
-    def predict(self, images: list[Image.Image], boxes: list[Box | None] | None = None) -> list[Prediction]:
-        boxes = boxes if boxes is not None else [None] * len(images)
-        if len(boxes) != len(images):
-            raise ValueError(f"{len(images)} images but {len(boxes)} boxes")
-        return self.predict_crops([make_crop(im, b, self.margin) for im, b in zip(images, boxes, strict=True)])
 
     def predict_crops(self, crops: list[Crop]) -> list[Prediction]:
         """Labels for ready-made crops (the runner hashes crops before calling this)."""
