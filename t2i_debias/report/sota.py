@@ -304,12 +304,17 @@ def plot(df: pd.DataFrame, out_dir: Path) -> list[Path]:
 
 # ----------------------------------------------------------------------------- the stage
 def method_names(cfg: Any) -> tuple[list[str], dict[str, str]]:
-    """Rows of the table in order: base, ours (each trained mode), then the baselines."""
+    """Rows of the table in order: base, ours (each trained mode), then the baselines.
+
+    Another model folder under models/ (e.g. the toy world's biased-data fine-tune) is a "control".
+    """
+    from t2i_debias.train.engine import MODES
+
     names: list[str] = []
     kinds: dict[str, str] = {}
     for n in ours_models(cfg):
         names.append(n)
-        kinds[n] = "base" if n == "base" else "ours"
+        kinds[n] = "base" if n == "base" else ("ours" if n in MODES else "control")
     for m in cfg.sota.methods:
         if m not in METHODS:
             raise ValueError(f"[sota] methods: unknown method {m!r}; known: {', '.join(METHODS)}")
