@@ -272,10 +272,40 @@ def clip_t_scores_of(clip: Any, img_emb: np.ndarray, prompts: list[str]) -> np.n
     return clip_t_scores(img_emb, txt[[index[p] for p in prompts]])
 
 
+def quality_for(cfg: Any, names: list[str], out_dir: Path) -> list[Path]:
+    """Write `<out_dir>/<name>.json` and `.csv` for each of generated/<name>: FID/KID against
+    `quality.reference` (when set), CLIP-T, CLIP-I against generated/base. Shared by the quality and
+    SOTA stages, so every model is measured by the same code."""
+    from t2i_debias.models import resolve_device
+
+    q = cfg.quality
+    gen_root = cfg.run_dir / "generated"
+    device = resolve_device(cfg.run.device)
+    extractor = ref = weights = None
+    if q.reference:
+        weights = prepare_inception(q.inception, cfg.run.smoke)
+        extractor = InceptionFeatures(q.fid_features, device=device, batch_size=q.batch_size)
+        ref = reference_features(q.reference, extractor, weights)
+    clip = ClipEmbedder("tiny:clip" if cfg.run.smoke else q.clip_model, device=device, batch_size=q.batch_size)
+    outputs: list[Path] = []
+    base_dir = gen_root / "base" if "base" in names else None
+    for name in names:
+        res, table = evaluate_model(gen_root / name, base_dir, ref, extractor, clip, q, cfg.run.seed)
+        res.update(model=name, reference=q.reference or None, clip_model=clip.spec,
+                   n_reference=None if ref is None else ref.get("n"),
+                   inception_weights=None if weights is None else hash_file(weights),
+                   fid_features=q.fid_features)
+        res = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in res.items()}
+        outputs.append(atomic_write_json(out_dir / f"{name}.json", res))
+        outputs.append(atomic_write_csv(out_dir / f"{name}.csv", table))
+        log.info("[quality] %s: fid=%s kid=%s clip_t=%s clip_i=%s", name, res.get("fid"), res.get("kid"),
+                 res.get("clip_t"), res.get("clip_i"))
+    return outputs
+
+
 def run_stage(cfg: Any, force: bool = False) -> None:
     """Quality of every generated model: FID/KID against `quality.reference`, CLIP-T, CLIP-I vs base."""
     from t2i_debias.generate import models_to_evaluate
-    from t2i_debias.models import resolve_device
     from t2i_debias.runs import run_stage as _run_stage
 
     q = cfg.quality
@@ -292,27 +322,7 @@ def run_stage(cfg: Any, force: bool = False) -> None:
     def body(st: Stage) -> tuple[list[Path], dict[str, Any]]:
         if not names:
             raise FileNotFoundError(f"no generated images under {gen_root}: run the generation stage first")
-        device = resolve_device(cfg.run.device)
-        extractor = ref = weights = None
-        if q.reference:
-            weights = prepare_inception(q.inception, cfg.run.smoke)
-            extractor = InceptionFeatures(q.fid_features, device=device, batch_size=q.batch_size)
-            ref = reference_features(q.reference, extractor, weights)
-        clip = ClipEmbedder("tiny:clip" if cfg.run.smoke else q.clip_model, device=device, batch_size=q.batch_size)
-        outputs: list[Path] = []
-        base_dir = gen_root / "base" if "base" in names else None
-        for name in names:
-            res, table = evaluate_model(gen_root / name, base_dir, ref, extractor, clip, q, cfg.run.seed)
-            res.update(model=name, reference=q.reference or None, clip_model=clip.spec,
-                       n_reference=None if ref is None else ref.get("n"),
-                       inception_weights=None if weights is None else hash_file(weights),
-                       fid_features=q.fid_features)
-            res = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in res.items()}
-            outputs.append(atomic_write_json(st.folder / f"{name}.json", res))
-            outputs.append(atomic_write_csv(st.folder / f"{name}.csv", table))
-            log.info("[quality] %s: fid=%s kid=%s clip_t=%s clip_i=%s", name, res.get("fid"), res.get("kid"),
-                     res.get("clip_t"), res.get("clip_i"))
-        return outputs, {"models": names}
+        return quality_for(cfg, names, st.folder), {"models": names}
 
     _run_stage(stage, body, force=force, log=log.info)
 

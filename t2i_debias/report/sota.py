@@ -373,11 +373,7 @@ def quality_all(cfg: Any, force: bool = False) -> None:
 
     Its manifest is sota/quality/_manifest.json, apart from the evaluation stage's quality/ manifest.
     """
-    import math
-
-    from t2i_debias.metrics import quality as Q
-    from t2i_debias.models import resolve_device
-    from t2i_debias.runs import hash_file
+    from t2i_debias.metrics.quality import quality_for
 
     names, _, skipped = _rows(cfg)
     names = [n for n in names if n not in skipped]
@@ -388,24 +384,7 @@ def quality_all(cfg: Any, force: bool = False) -> None:
     stage = Stage("sota:quality", cfg.run_dir / "sota" / "quality", config, inputs)
 
     def body(st: Stage) -> Any:
-        device = resolve_device(cfg.run.device)
-        extractor = ref = weights = None
-        if q.reference:
-            weights = Q.prepare_inception(q.inception, cfg.run.smoke)
-            extractor = Q.InceptionFeatures(q.fid_features, device=device, batch_size=q.batch_size)
-            ref = Q.reference_features(q.reference, extractor, weights)
-        clip = Q.ClipEmbedder("tiny:clip" if cfg.run.smoke else q.clip_model, device=device,
-                              batch_size=q.batch_size)
-        base_dir = gen_root / "base" if "base" in names else None
-        outputs: list[Path] = []
-        for name in names:
-            res, table = Q.evaluate_model(gen_root / name, base_dir, ref, extractor, clip, q, cfg.run.seed)
-            res.update(model=name, reference=q.reference or None, clip_model=clip.spec,
-                       inception_weights=None if weights is None else hash_file(weights))
-            res = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in res.items()}
-            outputs.append(atomic_write_json(cfg.run_dir / "quality" / f"{name}.json", res))
-            outputs.append(atomic_write_csv(cfg.run_dir / "quality" / f"{name}.csv", table))
-        return outputs, {"models": names}
+        return quality_for(cfg, names, cfg.run_dir / "quality"), {"models": names}
 
     _run_stage(stage, body, force=force, log=log.info)
 
