@@ -27,8 +27,11 @@ ATTRIBUTE_CLASSES: dict[str, tuple[str, ...]] = {
 
 # Label statuses (labels/labels.csv, bias/<model>/predictions.csv).
 STATUS_OK = "ok"
+# A classifier whose cues disagree (e.g. the toy world's hair vs clothes) says so instead of guessing.
+STATUS_AMBIGUOUS = "ambiguous"
 SKIP_STATUSES: tuple[str, ...] = (
     "no_face",
+    STATUS_AMBIGUOUS,
     "unreadable_image",
     "missing_image",
     "multiple_faces",
