@@ -37,6 +37,16 @@ from t2i_debias import models
 from t2i_debias.attributes import STATUS_OK
 from t2i_debias.augment.captions import CaptionComposer
 from t2i_debias.augment.counterfactual import CounterfactualChooser, Demographics
+from t2i_debias.augment.schema import (
+    GENERATED,
+    JOURNAL,
+    MEASURED_ATTRS,
+    MEASURED_CONFS,
+    MEMBERS,
+    METADATA,
+    METADATA_FIELDS,
+    SKIPPED,
+)
 from t2i_debias.config import Config
 from t2i_debias.generate import generate_images, model_fingerprint
 from t2i_debias.models import load_pipeline, resolve_device
@@ -52,20 +62,6 @@ from t2i_debias.runs import run_stage as _run_stage
 
 log = logging.getLogger(__name__)
 
-METADATA = "metadata.jsonl"
-JOURNAL = "_journal.jsonl"
-SKIPPED = "_skipped.csv"
-MEMBERS = ("anchor", "positive", "negative")
-METADATA_FIELDS: tuple[str, ...] = (
-    "file_name", "positive_file_name", "negative_file_name",
-    "anchor_text", "positive_text", "negative_text",
-    "occupation", "person_id",
-    "anchor_gender", "anchor_race", "anchor_age_group",
-    "positive_gender", "positive_race", "positive_age_group",
-    "negative_gender", "negative_race", "negative_age_group",
-    "generator", "seed",
-    "positive_tries", "positive_agreement", "negative_tries", "negative_agreement",
-)
 MPII_SCALE_PX = 200.0  # MPII `scale` is the person height divided by 200 px
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 PERSONS_COLUMNS = ("person_id", "image", "head_x1", "head_y1", "head_x2", "head_y2", "scale", "objpos_x", "objpos_y")
@@ -224,8 +220,9 @@ class PlannedTriplet:
     def key(self, settings: dict[str, Any]) -> str:
         return hash_obj({"triplet": asdict(self), "settings": settings})
 
-    def record(self, generator: str, tries: dict[str, int], agreement: dict[str, bool | None]) -> dict[str, Any]:
-        """One metadata.jsonl line, fields in METADATA_FIELDS order."""
+    def record(self, generator: str, tries: dict[str, int], agreement: dict[str, bool | None],
+               measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """One metadata.jsonl line, fields in METADATA_FIELDS order; `measured[m]` from `measurement()`."""
         a, p, n = self.person.demographics, self.positive, self.negative
         rec = {
             "file_name": self.file_name("anchor"),
@@ -241,6 +238,9 @@ class PlannedTriplet:
             "positive_tries": tries["positive"], "positive_agreement": agreement["positive"],
             "negative_tries": tries["negative"], "negative_agreement": agreement["negative"],
         }
+        for m in GENERATED:
+            rec.update({f"{m}_measured_{k}": v for k, v in measured[m].items()})
+            rec[f"{m}_verified"] = agreement[m] is True
         assert tuple(rec) == METADATA_FIELDS
         return rec
 
@@ -281,6 +281,28 @@ def agrees(pred: Any, want: Demographics, check_age: bool) -> bool:
     if not pred.ok or pred.gender != want.gender or pred.race != want.race:
         return False
     return not check_age or want.age_group is None or pred.age_group == want.age_group
+
+
+def _conf(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    v = float(value)
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"classifier gave {what} {v!r}, outside [0, 1]")
+    return v
+
+
+def measurement(pred: Any) -> dict[str, Any]:
+    """What a Prediction measured (MEASURED_ATTRS + MEASURED_CONFS); all None unless its status is ok.
+
+    Age confidence comes from `extra["age_group_conf"]` when a backend gives one (clip), else None.
+    """
+    keys = (*MEASURED_ATTRS, *MEASURED_CONFS)
+    if pred is None or not pred.ok:
+        return dict.fromkeys(keys)
+    return {"gender": pred.gender, "race": pred.race, "age_group": pred.age_group,
+            "gender_conf": _conf(pred.gender_conf, "gender_conf"), "race_conf": _conf(pred.race_conf, "race_conf"),
+            "age_conf": _conf(pred.extra.get("age_group_conf"), "age_group_conf")}
 
 
 def _read_journal(path: Path) -> dict[str, dict[str, Any]]:
@@ -397,6 +419,7 @@ def _build_chunk(chunk: list[PlannedTriplet], out_dir: Path, images_dir: Path, p
     images: dict[tuple[str, str], Image.Image] = {}
     tries: dict[tuple[str, str], int] = {}
     agree: dict[tuple[str, str], bool | None] = {}
+    measured: dict[tuple[str, str], dict[str, Any]] = {}
     pending = list(reqs)
     for k in range(settings.max_tries):
         if not pending:
@@ -412,6 +435,7 @@ def _build_chunk(chunk: list[PlannedTriplet], out_dir: Path, images_dir: Path, p
         for (t, m), im, pred in zip(pending, imgs, preds, strict=True):
             images[(t.person_id, m)] = im
             tries[(t.person_id, m)] = k + 1
+            measured[(t.person_id, m)] = measurement(pred)
             if classifier is None:
                 agree[(t.person_id, m)] = None
                 continue
@@ -424,7 +448,8 @@ def _build_chunk(chunk: list[PlannedTriplet], out_dir: Path, images_dir: Path, p
         for m in ("positive", "negative"):
             atomic_save_image(out_dir / t.file_name(m), images[(t.person_id, m)])
         rec = t.record(settings.generator, {m: tries[(t.person_id, m)] for m in ("positive", "negative")},
-                       {m: agree[(t.person_id, m)] for m in ("positive", "negative")})
+                       {m: agree[(t.person_id, m)] for m in ("positive", "negative")},
+                       {m: measured[(t.person_id, m)] for m in GENERATED})
         entries.append({"person_id": t.person_id, "key": keys[t.person_id], "record": rec,
                         "positive_prompt": t.positive_prompt, "negative_prompt": t.negative_prompt})
     return entries
