@@ -59,5 +59,5 @@ FIDELITY_COLUMNS: tuple[str, ...] = (
 # balance.csv: per occupation, the male share of the verified anchor+positive pool of the written triplets.
 BALANCE_COLUMNS: tuple[str, ...] = (
     "occupation", "planned", "written", "rejected", "skipped", "written_rate", "anchors_male_planned",
-    "anchors_male_written", "positives_verified", "pool_n", "pool_male_share", "balanced", "reason",
+    "anchors_male_written", "positives_verified", "pool_n", "pool_male_share", "balanced", "warning",
 )
