@@ -158,6 +158,16 @@ def test_fidelity_csv_known_answers(dropped) -> None:
     assert "skipped" in bal.loc["chef", "warning"]  # 4 of 5 written: 80% < 90%
 
 
+def test_report_names_the_occupations_the_data_could_not_balance(dropped) -> None:
+    from t2i_debias.report.html import build_report
+
+    _, out = dropped
+    page = build_report(out.parent)
+    assert "Counterfactual fidelity (enriched/fidelity.csv)" in page
+    assert "<li><b>doctor</b>: no written triplets; only 0 of 4 triplets written" in page
+    assert "<li><b>nurse</b>" not in page  # verified on try 3: written, balanced, no warning
+
+
 def test_keep_captions_follow_the_measurement(tmp_path, world, pipe) -> None:
     out = tmp_path / "enriched"
     stats, _ = _build(world, pipe, out, on_unverified="keep")
