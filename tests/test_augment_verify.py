@@ -102,8 +102,12 @@ def test_generator_that_cannot_draw_an_attribute_gives_rejects_not_mislabelled_r
     assert stats["n_planned"] == stats["n_triplets"] + stats["n_rejected"] + stats["n_skipped"]
     trips = read_metadata(out)
     assert sorted(t.occupation for t in trips) == ["chef"] * 4 + ["nurse"] * 2
+    comp = CaptionComposer()
     for t in trips:
         assert t.positive_verified and t.negative_verified
+        for m in ("positive", "negative"):  # the caption names exactly what was measured
+            measured = Demographics(getattr(t, f"{m}_measured_gender"), getattr(t, f"{m}_measured_race"))
+            assert getattr(t, f"{m}_text") == comp.attribute(t.occupation, measured)
         assert (t.positive_measured_gender, t.positive_measured_race) == (t.positive_gender, t.positive_race)
         assert (t.negative_measured_gender, t.negative_measured_race) == (t.negative_gender, t.negative_race)
     nurse = [t for t in trips if t.occupation == "nurse"]
