@@ -368,3 +368,17 @@ def test_rerun_after_sigkill_gives_the_same_metadata_and_rejects(tmp_path: Path,
         assert Image.open(f).tobytes() == Image.open(g).tobytes(), f
     # The rerun replayed the journal's outcomes and generated only the chunks that were missing.
     assert journal.read_text().count("\n") == 10
+
+
+def test_reject_reason_names_only_the_attributes_that_were_checked() -> None:
+    from t2i_debias.augment.build import _member_outcome
+
+    want = Demographics("woman", "black", "senior")
+    pred = Prediction(gender="woman", race="white", race_conf=0.4, age_group="young")
+    assert _member_outcome(want, pred, False, 3, check_age=False)["reason"] == "mismatch: race"
+    assert _member_outcome(want, pred, False, 3, check_age=True)["reason"] == "mismatch: race, age_group"
+    got = _member_outcome(want, Prediction(status=STATUS_AMBIGUOUS), False, 2, check_age=True)
+    assert (got["reason"], got["status"], got["measured"]["race"], got["tries"]) == (STATUS_AMBIGUOUS,) * 2 + (None, 2)
+    assert _member_outcome(want, None, None, 1, check_age=False)["reason"] == "not measured"
+    ok = _member_outcome(want, Prediction(gender="woman", race="black", race_conf=0.9), True, 1, check_age=False)
+    assert ok["verified"] and ok["reason"] is None and ok["measured"]["race_conf"] == 0.9

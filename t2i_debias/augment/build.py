@@ -489,7 +489,8 @@ def _entry_complete(out_dir: Path, entry: dict[str, Any]) -> bool:
     return all((out_dir / rec[f]).is_file() for f in FILE_FIELDS)
 
 
-def _member_outcome(want: Demographics, pred: Any, agreed: bool | None, tries: int) -> dict[str, Any]:
+def _member_outcome(want: Demographics, pred: Any, agreed: bool | None, tries: int,
+                    check_age: bool) -> dict[str, Any]:
     """What one generated member was asked for, what was measured, and why it failed (None when verified)."""
     meas = measurement(pred)
     if agreed:
@@ -498,9 +499,9 @@ def _member_outcome(want: Demographics, pred: Any, agreed: bool | None, tries: i
         reason = "not measured"
     elif not pred.ok:
         reason = pred.status
-    else:
-        wrong = [k for k in ("gender", "race", "age_group") if meas[k] != getattr(want, k)]
-        reason = "mismatch: " + ", ".join(wrong)
+    else:  # the attributes `agrees` checked that differ
+        checked = ("gender", "race", "age_group") if check_age and want.age_group is not None else ("gender", "race")
+        reason = "mismatch: " + ", ".join(k for k in checked if meas[k] != getattr(want, k))
     return {"requested": asdict(want), "status": None if pred is None else pred.status, "measured": meas,
             "verified": bool(agreed), "tries": tries, "reason": reason}
 
@@ -565,7 +566,8 @@ def _build_chunk(chunk: list[PlannedTriplet], out_dir: Path, images_dir: Path, p
         pending = still
     for t in live:
         ids = {m: (t.person_id, m) for m in GENERATED}
-        members = {m: _member_outcome(getattr(t, m), preds[i], agree[i], tries[i]) for m, i in ids.items()}
+        members = {m: _member_outcome(getattr(t, m), preds[i], agree[i], tries[i], settings.check_age)
+                   for m, i in ids.items()}
         base = {"person_id": t.person_id, "key": keys[t.person_id], "members": members,
                 "positive_prompt": t.positive_prompt, "negative_prompt": t.negative_prompt}
         if settings.on_unverified == "drop" and not all(o["verified"] for o in members.values()):
