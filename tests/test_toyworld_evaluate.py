@@ -92,3 +92,16 @@ def test_readme_block_is_what_the_script_writes_from_the_committed_results():
     assert replace_block(readme, results_markdown(res)) == readme
     assert README_BEGIN in readme and README_END in readme
     assert set(res["seeds"]) >= {"0", "1"}
+
+
+def test_merge_results_joins_seeds_of_one_recipe_only():
+    from t2i_debias.toyworld.evaluate import merge_results
+
+    a = {"recipe": {"s": 1}, "eval": {"n": 64}, "gates": {}, "builds": {}, "seeds": {"1": {"x": 1}}}
+    b = {"recipe": {"s": 1}, "eval": {"n": 64}, "gates": {}, "builds": {}, "seeds": {"0": {"x": 0}}}
+    merged = merge_results([a, b])
+    assert list(merged["seeds"]) == ["0", "1"] and a["seeds"] == {"1": {"x": 1}}  # inputs untouched
+    with pytest.raises(ValueError, match="recipe"):
+        merge_results([a, {**b, "recipe": {"s": 2}}])
+    with pytest.raises(ValueError, match="two results"):
+        merge_results([a, a])

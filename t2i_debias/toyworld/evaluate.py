@@ -12,6 +12,7 @@ checks it against the base gates (`BASE_GATES`) and writes the results as JSON a
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -309,10 +310,25 @@ def replace_block(text: str, block: str, begin: str = README_BEGIN, end: str = R
     return f"{head}{begin}\n{block}{end}{tail}"
 
 
+def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results dict from several runs of the same recipe and evaluation (their seeds together)."""
+    if not results:
+        raise ValueError("no results to merge")
+    out = json.loads(json.dumps(results[0]))
+    for r in results[1:]:
+        for key in ("recipe", "eval", "gates"):
+            if r[key] != out[key]:
+                raise ValueError(f"cannot merge results with different {key!r}: {r[key]} vs {out[key]}")
+        if set(r["seeds"]) & set(out["seeds"]):
+            raise ValueError(f"seed(s) {sorted(set(r['seeds']) & set(out['seeds']))} appear in two results")
+        out["seeds"] |= r["seeds"]
+    out["seeds"] = dict(sorted(out["seeds"].items(), key=lambda kv: int(kv[0])))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: evaluate the toy bases of some seeds against the gates; write JSON / Markdown / the README block."""
     import argparse
-    import json
     from pathlib import Path
 
     from t2i_debias.runs import atomic_write_text
@@ -326,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the results here (JSON)")
     ap.add_argument("--markdown", type=Path, help="write the results table here (Markdown)")
     ap.add_argument("--readme", type=Path, help="replace the marked results block of this README")
-    ap.add_argument("--from-json", type=Path, help="do not evaluate: format these results (a --json file)")
+    ap.add_argument("--from-json", type=Path, nargs="+",
+                    help="do not evaluate: format these results (--json files of the same recipe, seeds merged)")
     ap.add_argument("--base-steps", type=int, help="override the base schedule (for a schedule search)")
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--lr", type=float)
@@ -336,15 +353,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.from_json:
         try:
-            res = json.loads(args.from_json.read_text())
-        except (FileNotFoundError, json.JSONDecodeError) as e:
-            ap.error(f"--from-json {args.from_json}: {e}")
+            res = merge_results([json.loads(p.read_text()) for p in args.from_json])
+        except (FileNotFoundError, json.JSONDecodeError, ValueError) as e:
+            ap.error(f"--from-json: {e}")
     else:
         over = {k: v for k, v in (("steps", args.base_steps), ("batch_size", args.batch_size), ("lr", args.lr),
                                   ("p_attribute", args.p_attribute), ("vae_steps", args.vae_steps)) if v is not None}
         res = evaluate_bases(args.seeds, args.n, args.n_attribute, spec_overrides=over)
     md = results_markdown(res)
-    if args.json and not args.from_json:
+    if args.json:
         atomic_write_text(args.json, json.dumps(res, indent=1, sort_keys=True) + "\n")
     if args.markdown:
         atomic_write_text(args.markdown, md)

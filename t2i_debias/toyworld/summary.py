@@ -67,9 +67,10 @@ def attribute_rows(model: str, clf: Any, n: int, steps: int, guidance: float, se
     return score_attribute_prompts(load_pipeline(model), clf, n, seed + 10_000, steps, guidance, batch_size=64)
 
 
-def summary_table(cfg: Any, n_attribute: int = 16, attribute_out: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+def summary_table(cfg: Any, n_attribute: int = 8, attribute_out: list[dict[str, Any]] | None = None) -> pd.DataFrame:
     """One row per generated model of the run (see module docstring); per-prompt obedience rows (with
-    their model) are appended to `attribute_out` when given."""
+    their model) are appended to `attribute_out` when given. `n_attribute` images per attribute prompt
+    (32 prompts): 8 keeps the demo short and still shows a prompt that is never obeyed."""
     from t2i_debias.generate import is_pipeline_dir
     from t2i_debias.toyworld.classifier import make_classifier
 
