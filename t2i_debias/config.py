@@ -90,8 +90,17 @@ class AugmentSection:
     guidance_scale: float = 7.5
     batch_size: int = 4  # images per generator call
     dtype: str = "auto"  # auto (fp16 on cuda, fp32 on cpu) | float32 | float16 | bfloat16
-    verify_attributes: bool = False  # classify generated images (labels backend) and retry until they agree
-    max_tries: int = 3
+    # Classify each generated image (labels backend) and retry with a fresh seed until it shows what was asked.
+    verify_attributes: bool = True
+    max_tries: int = 3  # tries per generated member (seed, seed+1, ...) before it counts as unverified
+    # drop: a triplet with an unverified member goes to enriched/_rejected.csv, not to metadata.jsonl;
+    # keep: it is written, its unverified member captioned from what was measured (neutral if nothing was).
+    on_unverified: str = "drop"  # drop | keep ("drop" needs verify_attributes)
+    # none | opposite_gender: pipeline negative_prompt = the member's generation prompt with the other gender.
+    negative_prompt: str = "none"
+    retry_guidance_scale: float = 0.0  # > 0: guidance scale of tries 2.. (0 = guidance_scale every try)
+    balance_band: list[float] = field(default_factory=lambda: [0.4, 0.6])  # warn when a pool's male share is outside
+    min_written_rate: float = 0.9  # warn when fewer of an occupation's planned triplets are written
     change_age: bool = False  # positives get the least-represented other adult age group
     max_triplets: int = 0  # 0 = all
     races: list[str] = field(default_factory=list)  # races a positive may take; empty = all six

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +11,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from t2i_debias.attributes import RACES
+from t2i_debias.attributes import RACES, other_gender
+from t2i_debias.augment.counterfactual import Demographics
 from t2i_debias.labels.base import DemographicClassifier, Prediction
 
 PERSON_COLS = ["person_id", "image", "image_index", "ridx", "split", "category", "activity", "act_id",
@@ -80,3 +83,76 @@ class ColourClassifier(DemographicClassifier):
             race = RACES[int(a.mean() * 7) % len(RACES)]
             out.append(Prediction(gender="man" if r >= b else "woman", race=race, age_group="young"))
         return out
+
+
+# ----------------------------------------------------------------------------- a world whose drawings are known
+# What the world's generator draws when asked for `want` (occupation, requested demographics, 0-based try):
+# a Prediction (what a perfect classifier sees in that image).
+Rule = Callable[[str, Demographics, int], Prediction]
+
+
+def as_asked(occupation: str, want: Demographics, k: int) -> Prediction:
+    """The rule of a generator that draws exactly what it is asked."""
+    return Prediction(gender=want.gender, gender_conf=0.9, race=want.race, race_conf=0.8, age_group=want.age_group)
+
+
+def world_references(pipe: Any, people: Sequence[Any], composer: Any, seed: int, races: Sequence[str],
+                     max_tries: int, res: int, steps: int, guidance: float, retry_guidance: float = 0.0,
+                     negative_prompt: str = "none") -> list[tuple[np.ndarray, tuple[str, Demographics, int]]]:
+    """Every image the enriched stage can ask the tiny SD for (each person x member request x try), with its request.
+
+    Drawn through the same generate_images path, so a build's images match one of these exactly.
+    """
+    from t2i_debias.augment.build import triplet_seed
+    from t2i_debias.generate import generate_images
+
+    jobs = []
+    for p in people:
+        a = p.demographics
+        wants = [a] + [Demographics(other_gender(a.gender), r, a.age_group) for r in races]
+        for want in wants:
+            for k in range(max_tries):
+                jobs.append((p.occupation, want, k, triplet_seed(seed, p.person_id) + k))
+    refs = []
+    for k in range(max_tries):
+        js = [j for j in jobs if j[2] == k]
+        kw = {}
+        if negative_prompt == "opposite_gender":
+            kw["negative_prompt"] = [composer.generation(o, replace(w, gender=other_gender(w.gender)))
+                                     for o, w, _, _ in js]
+        scale = retry_guidance if k > 0 and retry_guidance > 0 else guidance
+        imgs = generate_images(pipe, [composer.generation(o, w) for o, w, _, _ in js], [s for *_, s in js], 16,
+                               steps, scale, height=res, width=res, **kw)
+        refs += [(np.asarray(im.convert("RGB"), dtype=np.float32), (o, w, kk)) for im, (o, w, kk, _) in
+                 zip(imgs, js, strict=True)]
+    return refs
+
+
+class WorldClassifier(DemographicClassifier):
+    """Labels backend of a controlled world: it recognises which request drew an image and answers `rule` for it.
+
+    An image that matches no reference (mean abs difference > 0.5 grey level) raises, so a build that
+    generated something unexpected (another prompt, seed or guidance) cannot pass unnoticed.
+    """
+
+    name = "world"
+
+    def __init__(self, refs: list[tuple[np.ndarray, tuple[str, Demographics, int]]], rule: Rule) -> None:
+        self.stack = np.stack([r for r, _ in refs])
+        self.requests = [q for _, q in refs]
+        self.rule = rule
+        self.calls = 0
+
+    def predict(self, images, boxes=None) -> list[Prediction]:
+        out = []
+        for im in images:
+            d = np.abs(self.stack - np.asarray(im.convert("RGB"), dtype=np.float32)).mean(axis=(1, 2, 3))
+            i = int(d.argmin())
+            if d[i] > 0.5:
+                raise LookupError(f"image matches no request of the world (nearest differs by {d[i]:.2f})")
+            out.append(self.rule(*self.requests[i]))
+        self.calls += len(images)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name}

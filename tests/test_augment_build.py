@@ -24,6 +24,7 @@ from t2i_debias.augment.build import (
     METADATA_FIELDS,
     AugmentInputError,
     BuildSettings,
+    TripletPlanner,
     anchor_crop_box,
     build_enriched,
     load_people,
@@ -119,23 +120,31 @@ def pipe(tiny_sd_path: Path):
     return models.load_pipeline(str(tiny_sd_path))
 
 
-def _settings(generator: str = "tiny", max_tries: int = 1, classifier: dict | None = None) -> BuildSettings:
-    return BuildSettings(generator, {"spec": generator}, RES, 2, 7.5, 1.0, 0.3, max_tries, classifier, False)
+def _settings(generator: str = "tiny", max_tries: int = 1, classifier: dict | None = None,
+              on_unverified: str | None = None, **kw) -> BuildSettings:
+    on_unverified = on_unverified or ("keep" if classifier is None else "drop")
+    return BuildSettings(generator, {"spec": generator}, RES, 2, 7.5, 1.0, 0.3, max_tries, classifier, False,
+                         on_unverified, **kw)
 
 
-def _plan(tmp_path: Path, people: list[dict]) -> tuple[list, Path]:
+def _people(tmp_path: Path, people: list[dict]) -> tuple[list, Path]:
     persons, labels, images = write_inputs(tmp_path, people)
     ppl, _ = load_people(persons, labels)
-    return plan_triplets(ppl, CaptionComposer(), seed=0), images
+    return ppl, images
+
+
+def _planner(**kw) -> TripletPlanner:
+    return TripletPlanner(CaptionComposer(), seed=0, **kw)
 
 
 def test_build_writes_imagefolder_that_datasets_loads(tmp_path: Path, pipe) -> None:
     people = skewed_people(5)
     people[3]["no_image"] = True
-    plan, images = _plan(tmp_path, people)
+    ppl, images = _people(tmp_path, people)
+    plan = plan_triplets(ppl, CaptionComposer(), seed=0)
     out = tmp_path / "enriched"
-    stats = build_enriched(plan, out, images, pipe, _settings(), batch_size=2)
-    assert stats["n_triplets"] == 4 and stats["n_skipped"] == 1
+    stats = build_enriched(ppl, _planner(), out, images, pipe, _settings(), batch_size=2)
+    assert stats["n_triplets"] == 4 and stats["n_skipped"] == 1 and stats["n_rejected"] == 0
     lines = [json.loads(x) for x in (out / "metadata.jsonl").read_text().splitlines()]
     assert [tuple(r) for r in lines] == [METADATA_FIELDS] * 4
     assert [r["person_id"] for r in lines] == ["0_1", "1_1", "2_1", "4_1"]
@@ -170,19 +179,20 @@ def test_build_writes_imagefolder_that_datasets_loads(tmp_path: Path, pipe) -> N
 
     # A rerun resumes from the journal: nothing is generated (pipe=None would fail if it were).
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}
-    stats2 = build_enriched(plan, out, images, None, _settings(), batch_size=2)
+    stats2 = build_enriched(ppl, _planner(), out, images, None, _settings(), batch_size=2)
     assert stats2["n_triplets"] == 4
     assert {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")} == mtimes
     # Fewer triplets: stale images go, metadata shrinks.
-    build_enriched(plan[:2], out, images, None, _settings(), batch_size=2)
+    build_enriched(ppl[:2], _planner(), out, images, None, _settings(), batch_size=2)
     assert len(read_metadata(out)) == 2 and len(list((out / "images").rglob("*.png"))) == 6
 
 
 def test_verify_attributes_records_tries_and_agreement(tmp_path: Path, pipe) -> None:
-    plan, images = _plan(tmp_path, skewed_people(4))
+    ppl, images = _people(tmp_path, skewed_people(4))
     clf = ColourClassifier()
     out = tmp_path / "enriched"
-    build_enriched(plan, out, images, pipe, _settings(max_tries=3, classifier=clf.describe()), 4, clf)
+    build_enriched(ppl, _planner(), out, images, pipe,
+                   _settings(max_tries=3, classifier=clf.describe(), on_unverified="keep"), 4, clf)
     trips = read_metadata(out)
     tries = []
     for t in trips:
@@ -201,6 +211,7 @@ def test_run_stage_writes_manifest_and_skips_when_complete(tmp_path: Path, tiny_
     cfg.run.root, cfg.run.name = str(tmp_path), "run"
     cfg.augment.generator, cfg.augment.resolution = str(tiny_sd_path), RES
     cfg.augment.num_inference_steps, cfg.augment.batch_size = 2, 2
+    cfg.augment.verify_attributes, cfg.augment.on_unverified = False, "keep"
     _, _, images = write_inputs(cfg.run_dir, skewed_people(3))
     cfg.mpii.images_dir = str(images)
     build.run_stage(cfg)
@@ -218,7 +229,7 @@ def test_run_stage_verifies_with_the_labels_backend(tmp_path: Path) -> None:
     cfg = Config()
     cfg.run.root, cfg.run.name, cfg.run.smoke = str(tmp_path), "run", True
     cfg.augment.resolution, cfg.augment.num_inference_steps = RES, 2
-    cfg.augment.verify_attributes, cfg.augment.max_tries = True, 2
+    cfg.augment.verify_attributes, cfg.augment.max_tries, cfg.augment.on_unverified = True, 2, "keep"
     cfg.labels.backend = "clip"
     _, _, images = write_inputs(cfg.run_dir, skewed_people(3))
     cfg.mpii.images_dir = str(images)
@@ -240,10 +251,10 @@ from t2i_debias.augment import build
 from t2i_debias.augment.captions import CaptionComposer
 root, model, slow = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 people, _ = build.load_people(root / "mpii/persons.csv", root / "labels/labels.csv")
-plan = build.plan_triplets(people, CaptionComposer(), seed=0)
+planner = build.TripletPlanner(CaptionComposer(), seed=0)
 pipe = models.load_pipeline(model)
-settings = build.BuildSettings("tiny", {"spec": "tiny"}, 32, 2, 7.5, 1.0, 0.3, 1, None, False)
-build.build_enriched(plan, root / "enriched", root / "images", pipe, settings, batch_size=2,
+settings = build.BuildSettings("tiny", {"spec": "tiny"}, 32, 2, 7.5, 1.0, 0.3, 1, None, False, "keep")
+build.build_enriched(people, planner, root / "enriched", root / "images", pipe, settings, batch_size=2,
                      on_chunk_done=lambda i: time.sleep(slow))
 """
 
@@ -277,8 +288,7 @@ def test_resume_after_sigkill_gives_the_same_result(tmp_path: Path, tiny_sd_path
     # Rerun the killed folder, and build an uninterrupted reference, with the same settings.
     for root in (killed, clean):
         ppl, _ = load_people(root / "mpii/persons.csv", root / "labels/labels.csv")
-        build_enriched(plan_triplets(ppl, CaptionComposer(), seed=0), root / "enriched", root / "images", pipe,
-                       _settings(), batch_size=2)
+        build_enriched(ppl, _planner(), root / "enriched", root / "images", pipe, _settings(), batch_size=2)
     assert (killed / "enriched/metadata.jsonl").read_text() == (clean / "enriched/metadata.jsonl").read_text()
     assert len(read_metadata(killed / "enriched")) == 8
     for f in sorted((clean / "enriched" / "images").rglob("*.png")):

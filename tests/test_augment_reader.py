@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from t2i_debias.augment.build import METADATA_FIELDS
 from t2i_debias.augment.reader import MetadataError, Triplet, read_metadata
+from t2i_debias.augment.schema import METADATA_FIELDS
 
 
 def _record(pid: str) -> dict[str, Any]:
@@ -24,6 +26,12 @@ def _record(pid: str) -> dict[str, Any]:
         "negative_gender": "man", "negative_race": "white", "negative_age_group": None,
         "generator": "tiny", "seed": 12, "positive_tries": 1, "positive_agreement": None,
         "negative_tries": 2, "negative_agreement": True,
+        "positive_measured_gender": "woman", "positive_measured_race": "asian", "positive_measured_age_group": None,
+        "positive_measured_gender_conf": 0.75, "positive_measured_race_conf": 1, "positive_measured_age_conf": None,
+        "positive_verified": True,
+        "negative_measured_gender": None, "negative_measured_race": None, "negative_measured_age_group": None,
+        "negative_measured_gender_conf": None, "negative_measured_race_conf": None, "negative_measured_age_conf": None,
+        "negative_verified": False,
     }
 
 
@@ -44,6 +52,9 @@ def test_good_metadata_reads_in_order(tmp_path: Path) -> None:
     t = got[0]
     assert isinstance(t, Triplet) and t.anchor_path == (tmp_path / "images/anchor/1_1.png").resolve()
     assert t.positive_race == "asian" and t.negative_age_group is None and t.negative_tries == 2
+    assert (t.positive_measured_gender, t.positive_measured_gender_conf, t.positive_verified) == ("woman", 0.75, True)
+    assert isinstance(t.positive_measured_race_conf, float) and t.positive_measured_race_conf == 1.0
+    assert t.negative_measured_race is None and t.negative_verified is False
 
 
 def _bad(field: str, value: Any) -> dict[str, Any]:
@@ -68,6 +79,15 @@ def _bad(field: str, value: Any) -> dict[str, Any]:
     (_bad("negative_agreement", "yes"), "negative_agreement"),
     (_bad("occupation", ""), "occupation"),
     (_bad("anchor_text", KeyError), "missing fields"),
+    (_bad("positive_measured_race", "caucasian"), "positive_measured_race"),
+    (_bad("negative_measured_age_group", "teen"), "negative_measured_age_group"),
+    (_bad("positive_measured_gender_conf", 1.5), "positive_measured_gender_conf"),
+    (_bad("positive_measured_race_conf", "0.5"), "positive_measured_race_conf"),
+    (_bad("negative_measured_age_conf", True), "negative_measured_age_conf"),
+    (_bad("negative_verified", None), "negative_verified"),
+    (_bad("positive_verified", 1), "positive_verified"),
+    (_bad("negative_verified", True), "nothing was measured"),
+    (_bad("positive_measured_gender", KeyError), "rebuild it with --force"),
     ({**_record("3_1"), "extra": 1}, "unknown fields"),
     ("{not json", "Expecting"),
     ([1, 2], "JSON object"),
@@ -79,6 +99,21 @@ def test_bad_line_names_file_and_line(tmp_path: Path, bad: Any, msg: str) -> Non
     with pytest.raises(MetadataError) as e:
         read_metadata(root)
     assert "metadata.jsonl:3:" in str(e.value) and msg in str(e.value)
+
+
+def test_old_metadata_without_measured_fields_says_rebuild(tmp_path: Path) -> None:
+    """An enriched/ from before this schema fails on its first line, naming the fix."""
+    old = {k: v for k, v in _record("1_1").items() if "measured" not in k and "verified" not in k}
+    with pytest.raises(MetadataError, match=r"metadata.jsonl:1: missing fields .*rebuild it with --force"):
+        read_metadata(_folder(tmp_path, [json.dumps(old)]))
+
+
+def test_reader_does_not_load_the_generation_stack() -> None:
+    """Reading training data must not import build.py (diffusers, torch, the labels backends)."""
+    code = ("import sys, t2i_debias.augment.reader as r; "
+            "print(sorted(m for m in ('t2i_debias.augment.build', 'diffusers', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_missing_metadata_file(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ The positive flips the anchor's perceived gender and takes the race that is, at 
 least represented for the anchor's occupation among the positives already chosen. Processing the
 people in a fixed order therefore balances the positives by race per occupation (max - min <= 1),
 and ties are broken by a numpy Generator seeded from `run.seed`, so the plan is reproducible.
+`release()` takes a positive back out of the counts: the enriched stage releases every triplet it
+did not write (rejected, skipped), so the balance counts written triplets only.
 Age is kept unless `change_age`, which picks the least-represented *other* adult age group the
 same way. The negative keeps the anchor's own demographics.
 """
@@ -70,6 +72,15 @@ class CounterfactualChooser:
             age = self._least(self.age_counts[occupation], choices)
             self.age_counts[occupation][age] += 1
         return Demographics(other_gender(anchor.gender), race, age)
+
+    def release(self, occupation: str, positive: Demographics) -> None:
+        """Undo one `positive()` whose triplet was not written, so only written triplets count."""
+        counts = self.race_counts[occupation]
+        if counts[positive.race] <= 0:
+            raise ValueError(f"release of a {positive.race} positive for {occupation!r} that was never chosen")
+        counts[positive.race] -= 1
+        if self.change_age and positive.age_group is not None:
+            self.age_counts[occupation][positive.age_group] -= 1
 
     @staticmethod
     def negative(anchor: Demographics) -> Demographics:

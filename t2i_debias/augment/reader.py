@@ -3,7 +3,9 @@
 Every line is checked before training sees it: all fields present with the right types, image
 paths relative and inside the folder (runs.safe_join: no '..', no absolute path), the files
 exist, and attributes come from t2i_debias.attributes (an age group may be null when the labels
-backend gave none). A bad line raises `MetadataError` naming the file and the 1-based line number.
+backend gave none; a measured attribute or confidence may be null when nothing was measured). A bad
+line raises `MetadataError` naming the file and the 1-based line number. This module imports only
+the schema (schema.py), never the generation stack.
 """
 
 from __future__ import annotations
@@ -14,10 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from t2i_debias.attributes import AGE_GROUPS, GENDERS, RACES
-from t2i_debias.augment.build import METADATA, METADATA_FIELDS
+from t2i_debias.augment.schema import (
+    FILE_FIELDS,
+    GENERATED,
+    MEASURED_CONFS,
+    METADATA,
+    METADATA_FIELDS,
+    measured_fields,
+)
 from t2i_debias.runs import safe_join
 
-FILE_FIELDS = ("file_name", "positive_file_name", "negative_file_name")
+MEASURED_VOCAB: dict[str, tuple[str, ...]] = {"gender": GENDERS, "race": RACES, "age_group": AGE_GROUPS}
+NEW_FIELDS: frozenset[str] = frozenset(f for m in GENERATED for f in measured_fields(m))
 TEXT_FIELDS = ("anchor_text", "positive_text", "negative_text", "occupation", "person_id", "generator")
 
 
@@ -52,6 +62,20 @@ class Triplet:
     positive_agreement: bool | None
     negative_tries: int
     negative_agreement: bool | None
+    positive_measured_gender: str | None
+    positive_measured_race: str | None
+    positive_measured_age_group: str | None
+    positive_measured_gender_conf: float | None
+    positive_measured_race_conf: float | None
+    positive_measured_age_conf: float | None
+    positive_verified: bool
+    negative_measured_gender: str | None
+    negative_measured_race: str | None
+    negative_measured_age_group: str | None
+    negative_measured_gender_conf: float | None
+    negative_measured_race_conf: float | None
+    negative_measured_age_conf: float | None
+    negative_verified: bool
 
 
 def _validate(rec: Any, root: Path, check_files: bool) -> Triplet:
@@ -59,6 +83,9 @@ def _validate(rec: Any, root: Path, check_files: bool) -> Triplet:
     if not isinstance(rec, dict):
         raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
     missing = [f for f in METADATA_FIELDS if f not in rec]
+    if missing and set(missing) <= NEW_FIELDS:
+        raise ValueError(f"missing fields {missing}: this enriched/ was written before measured attributes were "
+                         "recorded; rebuild it with --force (finetune/prepare_dataset_finetune.py --force)")
     if missing:
         raise ValueError(f"missing fields {missing}")
     extra = sorted(set(rec) - set(METADATA_FIELDS))
@@ -91,6 +118,21 @@ def _validate(rec: Any, root: Path, check_files: bool) -> Triplet:
     for f in ("positive_agreement", "negative_agreement"):
         if rec[f] is not None and not isinstance(rec[f], bool):
             raise ValueError(f"{f} must be true, false or null, got {rec[f]!r}")
+    for m in GENERATED:
+        for a, vocab in MEASURED_VOCAB.items():
+            v = rec[f"{m}_measured_{a}"]
+            if v is not None and v not in vocab:
+                raise ValueError(f"{m}_measured_{a} {v!r} is not one of {vocab} or null")
+        for c in MEASURED_CONFS:
+            v = rec[f"{m}_measured_{c}"]
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0):
+                raise ValueError(f"{m}_measured_{c} must be a number in [0, 1] or null, got {v!r}")
+            if isinstance(v, int):
+                rec = {**rec, f"{m}_measured_{c}": float(v)}
+        if not isinstance(rec[f"{m}_verified"], bool):
+            raise ValueError(f"{m}_verified must be true or false, got {rec[f'{m}_verified']!r}")
+        if rec[f"{m}_verified"] and (rec[f"{m}_measured_gender"] is None or rec[f"{m}_measured_race"] is None):
+            raise ValueError(f"{m}_verified is true but nothing was measured ({m}_measured_gender/race null)")
     values = {k: rec[k] for k in METADATA_FIELDS if k not in FILE_FIELDS}
     return Triplet(anchor_path=paths[0], positive_path=paths[1], negative_path=paths[2], **values)
 
