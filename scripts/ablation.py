@@ -36,13 +36,19 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     "reference": ("upstream's recipe: preset reference (text -> unet -> both, lr 2e-8), at the toy's 32 px",
                   {"preset": "reference", "resolution": 32}),
     "recommended": ("preset recommended", {}),
-    "- verification filter": ("members that failed the attribute check are used", {"verified_only": False}),
+    "- verification filter": ("enriched/ built with [augment] on_unverified = \"keep\" (unverified members kept, "
+                              "captioned from what was measured) and [train] verified_only = false",
+                              {"verified_only": False}),
     "- cell balance": ("uniform sampling", {"balance": "none"}),
     "- guidance target": ("plain denoising loss (guidance_target = 0)", {"guidance_target": 0.0}),
     "- attribute share": ("attribute_share = 0", {"attribute_share": 0.0}),
     "- caption dropout": ("caption_dropout = 0", {"caption_dropout": 0.0}),
     "+ lang": ("mode both: text encoder trained too, + 0.1·lang (recommended has no lang)",
                {"modes": ["both"], "schedule": "joint", "weights": {"denoise": 1.0, "lang": 0.1, "vision": 0.0}}),
+}
+# arms whose enriched/ differs: [augment] changes, built in a sibling run folder <seed>-<suffix>
+AUGMENT_CHANGES: dict[str, tuple[str, dict[str, Any]]] = {
+    "- verification filter": ("keep", {"on_unverified": "keep"}),
 }
 CSV_COLUMNS = ["seed", "arm", "steps", "guidance", "gender_tvd", "race_tvd", "occupation_accuracy",
                "obedience", "toy_fid", "images_per_occupation", "train_seconds", "triplets"]
@@ -87,6 +93,16 @@ def train_arm(cfg: Any, arm: str, steps: list[int]) -> tuple[dict[int, Path], fl
     c = arm_config(cfg, arm, steps)
     base = base_model(c)
     data = c.run_dir / "enriched"
+    if arm in AUGMENT_CHANGES:
+        from t2i_debias.pipeline import run_pipeline
+
+        suffix, changes = AUGMENT_CHANGES[arm]
+        other = copy.deepcopy(c)
+        other.run.name = f"{c.run.name}-{suffix}"
+        for k, v in changes.items():
+            setattr(other.augment, k, v)
+        run_pipeline(other, only=["mpii", "labels", "enriched"])
+        data = other.run_dir / "enriched"
     out = c.run_dir / "arms" / arm.replace(" ", "").replace("+", "plus_").replace("-", "minus_")
     t0 = time.time()
     if arm == "control":

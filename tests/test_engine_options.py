@@ -81,12 +81,15 @@ def test_read_triplets_verification_and_measured_captions(tmp_path):
     lines = [json.loads(x) for x in (root / "metadata.jsonl").read_text().splitlines()]
     lines[0]["positive_agreement"] = False
     lines[1]["positive_agreement"] = True
+    lines[1]["positive_verified"] = True
+    lines[1].update(positive_measured_gender="woman", positive_measured_race="black")
     (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     ts = read_triplets(root, CaptionComposer())
     assert [t.member("p").verified for t in ts] == [False, True]
     assert ts[0].member("a").verified is True and ts[0].member("n").verified is None  # never checked
-    # the attribute caption names what the image shows (here the requested attributes: nothing measured)
-    assert ts[1].member("p").attribute_text == "a photo of an Asian woman working as a doctor"
+    # the attribute caption names what the image shows: measured (positive 1), else requested (anchor)
+    assert ts[1].member("p").attribute_text == "a photo of a Black woman working as a doctor"
+    assert ts[1].member("p").gender == "woman" and ts[1].member("p").race == "black"
     assert ts[1].member("a").attribute_text == "a photo of a White man working as a doctor"
 
 

@@ -36,6 +36,10 @@ def make_enriched(root: Path, n: int = 4, size: int = 32) -> Path:
             generator="tiny:sd", seed=i, positive_tries=1, positive_agreement=None, negative_tries=1,
             negative_agreement=None,
         )
+        for m in ("positive", "negative"):  # the a11 schema: measured attributes (none: verification off)
+            row.update({f"{m}_measured_{k}": None for k in ("gender", "race", "age_group", "gender_conf",
+                                                             "race_conf", "age_conf")})
+            row[f"{m}_verified"] = False
         rows.append(row)
     (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
