@@ -81,7 +81,8 @@ def arm_config(cfg: Any, arm: str, steps: list[int]) -> Any:
     if c.train.num_train_epochs == 0:
         c.train.max_train_steps = max(steps)
         c.train.snapshot_steps = sorted(s for s in steps if s < max(steps))
-    c.train.checkpointing_steps = 0
+    c.train.checkpointing_steps = max(steps)  # a later run with more steps resumes from here
+    c.train.checkpoints_total_limit = 1
     return c
 
 
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--root", type=Path, default=ROOT / "runs" / "ablation", help="run folders and scores.jsonl")
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
     p.add_argument("--arms", nargs="*", default=list(ARMS), help=f"arms to run (default all: {list(ARMS)})")
-    p.add_argument("--steps", type=int, nargs="*", default=[200, 400], help="step counts (snapshots of one run)")
+    p.add_argument("--steps", type=int, nargs="*", default=[100, 200], help="step counts (snapshots of one run)")
     p.add_argument("--images", type=int, default=64, help="images per occupation at the last step count")
     p.add_argument("--images-mid", type=int, default=32, help="images per occupation at earlier step counts")
     p.add_argument("--attribute-images", type=int, default=16, help="images per gendered prompt (obedience)")
