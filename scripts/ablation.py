@@ -252,8 +252,9 @@ def write_report(root: Path, steps: list[int]) -> None:
         "",
         f"- Toy seeds {', '.join(map(str, seeds))}: toy world -> mpii -> labels -> enriched (shared by the arms of "
         "a seed) -> models (the engine, `configs/toy.toml` + the arm's change).",
-        f"- Step counts {', '.join(map(str, steps))} are snapshots of one run (`[train] snapshot_steps`); "
-        "`train s` is the wall time of the whole run on the shared 2-core machine.",
+        f"- Step counts ({', '.join(map(str, sorted(set(df.steps) - {0})))}) of an arm are snapshots of one run "
+        "(`[train] snapshot_steps`); `train s` is the wall time of the whole run (the last step count) on the "
+        "shared 2-core machine, which other jobs were using too.",
         "- Scores: `toyworld.evaluate.score_pipeline`, the toy classifier on generated images; DDIM 20 steps; "
         "the same prompts and seeds (1000 + i) for every model; g1 = guidance 1, "
         f"g{g_eval:g} = the evaluation guidance. `images/occ` images per occupation for the tvds and occupation "
@@ -265,7 +266,27 @@ def write_report(root: Path, steps: list[int]) -> None:
         "Arms:",
         "",
     ]
-    md += [f"- **{a}**: {d}" for a, (d, _) in ARMS.items()]
+    ran = set(df.arm)
+    md += [f"- **{a}**: {d}" + ("" if a in ran else " — *not run: the session's compute ran out*")
+           for a, (d, _) in ARMS.items()]
+    md += ["", f"## Issue 12's end-to-end criteria (recommended at its last step count, guidance {g_eval:g})", "",
+           "| seed | base gender tvd ≥ 0.25 | cut ≥ 50% | occupation ≥ 0.85 | skin tvd ≤ base | obeyed ≥ base − 0.1 |",
+           "|---|---|---|---|---|---|"]
+    for s in seeds:
+        b = df[(df.seed == s) & (df.arm == "base") & (df.guidance == g_eval)]
+        r = df[(df.seed == s) & (df.arm == "recommended") & (df.guidance == g_eval)]
+        if b.empty or r.empty:
+            continue
+        b, r = b.iloc[0], r.sort_values("steps").iloc[-1]
+
+        def ok(cond: bool, text: str) -> str:
+            return f"{'pass' if cond else '**FAIL**'}: {text}"
+
+        md.append(f"| {s} | {ok(b.gender_tvd >= 0.25, fmt(b.gender_tvd))} | "
+                  f"{ok(r.gender_tvd <= 0.5 * b.gender_tvd, f'{100 * (1 - r.gender_tvd / b.gender_tvd):.0f}%')} | "
+                  f"{ok(r.occupation_accuracy >= 0.85, fmt(r.occupation_accuracy, 2))} | "
+                  f"{ok(r.race_tvd <= b.race_tvd, f'{fmt(r.race_tvd)} vs {fmt(b.race_tvd)}')} | "
+                  f"{ok(r.obedience >= b.obedience - 0.1, f'{fmt(r.obedience)} vs {fmt(b.obedience)}')} |")
     md += ["", f"## Mean over seeds {', '.join(map(str, seeds))}", "", *table(df)]
     for s in seeds:
         md += ["", f"## Seed {s}", "", *table(df[df.seed == s])]
