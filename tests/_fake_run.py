@@ -111,6 +111,21 @@ def _plot_png() -> bytes:
     return buf.getvalue()
 
 
+ENRICHED_BALANCE = [
+    {"occupation": "chef", "planned": 4, "written": 4, "rejected": 0, "skipped": 0, "written_rate": 1.0,
+     "anchors_male_planned": 0.5, "anchors_male_written": 0.5, "positives_verified": 4, "pool_n": 8,
+     "pool_male_share": 0.5, "balanced": True, "warning": ""},
+    {"occupation": "doctor", "planned": 4, "written": 1, "rejected": 3, "skipped": 0, "written_rate": 0.25,
+     "anchors_male_planned": 0.75, "anchors_male_written": 0.0, "positives_verified": 1, "pool_n": 2,
+     "pool_male_share": 0.5, "balanced": True,
+     "warning": "only 1 of 4 triplets written (25% < 90%); unverified: 3 positives asked as woman"},
+]
+ENRICHED_FIDELITY = [
+    {"occupation": "doctor", "member": "positive", "gender": "woman", "race": "white", "requested": 3,
+     "verified": 0, "verified_rate": 0.0, "written": 0, "rejected": 3, "tries_total": 9, "tries_mean": 3.0},
+]
+
+
 def make_fake_run(root: Path, name: str = "fake", with_predictions: bool = True) -> Config:
     """Write a fake run folder under root/name and return its Config."""
     cfg = Config()
@@ -131,6 +146,11 @@ def make_fake_run(root: Path, name: str = "fake", with_predictions: bool = True)
                   "race_tvd": [0.6, 0.5, 0.55], "n_gender=woman": [2, 10, 17],
                   "p_gender=woman": [0.0556, 0.4, 0.944]}).to_csv(a / "by_occupation.csv", index=False)
     (a / "gender_by_occupation.png").write_bytes(_plot_png())
+
+    e = rd / "enriched"  # the counterfactual section's two files (schema: t2i_debias.augment.schema)
+    e.mkdir()
+    pd.DataFrame(ENRICHED_BALANCE).to_csv(e / "balance.csv", index=False)
+    pd.DataFrame(ENRICHED_FIDELITY).to_csv(e / "fidelity.csv", index=False)
 
     for mode in ("text", "both"):
         m = rd / "models" / mode

@@ -102,8 +102,12 @@ def test_generator_that_cannot_draw_an_attribute_gives_rejects_not_mislabelled_r
     assert stats["n_planned"] == stats["n_triplets"] + stats["n_rejected"] + stats["n_skipped"]
     trips = read_metadata(out)
     assert sorted(t.occupation for t in trips) == ["chef"] * 4 + ["nurse"] * 2
+    comp = CaptionComposer()
     for t in trips:
         assert t.positive_verified and t.negative_verified
+        for m in ("positive", "negative"):  # the caption names exactly what was measured
+            measured = Demographics(getattr(t, f"{m}_measured_gender"), getattr(t, f"{m}_measured_race"))
+            assert getattr(t, f"{m}_text") == comp.attribute(t.occupation, measured)
         assert (t.positive_measured_gender, t.positive_measured_race) == (t.positive_gender, t.positive_race)
         assert (t.negative_measured_gender, t.negative_measured_race) == (t.negative_gender, t.negative_race)
     nurse = [t for t in trips if t.occupation == "nurse"]
@@ -156,6 +160,16 @@ def test_fidelity_csv_known_answers(dropped) -> None:
     assert bal.loc["doctor", "warning"].startswith("no written triplets; only 0 of 4 triplets written")
     assert "3 positives asked as woman, 1 negative (mismatch: gender 4)" in bal.loc["doctor", "warning"]
     assert "skipped" in bal.loc["chef", "warning"]  # 4 of 5 written: 80% < 90%
+
+
+def test_report_names_the_occupations_the_data_could_not_balance(dropped) -> None:
+    from t2i_debias.report.html import build_report
+
+    _, out = dropped
+    page = build_report(out.parent)
+    assert "Counterfactual fidelity (enriched/fidelity.csv)" in page
+    assert "<li><b>doctor</b>: no written triplets; only 0 of 4 triplets written" in page
+    assert "<li><b>nurse</b>" not in page  # verified on try 3: written, balanced, no warning
 
 
 def test_keep_captions_follow_the_measurement(tmp_path, world, pipe) -> None:
@@ -354,3 +368,17 @@ def test_rerun_after_sigkill_gives_the_same_metadata_and_rejects(tmp_path: Path,
         assert Image.open(f).tobytes() == Image.open(g).tobytes(), f
     # The rerun replayed the journal's outcomes and generated only the chunks that were missing.
     assert journal.read_text().count("\n") == 10
+
+
+def test_reject_reason_names_only_the_attributes_that_were_checked() -> None:
+    from t2i_debias.augment.build import _member_outcome
+
+    want = Demographics("woman", "black", "senior")
+    pred = Prediction(gender="woman", race="white", race_conf=0.4, age_group="young")
+    assert _member_outcome(want, pred, False, 3, check_age=False)["reason"] == "mismatch: race"
+    assert _member_outcome(want, pred, False, 3, check_age=True)["reason"] == "mismatch: race, age_group"
+    got = _member_outcome(want, Prediction(status=STATUS_AMBIGUOUS), False, 2, check_age=True)
+    assert (got["reason"], got["status"], got["measured"]["race"], got["tries"]) == (STATUS_AMBIGUOUS,) * 2 + (None, 2)
+    assert _member_outcome(want, None, None, 1, check_age=False)["reason"] == "not measured"
+    ok = _member_outcome(want, Prediction(gender="woman", race="black", race_conf=0.9), True, 1, check_age=False)
+    assert ok["verified"] and ok["reason"] is None and ok["measured"]["race_conf"] == 0.9

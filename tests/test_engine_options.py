@@ -79,7 +79,8 @@ def test_read_triplets_verification_and_measured_captions(tmp_path):
 
     root = make_enriched(tmp_path / "enriched", n=2)
     lines = [json.loads(x) for x in (root / "metadata.jsonl").read_text().splitlines()]
-    lines[0]["positive_agreement"] = False
+    lines[0].update(positive_agreement=False, positive_verified=False)
+    lines[0]["negative_verified"] = False  # negative: agreement None and not verified = never checked
     lines[1]["positive_agreement"] = True
     lines[1]["positive_verified"] = True
     lines[1].update(positive_measured_gender="woman", positive_measured_race="black")

@@ -62,7 +62,7 @@ def test_report_shows_every_section(fake_run: Config) -> None:
     _assert_self_contained(page)
     text, vis = _text(page), _visible(page)
     assert "not computed yet" not in text
-    for sec in ("Dataset imbalance", "Training curves", "Bias before / after", "Image quality",
+    for sec in ("Dataset imbalance", "Counterfactual triplets", "Training curves", "Bias before / after", "Image quality",
                 "State-of-the-art comparison", "Ours vs baseline"):
         assert sec in vis
     # every number of the bias summaries is on the page (per-prompt list aside); the headline ones visibly
@@ -75,6 +75,9 @@ def test_report_shows_every_section(fake_run: Config) -> None:
             assert f"{_shown(agg['tvd'])} [{_shown(ci['tvd'][0])}, {_shown(ci['tvd'][1])}]" in vis, (model, a)
     for v in numeric_leaves(QUALITY):
         assert f" {_shown(v)} " in vis, v
+    # counterfactuals: the occupation the data lost is named with why, and the fidelity row is there
+    assert "1 occupation(s) the data could not balance or mostly lost: doctor: only 1 of 4 triplets written" in vis
+    assert "doctor positive woman white 3 0 0 0 3 9 3" in vis
     # bias overview: both vs base, face rate fell (red), gender tvd fell (green)
     assert re.search(r"both 3 9 7 0\.778 Δ -0\.111 0\.0625 \[0\.0563, 0\.0688\] Δ -0\.376", vis), vis[:3000]
     assert '<span class="d worse">Δ -0.111</span>' in page and '<span class="d better">Δ -0.376</span>' in page
@@ -145,7 +148,7 @@ def test_missing_sections_say_not_computed(tmp_path: Path) -> None:
     report.run_stage(cfg)
     page = (cfg.run_dir / "report.html").read_text()
     text = _text(page)
-    assert text.count("not computed yet") == 6  # dataset, training, bias, quality, sota, figure
+    assert text.count("not computed yet") == 7  # dataset, counterfactuals, training, bias, quality, sota, figure
     assert text.count(" not run ") == len(report.STAGE_DIRS) - 1  # every stage but this page
     assert "<img" not in page
 

@@ -36,10 +36,10 @@ def make_enriched(root: Path, n: int = 4, size: int = 32) -> Path:
             generator="tiny:sd", seed=i, positive_tries=1, positive_agreement=None, negative_tries=1,
             negative_agreement=None,
         )
-        for m in ("positive", "negative"):  # the a11 schema: measured attributes (none: verification off)
-            row.update({f"{m}_measured_{k}": None for k in ("gender", "race", "age_group", "gender_conf",
-                                                             "race_conf", "age_conf")})
-            row[f"{m}_verified"] = False
+        for m in ("positive", "negative"):  # measured = requested, verified (what on_unverified="drop" writes)
+            row.update({f"{m}_measured_gender": row[f"{m}_gender"], f"{m}_measured_race": row[f"{m}_race"],
+                        f"{m}_measured_age_group": row[f"{m}_age_group"], f"{m}_measured_gender_conf": 0.9,
+                        f"{m}_measured_race_conf": 0.8, f"{m}_measured_age_conf": None, f"{m}_verified": True})
         rows.append(row)
     (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root

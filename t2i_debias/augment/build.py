@@ -465,7 +465,7 @@ def build_enriched(people: Sequence[Person], planner: TripletPlanner, out_dir: s
             n_generated += 1
         for t in trips:
             done[t.person_id] = reuse[t.person_id]
-            if reuse[t.person_id]["outcome"] != "written":
+            if outcome_of(reuse[t.person_id]) != "written":
                 planner.release(t)
         planned.extend(trips)
     log.info("enriched: %d triplets planned, %d chunks generated, %d reused from the journal",
@@ -473,9 +473,14 @@ def build_enriched(people: Sequence[Person], planner: TripletPlanner, out_dir: s
     return _finalise(planned, done, out_dir, balance_band, min_written_rate)
 
 
+def outcome_of(entry: dict[str, Any]) -> str:
+    """written | rejected | skipped (a skipped entry carries only its `skipped` reason)."""
+    return entry.get("outcome") or ("skipped" if "skipped" in entry else "unknown")
+
+
 def _entry_complete(out_dir: Path, entry: dict[str, Any]) -> bool:
     """A journal entry that can be reused: written (its images exist) or rejected; skipped is retried (cheap)."""
-    outcome = entry.get("outcome")
+    outcome = outcome_of(entry)
     if outcome == "rejected":
         return True
     if outcome != "written":
@@ -484,7 +489,8 @@ def _entry_complete(out_dir: Path, entry: dict[str, Any]) -> bool:
     return all((out_dir / rec[f]).is_file() for f in FILE_FIELDS)
 
 
-def _member_outcome(want: Demographics, pred: Any, agreed: bool | None, tries: int) -> dict[str, Any]:
+def _member_outcome(want: Demographics, pred: Any, agreed: bool | None, tries: int,
+                    check_age: bool) -> dict[str, Any]:
     """What one generated member was asked for, what was measured, and why it failed (None when verified)."""
     meas = measurement(pred)
     if agreed:
@@ -493,9 +499,9 @@ def _member_outcome(want: Demographics, pred: Any, agreed: bool | None, tries: i
         reason = "not measured"
     elif not pred.ok:
         reason = pred.status
-    else:
-        wrong = [k for k in ("gender", "race", "age_group") if meas[k] != getattr(want, k)]
-        reason = "mismatch: " + ", ".join(wrong)
+    else:  # the attributes `agrees` checked that differ
+        checked = ("gender", "race", "age_group") if check_age and want.age_group is not None else ("gender", "race")
+        reason = "mismatch: " + ", ".join(k for k in checked if meas[k] != getattr(want, k))
     return {"requested": asdict(want), "status": None if pred is None else pred.status, "measured": meas,
             "verified": bool(agreed), "tries": tries, "reason": reason}
 
@@ -520,11 +526,10 @@ def _build_chunk(chunk: list[PlannedTriplet], out_dir: Path, images_dir: Path, p
             with Image.open(src) as im:
                 anchor = crop_anchor(im, t.person, settings.resolution, settings.crop_scale, settings.crop_shift)
         except FileNotFoundError:
-            entries.append({"person_id": t.person_id, "key": keys[t.person_id], "outcome": "skipped",
-                            "skipped": "missing_image"})
+            entries.append({"person_id": t.person_id, "key": keys[t.person_id], "skipped": "missing_image"})
             continue
         except (UnidentifiedImageError, OSError, ValueError) as e:
-            entries.append({"person_id": t.person_id, "key": keys[t.person_id], "outcome": "skipped",
+            entries.append({"person_id": t.person_id, "key": keys[t.person_id],
                             "skipped": f"unreadable_image: {type(e).__name__}: {e}"})
             continue
         atomic_save_image(out_dir / t.file_name("anchor"), anchor)
@@ -561,7 +566,8 @@ def _build_chunk(chunk: list[PlannedTriplet], out_dir: Path, images_dir: Path, p
         pending = still
     for t in live:
         ids = {m: (t.person_id, m) for m in GENERATED}
-        members = {m: _member_outcome(getattr(t, m), preds[i], agree[i], tries[i]) for m, i in ids.items()}
+        members = {m: _member_outcome(getattr(t, m), preds[i], agree[i], tries[i], settings.check_age)
+                   for m, i in ids.items()}
         base = {"person_id": t.person_id, "key": keys[t.person_id], "members": members,
                 "positive_prompt": t.positive_prompt, "negative_prompt": t.negative_prompt}
         if settings.on_unverified == "drop" and not all(o["verified"] for o in members.values()):
@@ -583,11 +589,12 @@ def _finalise(plan: Sequence[PlannedTriplet], done: dict[str, dict[str, Any]], o
     outcomes: list[TripletOutcome] = []
     for t in plan:
         e = done[t.person_id]
-        outcomes.append(TripletOutcome(t.person.occupation, t.person.demographics.gender, e["outcome"],
+        outcome = outcome_of(e)
+        outcomes.append(TripletOutcome(t.person.occupation, t.person.demographics.gender, outcome,
                                        e.get("members", {})))
-        if e["outcome"] == "written":
+        if outcome == "written":
             records.append({f: e["record"][f] for f in METADATA_FIELDS})
-        elif e["outcome"] == "rejected":
+        elif outcome == "rejected":
             rejected += rejected_rows(t.person_id, t.person.occupation, e["members"])
         else:
             skipped.append({"person_id": t.person_id, "reason": e["skipped"]})

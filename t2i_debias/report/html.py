@@ -422,6 +422,52 @@ def section_dataset(run_dir: Path) -> str:
     return "".join(out)
 
 
+# ----------------------------------------------------------------------------- counterfactual triplets
+def section_counterfactuals(run_dir: Path) -> str:
+    """enriched/: planned = written + rejected + skipped, the per-occupation balance with its warnings, fidelity."""
+    edir = run_dir / "enriched"
+    if not edir.is_dir():
+        return missing("enriched/ (prepare_dataset_finetune stage)")
+    out = []
+    man, err = read_json(edir / MANIFEST) if (edir / MANIFEST).is_file() else ({}, None)
+    extra = man.get("extra", {}) if isinstance(man, dict) else {}
+    if err:
+        out.append(error(err))
+    elif "n_planned" in extra:
+        out.append("<p>Triplets planned <b>{}</b> = written <b>{}</b> + rejected (a member not verified) <b>{}</b>"
+                   " + skipped (anchor image missing or unreadable) <b>{}</b>.</p>".format(
+                       *(esc(extra.get(k)) for k in ("n_planned", "n_triplets", "n_rejected", "n_skipped"))))
+    balance = edir / "balance.csv"
+    if balance.is_file():
+        df, err = read_csv(balance)
+        if err:
+            out.append(error(err))
+        else:
+            df["warning"] = df["warning"].fillna("") if "warning" in df.columns else ""
+            warned = df[df["warning"] != ""]
+            if len(warned):
+                items = "".join(f"<li><b>{esc(r.occupation)}</b>: {esc(r.warning)}</li>" for r in warned.itertuples())
+                out.append(f'<p class="worse">{len(warned)} occupation(s) the data could not balance or mostly '
+                           f"lost:</p><ul>{items}</ul>")
+            classes = pd.DataFrame({"warning": ["worse" if w else "" for w in df["warning"]],
+                                    "pool_male_share": ["" if b else "worse" for b in df.get("balanced", [])]})
+            out.append("<h3>Balance per occupation (enriched/balance.csv)</h3>"
+                       '<p class="note">Pool = anchors of the written triplets + their verified positives: what '
+                       "training sees.</p>" + table(df, classes=classes))
+    else:
+        out.append(missing("enriched/balance.csv"))
+    fidelity = edir / "fidelity.csv"
+    if fidelity.is_file():
+        df, err = read_csv(fidelity)
+        out.append(error(err) if err else "<h3>Counterfactual fidelity (enriched/fidelity.csv)</h3>"
+                   '<p class="note">Per occupation, member and requested (gender, race): how many images were '
+                   "asked for, verified by the classifier, written and rejected, and the tries used.</p>"
+                   + table(df))
+    else:
+        out.append(missing("enriched/fidelity.csv"))
+    return "".join(out)
+
+
 # ----------------------------------------------------------------------------- training
 def _plot_log(df: pd.DataFrame, title: str) -> bytes:
     plt = _plt()
@@ -823,6 +869,7 @@ def section_figure(figure: Path | None) -> str:
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("overview", "Run"),
     ("dataset", "Dataset imbalance"),
+    ("counterfactuals", "Counterfactual triplets"),
     ("training", "Training curves"),
     ("bias", "Bias before / after"),
     ("quality", "Image quality"),
@@ -838,6 +885,7 @@ def build_report(run_dir: str | Path, figure: Path | None = None, title: str | N
     makers = {
         "overview": lambda: section_overview(run_dir),
         "dataset": lambda: section_dataset(run_dir),
+        "counterfactuals": lambda: section_counterfactuals(run_dir),
         "training": lambda: section_training(run_dir),
         "bias": lambda: section_bias(run_dir),
         "quality": lambda: section_quality(run_dir),
@@ -865,7 +913,7 @@ def report_inputs(run_dir: Path) -> list[Path]:
 
     Stage manifests count too (the Run table shows them), except the report's own.
     """
-    pats = ["config.toml", "labels/labels.csv", "analysis/*", "models/*/training_log.csv", "models/*/loss.png",
+    pats = ["config.toml", "labels/labels.csv", "analysis/*", "enriched/balance.csv", "enriched/fidelity.csv", "models/*/training_log.csv", "models/*/loss.png",
             "bias/*/summary.json", "bias/*/by_prompt.csv", "bias/*/predictions.csv", "quality/*.json",
             "sota/*", "sota/plots/*", "generated/*/metadata.csv", f"*/{MANIFEST}", f"*/*/{MANIFEST}"]
     report_dir = run_dir / STAGE_DIRS["report"]

@@ -77,9 +77,10 @@ def _member_info(t: Any, m: str, composer: Any) -> MemberInfo:
     if m == "a":
         gender, race, verified = t.anchor_gender, t.anchor_race, True
     else:
-        # `{m}_verified` is agreement is True (false also when never checked): agreement None = not checked
+        # `{m}_verified` true = checked and agreed; false with no agreement recorded = never checked
         agreement = getattr(t, f"{name}_agreement", None)
-        verified = None if agreement is None else bool(getattr(t, f"{name}_verified", agreement))
+        flag = getattr(t, f"{name}_verified", None)
+        verified = True if flag is True else (None if agreement is None else bool(agreement))
         gender = getattr(t, f"{name}_measured_gender", None) or getattr(t, f"{name}_gender")
         race = getattr(t, f"{name}_measured_race", None) or getattr(t, f"{name}_race")
     # nothing measured: the requested attributes stand in (the verification filter decides whether to trust them)
