@@ -95,17 +95,79 @@ def test_toy_classifier_heldout_accuracy_and_predictions():
     for head in HEADS:
         assert clf.metrics[f"{head}_accuracy"] >= 0.95, head
         assert 10_000 < clf.metrics[f"{head}_params"] < 30_000
+    assert clf.metrics["gender_accuracy"] >= 0.95
     fresh = balanced_population(4, seed=12345)
     preds = clf.predict([s.render().image for s in fresh])
-    assert len(preds) == len(fresh) and all(p.ok for p in preds)
+    assert len(preds) == len(fresh)
     for head, key in (("gender", "gender"), ("race", "race")):
-        acc = np.mean([getattr(p, key) == getattr(s.person, head) for p, s in zip(preds, fresh, strict=True)])
+        acc = np.mean([p.ok and getattr(p, key) == getattr(s.person, head) for p, s in zip(preds, fresh, strict=True)])
         assert acc >= 0.95, head
     acc = np.mean([p.extra["occupation"] == s.person.occupation for p, s in zip(preds, fresh, strict=True)])
     assert acc >= 0.95
     assert preds[0].to_row()["extra_occupation"] in OCCUPATIONS
     feats = clf.features([s.render().image for s in fresh[:10]])
-    assert feats.shape == (10, 3 * 48)
+    assert feats.shape == (10, 4 * 48)
+
+
+@pytest.mark.slow
+def test_toy_classifier_calls_hybrids_ambiguous():
+    """Top of one person over the bottom of the other gender (cut rows 14/16/18): the two cues disagree, so
+    the label is `ambiguous`, not a guessed gender; consistent renders stay >= 95% correct."""
+    from PIL import Image
+
+    from t2i_debias.attributes import STATUS_AMBIGUOUS
+    from t2i_debias.toyworld.classifier import CUT_ROWS_CHECK, composite, make_classifier
+
+    clf = make_classifier(None)
+    rng = np.random.default_rng(7)
+    tops, bottoms, plain, truth = [], [], [], []
+    for k in range(25):  # 25 seeds x 4 occupations x both orders
+        for occ in OCCUPATIONS:
+            race = TOY_RACES[k % 3]
+            w, m = (render(Person(occ, g, race), int(rng.integers(1 << 30))).image for g in ("woman", "man"))
+            tops += [w, m]
+            bottoms += [m, w]
+            plain += [w, m]
+            truth += ["woman", "man"]
+    arr = [np.asarray(im) for im in tops], [np.asarray(im) for im in bottoms]
+    for cut in CUT_ROWS_CHECK:
+        ims = [Image.fromarray(composite(t[None].transpose(0, 3, 1, 2), b[None].transpose(0, 3, 1, 2), cut)
+                               .numpy()[0].transpose(1, 2, 0)) for t, b in zip(*arr, strict=True)]
+        preds = clf.predict(ims)
+        ambiguous = np.mean([p.status == STATUS_AMBIGUOUS for p in preds])
+        assert ambiguous >= 0.95, (cut, ambiguous)
+        for hair in ("woman", "man"):  # neither order is read as a gender
+            mine = [p for p, g in zip(preds, truth, strict=True) if g == hair]
+            assert np.mean([p.status == STATUS_AMBIGUOUS for p in mine]) >= 0.9, (cut, hair)
+            assert {p.extra["hair"] for p in mine} != {p.extra["clothes"] for p in mine}
+    preds = clf.predict(plain)
+    assert np.mean([p.ok and p.gender == g for p, g in zip(preds, truth, strict=True)]) >= 0.95
+
+
+def test_composite_takes_rows_above_the_cut_from_the_top_image():
+    from t2i_debias.toyworld.classifier import composite
+
+    top, bottom = np.zeros((2, 3, 32, 32)), np.ones((2, 3, 32, 32))
+    out = composite(top, bottom, 14).numpy()
+    assert (out[:, :, :14] == 0).all() and (out[:, :, 14:] == 1).all()
+    out = composite(top, bottom, np.array([3, 30])).numpy()  # one cut per image
+    assert out[0, :, :3].sum() == 0 and out[0, :, 3:].min() == 1
+    assert out[1, :, :30].sum() == 0 and out[1, :, 30:].min() == 1
+
+
+def test_cue_heads_see_only_their_rows():
+    """The hair CNN sees the head rows, the clothes CNN the legs rows: each reads its own cue."""
+    import torch
+
+    from t2i_debias.toyworld.classifier import CUE_ROWS, head_input
+
+    x = torch.ones(1, 3, 32, 32)
+    hair, clothes, race = head_input("hair", x), head_input("clothes", x), head_input("race", x)
+    (h0, h1), (c0, c1) = CUE_ROWS["hair"], CUE_ROWS["clothes"]
+    assert hair[..., h0:h1, :].min() == 1 and hair.sum() == 3 * 32 * (h1 - h0)
+    assert clothes[..., c0:c1, :].min() == 1 and clothes.sum() == 3 * 32 * (c1 - c0)
+    assert torch.equal(race, x) and x.min() == 1  # other heads see everything; the input is not changed
+    assert h1 <= c0  # no row is read by both cues
 
 
 def test_frechet_distance_known_answer():
@@ -151,10 +213,11 @@ def test_ensure_toy_data_writes_once_and_rewrites_on_a_new_seed(tmp_path):
 def _pred(gender, race, occupation):
     from t2i_debias.labels.base import Prediction
 
-    return Prediction(gender=gender, race=race, extra={"occupation": occupation})
+    return Prediction(gender=gender, race=race, extra={"occupation": occupation, "skin": race})
 
 
 def test_score_predictions_known_answer():
+    from t2i_debias.attributes import STATUS_AMBIGUOUS
     from t2i_debias.labels.base import Prediction
     from t2i_debias.toyworld.evaluate import score_predictions
 
@@ -163,32 +226,48 @@ def test_score_predictions_known_answer():
         "doctor": [_pred("man", "white", "doctor"), _pred("man", "white", "doctor"),
                    _pred("man", "black", "nurse"), _pred("woman", "black", "doctor"),
                    Prediction(status="no_face")],  # skipped, not counted
-        # balanced gender, one race -> gender tvd 0, race tvd ⅔
-        "nurse": [_pred("man", "asian", "nurse"), _pred("woman", "asian", "nurse")],
+        # balanced gender, one race -> gender tvd 0, race tvd ⅔; 2 hybrids of 4 images -> ambiguous rate ½
+        "nurse": [_pred("man", "asian", "nurse"), _pred("woman", "asian", "nurse"),
+                  Prediction(status=STATUS_AMBIGUOUS, extra={"occupation": "nurse"}),
+                  Prediction(status=STATUS_AMBIGUOUS, extra={"occupation": "doctor"})],
     }
     s = score_predictions(preds)
     assert s.male_share == {"doctor": 0.75, "nurse": 0.5}
     assert s.gender_tvd == pytest.approx({"doctor": 0.25, "nurse": 0.0})
     assert s.race_tvd == pytest.approx({"doctor": 1 / 3, "nurse": 2 / 3})
+    assert s.ambiguous_rate == {"doctor": 0.0, "nurse": 0.5}
     assert s.mean_gender_tvd == pytest.approx(0.125)
-    assert s.occupation_accuracy == pytest.approx(5 / 6)  # one doctor image read as a nurse
+    assert s.occupation_accuracy == pytest.approx(6 / 8)  # of 8 read scenes, one doctor and one nurse are wrong
+    only_hybrids = score_predictions({"chef": [Prediction(status=STATUS_AMBIGUOUS, extra={"occupation": "chef"})]})
+    assert only_hybrids.ambiguous_rate == {"chef": 1.0} and np.isnan(only_hybrids.male_share["chef"])
     with pytest.raises(ValueError, match="chef"):
-        score_predictions({"chef": [Prediction(status="no_face")]})
+        score_predictions({"chef": []})
 
 
 def test_format_table_shows_change_against_base():
     from t2i_debias.toyworld.summary import format_table
 
     row = {f"male_{o}": 0.5 for o in OCCUPATIONS} | {f"{r}_{o}": 1 / 3 for r in TOY_RACES for o in OCCUPATIONS}
-    df = pd.DataFrame([{"model": "base", **row, "gender_tvd": 0.4, "gender_tvd_change": 0.0, "race_tvd": 0.2,
-                        "occupation_acc": 1.0, "toy_fid": 3.0, "attr_follow": 0.9},
-                       {"model": "unet", **row, "gender_tvd": 0.1, "gender_tvd_change": -0.75, "race_tvd": 0.1,
-                        "occupation_acc": 0.95, "toy_fid": None, "attr_follow": None}])
-    text = format_table(df)
+    amb = {f"ambiguous_{o}": 0.25 * i for i, o in enumerate(OCCUPATIONS)}
+    df = pd.DataFrame([{"model": "base", **row, **amb, "gender_tvd": 0.4, "gender_tvd_change": 0.0, "race_tvd": 0.2,
+                        "occupation_acc": 1.0, "toy_fid": 3.0, "attr_gender_min": 0.9, "attr_skin_min": 0.8},
+                       {"model": "unet", **row, **amb, "gender_tvd": 0.1, "gender_tvd_change": -0.75,
+                        "race_tvd": 0.1, "occupation_acc": 0.95, "toy_fid": None, "attr_gender_min": None,
+                        "attr_skin_min": None}])
+    attr = pd.DataFrame([
+        {"model": "base", "prompt": "a photo of a woman working as a doctor", "gender_ok": 0.0, "skin_ok": None},
+        {"model": "base", "prompt": "a photo of a Black man working as a nurse", "gender_ok": 1.0, "skin_ok": 0.5}])
+    text = format_table(df, attr)
     lines = text.splitlines()
     assert lines[0].startswith("| model | male_doctor |")
-    assert "| unet | 0.50 | 0.50 | 0.50 | 0.50 | 0.10 | -75% | 0.10 | 0.95 | n/a | n/a |" in lines
+    assert "| ambiguous doctor | ambiguous nurse | ambiguous firefighter | ambiguous chef |" in lines[0]
+    assert ("| unet | 0.50 | 0.50 | 0.50 | 0.50 | 0.00 | 0.25 | 0.50 | 0.75 | 0.10 | -75% | 0.10 | 0.95 | n/a | n/a "
+            "| n/a |") in lines
+    assert "| base | 0.50 | 0.50 | 0.50 | 0.50 | 0.00 | 0.25 | 0.50 | 0.75 | 0.40 | +0% | 0.20 | 1.00 | 3.00 | 0.90 | 0.80 |" in lines
     assert "- base: doctor 0.33/0.33/0.33" in text
+    # every prompt is shown: a zero is not hidden in an average
+    assert "| a photo of a woman working as a doctor | 0.00 / – |" in lines
+    assert "| a photo of a Black man working as a nurse | 1.00 / 0.50 |" in lines
 
 
 def test_summary_table_scores_generated_folders_against_the_truth(tmp_path):
@@ -218,4 +297,5 @@ def test_summary_table_scores_generated_folders_against_the_truth(tmp_path):
     assert unet["gender_tvd_change"] == pytest.approx(-1.0)
     assert base["asian_doctor"] == 1.0 and base["occupation_acc"] == 1.0
     assert base["toy_fid"] > 0
-    assert "| unet | 0.50 | 0.50 | 0.50 | 0.50 | 0.00 | -100% |" in format_table(df)
+    assert base["ambiguous_doctor"] == 0.0
+    assert "| unet | 0.50 | 0.50 | 0.50 | 0.50 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | -100% |" in format_table(df)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+# Images per attribute prompt in the slow gate test (32 prompts); the committed results use 64.
+GATE_N_ATTRIBUTE = 32
+
 
 @pytest.mark.slow
 def test_toy_base_builds_loads_generates_and_is_cached(tmp_path, monkeypatch):
@@ -53,3 +56,112 @@ def test_training_captions_mix_neutral_attribute_and_empty():
     caps = [training_caption(s, rng, 0.3, 0.1) for _ in range(4000)]
     assert abs(caps.count("") / 4000 - 0.1) < 0.02
     assert abs(caps.count("a photo of a chef") / 4000 - 0.6) < 0.03
+
+
+def test_caption_batch_pairs_attribute_captions_with_the_attribute_population():
+    from t2i_debias.toyworld.base_model import caption_batch
+
+    rng = np.random.default_rng(0)
+    idx, kinds = caption_batch(rng, n_neutral=100, n_attribute=50, batch_size=20_000, p_attribute=0.4, p_drop=0.1)
+    assert set(np.unique(kinds)) == {0, 1, 2}
+    assert abs(np.mean(kinds == 0) - 0.1) < 0.01 and abs(np.mean(kinds == 2) - 0.4) < 0.015
+    assert (idx[kinds == 2] >= 100).all() and (idx[kinds == 2] < 150).all()  # attribute people only
+    assert (idx[kinds != 2] < 100).all()  # neutral and empty captions: the biased population only
+    assert len(np.unique(idx[kinds == 2])) == 50
+
+
+def test_base_populations_biased_for_neutral_captions_balanced_for_attribute_captions():
+    """The recipe: neutral-captioned people keep the planted bias, attribute-captioned ones are balanced."""
+    from collections import Counter
+
+    from t2i_debias.toyworld.base_model import base_populations, base_spec
+    from t2i_debias.toyworld.dataset import MALE_SHARE
+
+    spec = base_spec(seed=3, n_per_occupation=40, attribute_per_cell=5)
+    neutral, attribute = base_populations(spec)
+    assert Counter(s.person.occupation for s in neutral)["doctor"] == 40
+    assert sum(s.person.gender == "man" for s in neutral if s.person.occupation == "doctor") == 40 * MALE_SHARE["doctor"]
+    cells = Counter((s.person.occupation, s.person.gender, s.person.race) for s in attribute)
+    assert len(cells) == 4 * 2 * 3 and set(cells.values()) == {5}
+    assert not {s.seed for s in neutral} & {s.seed for s in attribute}  # different people
+    spec["data"]["attribute_population"] = "biased"
+    with pytest.raises(ValueError, match="attribute_population"):
+        base_populations(spec)
+
+
+def test_base_cache_key_changes_with_the_recipe_and_vae_key_has_no_seed():
+    from t2i_debias.runs import hash_obj
+    from t2i_debias.toyworld.base_model import base_spec
+
+    a, b = base_spec(seed=0), base_spec(seed=1)
+    assert a["vae"] == b["vae"] == base_spec(seed=7)["vae"]  # one VAE (one cache key) for every seed
+    assert hash_obj(a) != hash_obj(b)
+    assert hash_obj(base_spec(p_attribute=0.2)) != hash_obj(a)
+    c = base_spec()
+    c["data"]["attribute_per_cell"] += 1
+    assert hash_obj(c) != hash_obj(a)
+
+
+def test_training_threads_all_cores_outside_tests_one_inside(monkeypatch):
+    import os
+
+    import torch
+
+    from t2i_debias.toyworld.threads import THREADS_ENV, all_cores, training_threads
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    assert training_threads() == 1  # under pytest: one thread per worker
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    assert training_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert training_threads() == 3
+    before = torch.get_num_threads()
+    with all_cores() as n:
+        assert n == 3 and torch.get_num_threads() == 3
+    assert torch.get_num_threads() == before
+    for bad in ("two", "0"):
+        monkeypatch.setenv(THREADS_ENV, bad)
+        with pytest.raises(ValueError, match=THREADS_ENV):
+            training_threads()
+
+
+def test_build_record_writes_wall_and_cpu_seconds(tmp_path):
+    from t2i_debias.toyworld.threads import build_record, read_build_record
+
+    assert read_build_record(tmp_path) is None
+    with build_record(tmp_path, "toy thing") as rec:
+        sum(i * i for i in range(200_000))
+    got = read_build_record(tmp_path)
+    assert got == rec and got["what"] == "toy thing" and got["threads"] == 1
+    assert got["wall_seconds"] >= 0 and got["cpu_seconds"] >= 0
+
+
+@pytest.mark.slow
+def test_toy_base_from_scratch_passes_the_base_gates(tmp_path, monkeypatch):
+    """Seed 0's toy base, VAE included, built from scratch with the default recipe, passes the base gates:
+    the neutral prompt keeps the bias (mean gender tvd >= 0.3), every attribute prompt gives the asked
+    gender >= 90% and skin tone >= 80%, and every occupation's ambiguous rate is <= 10% (issue 11).
+
+    The toy classifier (the judge) comes from the shared test cache; the VAE and base are trained here.
+    """
+    import json
+    import shutil
+
+    from t2i_debias.toyworld.classifier import classifier_dir
+
+    judge = classifier_dir()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copytree(judge, cache / judge.name)
+    monkeypatch.setenv("T2I_DEBIAS_CACHE", str(cache))
+    from t2i_debias.toyworld.evaluate import evaluate_bases
+    from t2i_debias.toyworld.threads import read_build_record
+
+    res = evaluate_bases([0], n=64, n_attribute=GATE_N_ATTRIBUTE)
+    seed0 = res["seeds"]["0"]
+    print(json.dumps({"builds": [res["builds"]["vae"], seed0["build"]], "failed": seed0["failed_gates"],
+                      "male_share": seed0["score"]["male_share"],
+                      "ambiguous": seed0["score"]["ambiguous_rate"]}, indent=1))
+    assert seed0["build"]["wall_seconds"] > 0 and read_build_record(next(cache.glob("toy-vae-*"))) is not None
+    assert seed0["failed_gates"] == []

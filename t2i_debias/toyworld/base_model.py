@@ -1,8 +1,12 @@
 """The toy world's base text-to-image model: a tiny StableDiffusionPipeline trained from scratch.
 
-It is trained on the biased toy population, so it learns the planted bias (e.g. "a photo of a
-doctor" gives mostly men); the pipeline then has to remove it. Built offline in minutes on CPU and
-cached under a hash of everything that shapes it (`toy-base-<hash>`); the VAE is shared by seeds.
+Recipe (the toy analogue of web captions): the neutral caption ("a photo of a doctor") is paired with
+the biased population, so the neutral prompt learns the planted bias (mostly men for doctors); the
+attribute captions ("a photo of a Black woman working as a doctor") are paired with a separate
+*balanced* population, because people are named by their attributes mostly when they are unexpected.
+So, like real Stable Diffusion, the base draws a female doctor when asked, while its neutral prompt
+stays biased; the pipeline then has to remove that bias. Built offline in minutes on CPU and cached
+under a hash of everything that shapes it (`toy-base-<hash>`); the VAE is shared by all seeds.
 
 Sizes (chosen by a feasibility run on 2 CPU cores): VAE ×4 (32×32 RGB -> 4×8×8 latents, ~680k
 params), U-Net (32, 64) with cross-attention at both levels (~1.1M), CLIP text encoder of 2 layers,
@@ -21,11 +25,15 @@ import numpy as np
 
 from t2i_debias.text import with_article
 from t2i_debias.tiny.cache import cached_dir
-from t2i_debias.toyworld.dataset import MALE_SHARE, RACE_SHARE, Sample, biased_population
+from t2i_debias.toyworld.dataset import MALE_SHARE, RACE_SHARE, Sample, balanced_population, biased_population
+from t2i_debias.toyworld.threads import build_record
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2  # 2: attribute captions on a balanced population; build.json; VAE without mid attention
+# Seed offset of the balanced population whose pictures carry the attribute captions (people distinct
+# from the biased population of the same seed).
+ATTRIBUTE_SEED_OFFSET = 7919
 RACE_WORD = {"white": "White", "asian": "Asian", "black": "Black"}
 GENDER_ADJ = {"man": "male", "woman": "female"}
 
@@ -61,39 +69,62 @@ def training_caption(s: Sample, rng: np.random.Generator, p_attribute: float, p_
     return neutral_caption(s.person.occupation)
 
 
+def caption_batch(rng: np.random.Generator, n_neutral: int, n_attribute: int, batch_size: int, p_attribute: float,
+                  p_drop: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pick a batch: (indices, kinds), kind 0 = empty caption, 1 = neutral, 2 = attribute caption.
+
+    Indices below `n_neutral` are people of the neutral (biased) population; indices from `n_neutral`
+    on are people of the attribute population, and only attribute captions use them.
+    """
+    u = rng.random(batch_size)
+    kinds = np.where(u < p_drop, 0, np.where(u < p_drop + p_attribute, 2, 1))
+    idx = rng.integers(0, n_neutral, batch_size)
+    attr = kinds == 2
+    idx[attr] = n_neutral + rng.integers(0, n_attribute, int(attr.sum()))
+    return idx, kinds
+
+
 # ----------------------------------------------------------------------------- specs
-def vae_spec(steps: int = 400, n_images: int = 4096) -> dict[str, Any]:
-    """Config of the toy VAE and its training (seed-independent: one VAE serves every seed)."""
+def vae_spec(steps: int = 300, n_images: int = 4096, batch_size: int = 32, lr: float = 3e-3) -> dict[str, Any]:
+    """Config of the toy VAE and its training. No population seed in it: one VAE serves every seed."""
     return {
         "version": VERSION,
         "model": {"in_channels": 3, "out_channels": 3, "down_block_types": ["DownEncoderBlock2D"] * 3,
                   "up_block_types": ["UpDecoderBlock2D"] * 3, "block_out_channels": [16, 32, 64],
-                  "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 8, "sample_size": 32},
-        "train": {"steps": steps, "batch_size": 64, "lr": 2e-3, "kl_weight": 1e-4, "n_images": n_images, "seed": 1234},
+                  "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 8, "sample_size": 32,
+                  "mid_block_add_attention": False},
+        "train": {"steps": steps, "batch_size": batch_size, "lr": lr, "kl_weight": 1e-4, "n_images": n_images,
+                  "seed": 1234},
     }
 
 
-def base_spec(seed: int = 0, steps: int = 1500, n_per_occupation: int = 300, vae_steps: int = 400,
-              vae_images: int = 4096) -> dict[str, Any]:
-    """Config of the toy base model: data (bias, size, seed), architecture and training."""
+def base_spec(seed: int = 0, steps: int = 600, n_per_occupation: int = 300, vae_steps: int = 300,
+              vae_images: int = 4096, batch_size: int = 64, lr: float = 2e-3, p_attribute: float = 0.4,
+              attribute_per_cell: int = 50) -> dict[str, Any]:
+    """Config of the toy base model: data (bias, size, seed, attribute population), architecture, training."""
     return {
         "version": VERSION,
         "seed": seed,
         "vae": vae_spec(vae_steps, vae_images),
+        # Neutral captions on the biased population; attribute captions on a balanced one
+        # (`attribute_per_cell` people per occupation × gender × skin tone; module docstring).
         "data": {"n_per_occupation": n_per_occupation, "male_share": MALE_SHARE,
-                 "race_share": {k: list(v) for k, v in RACE_SHARE.items()}},
+                 "race_share": {k: list(v) for k, v in RACE_SHARE.items()},
+                 "attribute_population": "balanced", "attribute_per_cell": attribute_per_cell},
         "unet": {"sample_size": 8, "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
                  "block_out_channels": [32, 64],
                  "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
                  "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-                 "cross_attention_dim": 64, "attention_head_dim": 8, "norm_num_groups": 8},
+                 # 2 / 4 heads of width 16 (diffusers reads `attention_head_dim` as the head count): 8 heads of
+                 # width 4 / 8 took 27% more CPU per training step (measured, batch 64).
+                 "cross_attention_dim": 64, "attention_head_dim": [2, 4], "norm_num_groups": 8},
         "text": {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2,
                  "projection_dim": 64, "vocab_size": 49408, "max_position_embeddings": 77,
                  "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 49407},
         # Prompts are padded/cut to 24 tokens (the longest toy prompt, with the ethical-intervention
         # suffix, is 20): with CLIP's 77 a CPU training step was ~3x slower.
         "max_length": 24,
-        "train": {"steps": steps, "batch_size": 64, "lr": 1e-3, "warmup": 50, "p_attribute": 0.3,
+        "train": {"steps": steps, "batch_size": batch_size, "lr": lr, "warmup": 50, "p_attribute": p_attribute,
                   "p_drop": 0.1},
     }
 
@@ -124,11 +155,15 @@ def _lr_lambda(warmup: int, total: int, floor: float = 0.1) -> Any:
 
 # ----------------------------------------------------------------------------- VAE
 def build_vae(out_dir: Path, spec: dict[str, Any]) -> Path:
-    """Train the toy VAE on fresh renders (balanced population) and save it (diffusers format)."""
+    """Train the toy VAE on fresh renders (balanced population) and save it (diffusers format, build.json)."""
+    with build_record(out_dir, "toy VAE"):
+        _train_vae(out_dir, spec)
+    return out_dir
+
+
+def _train_vae(out_dir: Path, spec: dict[str, Any]) -> None:
     import torch
     from diffusers import AutoencoderKL
-
-    from t2i_debias.toyworld.dataset import balanced_population
 
     tr = spec["train"]
     torch.manual_seed(tr["seed"])
@@ -158,7 +193,6 @@ def build_vae(out_dir: Path, spec: dict[str, Any]) -> Path:
         z = torch.cat([vae.encode(x_all[i : i + 256]).latent_dist.mean for i in range(0, min(len(x_all), 1024), 256)])
     vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     vae.save_pretrained(out_dir, safe_serialization=True)
-    return out_dir
 
 
 def vae_dir(spec: dict[str, Any] | None = None) -> Path:
@@ -178,12 +212,20 @@ def new_scheduler(prediction_type: str = "epsilon") -> Any:
 
 def denoise_train(unet: Any, text_encoder: Any, vae: Any, tokenizer: Any, samples: list[Sample], *, steps: int,
                   lr: float, batch_size: int, seed: int, p_attribute: float, p_drop: float, warmup: int = 0,
-                  weight_decay: float = 1e-4, label: str = "toy") -> None:
-    """Plain denoising (ε-MSE) of U-Net + text encoder on rendered samples with the toy caption mix."""
+                  weight_decay: float = 1e-4, label: str = "toy",
+                  attribute_samples: list[Sample] | None = None) -> None:
+    """Plain denoising (ε-MSE) of U-Net + text encoder on rendered samples with the toy caption mix.
+
+    With `attribute_samples`, attribute captions go with those people (the base recipe: a balanced
+    population) and neutral / empty captions with `samples`; without, every caption kind uses `samples`.
+    """
     import torch
     from diffusers import DDPMScheduler
 
     t0 = time.time()
+    n_neutral = len(samples)
+    if attribute_samples:
+        samples = samples + attribute_samples
     x = to_tensor([s.render().image for s in samples])
     with torch.no_grad():
         dists = [vae.encode(x[i : i + 256]).latent_dist for i in range(0, len(x), 256)]
@@ -202,8 +244,14 @@ def denoise_train(unet: Any, text_encoder: Any, vae: Any, tokenizer: Any, sample
     text_encoder.train()
     t0 = time.time()
     for step in range(steps):
-        idx = rng.integers(0, len(samples), batch_size)
-        caps = [training_caption(samples[i], rng, p_attribute, p_drop) for i in idx]
+        if attribute_samples:
+            idx, kinds = caption_batch(rng, n_neutral, len(attribute_samples), batch_size, p_attribute, p_drop)
+            caps = [("", neutral_caption(samples[i].person.occupation),
+                     attribute_caption(samples[i].person.occupation, samples[i].person.gender, samples[i].person.race,
+                                       rng))[k] for i, k in zip(idx, kinds, strict=True)]
+        else:
+            idx = rng.integers(0, len(samples), batch_size)
+            caps = [training_caption(samples[i], rng, p_attribute, p_drop) for i in idx]
         ids = tokenizer(caps, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                         return_tensors="pt").input_ids
         it = torch.as_tensor(idx)
@@ -223,31 +271,46 @@ def denoise_train(unet: Any, text_encoder: Any, vae: Any, tokenizer: Any, sample
     text_encoder.eval()
 
 
+def base_populations(spec: dict[str, Any]) -> tuple[list[Sample], list[Sample]]:
+    """(neutral-caption people, attribute-caption people) of a base spec: biased, then balanced."""
+    seed, data = spec["seed"], spec["data"]
+    neutral = biased_population(data["n_per_occupation"], seed, data["male_share"],
+                                {k: tuple(v) for k, v in data["race_share"].items()})
+    if data.get("attribute_population") != "balanced":
+        raise ValueError(f"toy base spec: unknown attribute_population {data.get('attribute_population')!r}; "
+                         "known: 'balanced'")
+    return neutral, balanced_population(data["attribute_per_cell"], seed + ATTRIBUTE_SEED_OFFSET)
+
+
 def build_base(out_dir: Path, spec: dict[str, Any]) -> Path:
-    """Train text encoder + U-Net jointly from scratch on the biased population; save the pipeline."""
+    """Train text encoder + U-Net jointly from scratch (recipe: module docstring); save the pipeline."""
+    with build_record(out_dir, f"toy base seed {spec['seed']}"):
+        _train_base(out_dir, spec)
+    return out_dir
+
+
+def _train_base(out_dir: Path, spec: dict[str, Any]) -> None:
     import torch
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from t2i_debias.tiny.sd import clip_tokenizer_dir
 
-    tr, seed, data = spec["train"], spec["seed"], spec["data"]
+    tr, seed = spec["train"], spec["seed"]
     vae = AutoencoderKL.from_pretrained(vae_dir(spec["vae"]))
     vae.requires_grad_(False)
     tokenizer = CLIPTokenizer.from_pretrained(clip_tokenizer_dir(), model_max_length=spec["max_length"])
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**spec["unet"])
     text_encoder = CLIPTextModel(CLIPTextConfig(**spec["text"]))
-    samples = biased_population(data["n_per_occupation"], seed,
-                                data["male_share"], {k: tuple(v) for k, v in data["race_share"].items()})
-    denoise_train(unet, text_encoder, vae, tokenizer, samples, steps=tr["steps"], lr=tr["lr"],
+    neutral, attribute = base_populations(spec)
+    denoise_train(unet, text_encoder, vae, tokenizer, neutral, steps=tr["steps"], lr=tr["lr"],
                   batch_size=tr["batch_size"], seed=seed, p_attribute=tr["p_attribute"], p_drop=tr["p_drop"],
-                  warmup=tr["warmup"], label=f"toy base seed {seed}")
+                  warmup=tr["warmup"], label=f"toy base seed {seed}", attribute_samples=attribute)
     pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                                    scheduler=new_scheduler(), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.save_pretrained(out_dir, safe_serialization=True)
-    return out_dir
 
 
 def build_control(base: str | Path, spec: dict[str, Any], out_dir: Path, *, steps: int, lr: float,

@@ -1,12 +1,19 @@
-"""The "toy" labels backend: three small CNNs (gender, skin tone, occupation) trained on fresh renders.
+"""The "toy" labels backend: four small CNNs (hair, clothes, skin tone, occupation) trained on fresh renders.
 
 Trained in seconds on a balanced population, with blur/noise/shift augmentation so that they also
 read the VAE-decoded, slightly blurry samples of the toy diffusion model. Cached under a hash of
 their config (`toy-classifier-<hash>`), with their held-out accuracy in `metrics.json`.
 
-The toy classifier sees the whole 32×32 picture: gender is drawn by hair *and* clothes and the
-occupation by the scene, so head boxes are ignored. Toy people have no age: every prediction says
-age 30 ("young") so that code expecting an age keeps working.
+Gender is drawn by two cues, hair (long / short) and clothes (dress / trousers), and each cue has its
+own CNN that sees only its part of the picture (`CUE_ROWS`: the head rows for hair, the legs rows for
+clothes; the rest is set to grey). They are trained on composites too (the top of one render above the
+bottom of another, cut between rows 12 and 20), so each reads its own half. When the two
+disagree, as in a generated long-haired figure in trousers, the image gets status `ambiguous`
+(attributes.STATUS_AMBIGUOUS) instead of a guessed gender. Both readings are kept in `extra`.
+
+The classifier sees the whole 32×32 picture (the occupation is drawn by the scene), so head boxes
+are ignored. Toy people have no age: every prediction says age 30 ("young") so that code expecting
+an age keeps working.
 """
 
 from __future__ import annotations
@@ -20,23 +27,38 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from t2i_debias.attributes import GENDERS
+from t2i_debias.attributes import GENDERS, STATUS_AMBIGUOUS
 from t2i_debias.labels.base import Box, DemographicClassifier, Prediction
 from t2i_debias.tiny.cache import cached_dir
 from t2i_debias.toyworld.render import OCCUPATIONS, SIZE, TOY_RACES
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
-HEADS: dict[str, tuple[str, ...]] = {"gender": GENDERS, "race": TOY_RACES, "occupation": OCCUPATIONS}
+VERSION = 2
+# The two gender cues: "hair" is read from the head, "clothes" from the body (see module docstring).
+GENDER_CUES: tuple[str, ...] = ("hair", "clothes")
+HEADS: dict[str, tuple[str, ...]] = {"hair": GENDERS, "clothes": GENDERS, "race": TOY_RACES,
+                                     "occupation": OCCUPATIONS}
 TOY_AGE = 30.0
 TOY_AGE_GROUP = "young"
+# The rows [start, end) each gender cue's CNN sees: every render's head and hair lie in rows 2-17 (long
+# hair reaches the shoulders), its dress hem or trousers in rows 18-31 (render.py: head centre 7.5-10.5,
+# radius 3.6, long hair to 6.5 below the centre, feet >= 28.5).
+CUE_ROWS: dict[str, tuple[int, int]] = {"hair": (0, 16), "clothes": (18, SIZE)}
+# Composite cut rows (top of one render above this row, bottom of another from it): training range, and
+# the rows the tests and `metrics.json` check (the issue's 14/16/18).
+CUT_ROWS_TRAIN: tuple[int, int] = (13, 20)
+CUT_ROWS_CHECK: tuple[int, ...] = (14, 16, 18)
 
 
-def classifier_spec(n_per_cell: int = 100, steps: int = 500, seed: int = 0) -> dict[str, Any]:
-    """Config of the three CNNs and their training (the cache key)."""
+def classifier_spec(n_per_cell: int = 100, steps: int = 300, cue_steps: int = 800, seed: int = 0) -> dict[str, Any]:
+    """Config of the four CNNs and their training (the cache key). The gender cues, read from part of the
+    picture and from composites, need more steps than skin tone and occupation (1.00 held out at 300)."""
     return {"version": VERSION, "widths": [16, 32, 48], "n_per_cell": n_per_cell, "steps": steps,
-            "batch_size": 64, "lr": 3e-3, "seed": seed, "heldout_per_cell": 20, "heads": HEADS}
+            "cue_steps": cue_steps,
+            "batch_size": 64, "lr": 3e-3, "seed": seed, "heldout_per_cell": 20, "heads": HEADS,
+            "composite_share": 0.5, "cut_rows": list(CUT_ROWS_TRAIN),
+            "cue_rows": {k: list(v) for k, v in CUE_ROWS.items()}}
 
 
 def _net(n_out: int, widths: list[int]) -> Any:
@@ -61,6 +83,17 @@ def to_batch(images: list[Image.Image]) -> Any:
     return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
+def head_input(head: str, x: Any) -> Any:
+    """What `head`'s CNN sees of a batch: a gender cue only its rows (CUE_ROWS), the rest grey (0)."""
+    if head not in CUE_ROWS:
+        return x
+    lo, hi = CUE_ROWS[head]
+    out = x.clone()
+    out[..., :lo, :] = 0.0
+    out[..., hi:, :] = 0.0
+    return out
+
+
 def _augment(x: Any, g: Any) -> Any:
     """Random blur, noise, colour shift and a ±1 pixel shift: robustness to generated samples."""
     import torch
@@ -76,14 +109,79 @@ def _augment(x: Any, g: Any) -> Any:
 
 
 def _labels(samples: list[Any], head: str) -> Any:
+    """Class indices of `head` for rendered samples (both gender cues follow the person's gender)."""
     import torch
 
+    attr = "gender" if head in GENDER_CUES else head
     classes = HEADS[head]
-    return torch.tensor([classes.index(getattr(s.person, head)) for s in samples])
+    return torch.tensor([classes.index(getattr(s.person, attr)) for s in samples])
+
+
+def composite(top: Any, bottom: Any, cut: Any) -> Any:
+    """Rows above `cut` from `top`, rows from `cut` down from `bottom` ((N, 3, H, W) tensors or arrays).
+
+    `cut` is one row for all images or one per image. The toy analogue of a generated hybrid figure.
+    """
+    import torch
+
+    top, bottom, cut = torch.as_tensor(top), torch.as_tensor(bottom), torch.as_tensor(cut)
+    rows = torch.arange(top.shape[-2]).view(1, 1, -1, 1)
+    return torch.where(rows < (cut.view(-1, 1, 1, 1) if cut.ndim else cut), top, bottom)
+
+
+def _cue_batch(x: Any, y: Any, idx: Any, head: str, spec: dict[str, Any], g: Any) -> tuple[Any, Any]:
+    """A training batch for a gender cue: a share of composites whose label is the cue's half."""
+    import torch
+
+    n = len(idx)
+    partner = torch.randint(0, len(x), (n,), generator=g)
+    mixed = torch.rand(n, generator=g) < spec["composite_share"]
+    partner = torch.where(mixed, partner, idx)
+    lo, hi = spec["cut_rows"]
+    cut = torch.randint(lo, hi + 1, (n,), generator=g)
+    label = y[idx] if head == "hair" else y[partner]
+    return composite(x[idx], x[partner], cut), label
+
+
+def composite_pairs(samples: list[Any]) -> list[tuple[int, int]]:
+    """(top, bottom) index pairs of people of the same occupation and opposite genders, each person once on top."""
+    pairs = []
+    for k, s in enumerate(samples):
+        others = [j for j, o in enumerate(samples)
+                  if o.person.occupation == s.person.occupation and o.person.gender != s.person.gender]
+        if others:
+            pairs.append((k, others[k % len(others)]))
+    return pairs
+
+
+def _cue_checks(nets: dict[str, Any], xh: Any, held: list[Any]) -> dict[str, float]:
+    """Held-out gender accuracy (both cues right) and the ambiguous rate of opposite-gender composites."""
+    import torch
+
+    y = _labels(held, "hair")
+    with torch.no_grad():
+        both = [nets[c](head_input(c, xh)).argmax(1) for c in GENDER_CUES]
+        out = {"gender_accuracy": float(((both[0] == y) & (both[1] == y)).float().mean())}
+        top, bottom = (torch.tensor(v) for v in zip(*composite_pairs(held), strict=True))
+        amb = []
+        for cut in CUT_ROWS_CHECK:
+            x = composite(xh[top], xh[bottom], cut)
+            hair, clothes = (nets[c](head_input(c, x)).argmax(1) for c in GENDER_CUES)
+            amb.append(float(((hair == y[top]) & (clothes == y[bottom])).float().mean()))
+        out["composite_ambiguous_rate"] = float(np.mean(amb))
+    return out
 
 
 def build_classifier(out_dir: Path, spec: dict[str, Any]) -> Path:
-    """Train the three CNNs on fresh renders; save weights (safetensors) and held-out accuracies."""
+    """Train the four CNNs on fresh renders; save weights (safetensors), held-out accuracies and build.json."""
+    from t2i_debias.toyworld.threads import build_record
+
+    with build_record(out_dir, "toy classifier"):
+        _train_classifier(out_dir, spec)
+    return out_dir
+
+
+def _train_classifier(out_dir: Path, spec: dict[str, Any]) -> None:
     import torch
     from safetensors.torch import save_file
 
@@ -98,30 +196,34 @@ def build_classifier(out_dir: Path, spec: dict[str, Any]) -> Path:
     g = torch.Generator().manual_seed(spec["seed"])
     tensors: dict[str, Any] = {}
     metrics: dict[str, Any] = {"n_train": len(train), "n_heldout": len(held)}
+    nets: dict[str, Any] = {}
     for head, classes in HEADS.items():
         net = _net(len(classes), spec["widths"])
         y = _labels(train, head)
+        steps = spec["cue_steps"] if head in GENDER_CUES else spec["steps"]
         opt = torch.optim.Adam(net.parameters(), lr=spec["lr"])
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec["lr"], total_steps=spec["steps"])
-        for _ in range(spec["steps"]):
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec["lr"], total_steps=steps)
+        for _ in range(steps):
             i = torch.randint(0, len(x), (spec["batch_size"],), generator=g)
-            loss = torch.nn.functional.cross_entropy(net(_augment(x[i], g)), y[i])
+            xb, yb = _cue_batch(x, y, i, head, spec, g) if head in GENDER_CUES else (x[i], y[i])
+            loss = torch.nn.functional.cross_entropy(net(head_input(head, _augment(xb, g))), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
         net.eval()
         with torch.no_grad():
-            acc = float((net(xh).argmax(1) == _labels(held, head)).float().mean())
+            acc = float((net(head_input(head, xh)).argmax(1) == _labels(held, head)).float().mean())
         metrics[f"{head}_accuracy"] = acc
         metrics[f"{head}_params"] = sum(p.numel() for p in net.parameters())
         log.info("toy classifier %s: held-out accuracy %.4f", head, acc)
         tensors.update({f"{head}.{k}": v.contiguous() for k, v in net.state_dict().items()})
+        nets[head] = net
+    metrics |= _cue_checks(nets, xh, held)
     metrics["train_seconds"] = round(time.time() - t0, 1)
     save_file(tensors, str(out_dir / "model.safetensors"))
     (out_dir / "spec.json").write_text(json.dumps(spec, indent=2))
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return out_dir
 
 
 def classifier_dir(spec: dict[str, Any] | None = None) -> Path:
@@ -131,7 +233,7 @@ def classifier_dir(spec: dict[str, Any] | None = None) -> Path:
 
 
 class ToyClassifier(DemographicClassifier):
-    """Gender, skin tone (as race) and occupation of toy pictures; see the module docstring."""
+    """Gender (hair + clothes), skin tone (as race) and occupation of toy pictures; see the module docstring."""
 
     name = "toy"
     races = TOY_RACES  # the only race labels this backend can return
@@ -165,18 +267,18 @@ class ToyClassifier(DemographicClassifier):
             for i in range(0, len(images), self.batch_size):
                 x = to_batch(images[i : i + self.batch_size]).to(self.device)
                 for h, net in self.nets.items():
-                    out[h].append(torch.softmax(net(x), 1).cpu().numpy())
+                    out[h].append(torch.softmax(net(head_input(h, x)), 1).cpu().numpy())
         return {h: np.concatenate(v) if v else np.zeros((0, len(HEADS[h]))) for h, v in out.items()}
 
     def features(self, images: list[Image.Image]) -> np.ndarray:
-        """Penultimate activations of the three CNNs, concatenated: the toy-FID feature space."""
+        """Penultimate activations of the four CNNs, concatenated: the toy-FID feature space."""
         import torch
 
         feats = []
         with torch.no_grad():
             for i in range(0, len(images), self.batch_size):
                 x = to_batch(images[i : i + self.batch_size]).to(self.device)
-                feats.append(torch.cat([net[:-1](x) for net in self.nets.values()], 1).cpu().numpy())
+                feats.append(torch.cat([net[:-1](head_input(h, x)) for h, net in self.nets.items()], 1).cpu().numpy())
         return np.concatenate(feats) if feats else np.zeros((0, sum(self.spec["widths"][-1:]) * len(HEADS)))
 
     def predict(self, images: list[Image.Image], boxes: list[Box | None] | None = None) -> list[Prediction]:
@@ -194,12 +296,20 @@ class ToyClassifier(DemographicClassifier):
         for j, i in enumerate(good):
             w, h = rgb[j].size
             p = {hd: probs[hd][j] for hd in HEADS}
+            # Every reading is kept in `extra` (also for an ambiguous image): the toy evaluation checks
+            # skin tone and occupation of hybrids too.
+            extra = {cue: GENDERS[int(p[cue].argmax())] for cue in GENDER_CUES}
+            extra |= {"skin": TOY_RACES[int(p["race"].argmax())],
+                      "occupation": OCCUPATIONS[int(p["occupation"].argmax())],
+                      "occupation_conf": float(p["occupation"].max())}
+            box = (0.0, 0.0, float(w), float(h))
+            if extra["hair"] != extra["clothes"]:
+                preds[i] = Prediction(status=STATUS_AMBIGUOUS, face_box=box, n_faces=1, extra=extra)
+                continue
             preds[i] = Prediction(
-                gender=GENDERS[int(p["gender"].argmax())], gender_conf=float(p["gender"].max()),
-                race=TOY_RACES[int(p["race"].argmax())], race_conf=float(p["race"].max()),
-                age=TOY_AGE, age_group=TOY_AGE_GROUP, face_box=(0.0, 0.0, float(w), float(h)), n_faces=1,
-                extra={"occupation": OCCUPATIONS[int(p["occupation"].argmax())],
-                       "occupation_conf": float(p["occupation"].max())},
+                gender=extra["hair"], gender_conf=float(min(p[cue].max() for cue in GENDER_CUES)),
+                race=extra["skin"], race_conf=float(p["race"].max()),
+                age=TOY_AGE, age_group=TOY_AGE_GROUP, face_box=box, n_faces=1, extra=extra,
             )
         return [p for p in preds if p is not None]
 

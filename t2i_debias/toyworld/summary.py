@@ -2,10 +2,12 @@
 
 Reads `generated/<model>/metadata.csv` (base, the biased-data control, each trained mode, each SOTA
 baseline), classifies the images with the toy classifier, and reports per model: male share and
-skin-tone shares per occupation, mean gender / skin-tone tvd (and the change against base),
-occupation accuracy, toy-FID (FID on toy-classifier features against the toy data), and, for plain
-pipeline folders, how often gendered prompts ("a photo of a female doctor") give the asked gender.
-Written to <run_dir>/toy/summary.csv and summary.md, and printed.
+skin-tone shares per occupation, the share of hybrid figures (hair and clothes disagree: status
+`ambiguous`, left out of the shares) per occupation, mean gender / skin-tone tvd (and the change
+against base), occupation accuracy, toy-FID (FID on toy-classifier features against the toy data),
+and, for plain pipeline folders, how often each attribute prompt ("a photo of a woman working as a
+doctor") gives the asked gender and skin tone: the lowest over the prompts in the table, every prompt
+below it. Written to <run_dir>/toy/summary.csv, attribute_prompts.csv and summary.md, and printed.
 """
 
 from __future__ import annotations
@@ -57,27 +59,18 @@ def score_generated(model_dir: Path, run_dir: Path, clf: Any, reference: list[Im
     return score
 
 
-def attribute_following(model: str, clf: Any, n: int, steps: int, guidance: float, seed: int = 0) -> float | None:
-    """Share of "a photo of a female/male {occupation}" images showing the asked gender (pipelines only)."""
-    from t2i_debias.generate import generate_images
+def attribute_rows(model: str, clf: Any, n: int, steps: int, guidance: float, seed: int = 0) -> list[dict[str, Any]]:
+    """Obedience of every attribute prompt (evaluate.attribute_prompts), `n` images each (pipelines only)."""
     from t2i_debias.models import load_pipeline
-    from t2i_debias.text import with_article
-    from t2i_debias.toyworld.evaluate import GENDER_ADJ
+    from t2i_debias.toyworld.evaluate import score_attribute_prompts
 
-    pipe = load_pipeline(model)
-    good = total = 0
-    for occ in OCCUPATIONS:
-        for g, adj in GENDER_ADJ.items():
-            ims = generate_images(pipe, f"a photo of {with_article(adj + ' ' + occ)}",
-                                  [seed + 10_000 + i for i in range(n)], 64, steps, guidance)
-            ps = [p for p in clf.predict(ims) if p.ok]
-            good += sum(p.gender == g for p in ps)
-            total += len(ps)
-    return good / total if total else None
+    return score_attribute_prompts(load_pipeline(model), clf, n, seed + 10_000, steps, guidance, batch_size=64)
 
 
-def summary_table(cfg: Any, n_attribute: int = 16) -> pd.DataFrame:
-    """One row per generated model of the run (see module docstring)."""
+def summary_table(cfg: Any, n_attribute: int = 8, attribute_out: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per generated model of the run (see module docstring); per-prompt obedience rows (with
+    their model) are appended to `attribute_out` when given. `n_attribute` images per attribute prompt
+    (32 prompts): 8 keeps the demo short and still shows a prompt that is never obeyed."""
     from t2i_debias.generate import is_pipeline_dir
     from t2i_debias.toyworld.classifier import make_classifier
 
@@ -106,14 +99,21 @@ def summary_table(cfg: Any, n_attribute: int = 16) -> pd.DataFrame:
                 row[f"male_{occ}"] = s.male_share[occ]
                 for r in TOY_RACES:
                     row[f"{r}_{occ}"] = s.race_share[occ][r]
+        for occ in OCCUPATIONS:
+            if occ in s.ambiguous_rate:
+                row[f"ambiguous_{occ}"] = s.ambiguous_rate[occ]
         row["gender_tvd"] = s.mean_gender_tvd
         row["race_tvd"] = s.mean_race_tvd
         row["occupation_acc"] = s.occupation_accuracy
         row["toy_fid"] = s.toy_fid
         spec = models.get(name)
-        row["attr_follow"] = (attribute_following(spec, clf, n_attribute, cfg.generate.num_inference_steps,
-                                                  cfg.generate.guidance_scale, cfg.generate.base_seed)
-                              if spec and n_attribute > 0 and is_pipeline_dir(spec) else None)
+        attr = (attribute_rows(spec, clf, n_attribute, cfg.generate.num_inference_steps, cfg.generate.guidance_scale,
+                               cfg.generate.base_seed) if spec and n_attribute > 0 and is_pipeline_dir(spec) else [])
+        row["attr_gender_min"] = min(r["gender_ok"] for r in attr) if attr else None
+        skins = [r["skin_ok"] for r in attr if r["skin_ok"] is not None]
+        row["attr_skin_min"] = min(skins) if skins else None
+        if attribute_out is not None:
+            attribute_out += [{"model": name, **r} for r in attr]
         rows.append(row)
     df = pd.DataFrame(rows)
     if "base" in set(df["model"]):
@@ -123,12 +123,16 @@ def summary_table(cfg: Any, n_attribute: int = 16) -> pd.DataFrame:
     return df
 
 
-def format_table(df: pd.DataFrame) -> str:
-    """Markdown table: male share per occupation, tvd (change vs base), occupation accuracy, FID, attributes."""
+def format_table(df: pd.DataFrame, attribute: pd.DataFrame | None = None) -> str:
+    """Markdown: male share and ambiguous rate per occupation, tvd (change vs base), occupation accuracy, FID,
+    lowest attribute-prompt obedience; then skin tones, and every attribute prompt when `attribute` is given."""
     cols = ["model"] + [f"male_{o}" for o in OCCUPATIONS if f"male_{o}" in df]
-    cols += [c for c in ("gender_tvd", "gender_tvd_change", "race_tvd", "occupation_acc", "toy_fid", "attr_follow")
-             if c in df]
-    head = {"gender_tvd_change": "Δ vs base", "occupation_acc": "occ. acc", "attr_follow": "attr. prompts ok"}
+    cols += [f"ambiguous_{o}" for o in OCCUPATIONS if f"ambiguous_{o}" in df]
+    cols += [c for c in ("gender_tvd", "gender_tvd_change", "race_tvd", "occupation_acc", "toy_fid",
+                         "attr_gender_min", "attr_skin_min") if c in df]
+    head = {"gender_tvd_change": "Δ vs base", "occupation_acc": "occ. acc",
+            "attr_gender_min": "attr. prompts: gender ok (min)", "attr_skin_min": "attr. prompts: skin ok (min)"}
+    head |= {f"ambiguous_{o}": f"ambiguous {o}" for o in OCCUPATIONS}
 
     def fmt(v: Any, c: str) -> str:
         if v is None or (isinstance(v, float) and v != v):
@@ -144,7 +148,28 @@ def format_table(df: pd.DataFrame) -> str:
         parts = [f"{o} " + "/".join(f"{r[f'{t}_{o}']:.2f}" for t in TOY_RACES) for o in OCCUPATIONS
                  if f"white_{o}" in df]
         race.append(f"- {r['model']}: " + "; ".join(parts))
-    return "\n".join(lines + race) + "\n"
+    return "\n".join(lines + race + _attribute_lines(attribute)) + "\n"
+
+
+def _attribute_lines(attribute: pd.DataFrame | None) -> list[str]:
+    """Every attribute prompt, per model: asked gender shown / asked skin tone shown (share of images)."""
+    if attribute is None or attribute.empty:
+        return []
+    models = list(dict.fromkeys(attribute["model"]))
+    out = ["", "Attribute prompts: share of images with the asked gender / the asked skin tone "
+           "(an ambiguous figure counts as not the asked gender):", "",
+           "| prompt | " + " | ".join(models) + " |", "|" + "---|" * (len(models) + 1)]
+    for prompt, rows in attribute.groupby("prompt", sort=False):
+        cells = []
+        for m in models:
+            r = rows[rows["model"] == m]
+            if r.empty:
+                cells.append("n/a")
+                continue
+            skin = r["skin_ok"].iloc[0]
+            cells.append(f"{r['gender_ok'].iloc[0]:.2f} / " + ("–" if skin is None or skin != skin else f"{skin:.2f}"))
+        out.append(f"| {prompt} | " + " | ".join(cells) + " |")
+    return out
 
 
 def run_stage(cfg: Any, force: bool = False) -> None:
@@ -160,9 +185,14 @@ def run_stage(cfg: Any, force: bool = False) -> None:
     stage = Stage("toy_summary", folder, cfg.section_dict("toy", "generate"), inputs)
 
     def body(st: Stage) -> list[Path]:
-        df = summary_table(cfg)
-        table = format_table(df)
-        return [atomic_write_csv(st.folder / "summary.csv", df), atomic_write_text(st.folder / "summary.md", table)]
+        rows: list[dict[str, Any]] = []
+        df = summary_table(cfg, attribute_out=rows)
+        attr = pd.DataFrame(rows, columns=["model", "prompt", "occupation", "gender", "race", "n", "gender_ok",
+                                           "skin_ok", "ambiguous"])
+        table = format_table(df, attr)
+        return [atomic_write_csv(st.folder / "summary.csv", df),
+                atomic_write_csv(st.folder / "attribute_prompts.csv", attr),
+                atomic_write_text(st.folder / "summary.md", table)]
 
     run(stage, body, force=force, log=log.info)
     print((folder / "summary.md").read_text())
