@@ -236,8 +236,9 @@ def write_report(root: Path, steps: list[int]) -> None:
             cell = sub[(sub.arm == arm) & (sub.steps == k)]
             g1, ge = cell[cell.guidance == 1.0].mean(numeric_only=True), cell[cell.guidance == g_eval].mean(
                 numeric_only=True)
-            if ge.empty or g1.empty or ge.isna().all() or g1.isna().all():
-                continue
+            complete = all(set(cell[cell.guidance == g].seed) == set(sub.seed) for g in (1.0, g_eval))
+            if ge.empty or g1.empty or ge.isna().all() or g1.isna().all() or not complete:
+                continue  # a mean over seeds only where every seed has the row
             delta = f"{100 * (ge.gender_tvd / base - 1):+.0f}%" if base == base and base > 0 else "n/a"
             lines.append(f"| {arm} | {k} | {fmt(ge.train_seconds, 0)} | {fmt(g1.gender_tvd)} | {fmt(ge.gender_tvd)} | "
                          f"{delta} | {fmt(g1.race_tvd)} | {fmt(ge.race_tvd)} | {fmt(g1.occupation_accuracy, 2)} | "
@@ -245,6 +246,13 @@ def write_report(root: Path, steps: list[int]) -> None:
                          f"{fmt(ge.toy_fid, 1)} | {int(ge.images_per_occupation)} |")
         return lines
 
+    import tomllib
+
+    toy = [tomllib.loads((root / f"seed{s}" / "config.toml").read_text())["toy"] for s in seeds
+           if (root / f"seed{s}" / "config.toml").is_file()]
+    base_line = (f"- Toy base: {toy[0]['base_steps']} training steps, VAE {toy[0]['vae_steps']} steps, "
+                 f"{toy[0]['n_per_occupation']} people per occupation (`[toy]` of the runs' config.toml)."
+                 if toy else "- Toy base: unknown (no config.toml under the run folders).")
     md = [
         "# Training ablation (toy world)",
         "",
@@ -252,6 +260,7 @@ def write_report(root: Path, steps: list[int]) -> None:
         "",
         f"- Toy seeds {', '.join(map(str, seeds))}: toy world -> mpii -> labels -> enriched (shared by the arms of "
         "a seed) -> models (the engine, `configs/toy.toml` + the arm's change).",
+        base_line,
         f"- Step counts ({', '.join(map(str, sorted(set(df.steps) - {0})))}) of an arm are snapshots of one run "
         "(`[train] snapshot_steps`); `train s` is the wall time of the whole run (the last step count) on the "
         "shared 2-core machine, which other jobs were using too.",
