@@ -16,7 +16,15 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.config import SECTIONS, Config, ConfigError, coerce, field_types, load_config
+from t2i_debias.config import (
+    SECTIONS,
+    Config,
+    ConfigError,
+    apply_train_preset,
+    coerce,
+    field_types,
+    load_config,
+)
 
 log = logging.getLogger("t2i_debias")
 
@@ -87,8 +95,10 @@ def build_parser(description: str, sections: list[str], other_sections: list[str
 def config_from_args(args: argparse.Namespace) -> Config:
     """Load the config file (if any) then apply explicitly given flags; validate types."""
     cfg = load_config(args.config)
+    if "cfg__train__preset" in vars(args):  # a --preset flag sets its options first; other flags override them
+        apply_train_preset(cfg.train, args.cfg__train__preset, "flag --preset")
     for dest, value in vars(args).items():
-        if not dest.startswith("cfg__"):
+        if not dest.startswith("cfg__") or dest == "cfg__train__preset":
             continue
         _, section, name = dest.split("__", 2)
         typ = field_types(SECTIONS[section])[name]

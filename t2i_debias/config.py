@@ -108,29 +108,51 @@ class AugmentSection:
 
 @dataclass
 class TrainSection:
-    """Contrastive fine-tuning (DESIGN.md §2)."""
+    """Contrastive fine-tuning (DESIGN.md §2). `preset` fills every option it names (TRAIN_PRESETS) before
+    the file's or the flags' own [train] options, so an explicit option always wins over its preset."""
 
+    preset: str = ""  # "" | reference (upstream's recipe) | recommended (what the ablation found best)
     schedule: str = "sequential"  # sequential (text -> unet -> both) | joint (both only)
     modes: list[str] = field(default_factory=lambda: ["text", "unet", "both"])
     resolution: int = 512
     train_batch_size: int = 4
     max_train_steps: int = 1000
+    num_train_epochs: int = 0  # > 0: train this many passes over the samples instead of max_train_steps
     learning_rate: float = 1e-5
-    lr_scheduler: str = "constant"
+    mode_learning_rates: dict[str, float] = field(default_factory=dict)  # per mode, e.g. both = 2e-8
+    lr_scheduler: str = "constant"  # any diffusers get_scheduler name; warm-up needs a *_with_warmup/decay one
     lr_warmup_steps: int = 0
     gradient_accumulation_steps: int = 1
     gradient_checkpointing: bool = False
-    mixed_precision: str = "no"  # no | fp16 | bf16
+    mixed_precision: str = "no"  # no | fp16 | bf16 | auto (fp16 on CUDA, else no)
     max_grad_norm: float = 1.0
     checkpointing_steps: int = 500
+    snapshot_steps: list[int] = field(default_factory=list)  # also save a loadable model at these steps (step-N/)
     use_ema: bool = False
     lora_rank: int = 0
     independent_noise: bool = False
-    denoise_caption: str = "positive"  # positive | anchor
+    input_perturbation: float = 0.0  # noisy latents use ε + γ·ξ, the target stays ε (diffusers' option)
+    random_flip: bool = False  # flip training images horizontally with p = 0.5
+    # What is denoised (DESIGN.md §2): members positive | anchor | both, under the caption own | neutral |
+    # measured (naming what the image shows); attribute_share of samples take the attribute caption instead,
+    # caption_dropout the empty caption.
+    denoise_members: str = "positive"
+    denoise_caption: str = "own"  # own | neutral | measured ("positive" / "anchor": old names of own / neutral)
+    attribute_share: float = 0.0
+    caption_dropout: float = 0.0
+    verified_only: bool = True  # never use a member whose image failed the attribute check
+    balance: str = "none"  # none | cell: every (occupation, *balance_by) cell gets the same sampling weight
+    balance_by: list[str] = field(default_factory=lambda: ["gender"])  # gender and/or race
+    # > 0: denoise trains the guided prediction ε_u + w·(ε_c − ε_u) at w = guidance_target, plus
+    # uncond_weight · MSE(ε_u, ε); -1 = the evaluation guidance ([generate] guidance_scale); 0 = off.
+    guidance_target: float = 0.0
+    uncond_weight: float = 1.0
     lang_similarity: str = "tokens"  # tokens | pooled
+    vision_reduction: str = "triplet"  # triplet (each MSE per triplet) | batch (upstream: over the batch)
     snr_gamma: float = 0.0  # 0 = off
     # Loss weights; empty = the mode's reference weights (DESIGN.md §2). Keys: denoise, lang, vision, preserve.
     weights: dict[str, float] = field(default_factory=dict)
+    control: bool = False  # also train models/control: the same options on the biased anchors only
     resume_from_checkpoint: str = "latest"  # latest | a checkpoint folder | "" (start fresh)
     checkpoints_total_limit: int = 2  # keep the newest N checkpoints; 0 = keep all
     adam_weight_decay: float = 1e-2
@@ -142,6 +164,40 @@ class TrainSection:
         "a photo of a dog", "a bowl of fruit on a table", "a mountain landscape at sunset",
         "a red car parked on a street", "a cup of coffee", "a city skyline at night",
     ])
+
+
+# [train] presets (DESIGN.md §2 "Presets"). `reference` is upstream's recipe as published; `recommended` is
+# the best arm of docs/results/ablation.md. The toy world overrides scale options (resolution, lr) explicitly.
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "reference": {
+        "schedule": "sequential", "modes": ["text", "unet", "both"], "weights": {},
+        "denoise_members": "positive", "denoise_caption": "own", "attribute_share": 0.0, "caption_dropout": 0.0,
+        "verified_only": False, "balance": "none", "guidance_target": 0.0,
+        "independent_noise": True, "vision_reduction": "batch", "lang_similarity": "tokens",
+        "learning_rate": 2e-8, "mode_learning_rates": {"text": 2e-8, "unet": 2e-8, "both": 2e-8},
+        "lr_scheduler": "constant", "lr_warmup_steps": 0, "adam_weight_decay": 1e-2,
+        "input_perturbation": 0.1, "random_flip": True, "resolution": 256, "train_batch_size": 16,
+        "num_train_epochs": 5, "mixed_precision": "auto", "use_ema": False, "snr_gamma": 0.0,
+    },
+    "recommended": {
+        "schedule": "sequential", "modes": ["unet"], "weights": {"denoise": 1.0, "vision": 0.0},
+        "denoise_members": "both", "denoise_caption": "neutral", "attribute_share": 0.3, "caption_dropout": 0.1,
+        "verified_only": True, "balance": "cell", "balance_by": ["gender"], "guidance_target": -1.0,
+        "uncond_weight": 1.0, "independent_noise": False, "input_perturbation": 0.0, "random_flip": False,
+        "num_train_epochs": 0, "mode_learning_rates": {},
+    },
+}
+
+
+def apply_train_preset(section: Any, name: str, where: str = "[train] preset") -> None:
+    """Set every option the named preset fixes on a TrainSection ("" = no preset)."""
+    import copy
+
+    if name and name not in TRAIN_PRESETS:
+        raise ConfigError(f"{where}: unknown preset {name!r}; known: {', '.join(TRAIN_PRESETS)}")
+    for k, v in TRAIN_PRESETS.get(name, {}).items():
+        setattr(section, k, copy.deepcopy(v))
+    section.preset = name
 
 
 @dataclass
@@ -229,7 +285,6 @@ class ToySection:
     n_per_occupation: int = 300  # people per occupation in the biased toy data (and the base training set)
     base_steps: int = 600  # training steps of the toy base model (U-Net + text encoder, from scratch)
     vae_steps: int = 300  # training steps of the toy VAE (shared by every seed)
-    control: bool = True  # also train the biased-data control (models/control) for the demo table
 
 
 SECTIONS: dict[str, type] = {
@@ -333,7 +388,11 @@ def apply_table(cfg: Config, table: dict[str, Any], source: str) -> Config:
         cls = SECTIONS[sec_name]
         types = field_types(cls)
         sec = cfg.sections[sec_name]
+        if sec_name == "train" and "preset" in values:  # the preset first: the table's own keys override it
+            apply_train_preset(sec, coerce(values["preset"], str, f"{source}: [train] preset"), f"{source}: [train] preset")
         for key, value in values.items():
+            if sec_name == "train" and key == "preset":
+                continue
             if key not in types:
                 raise ConfigError(
                     f"{source}: unknown key '{key}' in [{sec_name}]; known keys: {', '.join(types)}"

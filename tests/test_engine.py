@@ -40,6 +40,15 @@ def test_check_options_names_the_bad_option():
     with pytest.raises(ValueError, match="train_batch_size must be >= 1"):
         engine.check_options(small_config(train_batch_size=0).train)
     engine.check_options(small_config(mixed_precision="bf16", denoise_caption="anchor").train)
+    with pytest.raises(ValueError, match="ignores the warm-up for 'constant'"):
+        engine.check_options(small_config(lr_scheduler="constant", lr_warmup_steps=20).train)
+    engine.check_options(small_config(lr_scheduler="constant_with_warmup", lr_warmup_steps=20).train)
+    with pytest.raises(ValueError, match="attribute_share \\+ caption_dropout must be <= 1"):
+        engine.check_options(small_config(attribute_share=0.8, caption_dropout=0.3).train)
+    with pytest.raises(ValueError, match="denoise_members must be one of positive | anchor | both"):
+        engine.check_options(small_config(denoise_members="negative").train)
+    with pytest.raises(ValueError, match="guidance_target"):
+        engine.check_options(small_config(guidance_target=-2.0).train)
 
 
 def test_modes_to_run():
@@ -56,12 +65,12 @@ def test_modes_to_run():
 
 def test_unet_passes_per_weights():
     w = engine.resolve_weights
-    assert engine.unet_passes(w("text"), "positive") == []
-    assert engine.unet_passes(w("unet"), "positive") == [("a", "a"), ("p", "p"), ("n", "n")]
-    # denoise on the positive caption reuses the vision pass; the anchor caption needs a fourth pass
-    assert engine.unet_passes(w("both"), "positive") == [("a", "a"), ("p", "p"), ("n", "n")]
-    assert engine.unet_passes(w("both"), "anchor")[-1] == ("p", "a")
-    assert engine.unet_passes(w("both", {"vision": 0}), "anchor") == [("p", "a")]
+    assert engine.unet_passes(w("text")) == []
+    assert engine.unet_passes(w("unet")) == ["a", "p", "n"]
+    # denoise is its own pass (the denoised member under its chosen caption); the guided target adds ε_u
+    assert engine.unet_passes(w("both")) == ["a", "p", "n", "d"]
+    assert engine.unet_passes(w("both", {"vision": 0})) == ["d"]
+    assert engine.unet_passes(w("both", {"vision": 0}), guidance_target=4.0) == ["d", "u"]
 
 
 def test_noise_shared_independent_and_layout_free():

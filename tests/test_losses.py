@@ -156,3 +156,31 @@ def test_each_loss_reaches_only_its_parameters(tiny_sd_path, batch, mode, term, 
         assert not _touched(parts.vae)
     if parts.frozen_text_encoder is not None:
         assert not _touched(parts.frozen_text_encoder)
+
+
+# ----------------------------------------------------------------------------- guided target, vision over the batch
+def test_guided_denoise_loss_known_answer():
+    from t2i_debias.train.losses import guided_denoise_loss
+
+    eps = torch.zeros(1, 2)
+    pred_c = torch.tensor([[1.0, 2.0]])
+    pred_u = torch.tensor([[1.0, 0.0]])
+    # w = 3: guided = u + 3(c - u) = [1, 6]; MSE = (1 + 36) / 2 = 18.5; MSE(u) = 0.5; λ_u = 2 -> 18.5 + 1
+    assert guided_denoise_loss(pred_c, pred_u, eps, 3.0, 2.0).item() == pytest.approx(19.5)
+    # w = 1 is plain denoising of the conditional prediction (+ the unconditional term)
+    assert guided_denoise_loss(pred_c, pred_u, eps, 1.0, 0.0).item() == pytest.approx(2.5)
+    # the gradient reaches both branches
+    c, u = pred_c.clone().requires_grad_(), pred_u.clone().requires_grad_()
+    guided_denoise_loss(c, u, eps, 3.0, 1.0).backward()
+    assert c.grad.abs().sum() > 0 and u.grad.abs().sum() > 0
+
+
+def test_vision_over_the_batch_differs_from_per_triplet():
+    eps_p = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    eps_n = torch.tensor([[0.0, 0.0], [0.0, 2.0]])
+    eps_a = torch.tensor([[1.0, 3.0], [0.0, 0.0]])
+    # over the batch: MSE(p,n) = (1+1+0+4)/4 = 1.5 -> 0.25; MSE(p,a) = (0+4+0+0)/4 = 1 -> 1; total 1.25
+    assert vision_loss(eps_a, eps_p, eps_n, "batch").item() == pytest.approx(1.25)
+    assert vision_loss(eps_a, eps_p, eps_n, "triplet").item() == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="triplet | batch"):
+        vision_loss(eps_a, eps_p, eps_n, "sum")

@@ -73,31 +73,8 @@ def ensure_toy_world(cfg: Any) -> dict[str, Any]:
     mat, images = ensure_toy_data(cfg)
     clf = classifier_dir()
     base = base_model.resolve("toy:base", cfg)
-    out: dict[str, Any] = {"mat_file": mat, "images_dir": images, "classifier": clf, "base_model": base}
-    if cfg.toy.control:
-        out["control"] = ensure_control(cfg, base)
-    return out
-
-
-def ensure_control(cfg: Any, base: Path) -> Path:
-    """The biased-data control model at <run_dir>/models/control (evaluated like any trained mode)."""
-    from t2i_debias.runs import Stage, run_stage
-    from t2i_debias.toyworld import base_model
-
-    folder = cfg.run_dir / "models" / "control"
-    spec = base_model.spec_from_cfg(cfg)
-    t = cfg.train
-    settings = {"base": str(base), "spec": spec, "steps": t.max_train_steps, "lr": t.learning_rate,
-                "batch_size": t.train_batch_size}
-    stage = Stage("models/control", folder, settings)
-
-    def body(st: Stage) -> list[Path]:
-        base_model.build_control(base, spec, st.folder, steps=t.max_train_steps, lr=t.learning_rate,
-                                 batch_size=t.train_batch_size)
-        return [st.folder / "model_index.json"]
-
-    run_stage(stage, body, log=log.info)
-    return folder
+    # The biased-data control is trained by the engine in the models stage ([train] control).
+    return {"mat_file": mat, "images_dir": images, "classifier": clf, "base_model": base}
 
 
 def run_stage(cfg: Any, force: bool = False) -> None:

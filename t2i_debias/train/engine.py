@@ -18,6 +18,7 @@ import dataclasses
 import gc
 import hashlib
 import logging
+import math
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -28,11 +29,12 @@ import torch
 
 from t2i_debias.runs import Stage, hash_file, hash_obj
 from t2i_debias.train import outputs
-from t2i_debias.train.data import MEMBERS, EpochSampler, TripletDataset, read_triplets, tokenize
+from t2i_debias.train.data import MEMBERS, EpochSampler, TripletDataset, read_triplets, select_items, tokenize
 from t2i_debias.train.losses import (
     LOSS_NAMES,
     denoise_loss,
     denoise_target,
+    guided_denoise_loss,
     lang_loss,
     preserve_loss,
     vision_loss,
@@ -79,16 +81,63 @@ def resolve_weights(mode: str, overrides: dict[str, float] | None = None) -> dic
 
 def check_options(train: Any) -> None:
     """Reject a bad [train] option before any model is loaded, naming the option."""
-    choices = {"mixed_precision": ("no", "fp16", "bf16"), "denoise_caption": ("positive", "anchor"),
-               "lang_similarity": ("tokens", "pooled"), "schedule": ("sequential", "joint")}
+    from t2i_debias.train.data import (
+        BALANCE_ATTRIBUTES,
+        BALANCES,
+        CAPTION_ALIASES,
+        DENOISE_CAPTIONS,
+        DENOISE_MEMBERS,
+    )
+
+    choices = {"mixed_precision": ("no", "fp16", "bf16", "auto"),
+               "denoise_caption": (*DENOISE_CAPTIONS, *CAPTION_ALIASES),
+               "denoise_members": tuple(DENOISE_MEMBERS), "balance": BALANCES,
+               "lang_similarity": ("tokens", "pooled"), "schedule": ("sequential", "joint"),
+               "vision_reduction": ("triplet", "batch")}
     for key, allowed in choices.items():
         if getattr(train, key) not in allowed:
             raise ValueError(f"[train] {key} must be one of {' | '.join(allowed)}, got {getattr(train, key)!r}")
     for key in ("train_batch_size", "gradient_accumulation_steps", "max_train_steps"):
         if getattr(train, key) < 1:
             raise ValueError(f"[train] {key} must be >= 1, got {getattr(train, key)}")
-    if train.lora_rank < 0:
-        raise ValueError(f"[train] lora_rank must be >= 0, got {train.lora_rank}")
+    if train.lora_rank < 0 or train.num_train_epochs < 0:
+        raise ValueError("[train] lora_rank and num_train_epochs must be >= 0")
+    for key in ("attribute_share", "caption_dropout"):
+        if not 0.0 <= getattr(train, key) <= 1.0:
+            raise ValueError(f"[train] {key} must be in [0, 1], got {getattr(train, key)}")
+    if train.attribute_share + train.caption_dropout > 1.0:
+        raise ValueError("[train] attribute_share + caption_dropout must be <= 1")
+    if not set(train.balance_by) <= set(BALANCE_ATTRIBUTES) or not train.balance_by:
+        raise ValueError(f"[train] balance_by must list some of {', '.join(BALANCE_ATTRIBUTES)}, got {train.balance_by}")
+    if train.guidance_target < 0 and train.guidance_target != -1:
+        raise ValueError(f"[train] guidance_target must be > 0, 0 (off) or -1 (the evaluation guidance), "
+                         f"got {train.guidance_target}")
+    if train.uncond_weight < 0 or train.input_perturbation < 0:
+        raise ValueError("[train] uncond_weight and input_perturbation must be >= 0")
+    unknown = set(train.mode_learning_rates) - set(MODES)
+    if unknown:
+        raise ValueError(f"[train] mode_learning_rates: unknown modes {sorted(unknown)}; expected {', '.join(MODES)}")
+    if train.lr_warmup_steps > 0 and train.lr_scheduler == "constant":
+        raise ValueError(f"[train] lr_warmup_steps = {train.lr_warmup_steps} with lr_scheduler = 'constant': diffusers "
+                         "ignores the warm-up for 'constant'; use 'constant_with_warmup' or lr_warmup_steps = 0")
+    if any(s < 1 for s in train.snapshot_steps):
+        raise ValueError(f"[train] snapshot_steps must be >= 1, got {train.snapshot_steps}")
+
+
+def resolved_train(cfg: Any) -> Any:
+    """cfg.train with the values that depend on other sections or the device filled in (a copy):
+    guidance_target -1 -> [generate] guidance_scale, mixed_precision auto -> fp16 on CUDA, else no."""
+    t = copy.deepcopy(cfg.train)
+    if t.guidance_target == -1:
+        t.guidance_target = float(cfg.generate.guidance_scale)
+    if t.mixed_precision == "auto":
+        t.mixed_precision = "no" if use_cpu(cfg) or not torch.cuda.is_available() else "fp16"
+    return t
+
+
+def learning_rate_for(train: Any, mode: str) -> float:
+    """The mode's learning rate: mode_learning_rates[mode] when given, else learning_rate."""
+    return float(train.mode_learning_rates.get(mode, train.learning_rate))
 
 
 def weight_dtype_for(mixed_precision: str) -> torch.dtype:
@@ -240,18 +289,42 @@ def draw_noise(indices: list[int], latent_shape: tuple[int, ...], num_timesteps:
     return torch.stack(lat), torch.stack(noise), torch.stack(ts)
 
 
-def unet_passes(weights: dict[str, float], denoise_caption: str) -> list[tuple[str, str]]:
-    """The (image member, caption member) U-Net passes the active losses need, without duplicates."""
-    pairs: list[tuple[str, str]] = []
-    if weights["vision"] > 0:
-        pairs += [("a", "a"), ("p", "p"), ("n", "n")]
+def row_generator(seed: int, batch_number: int, index: int, stream: str) -> torch.Generator:
+    """A generator for one sample and one purpose (caption choice, flip, perturbation), like `sample_seed`."""
+    digest = hashlib.sha256(f"{seed}:{batch_number}:{index}:{stream}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def unet_passes(weights: dict[str, float], guidance_target: float = 0.0) -> list[str]:
+    """The U-Net passes the active losses need: a/p/n (vision, own captions), d (the denoised member under
+    its chosen caption) and u (the same noisy latent under the empty caption, for `guidance_target`)."""
+    out = ["a", "p", "n"] if weights["vision"] > 0 else []
     if weights["denoise"] > 0:
-        if denoise_caption not in ("positive", "anchor"):
-            raise ValueError(f"denoise_caption must be positive | anchor, got {denoise_caption!r}")
-        pair = ("p", "a" if denoise_caption == "anchor" else "p")
-        if pair not in pairs:
-            pairs.append(pair)
-    return pairs
+        out.append("d")
+        if guidance_target > 0:
+            out.append("u")
+    return out
+
+
+def choose_captions(batch: dict[str, Any], train: Any, seed: int, batch_number: int) -> torch.Tensor:
+    """Per sample, the denoise caption's ids: empty with p = caption_dropout, the attribute caption with
+    p = attribute_share, else the base caption (`denoise_caption`); drawn from the sample's own generator."""
+    rows = []
+    for r, idx in enumerate(batch["index"].tolist()):
+        u = torch.rand((), generator=row_generator(seed, batch_number, idx, "caption")).item()
+        key = ("ids_empty" if u < train.caption_dropout else
+               "ids_attr" if u < train.caption_dropout + train.attribute_share else "ids_base")
+        rows.append(batch[key][r])
+    return torch.stack(rows)
+
+
+def _flip(pixels: torch.Tensor, indices: list[int], seed: int, batch_number: int, members: list[str]
+          ) -> torch.Tensor:
+    """Horizontally flip each image with p = 0.5 (`random_flip`), decided by the sample's generator."""
+    flips = [torch.rand((), generator=row_generator(seed, batch_number, i, f"flip:{m}")).item() < 0.5
+             for i, m in zip(indices, members, strict=True)]
+    mask = torch.tensor(flips, device=pixels.device).view(-1, 1, 1, 1)
+    return torch.where(mask, pixels.flip(-1), pixels)
 
 
 def compute_losses(parts: Parts, batch: dict[str, Any], weights: dict[str, float], train: Any, *,
@@ -259,13 +332,20 @@ def compute_losses(parts: Parts, batch: dict[str, Any], weights: dict[str, float
     """Every active loss term of one batch of triplets, plus `loss` = Σ weight·term."""
     device = batch["ids_a"].device
     wd = parts.weight_dtype
-    pairs = unet_passes(weights, train.denoise_caption)
-    captions = [m for m in MEMBERS if weights["lang"] > 0 or any(c == m for _, c in pairs)]
+    passes = unet_passes(weights, train.guidance_target)
+    captions = [m for m in MEMBERS if weights["lang"] > 0 or m in passes]
     bsz = batch["ids_a"].shape[0]
+    indices = batch["index"].tolist()
     terms: dict[str, torch.Tensor] = {}
 
     # --- text encoder: every caption (and reference prompt) in one call
     ids = [batch[f"ids_{m}"] for m in captions]
+    if "d" in passes:
+        captions.append("d")
+        ids.append(choose_captions(batch, train, seed, batch_number).to(device))
+    if "u" in passes:
+        captions.append("u")
+        ids.append(batch["ids_empty"])
     if weights["preserve"] > 0:
         ids.append(ref_ids.to(device))
     text_trained = "text_encoder" in parts.trained
@@ -283,47 +363,72 @@ def compute_losses(parts: Parts, batch: dict[str, Any], weights: dict[str, float
             ref_frozen = parts.frozen_text_encoder(ref_ids.to(device), return_dict=True).last_hidden_state
         terms["preserve"] = preserve_loss(enc.last_hidden_state[len(captions) * bsz:], ref_frozen)
 
-    # --- U-Net: every (image, caption) pass in one call
-    if pairs:
+    # --- U-Net: every pass in one call
+    if passes:
         sched = parts.noise_scheduler
-        images = [m for m in MEMBERS if any(i == m for i, _ in pairs)]
+        member = batch["member"].to(device)
+        rows = torch.arange(bsz, device=device)
+        images = [m for m in ("a", "p", "n", "d") if m in passes]
+        pix_by = {m: batch[f"pixels_{m}"] for m in MEMBERS}
+        if "d" in images:
+            pix_by["d"] = torch.stack([pix_by[m] for m in MEMBERS], 1)[rows, member]
+        pix_list = [pix_by[m] for m in images]
+        if train.random_flip:  # the denoised member flips as its own vision pass does
+            names = [[m] * bsz if m != "d" else [MEMBERS[i] for i in batch["member"].tolist()] for m in images]
+            pix_list = [_flip(x, indices, seed, batch_number, n) for x, n in zip(pix_list, names, strict=True)]
         with torch.no_grad():
-            pix = torch.cat([batch[f"pixels_{m}"] for m in images]).to(device=device, dtype=wd)
+            pix = torch.cat(pix_list).to(device=device, dtype=wd)
             dist = parts.vae.encode(pix).latent_dist
-        lat_eps, noise, ts = draw_noise(batch["index"].tolist(), tuple(dist.mean.shape[1:]),
-                                        sched.config.num_train_timesteps, seed, batch_number,
-                                        train.independent_noise)
+        lat_eps, noise, ts = draw_noise(indices, tuple(dist.mean.shape[1:]), sched.config.num_train_timesteps,
+                                        seed, batch_number, train.independent_noise)
         lat_eps, noise, ts = lat_eps.to(device), noise.to(device), ts.to(device)
         vcfg = parts.vae.config
         shift = getattr(vcfg, "shift_factor", None) or 0.0
         z0, zt, tm, nm = {}, {}, {}, {}
         for j, m in enumerate(images):
-            mi = MEMBERS.index(m)
+            mi = member if m == "d" else torch.full((bsz,), MEMBERS.index(m), device=device)
             mean, std = dist.mean[j * bsz:(j + 1) * bsz].float(), dist.std[j * bsz:(j + 1) * bsz].float()
-            z0[m] = (mean + std * lat_eps[:, mi] - shift) * vcfg.scaling_factor
-            k = mi if train.independent_noise else 0
-            nm[m], tm[m] = noise[:, k], ts[:, k]
-            zt[m] = sched.add_noise(z0[m], nm[m], tm[m])
+            z0[m] = (mean + std * lat_eps[rows, mi] - shift) * vcfg.scaling_factor
+            k = mi if train.independent_noise else torch.zeros_like(mi)
+            nm[m], tm[m] = noise[rows, k], ts[rows, k]
+            noisy_with = nm[m]
+            if train.input_perturbation > 0 and m == "d":  # diffusers' --input_perturbation: the target stays ε
+                extra = torch.stack([torch.randn(nm[m].shape[1:], generator=row_generator(seed, batch_number, i,
+                                                                                          "perturb"))
+                                     for i in indices]).to(device)
+                noisy_with = nm[m] + train.input_perturbation * extra
+            zt[m] = sched.add_noise(z0[m], noisy_with, tm[m])
+        if "u" in passes:
+            zt["u"], tm["u"] = zt["d"], tm["d"]
+        # the denoised member is the positive under its own caption, unperturbed: reuse the vision pass
+        reuse = ("p" in passes and "d" in passes and bool((member == 1).all()) and train.input_perturbation == 0
+                 and torch.equal(hidden["d"], hidden["p"]))
+        run = [m for m in passes if not (reuse and m == "d")]
         in_dtype = torch.float32 if ("unet" in parts.trained and not parts.lora) else wd
-        unet_in = [(zt[i].to(in_dtype), tm[i], hidden[c].to(in_dtype)) for i, c in pairs]
+        unet_in = [(zt[m].to(in_dtype), tm[m], hidden[m].to(in_dtype)) for m in run]
         if train.batch_unet_passes:
             out = parts.unet(torch.cat([x[0] for x in unet_in]), torch.cat([x[1] for x in unet_in]),
                              torch.cat([x[2] for x in unet_in]), return_dict=False)[0]
-            preds = dict(zip(pairs, out.split(bsz), strict=True))
+            preds = dict(zip(run, out.split(bsz), strict=True))
         else:
-            preds = {pr: parts.unet(*x, return_dict=False)[0] for pr, x in zip(pairs, unet_in, strict=True)}
+            preds = {m: parts.unet(*x, return_dict=False)[0] for m, x in zip(run, unet_in, strict=True)}
+        if reuse:
+            preds["d"] = preds["p"]
         if weights["vision"] > 0:
-            terms["vision"] = vision_loss(preds[("a", "a")], preds[("p", "p")], preds[("n", "n")])
+            terms["vision"] = vision_loss(preds["a"], preds["p"], preds["n"], train.vision_reduction)
         if weights["denoise"] > 0:
-            pred = preds[("p", "a" if train.denoise_caption == "anchor" else "p")]
             ptype = sched.config.prediction_type
-            target = denoise_target(ptype, z0["p"], nm["p"], tm["p"], sched)
+            target = denoise_target(ptype, z0["d"], nm["d"], tm["d"], sched)
             snr = None
             if train.snr_gamma:
                 from diffusers.training_utils import compute_snr
 
-                snr = compute_snr(sched, tm["p"])
-            terms["denoise"] = denoise_loss(pred, target, snr, train.snr_gamma, ptype)
+                snr = compute_snr(sched, tm["d"])
+            if train.guidance_target > 0:
+                terms["denoise"] = guided_denoise_loss(preds["d"], preds["u"], target, train.guidance_target,
+                                                       train.uncond_weight, snr, train.snr_gamma, ptype)
+            else:
+                terms["denoise"] = denoise_loss(preds["d"], target, snr, train.snr_gamma, ptype)
     terms["loss"] = sum(weights[k] * v for k, v in terms.items())
     return terms
 
@@ -373,10 +478,10 @@ class TrainResult:
 
 def train_hash(cfg: Any, mode: str, base: str, data_dir: Path, init_lora: str | Path | None) -> str:
     """Hash of everything that shapes the weights (checkpoints made under another hash are not resumed)."""
-    t = dataclasses.asdict(cfg.train)
+    t = dataclasses.asdict(resolved_train(cfg))
     # Not hashed: options that do not change the weights, and max_train_steps (a run may be extended).
     for k in ("resume_from_checkpoint", "checkpointing_steps", "checkpoints_total_limit", "modes", "schedule",
-              "dataloader_num_workers", "max_train_steps"):
+              "dataloader_num_workers", "max_train_steps", "snapshot_steps", "control", "preset"):
         t.pop(k, None)
     return hash_obj({"train": t, "seed": cfg.run.seed, "mode": mode, "base": _provenance(base),
                      "data": _provenance(data_dir, "metadata.jsonl"), "init_lora": _provenance(init_lora)})
@@ -403,9 +508,9 @@ def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: st
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
-    train = cfg.train
+    check_options(cfg.train)
+    train = resolved_train(cfg)
     out_dir, data_dir = Path(out_dir), Path(data_dir)
-    check_options(train)
     weights = resolve_weights(mode, train.weights)
     accelerator = Accelerator(
         cpu=use_cpu(cfg),
@@ -436,13 +541,16 @@ def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: st
         ema.to(device)
         accelerator.register_for_checkpointing(ema)
 
-    triplets = read_triplets(data_dir)
-    dataset = TripletDataset(triplets, parts.tokenizer, train.resolution)
-    sampler = EpochSampler(len(dataset), seed)
+    triplets, selection = training_selection(cfg, train, weights, data_dir)
+    dataset = TripletDataset(triplets, parts.tokenizer, train.resolution, selection.items, train.denoise_caption)
+    sampler = EpochSampler(len(dataset), seed, weights=None if selection.uniform else selection.weights)
     loader = torch.utils.data.DataLoader(dataset, batch_size=train.train_batch_size, sampler=sampler,
                                          num_workers=train.dataloader_num_workers)
+    if train.num_train_epochs > 0:  # epochs -> optimizer steps (as diffusers' scripts count them)
+        batches = math.ceil(len(dataset) / (train.train_batch_size * accelerator.num_processes))
+        train.max_train_steps = train.num_train_epochs * math.ceil(batches / train.gradient_accumulation_steps)
     ref_ids = tokenize(parts.tokenizer, list(train.preserve_prompts)) if weights["preserve"] > 0 else None
-    optimizer = torch.optim.AdamW(params, lr=train.learning_rate, weight_decay=train.adam_weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=learning_rate_for(train, mode), weight_decay=train.adam_weight_decay)
     lr_scheduler = get_scheduler(train.lr_scheduler, optimizer,
                                  num_warmup_steps=train.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=train.max_train_steps * accelerator.num_processes)
@@ -504,6 +612,9 @@ def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: st
             progress.set_postfix(loss=f"{row['loss']:.4g}")
             if train.checkpointing_steps > 0 and global_step % train.checkpointing_steps == 0:
                 _checkpoint(accelerator, ckpt_dir, global_step, rows, thash, train.checkpoints_total_limit)
+            if global_step in train.snapshot_steps and global_step < train.max_train_steps:
+                _snapshot(accelerator, cfg, train, mode, base, data_dir, out_dir / f"step-{global_step}", parts,
+                          ema, params, weights, rows, global_step, selection, init_lora, origin)
             if global_step >= train.max_train_steps:
                 break
     progress.close()
@@ -515,8 +626,8 @@ def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: st
             ema.copy_to(params)
         keep = parts.adapters if parts.lora else parts.trained
         unwrapped = {n: accelerator.unwrap_model(getattr(parts, n)) for n in keep}
-        result.outputs = _save_outputs(cfg, mode, base, data_dir, out_dir, unwrapped, parts.lora,
-                                       weights, rows, global_step, len(triplets), init_lora or base,
+        result.outputs = _save_outputs(train, mode, base, data_dir, out_dir, unwrapped, parts.lora,
+                                       weights, rows, global_step, selection, init_lora or base,
                                        origin or base)
     accelerator.wait_for_everyone()
     del parts, optimizer, prepared
@@ -547,17 +658,50 @@ def _checkpoint(accelerator: Any, ckpt_dir: Path, step: int, rows: list[dict[str
     accelerator.wait_for_everyone()
 
 
-def _save_outputs(cfg: Any, mode: str, base: str, data_dir: Path, out_dir: Path, modules: dict[str, Any],
+def _snapshot(accelerator: Any, cfg: Any, train: Any, mode: str, base: str, data_dir: Path, folder: Path,
+              parts: Parts, ema: Any, params: list[torch.nn.Parameter], weights: dict[str, float],
+              rows: list[dict[str, Any]], step: int, selection: Any, init_lora: Any, origin: Any) -> None:
+    """A loadable model of the run so far at <out>/step-N (EMA weights when EMA is on), for step sweeps."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if ema is not None:
+            ema.store(params)
+            ema.copy_to(params)
+        keep = parts.adapters if parts.lora else parts.trained
+        unwrapped = {n: accelerator.unwrap_model(getattr(parts, n)) for n in keep}
+        _save_outputs(train, mode, base, data_dir, folder, unwrapped, parts.lora, weights, rows, step, selection,
+                      init_lora or base, origin or base)
+        if ema is not None:
+            ema.restore(params)
+        log.info("snapshot at step %d -> %s", step, folder)
+    accelerator.wait_for_everyone()
+
+
+def _save_outputs(train: Any, mode: str, base: str, data_dir: Path, out_dir: Path, modules: dict[str, Any],
                   lora: bool, weights: dict[str, float], rows: list[dict[str, Any]], steps: int,
-                  n_triplets: int, start: str | Path, origin: str) -> list[Path]:
+                  selection: Any, start: str | Path, origin: str) -> list[Path]:
     """Write the mode's weights (pipeline folder or LoRA), training_log.csv, loss.png and README.md."""
     saved = save_lora(out_dir, modules) if lora else save_pipeline(out_dir, base, modules)
     saved.append(outputs.write_log(out_dir / "training_log.csv", rows))
     saved.append(outputs.plot_loss(out_dir / "loss.png", rows, f"mode {mode}"))
     saved.append(outputs.write_model_card(
-        out_dir / "README.md", mode=mode, base=str(origin), data_dir=str(data_dir), n_triplets=n_triplets,
-        weights=weights, train=dataclasses.asdict(cfg.train), steps=steps, lora=lora, init_from=str(start)))
+        out_dir / "README.md", mode=mode, base=str(origin), data_dir=str(data_dir),
+        n_triplets=len({it.triplet for it in selection.items}), weights=weights, train=dataclasses.asdict(train),
+        steps=steps, lora=lora, init_from=str(start), n_samples=len(selection.items), dropped=selection.dropped))
     return saved
+
+
+def training_selection(cfg: Any, train: Any, weights: dict[str, float], data_dir: Path) -> tuple[list[Any], Any]:
+    """The triplets of `data_dir` and the samples this mode trains on (verification filter, cell weights)."""
+    from t2i_debias.augment.captions import CaptionComposer
+
+    triplets = read_triplets(data_dir, CaptionComposer.from_config(cfg.augment))
+    members = train.denoise_members if weights["denoise"] > 0 else "positive"
+    selection = select_items(triplets, members, ("a", "p", "n") if weights["vision"] > 0 else (),
+                             train.verified_only, train.balance, train.balance_by)
+    if selection.dropped:
+        log.info("verification filter: %s of %d triplets dropped", selection.dropped, len(triplets))
+    return triplets, selection
 
 
 def save_pipeline(out_dir: Path, base: str, modules: dict[str, Any]) -> list[Path]:
@@ -598,14 +742,14 @@ def train_stage(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: s
 
     state = PartialState(cpu=use_cpu(cfg))
     out_dir, data_dir = Path(out_dir), Path(data_dir)
-    stage = Stage(name=f"models/{mode}", folder=out_dir,
+    stage = Stage(name=f"models/{out_dir.name}", folder=out_dir,
                   config={"train": train_hash(cfg, mode, base, data_dir, init_lora),
                           "max_train_steps": cfg.train.max_train_steps},
                   inputs=[data_dir / "metadata.jsonl"] + ([prev_manifest] if prev_manifest else []))
     complete = stage.is_complete() and not force
     state.wait_for_everyone()
     if complete:
-        log.info("[models/%s] complete (manifest matches) - skipping; use --force to rerun", mode)
+        log.info("[models/%s] complete (manifest matches) - skipping; use --force to rerun", out_dir.name)
         return False
     if state.is_main_process:
         stage.begin()
@@ -613,13 +757,30 @@ def train_stage(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: s
     result = train_mode(cfg, mode, base, data_dir, out_dir, init_lora, origin)
     if state.is_main_process:
         stage.finish(result.outputs, {"steps": result.steps, "weights": result.weights, "base": str(base)})
-        log.info("[models/%s] done -> %s", mode, out_dir)
+        log.info("[models/%s] done -> %s", out_dir.name, out_dir)
     state.wait_for_everyone()
     return True
 
 
+def control_config(cfg: Any, mode: str) -> Any:
+    """The control's config: the same [train] options, but only the biased anchors (own, neutral captions)
+    are denoised, unweighted; lang and vision are off (they need the counterfactual members)."""
+    c = copy.deepcopy(cfg)
+    t = c.train
+    w = resolve_weights(mode, t.weights)
+    t.weights = {"denoise": w["denoise"] or 1.0, "lang": 0.0, "vision": 0.0, "preserve": w["preserve"]}
+    t.denoise_members, t.balance = "anchor", "none"
+    return c
+
+
+def train_control(cfg: Any, base: str, data_dir: Path, out_dir: Path, mode: str, force: bool = False) -> bool:
+    """models/control: `mode` trained from `base` with `control_config` (a runs.Stage, like every mode)."""
+    return train_stage(control_config(cfg, mode), mode, base, data_dir, out_dir, force=force, origin=base)
+
+
 def run_stage(cfg: Any, force: bool = False) -> None:
-    """Train every mode of the config into <run_dir>/models/<mode>/ (sequential or joint schedule)."""
+    """Train every mode of the config into <run_dir>/models/<mode>/ (sequential or joint schedule), and
+    models/control when `[train] control`."""
     from t2i_debias.models import base_model
 
     base = base_model(cfg)
@@ -634,3 +795,5 @@ def run_stage(cfg: Any, force: bool = False) -> None:
                     init_lora=prev if (lora and prev is not None) else None,
                     prev_manifest=(prev / "_manifest.json") if prev is not None else None, origin=base)
         prev = out
+    if cfg.train.control:
+        train_control(cfg, base, data_dir, models_dir / "control", modes_to_run(cfg.train)[-1], force=force)

@@ -1,4 +1,4 @@
-"""The four training losses of the contrastive fine-tuning (DESIGN.md §2), as pure tensor functions.
+"""The training losses of the contrastive fine-tuning (DESIGN.md §2), as pure tensor functions.
 
 Each takes already-computed embeddings / predictions, so it can be checked by hand on small tensors;
 `t2i_debias.train.engine` decides which forward passes to run for each loss.
@@ -46,6 +46,19 @@ def denoise_loss(pred: torch.Tensor, target: torch.Tensor, snr: torch.Tensor | N
     return (per_sample * min_snr_weights(snr.float(), snr_gamma, prediction_type)).mean()
 
 
+def guided_denoise_loss(pred_c: torch.Tensor, pred_u: torch.Tensor, target: torch.Tensor, guidance: float,
+                        uncond_weight: float = 1.0, snr: torch.Tensor | None = None, snr_gamma: float = 0.0,
+                        prediction_type: str = "epsilon") -> torch.Tensor:
+    """MSE(ε_u + w·(ε_c − ε_u), target) + λ_u·MSE(ε_u, target): train the prediction that guided sampling
+    at scale w uses, and keep the unconditional branch a denoiser (`guidance_target = w`, `uncond_weight = λ_u`)."""
+    pred_c, pred_u = pred_c.float(), pred_u.float()
+    guided = pred_u + guidance * (pred_c - pred_u)
+    loss = denoise_loss(guided, target, snr, snr_gamma, prediction_type)
+    if uncond_weight > 0:
+        loss = loss + uncond_weight * denoise_loss(pred_u, target, snr, snr_gamma, prediction_type)
+    return loss
+
+
 def lang_loss(e_a: torch.Tensor, e_p: torch.Tensor, e_n: torch.Tensor, similarity: str = "tokens") -> torch.Tensor:
     """mean((cos(E_a, E_p) − cos(E_a, E_n))²): the neutral caption equally close to both demographic captions.
 
@@ -67,14 +80,20 @@ def lang_loss(e_a: torch.Tensor, e_p: torch.Tensor, e_n: torch.Tensor, similarit
     return (diff**2).mean()
 
 
-def vision_loss(eps_a: torch.Tensor, eps_p: torch.Tensor, eps_n: torch.Tensor) -> torch.Tensor:
-    """(1 − MSE(ε_p, ε_n))² + MSE(ε_p, ε_a)², with each MSE taken per triplet, then averaged over the batch.
+def vision_loss(eps_a: torch.Tensor, eps_p: torch.Tensor, eps_n: torch.Tensor,
+                reduction: str = "triplet") -> torch.Tensor:
+    """(1 − MSE(ε_p, ε_n))² + MSE(ε_p, ε_a)².
 
-    Per triplet (not over the whole batch) so the loss, and so the training, does not depend on how a
-    batch is split across processes; with one triplet per batch it is the reference formula exactly.
+    `triplet`: each MSE per triplet, the formula per triplet, then the batch mean, so training does not
+    depend on how a batch is split across processes. `batch` (upstream's code): each MSE over the whole
+    batch, then the formula once. The two agree for one triplet per batch.
     """
-    dims = list(range(1, eps_p.ndim))
+    if reduction not in ("triplet", "batch"):
+        raise ValueError(f"vision_reduction must be triplet | batch, got {reduction!r}")
     eps_a, eps_p, eps_n = eps_a.float(), eps_p.float(), eps_n.float()
+    if reduction == "batch":
+        return (1.0 - F.mse_loss(eps_p, eps_n)) ** 2 + F.mse_loss(eps_p, eps_a) ** 2
+    dims = list(range(1, eps_p.ndim))
     mse_pn = ((eps_p - eps_n) ** 2).mean(dim=dims)
     mse_pa = ((eps_p - eps_a) ** 2).mean(dim=dims)
     return ((1.0 - mse_pn) ** 2 + mse_pa**2).mean()

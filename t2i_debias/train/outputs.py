@@ -84,15 +84,23 @@ def plot_loss(path: Path, rows: list[dict[str, Any]], title: str) -> Path:
 
 
 def model_card(mode: str, base: str, data_dir: str, n_triplets: int, weights: dict[str, float],
-               train: dict[str, Any], steps: int, lora: bool, init_from: str | None) -> str:
-    """The README.md of a trained mode: what it was trained from, on what, with which losses."""
+               train: dict[str, Any], steps: int, lora: bool, init_from: str | None, n_samples: int | None = None,
+               dropped: dict[str, int] | None = None) -> str:
+    """The README.md of a trained mode: what it was trained from, on what, with which losses and guidance."""
     active = {k: v for k, v in weights.items() if v > 0}
     loss = " + ".join(f"{v:g}·{k}" for k, v in active.items())
+    w = float(train.get("guidance_target") or 0.0)
+    guidance = (f"trained for classifier-free guidance **{w:g}** (`guidance_target`): sample it at "
+                f"guidance_scale = {w:g}; at other scales it is not what was trained" if w > 0 else
+                "not tied to a guidance scale (`guidance_target` off)")
+    filt = ", ".join(f"{n} {k}" for k, n in (dropped or {}).items()) or "none"
     load = (f'pipe = StableDiffusionPipeline.from_pretrained("{base}")\npipe.load_lora_weights("<this folder>")'
             if lora else 'pipe = StableDiffusionPipeline.from_pretrained("<this folder>")')
     keys = ["resolution", "train_batch_size", "gradient_accumulation_steps", "learning_rate", "lr_scheduler",
             "lr_warmup_steps", "max_grad_norm", "mixed_precision", "use_ema", "lora_rank", "independent_noise",
-            "denoise_caption", "lang_similarity", "snr_gamma"]
+            "denoise_members", "denoise_caption", "attribute_share", "caption_dropout", "verified_only", "balance",
+            "balance_by", "guidance_target", "uncond_weight", "input_perturbation", "random_flip",
+            "lang_similarity", "vision_reduction", "snr_gamma", "preset"]
     hp = "\n".join(f"| {k} | {train.get(k)!r} |" for k in keys)
     return f"""---
 base_model: {base}
@@ -108,6 +116,8 @@ Contrastive fine-tuning of {'the text encoder' if mode == 'text' else 'the U-Net
 - **Base model:** `{base}`{f' (this mode started from `{init_from}`)' if init_from and init_from != base else ''}
 - **Data:** `{data_dir}`: {n_triplets} counterfactual triplets (anchor, positive, negative)
 - **Loss:** {loss}
+- **Guidance:** {guidance}
+- **Samples:** {n_samples if n_samples is not None else n_triplets} denoise samples; dropped by the verification filter: {filt}
 - **Steps:** {steps} optimizer steps
 - **Weights:** {'LoRA adapters (rank ' + str(train.get('lora_rank')) + ')' if lora else 'full diffusers pipeline'}
 
