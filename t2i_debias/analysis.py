@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from t2i_debias.attributes import AGE_GROUPS, GENDERS, RACES, SHEN4, SHEN4_CLASSES, STATUS_OK
+from t2i_debias.errors import MissingInputError
 from t2i_debias.metrics import bias
 from t2i_debias.runs import Stage, atomic_open, atomic_write_csv, atomic_write_json
 from t2i_debias.runs import run_stage as run_stage_folder
@@ -192,7 +193,7 @@ def run_stage(cfg: Any, force: bool = False) -> None:
     """Pipeline entry: labels/labels.csv -> analysis/ (with a manifest)."""
     labels_csv = cfg.run_dir / "labels" / "labels.csv"
     if not labels_csv.exists():
-        raise FileNotFoundError(f"{labels_csv} not found: run the labels stage first "
+        raise MissingInputError(f"{labels_csv} not found: run the labels stage first "
                                 "(mpii_dataset/generate_mpii_prediction_race.py)")
     races = race_classes_for(cfg)
     stage = Stage("analysis", cfg.run_dir / "analysis",
