@@ -305,12 +305,12 @@ def quality_for(cfg: Any, names: list[str], out_dir: Path) -> list[Path]:
 
 def run_stage(cfg: Any, force: bool = False) -> None:
     """Quality of every generated model: FID/KID against `quality.reference`, CLIP-T, CLIP-I vs base."""
-    from t2i_debias.generate import models_to_evaluate
+    from t2i_debias.generate import finished_generated, models_to_evaluate
     from t2i_debias.runs import run_stage as _run_stage
 
     q = cfg.quality
     gen_root = cfg.run_dir / "generated"
-    names = [n for n in models_to_evaluate(cfg) if (gen_root / n / "metadata.csv").is_file()]
+    names = finished_generated(cfg, models_to_evaluate(cfg))
     inputs = [gen_root / n / "metadata.csv" for n in names]
     if q.reference:
         inputs.append(Path(q.reference))
