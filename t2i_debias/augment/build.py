@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
 from t2i_debias import models
@@ -39,6 +39,7 @@ from t2i_debias.augment.captions import CaptionComposer
 from t2i_debias.augment.counterfactual import CounterfactualChooser, Demographics
 from t2i_debias.config import Config
 from t2i_debias.generate import generate_images, model_fingerprint
+from t2i_debias.image_files import ImageReadError, open_rgb
 from t2i_debias.models import load_pipeline, resolve_device
 from t2i_debias.runs import (
     Stage,
@@ -381,14 +382,13 @@ def _build_chunk(chunk: list[PlannedTriplet], out_dir: Path, images_dir: Path, p
     for t in chunk:
         try:
             src = safe_join(images_dir, t.person.image)
-            with Image.open(src) as im:
-                anchor = crop_anchor(im, t.person, settings.resolution, settings.crop_scale, settings.crop_shift)
-        except FileNotFoundError:
-            entries.append({"person_id": t.person_id, "key": keys[t.person_id], "skipped": "missing_image"})
+            anchor = crop_anchor(open_rgb(src), t.person, settings.resolution, settings.crop_scale, settings.crop_shift)
+        except ImageReadError as e:  # recorded skip: status (missing_image, too_large, truncated, ...) and file
+            reason = e.status if e.status == "missing_image" else f"{e.status}: {e}"
+            entries.append({"person_id": t.person_id, "key": keys[t.person_id], "skipped": reason})
             continue
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            entries.append({"person_id": t.person_id, "key": keys[t.person_id],
-                            "skipped": f"unreadable_image: {type(e).__name__}: {e}"})
+        except ValueError as e:  # safe_join: an image name escaping the images folder
+            entries.append({"person_id": t.person_id, "key": keys[t.person_id], "skipped": f"bad_image_path: {e}"})
             continue
         atomic_save_image(out_dir / t.file_name("anchor"), anchor)
         live.append(t)

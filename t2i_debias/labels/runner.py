@@ -216,7 +216,7 @@ def classify_items(classifier: DemographicClassifier, items: Sequence[Item], bat
             try:
                 image = cache.get(item.path)
             except ImageLoadError as e:
-                log.debug("%s", e)
+                (log.debug if e.status == "missing_image" else log.warning)("skipped (%s): %s", e.status, e)
                 results[i] = Result(Prediction(status=e.status))
                 bar.update(1)
                 continue
