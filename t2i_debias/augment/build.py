@@ -38,6 +38,7 @@ from t2i_debias.attributes import STATUS_OK
 from t2i_debias.augment.captions import CaptionComposer
 from t2i_debias.augment.counterfactual import CounterfactualChooser, Demographics
 from t2i_debias.config import Config
+from t2i_debias.errors import InputError
 from t2i_debias.generate import generate_images, model_fingerprint
 from t2i_debias.image_files import ImageReadError, open_rgb
 from t2i_debias.models import load_pipeline, resolve_device
@@ -50,6 +51,7 @@ from t2i_debias.runs import (
     safe_join,
 )
 from t2i_debias.runs import run_stage as _run_stage
+from t2i_debias.tables import read_csv
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ PERSONS_COLUMNS = ("person_id", "image", "head_x1", "head_y1", "head_x2", "head_
 LABELS_COLUMNS = ("person_id", "occupation", "status", "gender", "race", "age_group")
 
 
-class AugmentInputError(ValueError):
+class AugmentInputError(InputError):
     """persons.csv / labels.csv content that cannot be used; the message names the file and line."""
 
 
@@ -104,11 +106,7 @@ def _floats(row: pd.Series, cols: Sequence[str], where: str) -> tuple[float, ...
 def _read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     if not path.is_file():
         raise AugmentInputError(f"missing input {path} (run the earlier stages first)")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise AugmentInputError(f"{path}: missing columns {missing}")
-    return df
+    return read_csv(path, columns, error=AugmentInputError)  # names the file (and line) for encoding and columns
 
 
 def load_people(persons_csv: str | Path, labels_csv: str | Path, heldout: Sequence[str] = ()

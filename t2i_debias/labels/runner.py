@@ -253,14 +253,11 @@ def classify_files(classifier: DemographicClassifier, paths: Sequence[str | Path
 
 # ----------------------------------------------------------------------------- persons.csv -> labels.csv
 def read_persons(path: str | Path) -> list[dict[str, str]]:
-    """Rows of persons.csv as strings; a missing column is an error naming the file."""
-    import pandas as pd
+    """Rows of persons.csv as strings; bad encoding, a missing column or a duplicate person_id is an error
+    naming the file (and line)."""
+    from t2i_debias.tables import read_csv
 
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in PERSON_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; expected at least {list(PERSON_COLUMNS)}")
-    return df.to_dict("records")
+    return read_csv(path, PERSON_COLUMNS, unique="person_id").to_dict("records")
 
 
 def person_box(row: dict[str, str], where: str) -> Box | None:
