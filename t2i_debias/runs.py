@@ -7,6 +7,7 @@ so a killed run never leaves a half-written file; the manifest is written last.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
+
+from t2i_debias.errors import UserError
 
 MANIFEST = "_manifest.json"
 TRACKED_PACKAGES = (
@@ -44,6 +47,13 @@ STAGE_DIRS: dict[str, str] = {
 
 
 # ----------------------------------------------------------------------------- atomic writes
+class DiskFullError(UserError, OSError):
+    """A write that ran out of disk space (or quota); the message names the file being written."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def _file_mode() -> int:
     """Mode of a newly created file under the current umask (mkstemp would make it owner-only 0600)."""
     mask = os.umask(0)
@@ -68,9 +78,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) and not isinstance(e, DiskFullError):
+            raise DiskFullError(e.errno, f"no space left on the disk writing {path} ({e.strerror}); free space "
+                                "and rerun: finished outputs are intact, the stage resumes") from e
         raise
 
 
@@ -196,6 +209,31 @@ class Staged:
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / STAGING_MARK).touch()
         return self.path
+
+    def link_from_dest(self, copy: Iterable[str] = ()) -> int:
+        """Hard-link the files of `dest` that the staging folder lacks (its manifest excepted); the names in
+        `copy` (files appended to in place, like a journal) are copied instead. Returns how many."""
+        import shutil
+
+        copy = set(copy)
+        n = 0
+        if not self.dest.is_dir():
+            return 0
+        for f in sorted(self.dest.rglob("*")):
+            rel = f.relative_to(self.dest)
+            target = self.path / rel
+            if not f.is_file() or f.name in (MANIFEST, STAGING_MARK) or target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if rel.as_posix() in copy:
+                shutil.copy2(f, target)
+            else:
+                try:
+                    os.link(f, target)
+                except OSError:
+                    shutil.copy2(f, target)
+            n += 1
+        return n
 
     def commit(self) -> Path:
         """Swap the staging folder in for `dest` (one rename) and drop the old version."""

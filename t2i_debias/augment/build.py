@@ -19,7 +19,6 @@ Output `<run_dir>/enriched/`: images/{anchor,positive,negative}/<person_id>.png,
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -44,6 +43,7 @@ from t2i_debias.image_files import ImageReadError, open_rgb
 from t2i_debias.models import load_pipeline, resolve_device
 from t2i_debias.runs import (
     Stage,
+    Staged,
     atomic_save_image,
     atomic_write_csv,
     atomic_write_text,
@@ -468,7 +468,8 @@ def _stage_config(cfg: Config, generator: str) -> dict[str, Any]:
 def run_stage(cfg: Config, force: bool = False) -> None:
     """Build <run_dir>/enriched/ from mpii/persons.csv + labels/labels.csv; skip when the manifest matches.
 
-    `force` also discards the journal, so every image is generated again.
+    The journal is kept under `force` too (its entries are keyed by everything that shapes a triplet, like
+    the labels cache); delete enriched/ to generate every image again.
     """
     a = cfg.augment
     generator = models.resolve_model(a.generator, cfg) if a.generator else models.base_model(cfg)
@@ -480,9 +481,6 @@ def run_stage(cfg: Config, force: bool = False) -> None:
     stage = Stage("enriched", out_dir, _stage_config(cfg, generator), inputs=[persons_csv, labels_csv])
 
     def body(stage: Stage) -> tuple[list[Path], dict[str, Any]]:
-        if force:
-            with contextlib.suppress(FileNotFoundError):
-                (out_dir / JOURNAL).unlink()
         if a.resolution <= 0 or a.max_tries < 1:
             raise ValueError(f"[augment] resolution and max_tries must be positive (got {a.resolution}, {a.max_tries})")
         people, dropped = load_people(persons_csv, labels_csv, cfg.prompts.heldout)
@@ -502,7 +500,13 @@ def run_stage(cfg: Config, force: bool = False) -> None:
             classifier.describe() if classifier is not None else None, a.change_age,
         )
         pipe = load_pipeline(generator, device, a.dtype) if plan else None
-        stats = build_enriched(plan, out_dir, cfg.mpii.images_dir, pipe, settings, a.batch_size, classifier)
+        # The new version is built beside the finished one (which stays intact until it is complete), reusing
+        # its images through hard links and a copy of its journal; then one rename swaps it in.
+        staged = Staged(out_dir)
+        work = staged.open(resume=True)
+        staged.link_from_dest(copy=(JOURNAL,))
+        stats = build_enriched(plan, work, cfg.mpii.images_dir, pipe, settings, a.batch_size, classifier)
+        staged.commit()
         stats["dropped_inputs"] = dropped
         return [out_dir / METADATA, out_dir / SKIPPED, out_dir / "images"], stats
 
