@@ -24,7 +24,7 @@ import pandas as pd
 from t2i_debias.attributes import AGE_GROUPS, GENDERS, RACES, SHEN4, SHEN4_CLASSES, STATUS_OK
 from t2i_debias.errors import InputError, MissingInputError
 from t2i_debias.metrics import bias
-from t2i_debias.runs import Stage, atomic_open, atomic_write_csv, atomic_write_json
+from t2i_debias.runs import Stage, atomic_open, atomic_write_csv, atomic_write_json, require_finished
 from t2i_debias.runs import run_stage as run_stage_folder
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,7 @@ def run_stage(cfg: Any, force: bool = False) -> None:
     if not labels_csv.exists():
         raise MissingInputError(f"{labels_csv} not found: run the labels stage first "
                                 "(mpii_dataset/generate_mpii_prediction_race.py)")
+    require_finished(labels_csv.parent, "labels", cfg.run_dir)  # a labels.csv the labels stage finished
     races = race_classes_for(cfg)
     stage = Stage("analysis", cfg.run_dir / "analysis",
                   config={**cfg.section_dict("analysis"), "race_classes": list(races)}, inputs=[labels_csv])

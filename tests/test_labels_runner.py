@@ -19,6 +19,7 @@ from t2i_debias.labels import runner
 from t2i_debias.labels.base import Prediction
 from t2i_debias.labels.clip_backend import ClipClassifier, label_prompts
 from t2i_debias.labels.crops import expand_box, make_crop
+from t2i_debias.runs import Stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,6 +189,7 @@ def test_run_stage_writes_manifest_and_skips(tmp_path: Path, tiny_clip: Path) ->
     cfg.run.root, cfg.run.name = str(tmp_path), "run"
     (cfg.run_dir / "mpii").mkdir(parents=True)
     (cfg.run_dir / "mpii" / "persons.csv").write_bytes(persons.read_bytes())
+    Stage("mpii", cfg.run_dir / "mpii", {}).finish([cfg.run_dir / "mpii" / "persons.csv"])
     cfg.mpii.images_dir = str(images)
     cfg.labels.backend, cfg.labels.clip_model, cfg.run.device = "clip", str(tiny_clip), "cpu"
     runner.run_stage(cfg)

@@ -48,6 +48,7 @@ from t2i_debias.runs import (
     atomic_write_csv,
     atomic_write_text,
     hash_obj,
+    require_finished,
     safe_join,
 )
 from t2i_debias.runs import run_stage as _run_stage
@@ -481,6 +482,9 @@ def run_stage(cfg: Config, force: bool = False) -> None:
     stage = Stage("enriched", out_dir, _stage_config(cfg, generator), inputs=[persons_csv, labels_csv])
 
     def body(stage: Stage) -> tuple[list[Path], dict[str, Any]]:
+        for folder, producer in ((persons_csv.parent, "mpii"), (labels_csv.parent, "labels")):
+            if folder.exists():  # a missing input file gets load_people's message
+                require_finished(folder, producer, run_dir)
         if a.resolution <= 0 or a.max_tries < 1:
             raise ValueError(f"[augment] resolution and max_tries must be positive (got {a.resolution}, {a.max_tries})")
         people, dropped = load_people(persons_csv, labels_csv, cfg.prompts.heldout)

@@ -25,7 +25,7 @@ from PIL import Image
 from t2i_debias.attributes import STATUS_OK
 from t2i_debias.labels.base import Box, DemographicClassifier, Prediction
 from t2i_debias.labels.crops import ImageLoadError, image_sha256, load_image, make_crop, valid_box
-from t2i_debias.runs import Stage, atomic_write_csv, hash_obj, safe_join
+from t2i_debias.runs import Stage, atomic_write_csv, hash_obj, require_finished, safe_join
 from t2i_debias.runs import run_stage as run_stage_folder
 
 log = logging.getLogger(__name__)
@@ -331,6 +331,7 @@ def run_stage(cfg: Any, force: bool = False) -> None:
     persons_csv = cfg.run_dir / "mpii" / "persons.csv"
     if not persons_csv.exists():
         raise FileNotFoundError(f"{persons_csv} not found: run the mpii stage first (mpii_dataset/load_dataset.py)")
+    require_finished(persons_csv.parent, "mpii", cfg.run_dir)  # a persons.csv the mpii stage finished
     config = {**cfg.section_dict("labels"), "images_dir": str(Path(cfg.mpii.images_dir).resolve()),
               "smoke": cfg.run.smoke}
     stage = Stage("labels", cfg.run_dir / "labels", config=config, inputs=[persons_csv])
