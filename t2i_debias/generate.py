@@ -282,6 +282,13 @@ class _Dist:
             self.state.wait_for_everyone()
 
 
+def generation_record(model_name: str, num_inference_steps: int, guidance_scale: float, height: int | None,
+                      width: int | None, base_seed: int) -> dict[str, Any]:
+    """The settings every image of a folder shares (in each PNG and in generation.json)."""
+    return {"model": model_name, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
+            "height": height, "width": width, "base_seed": base_seed}
+
+
 def generate_folder(load_pipe: Callable[[], Any], out_dir: str | Path, prompts: pd.DataFrame, model_name: str,
                     n_per_prompt: int, base_seed: int, batch_size: int, num_inference_steps: int,
                     guidance_scale: float, height: int | None = None, width: int | None = None,
@@ -300,8 +307,7 @@ def generate_folder(load_pipe: Callable[[], Any], out_dir: str | Path, prompts: 
                          f"{num_inference_steps}, {batch_size})")
     dist = _Dist(state)
     jobs = make_jobs(prompts, n_per_prompt, base_seed)
-    gen = {"model": model_name, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
-           "height": height, "width": width, "base_seed": base_seed}
+    gen = generation_record(model_name, num_inference_steps, guidance_scale, height, width, base_seed)
     settings = {**gen, **(settings or {})}
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -406,8 +412,7 @@ def generate_model(cfg: Any, name: str, spec: str, force: bool = False, state: A
     dtype = resolve_dtype(g.dtype, device)
     size = g.resolution or None
     settings = {"fingerprint": config["fingerprint"], "dtype": str(dtype)}
-    gen = {"model": name, "num_inference_steps": g.num_inference_steps, "guidance_scale": g.guidance_scale,
-           "height": size, "width": size, "base_seed": g.base_seed}
+    gen = generation_record(name, g.num_inference_steps, g.guidance_scale, size, size, g.base_seed)
     # Resuming an unfinished folder (no manifest) that these settings only add to happens in place; any
     # change to a finished folder (--force, other settings or prompts, more images) is built beside it.
     in_place = not force and not (out_dir / MANIFEST).exists() and _extends(out_dir, {**gen, **settings}, prompts)
