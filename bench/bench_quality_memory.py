@@ -47,7 +47,7 @@ def make_run(root: Path, n: int, resolution: int) -> Path:
     return root
 
 
-def child(root: Path) -> None:
+def child(root: Path, fid: bool = True) -> None:
     """Run the quality stage on `root` (called in the measured process)."""
     from t2i_debias.cli import setup_env
 
@@ -60,14 +60,14 @@ def child(root: Path) -> None:
 
     cfg = Config()
     cfg.run.root, cfg.run.name, cfg.run.smoke = str(root), "r", True
-    cfg.quality.reference, cfg.quality.inception = str(root / "ref"), "random"
+    cfg.quality.reference, cfg.quality.inception = (str(root / "ref") if fid else ""), "random"
     cfg.quality.batch_size, cfg.quality.kid_subset_size = 16, 10
     quality.run_stage(cfg)
 
 
-def max_rss_mb(root: Path) -> float:
+def max_rss_mb(root: Path, fid: bool = True) -> float:
     """Max RSS of the quality stage on `root`, as /usr/bin/time -v reports it."""
-    r = subprocess.run(["/usr/bin/time", "-v", sys.executable, __file__, "--child", str(root)],
+    r = subprocess.run(["/usr/bin/time", "-v", sys.executable, __file__, "--child", str(root)] + ([] if fid else ["--no_fid"]),
                        capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-3000:])
@@ -79,16 +79,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs=2, default=[30, 300])
     ap.add_argument("--resolution", type=int, default=512)
+    ap.add_argument("--no_fid", action="store_true", help="CLIP-T only (no Inception): the same images, far less CPU")
     ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
-        return child(args.child)
+        return child(args.child, fid=not args.no_fid)
     peaks = {}
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
-            peaks[n] = max_rss_mb(make_run(Path(tmp), n, args.resolution))
+            peaks[n] = max_rss_mb(make_run(Path(tmp), n, args.resolution), fid=not args.no_fid)
     a, b = args.sizes
-    print(f"quality stage max RSS at {args.resolution}x{args.resolution}: {a} images {peaks[a]:.0f} MB, "
+    print(f"quality stage ({'CLIP-T only' if args.no_fid else 'FID/KID + CLIP-T'}) max RSS at {args.resolution}x{args.resolution}: {a} images {peaks[a]:.0f} MB, "
           f"{b} images {peaks[b]:.0f} MB; ratio {peaks[b] / peaks[a]:.2f} "
           f"(+{(peaks[b] - peaks[a]) / (b - a) * 1024:.0f} KB per extra image)")
 
