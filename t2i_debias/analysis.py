@@ -22,8 +22,9 @@ from typing import Any
 import pandas as pd
 
 from t2i_debias.attributes import AGE_GROUPS, GENDERS, RACES, SHEN4, SHEN4_CLASSES, STATUS_OK
+from t2i_debias.errors import InputError, MissingInputError
 from t2i_debias.metrics import bias
-from t2i_debias.runs import Stage, atomic_open, atomic_write_csv, atomic_write_json
+from t2i_debias.runs import Stage, atomic_open, atomic_write_csv, atomic_write_json, require_finished
 from t2i_debias.runs import run_stage as run_stage_folder
 
 log = logging.getLogger(__name__)
@@ -167,11 +168,32 @@ def race_classes_for(cfg: Any) -> tuple[str, ...]:
     return RACES
 
 
+LABELS_REQUIRED: tuple[str, ...] = ("person_id", "occupation", "status", "gender", "race", "age_group")
+
+
+def read_labels(labels_csv: str | Path, race_classes: tuple[str, ...] = RACES) -> pd.DataFrame:
+    """labels.csv checked for what the analysis counts: UTF-8, the columns, one row per person, and known
+    classes on every `ok` row; each problem is an InputError naming the file and the line."""
+    from t2i_debias.tables import read_csv
+
+    df = read_csv(labels_csv, LABELS_REQUIRED, unique="person_id",
+                  dtype={c: str for c in LABELS_REQUIRED if c != "person_id"} | {"person_id": str})
+    vocab = {"gender": GENDERS, "race": tuple(race_classes), "age_group": AGE_GROUPS}
+    for i, row in enumerate(df[["status", *vocab]].to_dict("records")):
+        if row["status"] != STATUS_OK:
+            continue
+        for col, classes in vocab.items():
+            v = row[col]
+            if v and v not in classes:  # empty: not predicted (counted as unknown)
+                raise InputError(f"{labels_csv}:{i + 2}: unknown {col} {v!r} on an ok row; expected one of "
+                                 f"{list(classes)} (set [analysis] race_classes for another race vocabulary)")
+    return df
+
+
 def analyze_folder(labels_csv: str | Path, out_dir: str | Path, race_classes: tuple[str, ...] = RACES,
                    min_count: int = 1) -> list[Path]:
     """Write every analysis output for one labels.csv; return their paths."""
-    df = pd.read_csv(labels_csv, dtype={"occupation": str, "status": str, "gender": str, "race": str,
-                                        "age_group": str}, keep_default_na=False)
+    df = read_labels(labels_csv, race_classes)
     try:
         by_occ, skips, summary = analyze_labels(df, race_classes)
     except ValueError as e:
@@ -192,8 +214,9 @@ def run_stage(cfg: Any, force: bool = False) -> None:
     """Pipeline entry: labels/labels.csv -> analysis/ (with a manifest)."""
     labels_csv = cfg.run_dir / "labels" / "labels.csv"
     if not labels_csv.exists():
-        raise FileNotFoundError(f"{labels_csv} not found: run the labels stage first "
+        raise MissingInputError(f"{labels_csv} not found: run the labels stage first "
                                 "(mpii_dataset/generate_mpii_prediction_race.py)")
+    require_finished(labels_csv.parent, "labels", cfg.run_dir)  # a labels.csv the labels stage finished
     races = race_classes_for(cfg)
     stage = Stage("analysis", cfg.run_dir / "analysis",
                   config={**cfg.section_dict("analysis"), "race_classes": list(races)}, inputs=[labels_csv])

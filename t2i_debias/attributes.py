@@ -29,11 +29,18 @@ ATTRIBUTE_CLASSES: dict[str, tuple[str, ...]] = {
 STATUS_OK = "ok"
 # A classifier whose cues disagree (e.g. the toy world's hair vs clothes) says so instead of guessing.
 STATUS_AMBIGUOUS = "ambiguous"
+# Why an image file could not be used (t2i_debias.image_files): a recorded skip in a per-row stage.
+STATUS_MISSING_IMAGE = "missing_image"
+STATUS_TOO_LARGE = "too_large"  # PIL's decompression-bomb guard: the header claims too many pixels
+STATUS_TRUNCATED = "truncated"
+STATUS_NOT_AN_IMAGE = "not_an_image"
+STATUS_UNREADABLE = "unreadable_image"  # any other decode error
+IMAGE_STATUSES: tuple[str, ...] = (STATUS_MISSING_IMAGE, STATUS_TOO_LARGE, STATUS_TRUNCATED, STATUS_NOT_AN_IMAGE,
+                                   STATUS_UNREADABLE)
 SKIP_STATUSES: tuple[str, ...] = (
     "no_face",
     STATUS_AMBIGUOUS,
-    "unreadable_image",
-    "missing_image",
+    *IMAGE_STATUSES,
     "multiple_faces",
 )
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from t2i_debias.config import (
+    RANGES,
     SECTIONS,
     Config,
     ConfigError,
@@ -24,7 +25,9 @@ from t2i_debias.config import (
     coerce,
     field_types,
     load_config,
+    validate,
 )
+from t2i_debias.errors import UserError
 
 log = logging.getLogger("t2i_debias")
 
@@ -49,8 +52,8 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
-def _help(default: Any, doc: str = "") -> str:
-    return f"{doc} (default: {default!r})".strip()
+def _help(default: Any, doc: str = "", allowed: str = "") -> str:
+    return f"{doc} {'range ' + allowed + ' ' if allowed else ''}(default: {default!r})".strip()
 
 
 def add_section_flags(parser: argparse.ArgumentParser, section: str, primary: bool) -> None:
@@ -62,7 +65,9 @@ def add_section_flags(parser: argparse.ArgumentParser, section: str, primary: bo
         flag = f"--{name}" if primary else f"--{section}.{name}"
         dest = f"cfg__{section}__{name}"
         default = getattr(defaults, name)
-        kw: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": _help(default)}
+        rng = RANGES.get(section, {}).get(name)
+        kw: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS,
+                              "help": _help(default, allowed=rng.text() if rng else "").replace("%", "%%")}
         origin = typing.get_origin(typ)
         if typ is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
@@ -106,9 +111,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
             value = _parse_kv(value, typ, f"--{name}")
         setattr(cfg.sections[section], name, coerce(value, typ, f"flag --{name}"))
     if args.run_dir is not None:
-        cfg.run.root = str(Path(args.run_dir).parent)
-        cfg.run.name = Path(args.run_dir).name
-    return cfg
+        run_dir = Path(args.run_dir) if Path(args.run_dir).name else Path(args.run_dir).resolve()
+        cfg.run.root, cfg.run.name = str(run_dir.parent), run_dir.name
+    return validate(cfg, "command line" if args.config is None else f"{args.config} + command line")
 
 
 def _parse_kv(items: list[str], typ: Any, flag: str) -> dict[str, Any]:
@@ -122,6 +127,19 @@ def _parse_kv(items: list[str], typ: Any, flag: str) -> dict[str, Any]:
     return out
 
 
+def _user_error_hook(verbose: bool) -> Any:
+    """A sys.excepthook printing a UserError as one line (the traceback only with --verbose); bugs keep theirs."""
+    default = sys.__excepthook__
+
+    def hook(typ: type[BaseException], value: BaseException, tb: Any) -> None:
+        if issubclass(typ, UserError) and not verbose:
+            print(f"error: {value}  (--verbose shows the traceback)", file=sys.stderr)
+            return
+        default(typ, value, tb)
+
+    return hook
+
+
 def parse(description: str, sections: list[str], other_sections: list[str] | None = None,
           argv: list[str] | None = None, extra: Any = None) -> tuple[argparse.Namespace, Config]:
     """Parse argv for a stage script; `extra(parser)` may add script-specific flags."""
@@ -131,6 +149,7 @@ def parse(description: str, sections: list[str], other_sections: list[str] | Non
         extra(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    sys.excepthook = _user_error_hook(args.verbose)
     try:
         cfg = config_from_args(args)
     except ConfigError as e:

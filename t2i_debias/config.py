@@ -9,6 +9,7 @@ Each section is owned by one stage; add a field to its dataclass to expose a new
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -17,8 +18,10 @@ from typing import Any
 
 import tomli_w
 
+from t2i_debias.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config file or flag that cannot be used; the message names the file and the key."""
 
 
@@ -304,6 +307,85 @@ SECTIONS: dict[str, type] = {
 }
 
 
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric option (bounds inclusive unless `*_open`); shown in --help."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple[float, ...] = ()
+
+    def ok(self, v: float) -> bool:
+        if self.choices:
+            return v in self.choices
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
+
+    def text(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(f"{c:g}" for c in self.choices)
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"{'<' if self.hi_open else '<='} {self.hi:g}"
+
+
+_NONNEG, _POS_INT, _POS = Range(0), Range(1), Range(0, lo_open=True)
+_UNIT, _SHIFT = Range(0, 1), Range(-1, 1)
+# The range of every numeric option (a dict option's values all share one); checked where a config is
+# loaded (load_config, cli flags), so a value like `images_per_prompt = -3` never reaches a stage.
+RANGES: dict[str, dict[str, Range]] = {
+    "run": {"seed": _NONNEG},
+    "labels": {"margin": _NONNEG, "batch_size": _POS_INT},
+    "analysis": {"min_count": _NONNEG},
+    "augment": {"resolution": Range(8), "crop_scale": _POS, "crop_shift": _SHIFT, "num_inference_steps": _POS_INT,
+                "guidance_scale": _NONNEG, "batch_size": _POS_INT, "max_tries": _POS_INT, "max_triplets": _NONNEG},
+    "train": {"resolution": Range(8), "train_batch_size": _POS_INT, "max_train_steps": _POS_INT,
+              "learning_rate": _POS, "lr_warmup_steps": _NONNEG, "gradient_accumulation_steps": _POS_INT,
+              "max_grad_norm": _NONNEG, "checkpointing_steps": _NONNEG, "lora_rank": _NONNEG,
+              "snr_gamma": _NONNEG, "weights": _NONNEG, "checkpoints_total_limit": _NONNEG,
+              "adam_weight_decay": _NONNEG, "ema_decay": _UNIT, "dataloader_num_workers": _NONNEG},
+    "generate": {"images_per_prompt": _POS_INT, "base_seed": _NONNEG, "batch_size": _POS_INT,
+                 "num_inference_steps": _POS_INT, "guidance_scale": _NONNEG, "resolution": _NONNEG},
+    "bias": {"n_bootstrap": _NONNEG, "ci": Range(0, 1, lo_open=True, hi_open=True)},
+    "quality": {"fid_features": Range(choices=(64, 192, 768, 2048)), "kid_subset_size": Range(2),
+                "kid_subsets": _POS_INT, "batch_size": _POS_INT},
+    "sota": {"debiasvl_lambda": _NONNEG, "fair_diffusion_edit_guidance": _NONNEG, "uce_iterations": _NONNEG,
+             "uce_samples": _POS_INT, "uce_steps": _POS_INT},
+    "report": {"figure_images": _POS_INT},
+    "toy": {"seed": _NONNEG, "n_per_occupation": _POS_INT, "base_steps": _POS_INT, "vae_steps": _POS_INT},
+}
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_range(section: str, key: str, value: Any, where: str) -> None:
+    """Raise ConfigError when a numeric option (or each value of a dict option) is outside RANGES."""
+    rng = RANGES.get(section, {}).get(key)
+    if rng is None:
+        return
+    values = value.values() if isinstance(value, dict) else [value]
+    for v in values:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not rng.ok(v):
+            raise ConfigError(f"{where}: [{section}] {key} must be {rng.text()}, got {v!r}")
+
+
+def validate(cfg: Config, source: str | None = None) -> Config:
+    """Check every numeric option against RANGES and that run.name is a plain folder name."""
+    where = source or cfg.source
+    for section, fields in RANGES.items():
+        for key in fields:
+            check_range(section, key, getattr(cfg.sections[section], key), where)
+    name = cfg.run.name
+    if not _PLAIN_NAME.match(name) or name in (".", ".."):
+        raise ConfigError(f"{where}: [run] name must be a plain folder name (letters, digits, '_', '-', '.'; "
+                          f"no '/' or '..'), got {name!r}; put the parent folder in [run] root")
+    return cfg
+
+
 @dataclass
 class Config:
     """A resolved run configuration: one dataclass instance per section."""
@@ -414,4 +496,4 @@ def load_config(path: str | Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from e
     cfg.source = str(p)
-    return apply_table(cfg, table, str(p))
+    return validate(apply_table(cfg, table, str(p)))

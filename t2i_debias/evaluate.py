@@ -177,11 +177,10 @@ def evaluate_model(cfg: Any, name: str, classifier_factory: Callable[[], Demogra
 
 def run_stage(cfg: Any, force: bool = False, classifier: DemographicClassifier | None = None) -> None:
     """Bias of every generated model; the classifier (from [labels]) is built once, only if needed."""
-    from t2i_debias.generate import models_to_evaluate
+    from t2i_debias.generate import finished_generated, models_to_evaluate
 
-    names = [n for n in models_to_evaluate(cfg) if (cfg.run_dir / "generated" / n / "metadata.csv").is_file()]
-    if not names:
-        raise FileNotFoundError(f"no generated images under {cfg.run_dir / 'generated'}: run the generation stage")
+    names = finished_generated(cfg, models_to_evaluate(cfg))
     factory = classifier_factory_for(cfg, classifier)
     for name in names:
         evaluate_model(cfg, name, factory, force=force)
+

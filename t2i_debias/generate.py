@@ -27,7 +27,15 @@ import pandas as pd
 from PIL import Image, PngImagePlugin
 
 from t2i_debias.models import load_pipeline, resolve_device, resolve_dtype
-from t2i_debias.runs import MANIFEST, Stage, atomic_write_bytes, atomic_write_csv, atomic_write_json, hash_obj
+from t2i_debias.runs import (
+    MANIFEST,
+    Stage,
+    Staged,
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_json,
+    hash_obj,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +132,11 @@ def models_to_evaluate(cfg: Any) -> dict[str, str]:
     """Name -> model spec: `generate.models` (NAME=SPEC) if set, else "base" plus each trained mode found.
 
     A trained mode is a folder `<run_dir>/models/<mode>/` holding a pipeline (model_index.json) or
-    LoRA weights (applied on the base model when loaded).
+    LoRA weights (applied on the base model when loaded). A mode folder whose training did not
+    finish (no manifest) is an error, never a model to load.
     """
     from t2i_debias.models import base_model, resolve_model
+    from t2i_debias.runs import require_finished
 
     if cfg.generate.models:
         out: dict[str, str] = {}
@@ -140,7 +150,10 @@ def models_to_evaluate(cfg: Any) -> dict[str, str]:
     out = {"base": base_model(cfg)}
     models_dir = cfg.run_dir / "models"
     if models_dir.is_dir():
-        found = [d for d in models_dir.iterdir() if d.is_dir() and (is_pipeline_dir(d) or is_lora_dir(d))]
+        dirs = [d for d in models_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        for d in dirs:
+            require_finished(d, "models", cfg.run_dir)
+        found = [d for d in dirs if is_pipeline_dir(d) or is_lora_dir(d)]
         order = {m: i for i, m in enumerate(MODE_ORDER)}
         for d in sorted(found, key=lambda d: (order.get(d.name, len(order)), d.name)):
             _check_name(d.name)
@@ -269,6 +282,13 @@ class _Dist:
             self.state.wait_for_everyone()
 
 
+def generation_record(model_name: str, num_inference_steps: int, guidance_scale: float, height: int | None,
+                      width: int | None, base_seed: int) -> dict[str, Any]:
+    """The settings every image of a folder shares (in each PNG and in generation.json)."""
+    return {"model": model_name, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
+            "height": height, "width": width, "base_seed": base_seed}
+
+
 def generate_folder(load_pipe: Callable[[], Any], out_dir: str | Path, prompts: pd.DataFrame, model_name: str,
                     n_per_prompt: int, base_seed: int, batch_size: int, num_inference_steps: int,
                     guidance_scale: float, height: int | None = None, width: int | None = None,
@@ -282,10 +302,12 @@ def generate_folder(load_pipe: Callable[[], Any], out_dir: str | Path, prompts: 
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
+    if n_per_prompt < 1 or num_inference_steps < 1 or batch_size < 1:
+        raise ValueError(f"images per prompt, inference steps and batch size must be >= 1 (got {n_per_prompt}, "
+                         f"{num_inference_steps}, {batch_size})")
     dist = _Dist(state)
     jobs = make_jobs(prompts, n_per_prompt, base_seed)
-    gen = {"model": model_name, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
-           "height": height, "width": width, "base_seed": base_seed}
+    gen = generation_record(model_name, num_inference_steps, guidance_scale, height, width, base_seed)
     settings = {**gen, **(settings or {})}
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -378,33 +400,99 @@ def generate_model(cfg: Any, name: str, spec: str, force: bool = False, state: A
     dist = _Dist(state)
     g = cfg.generate
     out_dir = cfg.run_dir / "generated" / name
+    base = base_model(cfg)
+    check_model(spec, base)  # before anything under out_dir is touched
     config = generation_config(cfg, name, spec)
     stage = Stage(f"generated:{name}", out_dir, config, [prompts_path(cfg)])
     complete = stage.is_complete() and not force
-    dist.barrier()  # everyone has looked at the manifest before the main process removes it
-    if complete:
-        log.info("[generated:%s] complete (manifest matches) - skipping; use --force to rerun", name)
-        return out_dir
-    if force and dist.is_main and (out_dir / "images").exists():
-        shutil.rmtree(out_dir / "images")
-    if dist.is_main:
-        stage.begin()
     prompts = read_prompts(prompts_path(cfg))
     # Under accelerate each process gets its own device (cuda:<local rank>); run.device overrides it.
     use_state = dist.state is not None and cfg.run.device == "auto"
     device = str(dist.state.device) if use_state else resolve_device(cfg.run.device)
     dtype = resolve_dtype(g.dtype, device)
     size = g.resolution or None
-    base = base_model(cfg)
     settings = {"fingerprint": config["fingerprint"], "dtype": str(dtype)}
-    meta = generate_folder(lambda: load_model(spec, base, device=device, dtype=dtype), out_dir, prompts, name,
+    gen = generation_record(name, g.num_inference_steps, g.guidance_scale, size, size, g.base_seed)
+    # Resuming an unfinished folder (no manifest) that these settings only add to happens in place; any
+    # change to a finished folder (--force, other settings or prompts, more images) is built beside it.
+    in_place = not force and not (out_dir / MANIFEST).exists() and _extends(out_dir, {**gen, **settings}, prompts)
+    dist.barrier()  # everyone has looked at the folder before the main process changes it
+    if complete:
+        log.info("[generated:%s] complete (manifest matches) - skipping; use --force to rerun", name)
+        return out_dir
+    staged = None if in_place else Staged(out_dir)
+    work = out_dir if staged is None else staged.path
+    if dist.is_main:
+        if staged is None:
+            stage.begin()
+        else:
+            staged.open(resume=not force)
+            if not force:
+                _link_kept_images(out_dir, work, {**gen, **settings}, prompts)
+    dist.barrier()
+    meta = generate_folder(lambda: load_model(spec, base, device=device, dtype=dtype), work, prompts, name,
                            g.images_per_prompt, g.base_seed, g.batch_size, g.num_inference_steps,
                            g.guidance_scale, size, size, settings=settings, state=dist.state)
     if dist.is_main:
+        if staged is not None:
+            staged.commit()
+            meta = out_dir / METADATA
         stage.finish([meta, out_dir / SETTINGS], extra={"n_images": len(prompts) * g.images_per_prompt,
                                                         "processes": dist.world, "device": device})
     dist.barrier()
     return out_dir
+
+
+def check_model(spec: str, base: str) -> None:
+    """Fail early (before any folder is changed) when `spec` cannot be a model: a folder that is neither a
+    pipeline nor LoRA weights. Hub ids and missing paths are checked by models.resolve_model."""
+    from t2i_debias.errors import MissingInputError
+
+    p = Path(spec)
+    if p.exists() and not (is_pipeline_dir(p) or is_lora_dir(p)):
+        raise MissingInputError(f"{spec} is not a diffusers pipeline folder (no model_index.json) nor LoRA "
+                                f"weights ({', '.join(LORA_FILES)}): point at a pipeline folder or a hub id")
+    if is_lora_dir(p):
+        check_model(base, base)
+
+
+def _old_record(out_dir: Path) -> dict[str, Any] | None:
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return json.loads((out_dir / SETTINGS).read_text())
+    return None
+
+
+def _extends(out_dir: Path, settings: dict[str, Any], prompts: pd.DataFrame) -> bool:
+    """True when generating into `out_dir` only adds images (no folder yet, or same settings and prompts)."""
+    if not (out_dir / "images").exists():
+        return True
+    old = _old_record(out_dir)
+    if old is None or old.get("settings") != settings:
+        return False
+    new_prompts = dict(zip(prompts["prompt_id"], prompts["prompt"], strict=True))
+    return all(new_prompts.get(pid, text) == text for pid, text in old.get("prompts", {}).items())
+
+
+def _link_kept_images(out_dir: Path, work: Path, settings: dict[str, Any], prompts: pd.DataFrame) -> int:
+    """Hard-link the finished images that stay valid (same settings and prompt text) into the new folder."""
+    old = _old_record(out_dir)
+    if old is None or old.get("settings") != settings:
+        return 0
+    new_prompts = dict(zip(prompts["prompt_id"], prompts["prompt"], strict=True))
+    n = 0
+    for pid, text in old.get("prompts", {}).items():
+        src = out_dir / "images" / pid
+        if new_prompts.get(pid) != text or not src.is_dir():
+            continue
+        for f in src.glob("*.png"):
+            dst = work / "images" / pid / f.name
+            if not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.link(f, dst)
+                n += 1
+    if n:
+        log.info("%s: %d finished images kept for the new version", out_dir, n)
+    return n
 
 
 def run_stage(cfg: Any, force: bool = False) -> None:
@@ -419,3 +507,22 @@ def run_stage(cfg: Any, force: bool = False) -> None:
         dist.barrier()
     for name, spec in models_to_evaluate(cfg).items():
         generate_model(cfg, name, spec, force=force, state=dist.state)
+
+
+def finished_generated(cfg: Any, models: Any) -> list[str]:
+    """The models whose generated/<model>/ finished (manifest); an unfinished folder is an error, a missing one
+    is skipped with a warning, and no folder at all is an error."""
+    from t2i_debias.errors import MissingInputError
+    from t2i_debias.runs import require_finished
+
+    root = cfg.run_dir / "generated"
+    names = []
+    for n in models:
+        if not (root / n).exists():
+            log.warning("no generated/%s: model %s is not evaluated (run the generated stage for it)", n, n)
+            continue
+        require_finished(root / n, "generated", cfg.run_dir)
+        names.append(n)
+    if not names:
+        raise MissingInputError(f"no generated images under {root}: run the generated stage first")
+    return names

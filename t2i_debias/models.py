@@ -33,6 +33,12 @@ def resolve_model(spec: str, cfg: Any = None) -> str:
     p = Path(spec).expanduser()
     if p.exists():
         return str(p)
+    if looks_like_path(spec):
+        from t2i_debias.errors import MissingInputError
+
+        raise MissingInputError(f"no such folder: {spec} (looked for {p.resolve()}); give an existing diffusers "
+                                "pipeline folder, or a hub id like stabilityai/stable-diffusion-2-1")
+    check_hub_model(spec)
     return spec  # a hub id: from_pretrained resolves it (offline runs need it in HF_HOME)
 
 
@@ -78,3 +84,34 @@ def load_pipeline(spec: str | Path, device: str = "cpu", dtype: Any = "auto") ->
     pipe = AutoPipelineForText2Image.from_pretrained(str(spec), safety_checker=None, **kwargs)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def looks_like_path(spec: str) -> bool:
+    """True for a spec that can only be a local path (hub ids are `name` or `org/name`)."""
+    return (spec.startswith((".", "/", "~", "\\")) or "\\" in spec or spec.count("/") > 1 or spec.endswith("/")
+            or Path(spec).suffix.lower() in (".safetensors", ".ckpt", ".bin", ".pt"))
+
+
+def check_hub_model(repo_id: str) -> None:
+    """With the hub offline (HF_HUB_OFFLINE), a hub id must already be in the local cache; say how to get it."""
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return
+    try:
+        hit = try_to_load_from_cache(repo_id, "model_index.json")
+    except ValueError:  # not a valid repo id
+        hit = None
+    if isinstance(hit, str):
+        return
+    from t2i_debias.errors import MissingInputError
+
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
+    raise MissingInputError(
+        f"model {repo_id!r} is not a local folder and is not in the Hugging Face cache ({cache}), and the hub "
+        f"is offline (HF_HUB_OFFLINE=1): download it once with `huggingface-cli download {repo_id}` "
+        f"(online, same HF_HOME), or point at a local pipeline folder (e.g. --run.base_model ./sd-2-1)")

@@ -7,6 +7,7 @@ so a killed run never leaves a half-written file; the manifest is written last.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
+
+from t2i_debias.errors import UserError
 
 MANIFEST = "_manifest.json"
 TRACKED_PACKAGES = (
@@ -44,6 +47,13 @@ STAGE_DIRS: dict[str, str] = {
 
 
 # ----------------------------------------------------------------------------- atomic writes
+class DiskFullError(UserError, OSError):
+    """A write that ran out of disk space (or quota); the message names the file being written."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def _file_mode() -> int:
     """Mode of a newly created file under the current umask (mkstemp would make it owner-only 0600)."""
     mask = os.umask(0)
@@ -68,9 +78,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) and not isinstance(e, DiskFullError):
+            raise DiskFullError(e.errno, f"no space left on the disk writing {path} ({e.strerror}); free space "
+                                "and rerun: finished outputs are intact, the stage resumes") from e
         raise
 
 
@@ -117,6 +130,117 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# ----------------------------------------------------------------------------- folder swaps
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+STAGING_MARK = ".staging"  # inside a folder being built beside its destination (Staged)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (22, 38, 95):  # EINVAL / ENOSYS / EOPNOTSUPP: the file system cannot exchange
+        return False
+    raise OSError(err, os.strerror(err), f"{a} <-> {b}")
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def replace_dir(new: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Put the complete folder `new` at `dest` in one rename (an exchange when `dest` exists); remove the old one.
+
+    A kill leaves `dest` either wholly old or wholly new. Where the file system cannot exchange, the
+    old folder is renamed aside first (a kill between the two renames leaves `dest` missing).
+    """
+    import shutil
+
+    new, dest = Path(new), Path(dest)
+    if not dest.exists():
+        os.rename(new, dest)
+    elif _exchange(new, dest):
+        shutil.rmtree(new)  # now the old version
+    else:
+        old = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(dest, old)
+        os.rename(new, dest)
+        shutil.rmtree(old)
+    _fsync_dir(dest.parent)
+    return dest
+
+
+class Staged:
+    """A new version of folder `dest` built beside it (`.<name>.new`) and swapped in only when complete.
+
+    The finished `dest` stays readable (and untouched) until `commit`; a killed build is resumed by
+    the next `open(resume=True)` (the folder carries STAGING_MARK, so a swapped-out old version is not).
+    """
+
+    def __init__(self, dest: str | os.PathLike) -> None:
+        self.dest = Path(dest)
+        self.path = self.dest.parent / f".{self.dest.name}.new"
+
+    def open(self, resume: bool = True) -> Path:
+        """Create (or, with `resume`, reuse an unfinished) staging folder and return it."""
+        import shutil
+
+        with contextlib.suppress(FileNotFoundError):
+            (self.dest / STAGING_MARK).unlink()  # left by a kill just after a commit's swap
+        if self.path.exists() and not (resume and (self.path / STAGING_MARK).is_file()):
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / STAGING_MARK).touch()
+        return self.path
+
+    def link_from_dest(self, copy: Iterable[str] = ()) -> int:
+        """Hard-link the files of `dest` that the staging folder lacks (its manifest excepted); the names in
+        `copy` (files appended to in place, like a journal) are copied instead. Returns how many."""
+        import shutil
+
+        copy = set(copy)
+        n = 0
+        if not self.dest.is_dir():
+            return 0
+        for f in sorted(self.dest.rglob("*")):
+            rel = f.relative_to(self.dest)
+            target = self.path / rel
+            if not f.is_file() or f.name in (MANIFEST, STAGING_MARK) or target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if rel.as_posix() in copy:
+                shutil.copy2(f, target)
+            else:
+                try:
+                    os.link(f, target)
+                except OSError:
+                    shutil.copy2(f, target)
+            n += 1
+        return n
+
+    def commit(self) -> Path:
+        """Swap the staging folder in for `dest` (one rename) and drop the old version."""
+        replace_dir(self.path, self.dest)
+        with contextlib.suppress(FileNotFoundError):
+            (self.dest / STAGING_MARK).unlink()
+        return self.dest
 
 
 # ----------------------------------------------------------------------------- hashing
@@ -245,6 +369,38 @@ class Stage:
         if extra:
             manifest["extra"] = extra
         return atomic_write_json(self.manifest_path, manifest)
+
+
+def finished_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest of a stage folder whose stage finished (manifest readable, its outputs present), else None."""
+    try:
+        m = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(m, dict) or not all(Path(o.get("path", "")).exists() for o in m.get("outputs", [])):
+        return None
+    return m
+
+
+def require_finished(folder: str | os.PathLike, stage: str, run_dir: str | os.PathLike | None = None
+                     ) -> dict[str, Any]:
+    """The manifest of `folder`, or MissingInputError "<folder> is incomplete (no manifest): rerun the <stage> stage".
+
+    A stage reads only inputs whose producing stage finished: a folder left by a killed or failed
+    run (or one written by hand) has no manifest, and reading it would give silently wrong results.
+    """
+    from t2i_debias.errors import MissingInputError
+
+    m = finished_manifest(folder)
+    if m is None:
+        p = Path(folder)
+        shown = p
+        if run_dir is not None:
+            with contextlib.suppress(ValueError):
+                shown = p.relative_to(run_dir)
+        why = "no manifest" if not (p / MANIFEST).exists() else "manifest unreadable or outputs missing"
+        raise MissingInputError(f"{shown} is incomplete ({why}): rerun the {stage} stage")
+    return m
 
 
 def run_stage(stage: Stage, body: Any, force: bool = False, log: Any = print) -> bool:

@@ -14,6 +14,7 @@ from PIL import Image
 from t2i_debias.attributes import RACES, other_gender
 from t2i_debias.augment.counterfactual import Demographics
 from t2i_debias.labels.base import DemographicClassifier, Prediction
+from t2i_debias.runs import Stage
 
 PERSON_COLS = ["person_id", "image", "image_index", "ridx", "split", "category", "activity", "act_id",
                "occupation", "head_x1", "head_y1", "head_x2", "head_y2", "scale", "objpos_x", "objpos_y",
@@ -55,6 +56,8 @@ def write_inputs(root: Path, people: list[dict[str, Any]], img_size: tuple[int, 
     labels_csv.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(prow, columns=PERSON_COLS).to_csv(persons_csv, index=False)
     pd.DataFrame(lrow, columns=LABEL_COLS).to_csv(labels_csv, index=False)
+    for stage, csv_path in (("mpii", persons_csv), ("labels", labels_csv)):  # both stages finished
+        Stage(stage, csv_path.parent, {}).finish([csv_path])
     return persons_csv, labels_csv, images
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from t2i_debias import analysis
 from t2i_debias.config import Config
+from t2i_debias.runs import Stage
 
 
 def _labels() -> pd.DataFrame:
@@ -82,6 +83,7 @@ def test_run_stage_writes_all_outputs(tmp_path: Path) -> None:
     cfg.run.root, cfg.run.name = str(tmp_path), "r"
     (cfg.run_dir / "labels").mkdir(parents=True)
     _labels().to_csv(cfg.run_dir / "labels" / "labels.csv", index=False)
+    Stage("labels", cfg.run_dir / "labels", {}).finish([cfg.run_dir / "labels" / "labels.csv"])
     analysis.run_stage(cfg)
     out = cfg.run_dir / "analysis"
     for name in ("by_occupation.csv", "skip_reasons.csv", "summary.json", "_manifest.json",

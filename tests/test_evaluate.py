@@ -12,6 +12,7 @@ from PIL import Image
 from t2i_debias.attributes import RACES
 from t2i_debias.config import Config
 from t2i_debias.labels.base import DemographicClassifier, Prediction
+from t2i_debias.runs import Stage
 
 
 class ColourClassifier(DemographicClassifier):
@@ -58,6 +59,7 @@ def _make_run(tmp_path) -> Config:
             rows.append({"model": "base", "prompt_id": pid, "occupation": pid, "prompt": f"a photo of a {pid}",
                          "seed": seed, "file": rel})
     pd.DataFrame(rows).to_csv(folder / "metadata.csv", index=False)
+    Stage("generated:base", folder, {}).finish([folder / "metadata.csv"])  # the generated stage finished
     return cfg
 
 

@@ -16,6 +16,7 @@ from t2i_debias.generate import (
     read_metadata,
 )
 from t2i_debias.prompts import build_prompts
+from t2i_debias.runs import Stage
 
 STEPS = 2
 
@@ -106,7 +107,7 @@ def test_changed_settings_discard_old_images(pipe, tmp_path):
     assert (a, b) == (2, 3)
 
 
-def test_models_to_evaluate_finds_trained_modes(tmp_path, tiny_sd_path):
+def test_models_to_evaluate_finds_trained_modes(tmp_path, tiny_sd_path, monkeypatch):
     cfg = Config()
     cfg.run.root, cfg.run.name, cfg.run.smoke = str(tmp_path), "r", True
     models = cfg.run_dir / "models"
@@ -114,10 +115,14 @@ def test_models_to_evaluate_finds_trained_modes(tmp_path, tiny_sd_path):
     (models / "unet" / "model_index.json").write_text("{}")
     (models / "text").mkdir()
     (models / "text" / "pytorch_lora_weights.safetensors").write_bytes(b"")
-    (models / "both").mkdir()  # empty: training not finished, not a model
+    (models / "notes").mkdir()  # finished but neither a pipeline nor LoRA weights: not a model
+    for mode in ("unet", "text", "notes"):
+        Stage(f"models/{mode}", models / mode, {}).finish()
+    (models / ".both.new").mkdir()  # a staging folder is never a model
     found = models_to_evaluate(cfg)
     assert list(found) == ["base", "text", "unet"]
     assert found["base"] == str(tiny_sd_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # a hub id passes through when the hub is reachable
     cfg.generate.models = ["a=tiny:sd", "b=stabilityai/stable-diffusion-2-1"]
     assert models_to_evaluate(cfg) == {"a": str(tiny_sd_path), "b": "stabilityai/stable-diffusion-2-1"}
     cfg.generate.models = ["../x=tiny:sd"]

@@ -19,6 +19,7 @@ from t2i_debias.labels import runner
 from t2i_debias.labels.base import Prediction
 from t2i_debias.labels.clip_backend import ClipClassifier, label_prompts
 from t2i_debias.labels.crops import expand_box, make_crop
+from t2i_debias.runs import Stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,10 +106,10 @@ def test_clip_labels_reconcile_and_cache(tmp_path: Path, tiny_clip: Path) -> Non
     n_in = len(pd.read_csv(persons))
     assert len(df) == n_in == 14  # persons in = rows out
     st = df.set_index("person_id")["status"]
-    assert st["90_1"] == "missing_image" and st["91_1"] == "unreadable_image"
+    assert st["90_1"] == "missing_image" and st["91_1"] == "not_an_image"  # the reason, not just "unreadable"
     assert (st.drop(["90_1", "91_1"]) == "ok").all()
     assert stats.computed == 12 and stats.cached == 0 and stats.statuses == {"ok": 12, "missing_image": 1,
-                                                                               "unreadable_image": 1}
+                                                                               "not_an_image": 1}
     ok = df[df.status == "ok"]
     assert set(ok.gender) <= {"man", "woman"} and ok.gender_conf.astype(float).between(0.5, 1).all()
     assert ok.crop_sha256.str.len().eq(64).all() and (df.backend == "clip").all()
@@ -188,6 +189,7 @@ def test_run_stage_writes_manifest_and_skips(tmp_path: Path, tiny_clip: Path) ->
     cfg.run.root, cfg.run.name = str(tmp_path), "run"
     (cfg.run_dir / "mpii").mkdir(parents=True)
     (cfg.run_dir / "mpii" / "persons.csv").write_bytes(persons.read_bytes())
+    Stage("mpii", cfg.run_dir / "mpii", {}).finish([cfg.run_dir / "mpii" / "persons.csv"])
     cfg.mpii.images_dir = str(images)
     cfg.labels.backend, cfg.labels.clip_model, cfg.run.device = "clip", str(tiny_clip), "cpu"
     runner.run_stage(cfg)

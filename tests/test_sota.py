@@ -90,16 +90,19 @@ def test_no_bold_when_every_method_ties():
     assert "**0.500**" not in md and "**0.200**" in md
 
 
-def test_rows_name_trained_modes_ours_and_other_model_folders_control(tmp_path):
+def test_rows_name_trained_modes_ours_and_other_model_folders_control(tmp_path, monkeypatch):
     from t2i_debias.config import Config
     from t2i_debias.report.sota import method_names
+    from t2i_debias.runs import Stage
 
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # an uncached hub id is refused offline (models.check_hub_model)
     cfg = Config()
     cfg.run.root, cfg.run.name, cfg.run.base_model = str(tmp_path), "r", "some/hub-id"
     cfg.sota.methods = ["base", "ethical_intervention"]
     for m in ("both", "control"):
         (cfg.run_dir / "models" / m).mkdir(parents=True)
         (cfg.run_dir / "models" / m / "model_index.json").write_text("{}")
+        Stage(f"models/{m}", cfg.run_dir / "models" / m, {}).finish()  # training finished
     names, kinds = method_names(cfg)
     assert names == ["base", "both", "control", "ethical_intervention"]
     assert kinds == {"base": "base", "both": "ours", "control": "control", "ethical_intervention": "baseline"}

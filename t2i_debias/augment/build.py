@@ -23,7 +23,6 @@ triplet's outcome, so a killed run resumes where it stopped and re-plans identic
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
 from t2i_debias import models
@@ -58,17 +57,22 @@ from t2i_debias.augment.schema import (
     SKIPPED,
 )
 from t2i_debias.config import Config, ConfigError
+from t2i_debias.errors import InputError
 from t2i_debias.generate import generate_images, model_fingerprint
+from t2i_debias.image_files import ImageReadError, open_rgb
 from t2i_debias.models import load_pipeline, resolve_device
 from t2i_debias.runs import (
     Stage,
+    Staged,
     atomic_save_image,
     atomic_write_csv,
     atomic_write_text,
     hash_obj,
+    require_finished,
     safe_join,
 )
 from t2i_debias.runs import run_stage as _run_stage
+from t2i_debias.tables import read_csv
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +82,7 @@ PERSONS_COLUMNS = ("person_id", "image", "head_x1", "head_y1", "head_x2", "head_
 LABELS_COLUMNS = ("person_id", "occupation", "status", "gender", "race", "age_group")
 
 
-class AugmentInputError(ValueError):
+class AugmentInputError(InputError):
     """persons.csv / labels.csv content that cannot be used; the message names the file and line."""
 
 
@@ -109,11 +113,7 @@ def _floats(row: pd.Series, cols: Sequence[str], where: str) -> tuple[float, ...
 def _read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     if not path.is_file():
         raise AugmentInputError(f"missing input {path} (run the earlier stages first)")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise AugmentInputError(f"{path}: missing columns {missing}")
-    return df
+    return read_csv(path, columns, error=AugmentInputError)  # names the file (and line) for encoding and columns
 
 
 def load_people(persons_csv: str | Path, labels_csv: str | Path, heldout: Sequence[str] = ()
@@ -523,14 +523,13 @@ def _build_chunk(chunk: list[PlannedTriplet], out_dir: Path, images_dir: Path, p
     for t in chunk:
         try:
             src = safe_join(images_dir, t.person.image)
-            with Image.open(src) as im:
-                anchor = crop_anchor(im, t.person, settings.resolution, settings.crop_scale, settings.crop_shift)
-        except FileNotFoundError:
-            entries.append({"person_id": t.person_id, "key": keys[t.person_id], "skipped": "missing_image"})
+            anchor = crop_anchor(open_rgb(src), t.person, settings.resolution, settings.crop_scale, settings.crop_shift)
+        except ImageReadError as e:  # recorded skip: status (missing_image, too_large, truncated, ...) and file
+            reason = e.status if e.status == "missing_image" else f"{e.status}: {e}"
+            entries.append({"person_id": t.person_id, "key": keys[t.person_id], "skipped": reason})
             continue
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            entries.append({"person_id": t.person_id, "key": keys[t.person_id],
-                            "skipped": f"unreadable_image: {type(e).__name__}: {e}"})
+        except ValueError as e:  # safe_join: an image name escaping the images folder
+            entries.append({"person_id": t.person_id, "key": keys[t.person_id], "skipped": f"bad_image_path: {e}"})
             continue
         atomic_save_image(out_dir / t.file_name("anchor"), anchor)
         live.append(t)
@@ -663,7 +662,8 @@ def check_options(a: Any) -> None:
 def run_stage(cfg: Config, force: bool = False) -> None:
     """Build <run_dir>/enriched/ from mpii/persons.csv + labels/labels.csv; skip when the manifest matches.
 
-    `force` also discards the journal, so every image is generated again.
+    The journal is kept under `force` too (its entries are keyed by everything that shapes a triplet, like
+    the labels cache); delete enriched/ to generate every image again.
     """
     a = cfg.augment
     check_options(a)
@@ -676,9 +676,11 @@ def run_stage(cfg: Config, force: bool = False) -> None:
     stage = Stage("enriched", out_dir, _stage_config(cfg, generator), inputs=[persons_csv, labels_csv])
 
     def body(stage: Stage) -> tuple[list[Path], dict[str, Any]]:
-        if force:
-            with contextlib.suppress(FileNotFoundError):
-                (out_dir / JOURNAL).unlink()
+        for folder, producer in ((persons_csv.parent, "mpii"), (labels_csv.parent, "labels")):
+            if folder.exists():  # a missing input file gets load_people's message
+                require_finished(folder, producer, run_dir)
+        if a.resolution <= 0 or a.max_tries < 1:
+            raise ValueError(f"[augment] resolution and max_tries must be positive (got {a.resolution}, {a.max_tries})")
         people, dropped = load_people(persons_csv, labels_csv, cfg.prompts.heldout)
         if a.max_triplets > 0:
             people = people[:a.max_triplets]
@@ -700,9 +702,15 @@ def run_stage(cfg: Config, force: bool = False) -> None:
             a.on_unverified, a.retry_guidance_scale,
         )
         pipe = load_pipeline(generator, device, a.dtype) if people else None
+        # The new version is built beside the finished one (which stays intact until it is complete), reusing
+        # its images through hard links and a copy of its journal; then one rename swaps it in.
+        staged = Staged(out_dir)
+        work = staged.open(resume=True)
+        staged.link_from_dest(copy=(JOURNAL,))
         lo, hi = a.balance_band
-        stats = build_enriched(people, planner, out_dir, cfg.mpii.images_dir, pipe, settings, a.batch_size,
+        stats = build_enriched(people, planner, work, cfg.mpii.images_dir, pipe, settings, a.batch_size,
                                classifier, balance_band=(lo, hi), min_written_rate=a.min_written_rate)
+        staged.commit()
         stats["dropped_inputs"] = dropped
         outputs = [out_dir / f for f in (METADATA, SKIPPED, REJECTED, FIDELITY, BALANCE)]
         return [*outputs, out_dir / "images"], stats

@@ -24,14 +24,16 @@ from t2i_debias.augment.schema import (
     METADATA_FIELDS,
     measured_fields,
 )
+from t2i_debias.errors import InputError
 from t2i_debias.runs import safe_join
+from t2i_debias.tables import read_text
 
 MEASURED_VOCAB: dict[str, tuple[str, ...]] = {"gender": GENDERS, "race": RACES, "age_group": AGE_GROUPS}
 NEW_FIELDS: frozenset[str] = frozenset(f for m in GENERATED for f in measured_fields(m))
 TEXT_FIELDS = ("anchor_text", "positive_text", "negative_text", "occupation", "person_id", "generator")
 
 
-class MetadataError(ValueError):
+class MetadataError(InputError):
     """A metadata.jsonl line that cannot be used; the message starts with 'FILE:LINE:'."""
 
 
@@ -145,17 +147,17 @@ def read_metadata(enriched_dir: str | Path, check_files: bool = True) -> list[Tr
         raise MetadataError(f"{path}: not found (run the enriched stage: finetune/prepare_dataset_finetune.py)")
     out: list[Triplet] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                t = _validate(rec, root, check_files)
-            except (json.JSONDecodeError, ValueError) as e:
-                raise MetadataError(f"{path}:{n}: {e}") from e
-            if t.person_id in seen:
-                raise MetadataError(f"{path}:{n}: person_id {t.person_id!r} already on line {seen[t.person_id]}")
-            seen[t.person_id] = n
-            out.append(t)
+    text = read_text(path, MetadataError)  # non-UTF-8 bytes: "FILE:LINE: not UTF-8 text ..."
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            t = _validate(rec, root, check_files)
+        except (json.JSONDecodeError, ValueError) as e:
+            raise MetadataError(f"{path}:{n}: {e}") from e
+        if t.person_id in seen:
+            raise MetadataError(f"{path}:{n}: person_id {t.person_id!r} already on line {seen[t.person_id]}")
+        seen[t.person_id] = n
+        out.append(t)
     return out

@@ -41,6 +41,10 @@ class MatFormatError(ValueError):
     """The file is not a MATLAB v5 file this reader understands; the message names file and offset."""
 
 
+class MatVariableError(MatFormatError):
+    """The file reads as MAT v5 but lacks a requested variable; the message lists the variables it has."""
+
+
 class _Skipped:
     def __repr__(self) -> str:
         return "SKIPPED"
@@ -204,10 +208,16 @@ def read_mat(path: str | Path, variables: Collection[str] | None = None,
     if version != 0x0100:
         raise MatFormatError(f"{path}: MAT-file version {version:#06x} is not v5 (v7.3/HDF5 files are not supported)")
     out: dict[str, Any] = {}
+    names: list[str] = []
     pos = 128
     u32x2 = struct.Struct(endian + "II").unpack_from
+    if len(data) > pos and len(data) < pos + 8:
+        raise MatFormatError(f"{path}: truncated: {len(data)} bytes end inside the first element's tag")
     while pos + 8 <= len(data):
         mtype, n = u32x2(data, pos)
+        if pos + 8 + n > len(data):
+            raise MatFormatError(f"{path}: truncated: the element at byte {pos} needs {n} bytes, the file has "
+                                 f"{len(data) - pos - 8} more (an interrupted copy or download?)")
         if mtype == MI_COMPRESSED:
             try:
                 buf = zlib.decompress(data[pos + 8:pos + 8 + n])
@@ -223,11 +233,13 @@ def read_mat(path: str | Path, variables: Collection[str] | None = None,
             continue
         rd = _Reader(buf, endian, str(path), skip_fields)
         name = _element_name(rd, start)
+        names.append(name)
         if variables is not None and name not in variables:
             continue
         out[name] = rd.matrix(start)[0]
     if variables is not None and (missing := set(variables) - set(out)):
-        raise MatFormatError(f"{path}: variable(s) not found: {', '.join(sorted(missing))}")
+        raise MatVariableError(f"{path}: variable(s) not found: {', '.join(sorted(missing))} "
+                               f"(found: {', '.join(names) or 'no variables'})")
     return out
 
 

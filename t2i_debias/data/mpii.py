@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 
 from t2i_debias.config import Config
-from t2i_debias.data.matreader import SKIPPED, MatFormatError, read_mat
+from t2i_debias.data.matreader import SKIPPED, MatFormatError, MatVariableError, read_mat
 from t2i_debias.data.occupations import OccupationMap, load_occupation_map, packaged_map_path
+from t2i_debias.errors import InputError
 from t2i_debias.runs import STAGE_DIRS, Stage, atomic_write_json, atomic_write_text, hash_obj
 from t2i_debias.runs import run_stage as _run
 
@@ -49,7 +50,7 @@ IMAGE_NAME = re.compile(r"^\d{9}\.jpg$")
 _ABSENT = object()
 
 
-class MpiiFormatError(ValueError):
+class MpiiFormatError(InputError):
     """The annotation data does not have the MPII layout; the message names the file and the element."""
 
 
@@ -307,16 +308,31 @@ def load_mat(path: str | Path, reader: str = "fast", keypoints: bool = False) ->
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MPII annotation file not found: {path} (set --mat_file or [mpii] mat_file)")
+    fast_error: Exception | None = None
     if reader == "fast":
         try:
             return read_mat(path, ["RELEASE"], skip_fields=() if keypoints else ("annopoints",))
+        except MatVariableError as e:  # a readable MAT file that is not MPII's: scipy would not find it either
+            raise MpiiFormatError(f"{e}; is {path.name} the MPII annotation file "
+                                  "(mpii_human_pose_v1_u12_1.mat)?") from e
         except (MatFormatError, struct.error, UnicodeDecodeError) as e:
+            fast_error = e
             log.warning("fast reader cannot read %s (%s); falling back to scipy.io.loadmat", path, e)
     elif reader != "scipy":
         raise ValueError(f"unknown MPII reader {reader!r}; use 'fast' or 'scipy'")
     import scipy.io
 
-    return scipy.io.loadmat(path, squeeze_me=False, struct_as_record=True, variable_names=["RELEASE"])
+    try:
+        mat = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=True, variable_names=["RELEASE"])
+    except Exception as e:  # scipy raises ValueError, TypeError, OSError, zlib.error, ... for a damaged file
+        why = f"{fast_error}; scipy.io.loadmat: {type(e).__name__}: {e}" if fast_error else f"{type(e).__name__}: {e}"
+        raise MpiiFormatError(f"{path}: cannot be read as a MATLAB annotation file ({why}); "
+                              "download mpii_human_pose_v1_u12_1.mat again") from e
+    if "RELEASE" not in mat:
+        found = [n for n, _, _ in scipy.io.whosmat(path)]
+        raise MpiiFormatError(f"{path}: no RELEASE variable (found: {', '.join(found) or 'no variables'}); is it "
+                              "the MPII annotation file (mpii_human_pose_v1_u12_1.mat)?")
+    return mat
 
 
 def load_release(path: str | Path, reader: str = "fast", keypoints: bool = False) -> MpiiRelease:
@@ -383,6 +399,7 @@ def select_persons(release: MpiiRelease, occ_map: OccupationMap, split: str = "t
     unmapped: Counter = Counter()
     missing: set[str] = set()
     odd_names: set[str] = set()
+    bad_names: list[str] = []  # persons skipped as bad_image_name, named in the report
     lookups: dict[str, tuple[bool, str]] = {}  # activity -> (in the map, occupation)
     for p in release.persons:
         if p.activity not in lookups:
@@ -394,6 +411,8 @@ def select_persons(release: MpiiRelease, occ_map: OccupationMap, split: str = "t
             unmapped[p.activity] += 1
         if reason is not None:
             reasons[reason] += 1
+            if reason == "bad_image_name":
+                bad_names.append(f"{p.image_index}_{p.ridx}: {p.image!r}")
             continue
         exists = p.image in present
         if not exists:
@@ -413,6 +432,7 @@ def select_persons(release: MpiiRelease, occ_map: OccupationMap, split: str = "t
         "missing_images": len(missing),
         "persons_with_missing_image": sum(1 for r in rows if not r[-1]),
         "nonstandard_image_names": sorted(odd_names)[:100],
+        "bad_image_names": bad_names[:100],
         "unmapped_activities": dict(unmapped.most_common()),
         "occupations": len({r[8] for r in rows if r[8]}),
         "split": split,
@@ -462,6 +482,10 @@ def run_stage(cfg: Config, force: bool = False) -> None:
             if sec.strict:
                 raise MissingImagesError(msg + " (strict: fatal)")
             log.warning(msg)
+        if report["bad_image_names"]:
+            log.warning("%d person(s) skipped as bad_image_name (a name that is not a plain file name), e.g. %s; "
+                        "all listed in %s", report["not_written"]["bad_image_name"],
+                        ", ".join(report["bad_image_names"][:3]), report_path)
         if report["unmapped_activities"]:
             log.warning("%d activity string(s) are not in the occupation map %s (e.g. %r); counted as "
                         "unmapped_activity", len(report["unmapped_activities"]), map_path,

@@ -13,30 +13,18 @@ from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from t2i_debias.image_files import ImageReadError, open_rgb
 from t2i_debias.labels.base import Box, DemographicClassifier, Prediction
 
-
-class ImageLoadError(Exception):
-    """An image that cannot be used; `status` is the labels.csv status to record."""
-
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+ImageLoadError = ImageReadError  # the labels runner's name for it: `status` is the labels.csv status
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Open an image as RGB, raising ImageLoadError(missing_image | unreadable_image)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ImageLoadError("missing_image", f"{p}: no such file")
-    try:
-        with Image.open(p) as im:
-            im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ImageLoadError("unreadable_image", f"{p}: {type(e).__name__}: {e}") from e
+    """Open an image as RGB, raising ImageLoadError (status missing_image, too_large, truncated, not_an_image
+    or unreadable_image; the message names the file)."""
+    return open_rgb(path)
 
 
 def valid_box(box: Box | None) -> bool:

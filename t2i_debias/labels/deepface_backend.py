@@ -102,7 +102,7 @@ class DeepFaceClassifier(CropClassifier):
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "detector": self.detector, "fallback_skip": self.fallback_skip,
                 "margin": self.margin, "multiple_faces": self.multiple_faces, "align": self.align,
-                "random_weights": self.random_weights}
+                "random_weights": self.random_weights, "weights": weights_fingerprint()}
 
     # ------------------------------------------------------------------ detection
     def _detect(self, bgr: np.ndarray, detector: str) -> list[dict[str, Any]]:
@@ -187,6 +187,19 @@ class DeepFaceClassifier(CropClassifier):
                 for k, v in res.items():
                     setattr(preds[i], k, v)
         return preds
+
+
+def weights_fingerprint() -> dict[str, list[int] | None]:
+    """(size, mtime) of each weight file DeepFace will load from $DEEPFACE_HOME: part of the labels cache key,
+    so swapping in other (e.g. real for random) weights relabels everything instead of reusing old labels."""
+    from t2i_debias.tiny.deepface import MODELS, weights_dir
+
+    folder = weights_dir()
+    out: dict[str, list[int] | None] = {}
+    for _, fname in MODELS.values():
+        st = (folder / fname).stat() if (folder / fname).is_file() else None
+        out[fname] = None if st is None else [st.st_size, st.st_mtime_ns]
+    return out
 
 
 def _random_weights_present() -> bool:

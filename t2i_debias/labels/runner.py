@@ -25,7 +25,7 @@ from PIL import Image
 from t2i_debias.attributes import STATUS_OK
 from t2i_debias.labels.base import Box, DemographicClassifier, Prediction
 from t2i_debias.labels.crops import ImageLoadError, image_sha256, load_image, make_crop, valid_box
-from t2i_debias.runs import Stage, atomic_write_csv, hash_obj, safe_join
+from t2i_debias.runs import Stage, atomic_write_csv, hash_obj, require_finished, safe_join
 from t2i_debias.runs import run_stage as run_stage_folder
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ def classify_items(classifier: DemographicClassifier, items: Sequence[Item], bat
             try:
                 image = cache.get(item.path)
             except ImageLoadError as e:
-                log.debug("%s", e)
+                (log.debug if e.status == "missing_image" else log.warning)("skipped (%s): %s", e.status, e)
                 results[i] = Result(Prediction(status=e.status))
                 bar.update(1)
                 continue
@@ -253,14 +253,11 @@ def classify_files(classifier: DemographicClassifier, paths: Sequence[str | Path
 
 # ----------------------------------------------------------------------------- persons.csv -> labels.csv
 def read_persons(path: str | Path) -> list[dict[str, str]]:
-    """Rows of persons.csv as strings; a missing column is an error naming the file."""
-    import pandas as pd
+    """Rows of persons.csv as strings; bad encoding, a missing column or a duplicate person_id is an error
+    naming the file (and line)."""
+    from t2i_debias.tables import read_csv
 
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in PERSON_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; expected at least {list(PERSON_COLUMNS)}")
-    return df.to_dict("records")
+    return read_csv(path, PERSON_COLUMNS, unique="person_id").to_dict("records")
 
 
 def person_box(row: dict[str, str], where: str) -> Box | None:
@@ -334,6 +331,7 @@ def run_stage(cfg: Any, force: bool = False) -> None:
     persons_csv = cfg.run_dir / "mpii" / "persons.csv"
     if not persons_csv.exists():
         raise FileNotFoundError(f"{persons_csv} not found: run the mpii stage first (mpii_dataset/load_dataset.py)")
+    require_finished(persons_csv.parent, "mpii", cfg.run_dir)  # a persons.csv the mpii stage finished
     config = {**cfg.section_dict("labels"), "images_dir": str(Path(cfg.mpii.images_dir).resolve()),
               "smoke": cfg.run.smoke}
     stage = Stage("labels", cfg.run_dir / "labels", config=config, inputs=[persons_csv])

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from t2i_debias.image_files import open_rgb
 from t2i_debias.metrics.clip_score import ClipEmbedder, clip_i_scores, clip_t_scores
 from t2i_debias.runs import (
     Stage,
@@ -103,11 +104,23 @@ def _load_rgb(im: Image.Image | Path | str) -> np.ndarray:
     """uint8 (H, W, 3) array of an image or image file; an unreadable file is an error naming it."""
     if isinstance(im, Image.Image):
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    try:
-        with Image.open(im) as f:
-            return np.asarray(f.convert("RGB"), dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"cannot read image {im}: {e}") from e
+    return np.asarray(open_rgb(im), dtype=np.uint8)  # ImageReadError names the file and the reason
+
+
+class LazyImages(Sequence):
+    """Image files decoded on access (an index or a slice), so a batched consumer holds one batch at a time
+    and memory stays flat however many images a model has."""
+
+    def __init__(self, files: Sequence[Path]) -> None:
+        self.files = list(files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [open_rgb(f) for f in self.files[i]]
+        return open_rgb(self.files[i])
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -238,8 +251,7 @@ def evaluate_model(model_dir: Path, base_dir: Path | None, ref: dict[str, Any] |
     from t2i_debias.runs import safe_join
 
     meta = read_metadata(model_dir)
-    files = [safe_join(model_dir, f) for f in meta["file"]]
-    images = [Image.open(f).convert("RGB") for f in files]
+    images = LazyImages([safe_join(model_dir, f) for f in meta["file"]])  # decoded one batch at a time
     result: dict[str, Any] = {"n_images": len(images), "fid": None, "kid": None, "kid_std": None}
     if ref is not None and extractor is not None:
         result.update(fid_kid(extractor(images), ref, qsec.kid_subset_size, qsec.kid_subsets, seed))
@@ -256,7 +268,7 @@ def evaluate_model(model_dir: Path, base_dir: Path | None, ref: dict[str, Any] |
                                                                                    strict=True))]
         pairs = [(i, f) for i, f in pairs if f is not None]
         if pairs:
-            base_emb = clip.embed_images([Image.open(safe_join(base_dir, f)).convert("RGB") for _, f in pairs])
+            base_emb = clip.embed_images(LazyImages([safe_join(base_dir, f) for _, f in pairs]))
             ci = clip_i_scores(img_emb[[i for i, _ in pairs]], base_emb)
             table.loc[[i for i, _ in pairs], "clip_i"] = ci
             result["clip_i"] = _nanmean(ci)
@@ -305,12 +317,12 @@ def quality_for(cfg: Any, names: list[str], out_dir: Path) -> list[Path]:
 
 def run_stage(cfg: Any, force: bool = False) -> None:
     """Quality of every generated model: FID/KID against `quality.reference`, CLIP-T, CLIP-I vs base."""
-    from t2i_debias.generate import models_to_evaluate
+    from t2i_debias.generate import finished_generated, models_to_evaluate
     from t2i_debias.runs import run_stage as _run_stage
 
     q = cfg.quality
     gen_root = cfg.run_dir / "generated"
-    names = [n for n in models_to_evaluate(cfg) if (gen_root / n / "metadata.csv").is_file()]
+    names = finished_generated(cfg, models_to_evaluate(cfg))
     inputs = [gen_root / n / "metadata.csv" for n in names]
     if q.reference:
         inputs.append(Path(q.reference))

@@ -1,19 +1,25 @@
 """What a training mode leaves behind: pipeline or LoRA weights, training_log.csv, loss.png, model card.
 
-Weights are saved into a temporary folder and moved into place, so a killed run never leaves a
-half-written weights file under the mode's folder.
+Weights are saved into a new version of the mode's folder built beside it, which replaces the old
+folder in one rename, so a killed run leaves either the old weights or the new ones, never a mix.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.runs import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from t2i_debias.runs import (
+    MANIFEST,
+    STAGING_MARK,
+    Staged,
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_text,
+)
 
 LOG_COLUMNS = ["step", "loss", "denoise", "lang", "vision", "preserve", "lr"]
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -21,21 +27,36 @@ ADAPTER_STATE = "adapter_state.safetensors"  # peft-format adapters, to continue
 
 
 def save_into(out_dir: Path, write: Callable[[Path], Any]) -> list[Path]:
-    """Run `write(tmpdir)` then move each top-level entry it made into `out_dir` (replacing old ones)."""
+    """Run `write(folder)` in a new version of `out_dir` built beside it, then swap the whole folder in.
+
+    The new folder gets what `write` made plus hard links to the other entries of the old one
+    (checkpoints, logs); one rename (runs.replace_dir) puts it in place, so a kill leaves the old
+    weights or the new ones, never a new text encoder beside an old U-Net. Returns the paths of the
+    entries `write` made, as they are under `out_dir`.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".save.", dir=out_dir))
-    moved = []
+    staged = Staged(out_dir)
+    new = staged.open(resume=False)
+    write(new)
+    made = sorted(e.name for e in new.iterdir() if e.name != STAGING_MARK)
+    for entry in sorted(out_dir.iterdir()):
+        if entry.name in made or entry.name in (MANIFEST, STAGING_MARK) or entry.name.startswith(".save."):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, new / entry.name, copy_function=_link_or_copy, symlinks=True)
+        else:
+            _link_or_copy(str(entry), str(new / entry.name))
+    staged.commit()
+    return [out_dir / name for name in made]
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    """Hard-link a file (instant, no extra space); copy it where the file system has no hard links."""
     try:
-        write(tmp)
-        for entry in sorted(tmp.iterdir()):
-            dest = out_dir / entry.name
-            if dest.is_dir() and not dest.is_symlink():
-                shutil.rmtree(dest)
-            os.replace(entry, dest)
-            moved.append(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return moved
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
+    return dst
 
 
 def write_log(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -1,0 +1,54 @@
+"""Fault injection, stage inputs: labels, analysis and enriched read only inputs whose producing stage finished
+(its _manifest.json), like generation, bias and quality (issue 13, defect 2)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _augment_inputs import skewed_people, write_inputs  # noqa: E402
+
+from t2i_debias import analysis  # noqa: E402
+from t2i_debias.augment import build  # noqa: E402
+from t2i_debias.config import Config  # noqa: E402
+from t2i_debias.errors import MissingInputError  # noqa: E402
+from t2i_debias.labels import runner  # noqa: E402
+from t2i_debias.runs import MANIFEST  # noqa: E402
+
+
+@pytest.fixture()
+def cfg(tmp_path: Path) -> Config:
+    c = Config()
+    c.run.root, c.run.name, c.run.smoke = str(tmp_path), "run", True
+    _, _, images = write_inputs(c.run_dir, skewed_people(3))
+    c.mpii.images_dir = str(images)
+    return c
+
+
+def test_labels_refuses_an_unfinished_mpii_stage(cfg) -> None:
+    (cfg.run_dir / "mpii" / MANIFEST).unlink()
+    with pytest.raises(MissingInputError, match=r"^mpii is incomplete \(no manifest\): rerun the mpii stage$"):
+        runner.run_stage(cfg)
+    assert not (cfg.run_dir / "labels" / ".journal.jsonl").exists()
+
+
+def test_analysis_refuses_an_unfinished_labels_stage(cfg) -> None:
+    (cfg.run_dir / "labels" / MANIFEST).unlink()
+    with pytest.raises(MissingInputError, match=r"^labels is incomplete \(no manifest\): rerun the labels stage$"):
+        analysis.run_stage(cfg)
+    assert not (cfg.run_dir / "analysis").exists()
+
+
+def test_enriched_refuses_an_unfinished_labels_stage(cfg) -> None:
+    (cfg.run_dir / "labels" / MANIFEST).unlink()
+    with pytest.raises(MissingInputError, match=r"^labels is incomplete \(no manifest\): rerun the labels stage$"):
+        build.run_stage(cfg)
+    assert not (cfg.run_dir / "enriched" / "metadata.jsonl").exists()
+
+
+def test_finished_inputs_are_accepted(cfg, tmp_path) -> None:
+    analysis.run_stage(cfg)
+    assert (cfg.run_dir / "analysis" / MANIFEST).is_file()
