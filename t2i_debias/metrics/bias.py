@@ -45,7 +45,7 @@ def tvd(p: Any) -> np.ndarray | float:
 
 
 def pairwise(p: Any) -> np.ndarray | float:
-    """Mean over class pairs i<j of |p_i − p_j|; range [0, 1] (Shen et al., ICLR'24)."""
+    """Mean over class pairs i<j of |p_i − p_j|; range [0, 2/K] (Shen et al., ICLR'24)."""
     p = _as_p(p)
     i, j = np.triu_indices(p.shape[-1], k=1)
     return np.abs(p[..., i] - p[..., j]).mean(axis=-1)
@@ -84,7 +84,7 @@ class MetricInfo:
 
 METRIC_INFO: dict[str, MetricInfo] = {
     "tvd": MetricInfo(False, lambda k: (0.0, 1.0 - 1.0 / k)),
-    "pairwise": MetricInfo(False, lambda k: (0.0, 1.0)),
+    "pairwise": MetricInfo(False, lambda k: (0.0, 2.0 / k)),  # one class takes all: (K − 1) / C(K, 2)
     "kl": MetricInfo(False, lambda k: (0.0, math.log(k))),
     "entropy": MetricInfo(True, lambda k: (0.0, 1.0)),
 }

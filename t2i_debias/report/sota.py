@@ -214,6 +214,11 @@ def bias_columns(summary: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def settings_flag(v: Any) -> str:
+    """A row's `settings` cell as text ("" = same settings as the reference row; NaN when read from CSV)."""
+    return v if isinstance(v, str) else ""
+
+
 def _setting(v: Any) -> str:
     """A setting as text for comparing and printing (None: not recorded)."""
     x = _num(v)
@@ -301,8 +306,8 @@ def settings_header(df: pd.DataFrame) -> str:
     ran = df[status.fillna("ok") == "ok"]
     if ran.empty or not any(k in df.columns for k in SETTINGS_KEYS):
         return "Generation settings: not recorded."
-    flagged = "settings" in ran and (ran["settings"].fillna("") != "").any()
-    unflagged = ran[ran["settings"].fillna("") == ""] if "settings" in ran else ran
+    flagged = "settings" in ran and (ran["settings"].map(settings_flag) != "").any()
+    unflagged = ran[ran["settings"].map(settings_flag) == ""] if "settings" in ran else ran
     ref = (unflagged if len(unflagged) else ran).iloc[0]
     st = settings_of(ref)
     text = (f"guidance scale {st['guidance_scale']}, sampler {st['sampler']}, {st['num_inference_steps']} steps, "
@@ -363,7 +368,7 @@ def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] = TABLE_COLU
                 if (v := _num(x)) is not None and not (c == "clip_i" and m == "base")}
         if len(vals) <= 1:
             del best[c]
-    mixed = "settings" in df.columns and (df["settings"].fillna("") != "").any()
+    mixed = "settings" in df.columns and (df["settings"].map(settings_flag) != "").any()
     lines = [f"# SOTA comparison\n\nBase model of every method: `{base}`. Same prompts, seeds, classifier "
              f"and metrics for all rows. {settings_header(df)}\n\n"
              "Bias: lower is better (entropy, CLIP and face rate: higher); 95% bootstrap CI in brackets; floor = "
@@ -373,7 +378,7 @@ def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] = TABLE_COLU
              "| method | " + " | ".join(cols) + (" | settings |" if mixed else " |"),
              "|---|" + "---|" * (len(cols) + mixed)]
     for _, r in df.iterrows():
-        flag = [f"⚠ {r['settings']}" if r.get("settings") else "same"] if mixed else []
+        flag = [f"⚠ {settings_flag(r.get('settings'))}" if settings_flag(r.get("settings")) else "same"] if mixed else []
         if r.get("status", "ok") != "ok":
             lines.append(f"| {r['method']} | " + " | ".join(["n/a"] * len(cols) + (["–"] if mixed else [])) + " |")
             continue
