@@ -283,7 +283,7 @@ def evaluate_model(cfg: Any, name: str, classifier_factory: Callable[[], Demogra
         if base_pred_path is not None:
             base_pred = pd.read_csv(base_pred_path, keep_default_na=False, dtype={"prompt_id": str})
             summary["paired_vs_base"] = paired_vs_base(pred, base_pred, attrs, b.n_bootstrap, cfg.run.seed, b.ci,
-                                                       b.paired_resample, against=base_dir.name)
+                                                       b.paired_resample)
         else:
             summary["paired_vs_base"] = None
         outs = [atomic_write_csv(out_dir / "predictions.csv", pred),

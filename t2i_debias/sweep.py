@@ -138,8 +138,11 @@ def plot_sweep(df: pd.DataFrame, path: Path, metric: str = "tvd") -> Path | None
     return path
 
 
-def run_stage(cfg: Any, force: bool = False) -> None:
-    """Generate and evaluate every swept model at every `[bias] guidance_sweep` scale; no-op when empty."""
+def run_stage(cfg: Any, force: bool = False, classifier: Any = None) -> None:
+    """Generate and evaluate every swept model at every `[bias] guidance_sweep` scale; no-op when empty.
+
+    The classifier is the [labels] one (built once, only if needed) unless `classifier` is given.
+    """
     from t2i_debias.evaluate import classifier_factory_for, evaluate_model
     from t2i_debias.prompts import prompts_path
 
@@ -152,7 +155,7 @@ def run_stage(cfg: Any, force: bool = False) -> None:
     if not prompts_path(cfg).is_file():
         raise FileNotFoundError(f"{prompts_path(cfg)} not found: run the prompts stage first")
     models = sweep_models(cfg)
-    factory = classifier_factory_for(cfg)
+    factory = classifier_factory_for(cfg, classifier)
     root = cfg.run_dir / SWEEP_DIR
     summaries: dict[tuple[str, float], Path] = {}
     for scale in scales:
