@@ -59,14 +59,14 @@ def race_classes_of(cfg: Any) -> tuple[str, ...]:
 
 # ----------------------------------------------------------------------------- classification
 def classify_generated(model_dir: Path, classifier: DemographicClassifier, journal_path: Path | None = None,
-                       batch_size: int = 32) -> pd.DataFrame:
+                       batch_size: int = 32, desc: str | None = None) -> pd.DataFrame:
     """predictions.csv rows for every image listed in `model_dir/metadata.csv`, in its order."""
     from t2i_debias.generate import read_metadata
     from t2i_debias.labels.runner import Journal, classifier_key, classify_files
 
     meta = read_metadata(model_dir)
     paths = [safe_join(model_dir, f) for f in meta["file"]]
-    desc = f"bias {model_dir.name}"
+    desc = desc or f"bias {model_dir.name}"
     if journal_path is not None:
         with Journal(journal_path, classifier_key(classifier)) as journal:
             preds = classify_files(classifier, paths, batch_size=batch_size, journal=journal, desc=desc)
@@ -275,7 +275,8 @@ def evaluate_model(cfg: Any, name: str, classifier_factory: Callable[[], Demogra
     def body(st: Stage) -> tuple[list[Path], dict[str, Any]]:
         b = cfg.bias
         clf = classifier_factory()
-        pred = classify_generated(gen_dir, clf, out_dir / ".journal.jsonl", cfg.labels.batch_size)
+        pred = classify_generated(gen_dir, clf, out_dir / ".journal.jsonl", cfg.labels.batch_size,
+                                  desc=stage.name)
         attrs = bias_attributes(race_classes_of(cfg))
         by_prompt, summary = summarize(pred, attrs, b.n_bootstrap, cfg.run.seed, b.ci, b.floor_draws,
                                        b.floor_exact_max)
