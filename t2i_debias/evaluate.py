@@ -210,7 +210,10 @@ def generation_settings(gen_dir: Path, meta: pd.DataFrame | None = None) -> dict
     from t2i_debias.generate import read_metadata
 
     meta = read_metadata(gen_dir) if meta is None else meta
-    col = lambda c: _unique(meta[c]) if c in meta.columns else None  # noqa: E731
+
+    def col(c: str) -> Any:
+        return _unique(meta[c]) if c in meta.columns else None
+
     per_prompt = meta.groupby("prompt_id").size() if len(meta) else pd.Series(dtype=int)
     resolution = None
     if len(meta):

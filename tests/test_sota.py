@@ -161,6 +161,11 @@ def test_mixed_settings_refused_unless_allowed_then_flagged():
     assert "Generation settings: **mixed** (allowed with --allow_mixed): guidance scale 4" in md
     assert "| method | gender_tvd | settings |" in md
     assert md.count("| same |") == 2 and "| ⚠ differs: guidance_scale 7.5 (vs 4) |" in md
-    # a setting that was not recorded also differs from a recorded one
-    with pytest.raises(MixedSettingsError, match="sampler not recorded"):
-        check_settings(_rows(sampler=None))
+    # a setting that was not recorded (images made before it was stored) cannot be checked: flagged, not refused
+    unverified = check_settings(_rows(sampler=None, guidance_scale=4.0))
+    assert list(unverified["settings"]) == ["", "unverified: sampler not recorded", ""]
+    md = to_markdown(unverified, "toy:base")
+    assert "some rows could not be checked (settings not recorded)" in md
+    assert "| ⚠ unverified: sampler not recorded |" in md
+    with pytest.raises(MixedSettingsError, match="guidance_scale 7.5"):  # a recorded difference still refuses
+        check_settings(_rows(sampler=None, guidance_scale=7.5))

@@ -224,7 +224,7 @@ def _setting(v: Any) -> str:
     x = _num(v)
     if x is not None:
         return f"{x:g}"
-    return "not recorded" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+    return NOT_RECORDED if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
 
 
 def settings_of(row: Any) -> dict[str, str]:
@@ -232,9 +232,14 @@ def settings_of(row: Any) -> dict[str, str]:
     return {k: _setting(row.get(k)) for k in SETTINGS_KEYS}
 
 
+NOT_RECORDED = "not recorded"
+
+
 def check_settings(df: pd.DataFrame, allow_mixed: bool = False) -> pd.DataFrame:
     """`df` with a `settings` column: "" where a row's generation settings match the base row's (else the
-    first row that ran), else what differs. Differences raise MixedSettingsError unless `allow_mixed`."""
+    first row that ran); "differs: ..." where a recorded setting differs, which raises MixedSettingsError
+    unless `allow_mixed`; "unverified: ..." where a setting was not recorded (images made before settings
+    were stored), which cannot be checked and is flagged, not refused."""
     df = df.copy()
     df["settings"] = ""
     status = df["status"] if "status" in df else pd.Series("ok", index=df.index)
@@ -246,9 +251,13 @@ def check_settings(df: pd.DataFrame, allow_mixed: bool = False) -> pd.DataFrame:
     ref = settings_of(ref_row)
     bad = []
     for i, r in ran.iterrows():
-        diff = [f"{k} {v} (vs {ref[k]})" for k, v in settings_of(r).items() if v != ref[k]]
+        mine = settings_of(r)
+        unknown = [k for k in SETTINGS_KEYS if NOT_RECORDED in (mine[k], ref[k])]
+        diff = [f"{k} {mine[k]} (vs {ref[k]})" for k in SETTINGS_KEYS if k not in unknown and mine[k] != ref[k]]
+        flag = (["differs: " + "; ".join(diff)] if diff else []) + (
+            [f"unverified: {', '.join(unknown)} not recorded"] if unknown else [])
+        df.loc[i, "settings"] = " | ".join(flag)
         if diff:
-            df.loc[i, "settings"] = "differs: " + "; ".join(diff)
             bad.append(f"{r['method']}: " + "; ".join(diff))
     if bad and not allow_mixed:
         raise MixedSettingsError(
@@ -306,15 +315,18 @@ def settings_header(df: pd.DataFrame) -> str:
     ran = df[status.fillna("ok") == "ok"]
     if ran.empty or not any(k in df.columns for k in SETTINGS_KEYS):
         return "Generation settings: not recorded."
-    flagged = "settings" in ran and (ran["settings"].map(settings_flag) != "").any()
-    unflagged = ran[ran["settings"].map(settings_flag) == ""] if "settings" in ran else ran
+    flags = ran["settings"].map(settings_flag) if "settings" in ran else pd.Series("", index=ran.index)
+    unflagged = ran[flags == ""]
     ref = (unflagged if len(unflagged) else ran).iloc[0]
     st = settings_of(ref)
     text = (f"guidance scale {st['guidance_scale']}, sampler {st['sampler']}, {st['num_inference_steps']} steps, "
             f"resolution {st['resolution']}, {st['images_per_prompt']} images per prompt")
-    if flagged:
+    if flags.str.contains("differs").any():
         return (f"Generation settings: **mixed** (allowed with --allow_mixed): {text} for every row except those "
                 "flagged ⚠ in the settings column.")
+    if (flags != "").any():
+        return (f"Generation settings: {text}; some rows could not be checked (settings not recorded), flagged ⚠ "
+                "in the settings column.")
     return f"Generation settings (every row): {text}."
 
 
