@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from t2i_debias.baselines import METHODS, GenParams, NotApplicable, make_method
+from t2i_debias.metrics.bias import METRIC_INFO
 from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, atomic_write_text
 from t2i_debias.runs import run_stage as _run_stage
 
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 ATTRIBUTES: tuple[str, ...] = ("gender", "race", "race4", "gender_race")
 BIAS_METRICS: tuple[str, ...] = ("tvd", "pairwise", "kl", "entropy")
 QUALITY_METRICS: tuple[str, ...] = ("fid", "kid", "clip_t", "clip_i")
-HIGHER_IS_BETTER: frozenset[str] = frozenset({"entropy", "clip_t", "clip_i", "face_rate"})
+HIGHER_IS_BETTER: frozenset[str] = frozenset({m for m, info in METRIC_INFO.items() if info.higher_is_better}
+                                             | {"clip_t", "clip_i", "face_rate"})
 # Columns of comparison.md (all bias/quality columns are in comparison.csv).
 TABLE_COLUMNS: tuple[str, ...] = ("gender_tvd", "race_tvd", "gender_race_tvd", "gender_kl", "race_kl",
                                   "race4_pairwise", "face_rate", "fid", "kid", "clip_t", "clip_i")
