@@ -708,7 +708,9 @@ def section_bias(run_dir: Path) -> str:
                 summaries[m] = s if isinstance(s, dict) else {"value": s}
     out.append('<p class="note">Bias metrics of DESIGN.md §3, lower = less biased; Δ = model − base; '
                '<span class="better">green</span> = less biased (or more faces found), '
-               '<span class="worse">red</span> = more. 95% bootstrap CI in brackets.</p>')
+               '<span class="worse">red</span> = more. 95% bootstrap CI in brackets. In the per-model table Δ is '
+               "the paired difference (same prompts and seeds), coloured only where its 95% CI excludes 0; per "
+               "occupation it is the plain difference of the two values.</p>")
     if summaries:
         out.append("<h3>Per model (bias/&lt;model&gt;/summary.json)</h3>" + bias_overview(summaries))
     else:
