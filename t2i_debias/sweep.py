@@ -120,9 +120,12 @@ def plot_sweep(df: pd.DataFrame, path: Path, metric: str = "tvd") -> Path | None
     fig, axes = plt.subplots(1, len(attrs), figsize=(3.6 * len(attrs), 3.0), squeeze=False)
     for ax, attr in zip(axes[0], attrs, strict=True):
         da = d[d["attribute"] == attr]
-        for model, dm in da.groupby("model", sort=False):
+        groups = list(da.groupby("model", sort=False))
+        span = float(da["guidance_scale"].max() - da["guidance_scale"].min()) or 1.0
+        for i, (model, dm) in enumerate(groups):
             dm = dm.sort_values("guidance_scale")
-            x, y = dm["guidance_scale"].to_numpy(float), pd.to_numeric(dm["value"]).to_numpy(float)
+            dodge = (i - (len(groups) - 1) / 2) * 0.015 * span  # models side by side, not on top of each other
+            x, y = dm["guidance_scale"].to_numpy(float) + dodge, pd.to_numeric(dm["value"]).to_numpy(float)
             lo, hi = pd.to_numeric(dm["lo"]).to_numpy(float), pd.to_numeric(dm["hi"]).to_numpy(float)
             line = ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", capsize=3, label=str(model))
             ax.plot(x, pd.to_numeric(dm["floor"]).to_numpy(float), ls="--", lw=0.8,
