@@ -9,6 +9,7 @@ from __future__ import annotations
 from t2i_debias.cli import parse
 from t2i_debias.config import SECTIONS
 from t2i_debias.pipeline import STAGES, run_pipeline
+from t2i_debias.report.sota import MixedSettingsError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,7 +20,10 @@ def main(argv: list[str] | None = None) -> None:
                        help="stop after this stage")
 
     args, cfg = parse(__doc__, ["run"], [s for s in SECTIONS if s != "run"], argv, extra)
-    run_pipeline(cfg, force=args.force, only=args.only, until=args.until)
+    try:
+        run_pipeline(cfg, force=args.force, only=args.only, until=args.until)
+    except MixedSettingsError as e:  # stale rows from other generation settings: the fix is in the message
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -9,14 +9,17 @@ Run gen-images.py, eval-generated-images.py and compute_CLIP.py first (or the pi
 from __future__ import annotations
 
 from t2i_debias.cli import parse
-from t2i_debias.report.sota import write_comparison
+from t2i_debias.report.sota import MixedSettingsError, write_comparison
 
 OTHER = ["run", "prompts", "generate", "bias", "quality"]
 
 
 def main(argv: list[str] | None = None) -> None:
     args, cfg = parse(__doc__, ["sota"], OTHER, argv)
-    print(write_comparison(cfg, force=args.force))
+    try:
+        print(write_comparison(cfg, force=args.force))
+    except MixedSettingsError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -236,6 +236,15 @@ class BiasSection:
 
     n_bootstrap: int = 1000
     ci: float = 0.95
+    # Noise floor (metrics/floor.py): exact up to this many count vectors, else a seeded Monte Carlo.
+    floor_exact_max: int = 200_000
+    floor_draws: int = 20_000
+    # Paired bootstrap of (model - base): prompts_and_seeds (resample both) | seeds (prompt set fixed).
+    paired_resample: str = "prompts_and_seeds"
+    # Guidance sweep (t2i_debias.sweep): every model again at each scale, same seeds; empty = off.
+    guidance_sweep: list[float] = field(default_factory=list)
+    sweep_images_per_prompt: int = 0  # 0 = generate.images_per_prompt
+    sweep_models: list[str] = field(default_factory=list)  # empty = every evaluated model (base + trained)
 
 
 @dataclass
@@ -267,6 +276,9 @@ class SotaSection:
     uce_iterations: int = 10  # weight-tuning rounds (generate, classify, edit); authors: up to 30
     uce_samples: int = 20  # images per occupation and round
     uce_steps: int = 20  # inference steps of those images
+    # Rows generated with different settings (guidance, sampler, steps, resolution, images per prompt)
+    # are refused in one table unless this is set; they are then flagged.
+    allow_mixed: bool = False
 
 
 @dataclass

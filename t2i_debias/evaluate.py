@@ -3,9 +3,13 @@
 For each model with `generated/<model>/metadata.csv` it writes `bias/<model>/`:
 - `predictions.csv`: one row per generated image (no-face and other skip statuses kept), with the
   labels backend's gender / race / age and face box;
-- `by_prompt.csv`: per prompt, the face-found rate, class counts and every metric of DESIGN.md §3
-  for gender, race (6 groups), race4 (Shen's 4 groups) and gender×race, each with its bootstrap CI;
-- `summary.json`: the mean over prompts of every metric with its seeded bootstrap 95% CI.
+- `by_prompt.csv`: per prompt, the face-found and ambiguous rates, class counts and every metric of
+  DESIGN.md §3 for gender, race (6 groups), race4 (Shen's 4 groups) and gender×race, each with its
+  bootstrap CI, its noise floor (a balanced model with as many labelled images) and excess = value − floor;
+- `summary.json`: the mean over prompts of every metric with its seeded bootstrap 95% CI, floor and
+  excess; the generation settings (guidance scale, sampler, steps, resolution, images per prompt); and,
+  for every model but the base, the paired bootstrap of (model − base) on the same (prompt, seed) pairs.
+Images with a skip status (no_face, ambiguous, ...) are left out of the proportions; their rates are reported.
 Classification results are journalled by image hash, so a killed run resumes without redoing them.
 """
 
@@ -19,9 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from t2i_debias.attributes import GENDERS, RACES, SHEN4_CLASSES, STATUS_OK
+from t2i_debias.attributes import GENDERS, RACES, SHEN4_CLASSES, STATUS_AMBIGUOUS, STATUS_OK
 from t2i_debias.labels.base import DemographicClassifier
-from t2i_debias.metrics.bias import METRIC_NAMES, attribute_label, evaluate_attribute
+from t2i_debias.metrics.bias import METRIC_NAMES, attribute_label, codes_of, evaluate_attribute
+from t2i_debias.metrics.floor import DRAWS, EXACT_MAX, add_floors
+from t2i_debias.metrics.paired import paired_bootstrap
 from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, safe_join
 from t2i_debias.runs import run_stage as _run_stage
 
@@ -53,14 +59,14 @@ def race_classes_of(cfg: Any) -> tuple[str, ...]:
 
 # ----------------------------------------------------------------------------- classification
 def classify_generated(model_dir: Path, classifier: DemographicClassifier, journal_path: Path | None = None,
-                       batch_size: int = 32) -> pd.DataFrame:
+                       batch_size: int = 32, desc: str | None = None) -> pd.DataFrame:
     """predictions.csv rows for every image listed in `model_dir/metadata.csv`, in its order."""
     from t2i_debias.generate import read_metadata
     from t2i_debias.labels.runner import Journal, classifier_key, classify_files
 
     meta = read_metadata(model_dir)
     paths = [safe_join(model_dir, f) for f in meta["file"]]
-    desc = f"bias {model_dir.name}"
+    desc = desc or f"bias {model_dir.name}"
     if journal_path is not None:
         with Journal(journal_path, classifier_key(classifier)) as journal:
             preds = classify_files(classifier, paths, batch_size=batch_size, journal=journal, desc=desc)
@@ -82,10 +88,8 @@ def _clean(v: Any) -> Any:
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
 
 
-def summarize(pred: pd.DataFrame, attributes: dict[str, tuple[str, ...]] | None = None, n_bootstrap: int = 1000,
-              seed: int = 0, ci: float = 0.95) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """(by_prompt table, summary dict) of a predictions table; prompts keep their first-seen order."""
-    attributes = attributes or bias_attributes()
+def _group(pred: pd.DataFrame) -> tuple[list[str], dict[str, list[dict[str, Any]]]]:
+    """Prediction rows by prompt_id, prompts in first-seen order."""
     records = [{k: _clean(v) for k, v in r.items()} for r in pred.to_dict("records")]
     order: list[str] = []
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -95,29 +99,49 @@ def summarize(pred: pd.DataFrame, attributes: dict[str, tuple[str, ...]] | None 
             order.append(pid)
             groups[pid] = []
         groups[pid].append(r)
+    return order, groups
+
+
+def summarize(pred: pd.DataFrame, attributes: dict[str, tuple[str, ...]] | None = None, n_bootstrap: int = 1000,
+              seed: int = 0, ci: float = 0.95, floor_draws: int = DRAWS, floor_exact_max: int = EXACT_MAX
+              ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(by_prompt table, summary dict) of a predictions table; prompts keep their first-seen order.
+
+    Every per-prompt and aggregate value comes with its noise floor and excess (metrics/floor.py).
+    """
+    attributes = attributes or bias_attributes()
+    order, groups = _group(pred)
+    n_records = sum(len(g) for g in groups.values())
     by_prompt: list[dict[str, Any]] = []
     for pid in order:
         rows = groups[pid]
         n_ok = sum(r["status"] == STATUS_OK for r in rows)
+        n_amb = sum(r["status"] == STATUS_AMBIGUOUS for r in rows)
         row: dict[str, Any] = {"prompt_id": pid, "occupation": rows[0].get("occupation"),
                                "prompt": rows[0].get("prompt"), "n_images": len(rows), "n_faces": n_ok,
-                               "face_rate": n_ok / len(rows)}
-        for status in sorted({r["status"] for r in rows} - {STATUS_OK}):
+                               "face_rate": n_ok / len(rows), "n_ambiguous": n_amb, "ambiguous_rate": n_amb / len(rows)}
+        for status in sorted({r["status"] for r in rows} - {STATUS_OK, STATUS_AMBIGUOUS}):
             row[f"n_{status}"] = sum(r["status"] == status for r in rows)
         by_prompt.append(row)
+    n_amb_all = sum(r["n_ambiguous"] for r in by_prompt)
     summary: dict[str, Any] = {
-        "n_images": len(records), "n_prompts": len(order),
+        "n_images": n_records, "n_prompts": len(order),
         "n_faces": int(sum(r["n_faces"] for r in by_prompt)),
-        "face_rate": (sum(r["n_faces"] for r in by_prompt) / len(records)) if records else None,
+        "face_rate": (sum(r["n_faces"] for r in by_prompt) / n_records) if n_records else None,
         "face_rate_by_prompt": {r["prompt_id"]: r["face_rate"] for r in by_prompt},
+        "ambiguous_rate": (n_amb_all / n_records) if n_records else None,
+        "ambiguous_rate_by_prompt": {r["prompt_id"]: r["ambiguous_rate"] for r in by_prompt},
         "prompts_without_face": [r["prompt_id"] for r in by_prompt if r["n_faces"] == 0],
-        "statuses": {s: int(n) for s, n in pd.Series([r["status"] for r in records]).value_counts().items()},
+        "statuses": {s: int(n) for s, n in pd.Series([r["status"] for g in groups.values() for r in g],
+                                                     dtype=object).value_counts().items()},
         "n_bootstrap": n_bootstrap, "ci_level": ci, "seed": seed, "attributes": {},
     }
     for attr, classes in attributes.items():
         labels = [[attribute_label(r, attr) for r in groups[pid]] for pid in order]
         res = evaluate_attribute(labels, classes, n_bootstrap=n_bootstrap, seed=seed, ci=ci)
-        summary["attributes"][attr] = {k: res[k] for k in ("classes", "aggregate", "ci", "n_prompts_with_value")}
+        add_floors(res, seed=seed, draws=floor_draws, exact_max=floor_exact_max)
+        summary["attributes"][attr] = {k: res[k] for k in ("classes", "aggregate", "ci", "floor", "excess", "floor_se",
+                                                            "floor_method", "n_prompts_with_value")}
         for row, pp in zip(by_prompt, res["per_prompt"], strict=True):
             if attr != "gender_race":
                 for c, n in zip(classes, pp["counts"], strict=True):
@@ -126,7 +150,86 @@ def summarize(pred: pd.DataFrame, attributes: dict[str, tuple[str, ...]] | None 
                 row[f"{attr}_{m}"] = pp[m]
                 lo_hi = pp[f"{m}_ci"] or (None, None)
                 row[f"{attr}_{m}_lo"], row[f"{attr}_{m}_hi"] = lo_hi
+                row[f"{attr}_{m}_floor"] = pp[f"{m}_floor"]
+                row[f"{attr}_{m}_excess"] = pp[f"{m}_excess"]
     return pd.DataFrame(by_prompt), summary
+
+
+def paired_vs_base(pred: pd.DataFrame, base_pred: pd.DataFrame, attributes: dict[str, tuple[str, ...]] | None = None,
+                   n_bootstrap: int = 1000, seed: int = 0, ci: float = 0.95, resample: str = "prompts_and_seeds",
+                   against: str = "base") -> dict[str, Any]:
+    """Paired bootstrap of (model − base) per attribute and metric on the (prompt_id, seed) pairs both have.
+
+    Images only one model has are left out of the pairing and counted (`n_only_model`, `n_only_base`).
+    """
+    attributes = attributes or bias_attributes()
+    order, groups = _group(pred)
+    _, base_groups = _group(base_pred)
+    pairs: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+    only_model = only_base = 0
+    for pid in order:
+        mine = {int(r["seed"]): r for r in groups[pid]}
+        theirs = {int(r["seed"]): r for r in base_groups.get(pid, [])}
+        common = sorted(set(mine) & set(theirs))
+        only_model += len(mine) - len(common)
+        only_base += len(theirs) - len(common)
+        if common:
+            pairs.append(([theirs[s] for s in common], [mine[s] for s in common]))
+    only_base += sum(len(g) for pid, g in base_groups.items() if pid not in groups)
+    out: dict[str, Any] = {"against": against, "n_pairs": sum(len(b) for b, _ in pairs), "n_prompts": len(pairs),
+                           "n_only_model": only_model, "n_only_base": only_base, "resample": resample,
+                           "n_bootstrap": n_bootstrap, "ci_level": ci, "seed": seed, "attributes": {}}
+    if only_model or only_base:
+        log.warning("paired comparison: %d model and %d base images have no partner (same prompt and seed); "
+                    "they are left out of the pairing", only_model, only_base)
+    for attr, classes in attributes.items():
+        codes = [(codes_of([attribute_label(r, attr) for r in b], classes),
+                  codes_of([attribute_label(r, attr) for r in m], classes)) for b, m in pairs]
+        res = paired_bootstrap([b for b, _ in codes], [m for _, m in codes], len(classes), n_bootstrap=n_bootstrap,
+                               seed=seed, ci=ci, resample=resample)
+        out["attributes"][attr] = res["metrics"]
+    return out
+
+
+def _unique(values: pd.Series) -> Any:
+    """The one value of a column (None when absent/empty), or the sorted distinct values when they differ."""
+    vals = sorted({v for v in values.tolist() if v is not None and v == v and v != ""}, key=str)
+    if not vals:
+        return None
+    return vals[0] if len(vals) == 1 else vals
+
+
+def generation_settings(gen_dir: Path, meta: pd.DataFrame | None = None) -> dict[str, Any]:
+    """What the images were made with (guidance scale, sampler, steps, resolution, images per prompt, seeds).
+
+    Read from metadata.csv (written from each PNG's own record) and the first image's size; a value
+    that differs between images is the list of its values; one not recorded is None.
+    """
+    from PIL import Image
+
+    from t2i_debias.generate import read_metadata
+
+    meta = read_metadata(gen_dir) if meta is None else meta
+
+    def col(c: str) -> Any:
+        return _unique(meta[c]) if c in meta.columns else None
+
+    per_prompt = meta.groupby("prompt_id").size() if len(meta) else pd.Series(dtype=int)
+    resolution = None
+    if len(meta):
+        with Image.open(safe_join(gen_dir, meta["file"].iloc[0])) as im:
+            resolution = f"{im.width}x{im.height}"
+    ipp = sorted(set(int(x) for x in per_prompt)) if len(per_prompt) else []
+    seeds = [int(s) for s in meta["seed"]] if len(meta) else []
+    steps, guidance = col("num_inference_steps"), col("guidance_scale")
+    return {
+        "guidance_scale": float(guidance) if isinstance(guidance, (int, float)) else guidance,
+        "sampler": col("sampler"),
+        "num_inference_steps": int(steps) if isinstance(steps, (int, float)) else steps,
+        "resolution": resolution,
+        "images_per_prompt": (ipp[0] if len(ipp) == 1 else ipp) if ipp else None,
+        "seeds": [min(seeds), max(seeds)] if seeds else None,
+    }
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -147,32 +250,62 @@ def classifier_factory_for(cfg: Any, classifier: DemographicClassifier | None = 
 
 
 def evaluate_model(cfg: Any, name: str, classifier_factory: Callable[[], DemographicClassifier] | None = None,
-                   force: bool = False) -> Path:
-    """bias/<name>/ for one generated model (skipped when its manifest matches)."""
+                   force: bool = False, gen_dir: Path | None = None, out_dir: Path | None = None,
+                   base_dir: Path | None = None, stage_name: str | None = None) -> Path:
+    """bias/<name>/ for one generated model (skipped when its manifest matches).
+
+    `gen_dir`/`out_dir` default to generated/<name>/ and bias/<name>/; `base_dir` is the bias folder of
+    the model it is paired with (default bias/base/, none for the base itself). The guidance sweep
+    passes its own folders.
+    """
     classifier_factory = classifier_factory or classifier_factory_for(cfg)
-    gen_dir = cfg.run_dir / "generated" / name
-    out_dir = cfg.run_dir / "bias" / name
+    gen_dir = gen_dir or cfg.run_dir / "generated" / name
+    out_dir = out_dir or cfg.run_dir / "bias" / name
+    if base_dir is None and name != "base":
+        base_dir = cfg.run_dir / "bias" / "base"
+    base_pred_path = base_dir / "predictions.csv" if base_dir is not None else None
+    if base_pred_path is not None and not base_pred_path.is_file():
+        log.warning("[bias] %s: %s not found, so no paired comparison against the base (evaluate base first)",
+                    name, base_pred_path)
+        base_pred_path = None
     inputs = [gen_dir / "metadata.csv"] + ([gen_dir / "generation.json"] if (gen_dir / "generation.json").exists()
-                                           else [])
+                                           else []) + ([base_pred_path] if base_pred_path else [])
     config = {**cfg.section_dict("bias", "labels"), "smoke": cfg.run.smoke, "seed": cfg.run.seed}
-    stage = Stage(f"bias:{name}", out_dir, config, inputs)
+    for k in ("guidance_sweep", "sweep_images_per_prompt", "sweep_models"):  # the sweep's own settings
+        config["bias"].pop(k, None)
+    stage = Stage(stage_name or f"bias:{name}", out_dir, config, inputs)
 
     def body(st: Stage) -> tuple[list[Path], dict[str, Any]]:
+        b = cfg.bias
         clf = classifier_factory()
-        pred = classify_generated(gen_dir, clf, out_dir / ".journal.jsonl", cfg.labels.batch_size)
-        by_prompt, summary = summarize(pred, bias_attributes(race_classes_of(cfg)), cfg.bias.n_bootstrap,
-                                       cfg.run.seed, cfg.bias.ci)
-        summary.update(model=name, classifier=clf.describe())
+        pred = classify_generated(gen_dir, clf, out_dir / ".journal.jsonl", cfg.labels.batch_size,
+                                  desc=stage.name)
+        attrs = bias_attributes(race_classes_of(cfg))
+        by_prompt, summary = summarize(pred, attrs, b.n_bootstrap, cfg.run.seed, b.ci, b.floor_draws,
+                                       b.floor_exact_max)
+        summary.update(model=name, classifier=clf.describe(), generation=generation_settings(gen_dir))
+        if base_pred_path is not None:
+            base_pred = pd.read_csv(base_pred_path, keep_default_na=False, dtype={"prompt_id": str})
+            summary["paired_vs_base"] = paired_vs_base(pred, base_pred, attrs, b.n_bootstrap, cfg.run.seed, b.ci,
+                                                       b.paired_resample)
+        else:
+            summary["paired_vs_base"] = None
         outs = [atomic_write_csv(out_dir / "predictions.csv", pred),
                 atomic_write_csv(out_dir / "by_prompt.csv", by_prompt),
                 atomic_write_json(out_dir / "summary.json", summary)]
         agg = summary["attributes"]
-        log.info("[bias] %s: face rate %.2f, gender tvd %s, race tvd %s", name, summary["face_rate"] or 0.0,
-                 agg["gender"]["aggregate"]["tvd"], agg["race"]["aggregate"]["tvd"])
+        log.info("[bias] %s: face rate %.2f, gender tvd %s (floor %s), race tvd %s (floor %s)", name,
+                 summary["face_rate"] or 0.0, agg["gender"]["aggregate"]["tvd"], agg["gender"]["floor"]["tvd"],
+                 agg["race"]["aggregate"]["tvd"], agg["race"]["floor"]["tvd"])
         return outs, {"face_rate": summary["face_rate"]}
 
     _run_stage(stage, body, force=force, log=log.info)
     return out_dir
+
+
+def base_first(names: list[str]) -> list[str]:
+    """The base model first, so every other model's paired comparison finds its predictions."""
+    return sorted(names, key=lambda n: n != "base")
 
 
 def run_stage(cfg: Any, force: bool = False, classifier: DemographicClassifier | None = None) -> None:
@@ -181,6 +314,6 @@ def run_stage(cfg: Any, force: bool = False, classifier: DemographicClassifier |
 
     names = finished_generated(cfg, models_to_evaluate(cfg))
     factory = classifier_factory_for(cfg, classifier)
-    for name in names:
+    for name in base_first(names):
         evaluate_model(cfg, name, factory, force=force)
 

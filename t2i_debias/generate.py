@@ -320,6 +320,7 @@ def generate_folder(load_pipe: Callable[[], Any], out_dir: str | Path, prompts: 
              dist.world, len(todo), len(mine), len(mine) - len(todo))
     if todo:
         pipe = load_pipe()
+        gen = {**gen, "sampler": sampler_name(pipe)}
         bar = tqdm(total=len(todo), desc=f"generate {model_name}" + (f" [{dist.rank}]" if dist.world > 1 else ""),
                    position=dist.rank, disable=None)
         for start in range(0, len(todo), batch_size):
@@ -340,6 +341,12 @@ def generate_folder(load_pipe: Callable[[], Any], out_dir: str | Path, prompts: 
     return meta
 
 
+def sampler_name(pipe: Any) -> str | None:
+    """The class name of a pipeline's scheduler (e.g. "DDIMScheduler"), the sampler on a bias number's record."""
+    scheduler = getattr(pipe, "scheduler", None)
+    return None if scheduler is None else type(scheduler).__name__
+
+
 def write_metadata(out_dir: Path, jobs: list[Job], model_name: str) -> Path:
     """metadata.csv rebuilt from the image files (one row per job); a missing image is an error."""
     rows = []
@@ -352,7 +359,8 @@ def write_metadata(out_dir: Path, jobs: list[Job], model_name: str) -> Path:
         info = png_info(path)
         rows.append({"model": model_name, "prompt_id": j.prompt_id, "occupation": j.occupation, "prompt": j.prompt,
                      "seed": j.seed, "file": j.rel, "num_inference_steps": info.get("num_inference_steps"),
-                     "guidance_scale": info.get("guidance_scale"), "shard": info.get("shard", "")})
+                     "guidance_scale": info.get("guidance_scale"), "sampler": info.get("sampler"),
+                     "shard": info.get("shard", "")})
     if missing:
         raise RuntimeError(f"{out_dir}: {len(missing)} images missing after generation, e.g. {missing[:3]}")
     return atomic_write_csv(out_dir / METADATA, pd.DataFrame(rows))

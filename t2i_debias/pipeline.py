@@ -26,6 +26,7 @@ STAGES: list[tuple[str, str]] = [
     ("prompts", "t2i_debias.prompts"),
     ("generated", "t2i_debias.generate"),
     ("bias", "t2i_debias.evaluate"),
+    ("sweep", "t2i_debias.sweep"),  # no-op unless [bias] guidance_sweep: bias at several guidance scales
     ("quality", "t2i_debias.metrics.quality"),
     ("sota", "t2i_debias.report.sota"),
     ("report", "t2i_debias.report.html"),

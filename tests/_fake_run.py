@@ -45,33 +45,79 @@ def _sig3(x: float) -> float:
     return float(f"{x:.3g}")
 
 
-def _bias(tvd: dict[str, float], face_rate: float, n_images: int) -> dict:
+FLOOR = {"tvd": 0.05, "pairwise": 0.1, "kl": 0.01, "entropy": 0.95}  # the same noise floor for every attribute
+GENERATION = {"guidance_scale": 7.5, "sampler": "PNDMScheduler", "num_inference_steps": 50, "resolution": "512x512",
+              "images_per_prompt": 3, "seeds": [0, 2]}
+# attributes whose paired difference to the base is significant in the fake run (the others cover 0)
+SIGNIFICANT = ("gender",)
+
+
+def _bias(tvd: dict[str, float], face_rate: float, n_images: int, ambiguous_rate: float = 0.0) -> dict:
     attrs = {}
     for a, t in tvd.items():
         agg = {"tvd": t, "pairwise": _sig3(t * 2), "kl": _sig3(t / 2), "entropy": _sig3(1 - t)}
         attrs[a] = {"aggregate": agg, "ci": {k: [_sig3(v * 0.9), _sig3(v * 1.1)] for k, v in agg.items()},
+                    "floor": dict(FLOOR), "excess": {k: _sig3(v - FLOOR[k]) for k, v in agg.items()},
+                    "floor_se": {k: 0.0 for k in agg}, "floor_method": "exact",
                     "classes": list(_SHARES[a]), "n_prompts_with_value": 3}
-    return {"attributes": attrs, "ci_level": 0.95, "face_rate": face_rate, "n_images": n_images,
-            "n_faces": round(face_rate * n_images), "n_prompts": 3, "seed": 0, "statuses": {"ok": 8, "no_face": 1},
+    return {"attributes": attrs, "ci_level": 0.95, "face_rate": face_rate, "ambiguous_rate": ambiguous_rate,
+            "n_images": n_images, "n_faces": round(face_rate * n_images), "n_prompts": 3, "seed": 0,
+            "statuses": {"ok": 8, "no_face": 1}, "generation": dict(GENERATION), "paired_vs_base": None,
             "per_prompt": [{"prompt_id": f"p{i}", "gender_tvd": 0.123456789} for i in range(30)]}
+
+
+def _paired(model: dict, base: dict) -> dict:
+    """paired_vs_base of `model`: Δ = model − base, CI ±0.05 around it; it excludes 0 only for SIGNIFICANT."""
+    out = {}
+    for a, blk in model["attributes"].items():
+        out[a] = {}
+        for m, v in blk["aggregate"].items():
+            d = _sig3(v - base["attributes"][a]["aggregate"][m])
+            sig = a in SIGNIFICANT
+            ci = [_sig3(d - 0.05), _sig3(d + 0.05)] if sig else [_sig3(d - 1), _sig3(d + 1)]
+            better = (d > 0) == (m == "entropy")
+            out[a][m] = {"diff": d, "ci": ci, "p": 0.002 if sig else 0.5,
+                         "verdict": ("less biased" if better else "more biased") if sig else "no significant difference"}
+    return {"against": "base", "n_pairs": 9, "n_prompts": 3, "n_only_model": 0, "n_only_base": 0,
+            "resample": "prompts_and_seeds", "n_bootstrap": 1000, "ci_level": 0.95, "seed": 0, "attributes": out}
 
 
 BIAS_SUMMARY = {"base": {"model": "base", **_bias({"gender": 0.438, "race": 0.654, "race4": 0.5, "gender_race": 0.75},
                                                   0.889, 9)},
                 "both": {"model": "both", **_bias({"gender": 0.0625, "race": 0.332, "race4": 0.25,
-                                                   "gender_race": 0.5}, 0.778, 9)}}
+                                                   "gender_race": 0.5}, 0.778, 9, ambiguous_rate=0.111)}}
+BIAS_SUMMARY["both"]["paired_vs_base"] = _paired(BIAS_SUMMARY["both"], BIAS_SUMMARY["base"])
+# sweep/sweep.csv: gender and race tvd of base and both at guidance 1 and 4 (the layout of t2i_debias.sweep)
+SWEEP_ROWS = [
+    {"model": m, "guidance_scale": g, "attribute": a, "metric": "tvd", "value": v, "lo": _sig3(v * 0.9),
+     "hi": _sig3(v * 1.1), "floor": 0.08, "excess": _sig3(v - 0.08),
+     "diff_vs_base": d, "diff_lo": None if d is None else _sig3(d - 0.05), "diff_hi": None if d is None else _sig3(d + 0.05),
+     "p": None if d is None else 0.01, "verdict": None if d is None else "less biased",
+     "face_rate": 0.9, "ambiguous_rate": 0.05, "images_per_prompt": 2}
+    for m, g, a, v, d in [("base", 1.0, "gender", 0.3, None), ("base", 4.0, "gender", 0.42, None),
+                          ("both", 1.0, "gender", 0.1, -0.2), ("both", 4.0, "gender", 0.25, -0.17),
+                          ("base", 1.0, "race", 0.5, None), ("base", 4.0, "race", 0.6, None),
+                          ("both", 1.0, "race", 0.4, -0.1), ("both", 4.0, "race", 0.55, -0.08)]]
 QUALITY = {"base": {"fid": 12.3, "kid": 0.0123, "kid_std": 0.0011, "clip_t": 31.4, "clip_i": 1.0, "n_images": 9},
            "both": {"fid": 15.7, "kid": 0.0234, "kid_std": 0.0012, "clip_t": 30.1, "clip_i": 0.877, "n_images": 9}}
 # sota/comparison.csv: base, ours, a baseline and one that could not run. gender_kl ties for all methods.
 SOTA_ROWS = [
     {"method": "base", "kind": "base", "status": "ok", "gender_tvd": 0.438, "gender_tvd_lo": 0.375,
-     "gender_tvd_hi": 0.5, "race_tvd": 0.654, "gender_kl": 0.2, "clip_t": 31.4, "clip_i": 1.0},
+     "gender_tvd_hi": 0.5, "gender_tvd_floor": 0.05, "gender_tvd_excess": 0.388, "race_tvd": 0.654, "gender_kl": 0.2,
+     "clip_t": 31.4, "clip_i": 1.0},
     {"method": "both", "kind": "ours", "status": "ok", "gender_tvd": 0.0625, "gender_tvd_lo": 0.01,
-     "gender_tvd_hi": 0.15, "race_tvd": 0.332, "gender_kl": 0.2, "clip_t": 30.1, "clip_i": 0.877},
+     "gender_tvd_hi": 0.15, "gender_tvd_floor": 0.05, "gender_tvd_excess": 0.0125, "gender_tvd_diff": -0.376,
+     "gender_tvd_diff_lo": -0.45, "gender_tvd_diff_hi": -0.3, "gender_tvd_p": 0.002, "gender_tvd_verdict": "less biased",
+     "race_tvd": 0.332, "gender_kl": 0.2, "clip_t": 30.1, "clip_i": 0.877},
     {"method": "debiasvl", "kind": "baseline", "status": "ok", "gender_tvd": 0.211, "gender_tvd_lo": 0.15,
-     "gender_tvd_hi": 0.27, "race_tvd": 0.501, "gender_kl": 0.2, "clip_t": 29.9, "clip_i": 0.912},
+     "gender_tvd_hi": 0.27, "gender_tvd_floor": 0.05, "gender_tvd_excess": 0.161, "gender_tvd_diff": -0.227,
+     "gender_tvd_diff_lo": -0.5, "gender_tvd_diff_hi": 0.04, "gender_tvd_p": 0.09,
+     "gender_tvd_verdict": "no significant difference", "race_tvd": 0.501, "gender_kl": 0.2, "clip_t": 29.9,
+     "clip_i": 0.912},
     {"method": "shen2024", "kind": "baseline", "status": "not applicable: adapters are for SD 1.5"},
 ]
+SOTA_SETTINGS = {"guidance_scale": 7.5, "sampler": "PNDMScheduler", "num_inference_steps": 50,
+                 "resolution": "512x512", "images_per_prompt": 3}
 # wall times of the stage manifests written by make_fake_run (sub-folder ones are summed in the Run table)
 MANIFEST_WALL = {"analysis": 1.5, "models/text": 2.25, "models/both": 4.5, "generated/base": 10.0,
                  "generated/both": 12.5, "bias/base": 3.0, "sota": 6.0, "sota/quality": 1.25}
@@ -187,8 +233,11 @@ def make_fake_run(root: Path, name: str = "fake", with_predictions: bool = True)
             pd.DataFrame(preds).to_csv(b / "predictions.csv", index=False)
         pd.DataFrame({"prompt_id": [f"p{i}" for i in range(3)], "occupation": OCCUPATIONS,
                       "n_images": 3, "face_rate": [1.0, 1.0, 2 / 3 if model == "both" else 1.0],
+                      "ambiguous_rate": [0.0, 0.0, 1 / 3 if model == "both" else 0.0],
                       "gender_tvd": [0.5, 0.5, 0.5] if model == "base" else [0.0, 1 / 6, 0.1667],
+                      "gender_tvd_floor": [0.25, 0.25, 0.25 if model == "base" else 0.125],
                       "race_tvd": [0.8333, 0.8333, 0.8333] if model == "base" else [0.5, 0.3333, 0.5],
+                      "race_tvd_floor": 0.5,
                       "gender_tvd_ci_low": 0.0}).to_csv(b / "by_prompt.csv", index=False)
         (b / "summary.json").write_text(json.dumps(BIAS_SUMMARY[model]))
         q = rd / "quality"
@@ -198,8 +247,13 @@ def make_fake_run(root: Path, name: str = "fake", with_predictions: bool = True)
     s = rd / "sota"
     s.mkdir()
     (s / "comparison.md").write_text(SOTA_MD)
-    pd.DataFrame(SOTA_ROWS).assign(base_model="tiny:sd").to_csv(s / "comparison.csv", index=False)
+    pd.DataFrame(SOTA_ROWS).assign(base_model="tiny:sd", **SOTA_SETTINGS, settings="").to_csv(
+        s / "comparison.csv", index=False)
     (s / "gender_tvd.png").write_bytes(_plot_png())
+    sw = rd / "sweep"
+    sw.mkdir()
+    pd.DataFrame(SWEEP_ROWS).to_csv(sw / "sweep.csv", index=False)
+    (sw / "bias_vs_guidance.png").write_bytes(_plot_png())
     for folder, wall in MANIFEST_WALL.items():
         write_manifest(rd / folder, wall)
     return cfg

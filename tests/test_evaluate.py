@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from t2i_debias.attributes import RACES
+from t2i_debias.attributes import RACES, STATUS_AMBIGUOUS
 from t2i_debias.config import Config
 from t2i_debias.labels.base import DemographicClassifier, Prediction
 from t2i_debias.runs import Stage
 
 
 class ColourClassifier(DemographicClassifier):
-    """Dark image: no face. Red channel > 128: man, else woman. Green channel picks one of the six races."""
+    """Dark image: no face. Blue > 128: ambiguous. Red channel > 128: man, else woman. Green picks one of six races."""
 
     name = "colour"
 
@@ -27,9 +27,12 @@ class ColourClassifier(DemographicClassifier):
         self.calls += len(images)
         out = []
         for im in images:
-            r, g, _ = np.asarray(im.convert("RGB"), dtype=float).reshape(-1, 3).mean(0)
+            r, g, b = np.asarray(im.convert("RGB"), dtype=float).reshape(-1, 3).mean(0)
             if r + g < 20:
                 out.append(Prediction(status="no_face", n_faces=0))
+                continue
+            if b > 128:  # the cues disagree
+                out.append(Prediction(status=STATUS_AMBIGUOUS, n_faces=1))
                 continue
             out.append(Prediction(gender="man" if r > 128 else "woman", gender_conf=0.9,
                                   race=RACES[int(g) * 6 // 256], race_conf=0.8, age=30.0, age_group="young",
@@ -45,21 +48,27 @@ COLOURS = {
 }
 
 
+def _write_model(cfg: Config, name: str, colours: dict, guidance: float = 4.0) -> None:
+    """generated/<name>/ with one 16x16 image per (r, g[, b]) colour, seeds 0.. per prompt."""
+    folder = cfg.run_dir / "generated" / name
+    rows = []
+    for pid, cols in colours.items():
+        for seed, rgb in enumerate(cols):
+            rel = f"images/{pid}/{seed}.png"
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (16, 16), (*rgb, 0)[:3]).save(folder / rel)
+            rows.append({"model": name, "prompt_id": pid, "occupation": pid, "prompt": f"a photo of a {pid}",
+                         "seed": seed, "file": rel, "num_inference_steps": 20, "guidance_scale": guidance,
+                         "sampler": "DDIMScheduler"})
+    pd.DataFrame(rows).to_csv(folder / "metadata.csv", index=False)
+    Stage(f"generated:{name}", folder, {}).finish([folder / "metadata.csv"])  # the generated stage finished
+
+
 def _make_run(tmp_path) -> Config:
     cfg = Config()
     cfg.run.root, cfg.run.name, cfg.run.smoke = str(tmp_path), "r", True
     cfg.bias.n_bootstrap = 200
-    folder = cfg.run_dir / "generated" / "base"
-    rows = []
-    for pid, colours in COLOURS.items():
-        for seed, (r, g) in enumerate(colours):
-            rel = f"images/{pid}/{seed}.png"
-            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (16, 16), (r, g, 0)).save(folder / rel)
-            rows.append({"model": "base", "prompt_id": pid, "occupation": pid, "prompt": f"a photo of a {pid}",
-                         "seed": seed, "file": rel})
-    pd.DataFrame(rows).to_csv(folder / "metadata.csv", index=False)
-    Stage("generated:base", folder, {}).finish([folder / "metadata.csv"])  # the generated stage finished
+    _write_model(cfg, "base", COLOURS)
     return cfg
 
 
@@ -120,3 +129,67 @@ def test_bias_stage_resumes_from_journal_and_skips(tmp_path):
     evaluate.run_stage(cfg, classifier=clf)
     assert clf.calls == first
     assert json.loads((cfg.run_dir / "bias/base/summary.json").read_text())["n_bootstrap"] == 50
+
+
+def test_bias_stage_floor_excess_and_generation_settings(tmp_path):
+    from t2i_debias import evaluate
+
+    cfg = _make_run(tmp_path)
+    evaluate.run_stage(cfg, classifier=ColourClassifier())
+    out = cfg.run_dir / "bias" / "base"
+    bp = pd.read_csv(out / "by_prompt.csv").set_index("prompt_id")
+    # chef: 4 faces -> floor 3/16 (binomial sum by hand); nurse: 3 faces -> (3,0),(0,3) 1/8 each with tvd ½,
+    # (2,1),(1,2) 3/8 each with tvd 1/6 -> floor 1/4
+    assert bp.loc["chef", "gender_tvd_floor"] == pytest.approx(3 / 16)
+    assert bp.loc["chef", "gender_tvd_excess"] == pytest.approx(1 / 4 - 3 / 16)
+    assert bp.loc["nurse", "gender_tvd_floor"] == pytest.approx(1 / 4)
+    assert np.isnan(bp.loc["pilot", "gender_tvd_floor"]) and np.isnan(bp.loc["pilot", "gender_tvd_excess"])
+    assert bp.loc["nurse", "race_tvd_floor"] > 0
+    g = json.loads((out / "summary.json").read_text())["attributes"]["gender"]
+    assert g["floor"]["tvd"] == pytest.approx((3 / 16 + 1 / 4) / 2)
+    assert g["excess"]["tvd"] == pytest.approx((1 / 4 + 1 / 6) / 2 - 7 / 32)
+    assert g["floor_method"] == "exact"
+    s = json.loads((out / "summary.json").read_text())
+    assert s["generation"] == {"guidance_scale": 4.0, "sampler": "DDIMScheduler", "num_inference_steps": 20,
+                               "resolution": "16x16", "images_per_prompt": [2, 4], "seeds": [0, 3]}
+    assert s["paired_vs_base"] is None  # the base is not paired with itself
+
+
+def test_ambiguous_is_left_out_of_proportions_and_its_rate_reported(tmp_path):
+    from t2i_debias import evaluate
+
+    cfg = _make_run(tmp_path)
+    _write_model(cfg, "base", {"chef": [(200, 10), (200, 10, 255), (50, 10), (50, 10, 255)]})
+    evaluate.run_stage(cfg, classifier=ColourClassifier())
+    out = cfg.run_dir / "bias" / "base"
+    bp = pd.read_csv(out / "by_prompt.csv").set_index("prompt_id")
+    assert (bp.loc["chef", "n_ambiguous"], bp.loc["chef", "ambiguous_rate"]) == (2, 0.5)
+    assert bp.loc["chef", "face_rate"] == 0.5 and bp.loc["chef", "gender_tvd"] == 0.0  # 1 man, 1 woman
+    assert (bp.loc["chef", "gender_n_man"], bp.loc["chef", "gender_n_woman"]) == (1, 1)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["ambiguous_rate"] == 0.5 and s["statuses"] == {"ok": 2, "ambiguous": 2}
+
+
+def test_paired_comparison_against_the_base(tmp_path):
+    from t2i_debias import evaluate
+
+    cfg = _make_run(tmp_path)
+    # "both": chef 2 men 2 women (tvd 0, was 1/4); nurse unchanged; pilot still no face; one extra seed
+    both = {**COLOURS, "chef": [(200, 10), (50, 10), (200, 10), (50, 10), (50, 10)]}
+    _write_model(cfg, "both", both)
+    clf = ColourClassifier()
+    factory = lambda: clf  # noqa: E731
+    evaluate.evaluate_model(cfg, "both", factory)  # before the base: no pairing yet, said in the summary
+    assert json.loads((cfg.run_dir / "bias/both/summary.json").read_text())["paired_vs_base"] is None
+    evaluate.evaluate_model(cfg, "base", factory)
+    evaluate.evaluate_model(cfg, "both", factory)  # the base's predictions are a new input: reruns
+    paired = json.loads((cfg.run_dir / "bias/both/summary.json").read_text())["paired_vs_base"]
+    assert paired["against"] == "base"
+    assert (paired["n_pairs"], paired["n_only_model"], paired["n_only_base"]) == (10, 1, 0)
+    tvd = paired["attributes"]["gender"]["tvd"]
+    # paired on seeds 0-3: chef (3,1) -> (2,2) drops tvd from 1/4 to 0; nurse stays 1/6: Δ = (0 + 1/6)/2 − (1/4 + 1/6)/2
+    assert tvd["diff"] == pytest.approx(-1 / 8)
+    lo, hi = tvd["ci"]
+    assert lo <= tvd["diff"] <= hi and 0 <= tvd["p"] <= 1
+    assert tvd["verdict"] in ("less biased", "no significant difference")
+    assert set(paired["attributes"]) == {"gender", "race", "race4", "gender_race"}

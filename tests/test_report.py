@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from _fake_run import ANALYSIS_SUMMARY, BIAS_SUMMARY, QUALITY, make_fake_run, numeric_leaves, write_manifest
 from PIL import Image
@@ -62,8 +63,8 @@ def test_report_shows_every_section(fake_run: Config) -> None:
     _assert_self_contained(page)
     text, vis = _text(page), _visible(page)
     assert "not computed yet" not in text
-    for sec in ("Dataset imbalance", "Counterfactual triplets", "Training curves", "Bias before / after", "Image quality",
-                "State-of-the-art comparison", "Ours vs baseline"):
+    for sec in ("Dataset imbalance", "Counterfactual triplets", "Training curves", "Bias before / after",
+                "Bias against guidance scale", "Image quality", "State-of-the-art comparison", "Ours vs baseline"):
         assert sec in vis
     # every number of the bias summaries is on the page (per-prompt list aside); the headline ones visibly
     for model, s in BIAS_SUMMARY.items():
@@ -78,13 +79,33 @@ def test_report_shows_every_section(fake_run: Config) -> None:
     # counterfactuals: the occupation the data lost is named with why, and the fidelity row is there
     assert "1 occupation(s) the data could not balance or mostly lost: doctor: only 1 of 4 triplets written" in vis
     assert "doctor positive woman white 3 0 0 0 3 9 3" in vis
-    # bias overview: both vs base, face rate fell (red), gender tvd fell (green)
-    assert re.search(r"both 3 9 7 0\.778 Δ -0\.111 0\.0625 \[0\.0563, 0\.0688\] Δ -0\.376", vis), vis[:3000]
-    assert '<span class="d worse">Δ -0.111</span>' in page and '<span class="d better">Δ -0.376</span>' in page
-    # per occupation (mean over its prompts), base vs both with Δ; last row = mean over occupations
-    assert "firefighter 0.5 0 Δ -0.5 chef 0.5 0.167 Δ -0.333 nurse 0.5 0.167 Δ -0.333 mean 0.5 0.111 Δ -0.389" \
-        in vis
-    assert "firefighter 0.833 0.5 Δ -0.333 chef 0.833 0.333 Δ -0.5" in vis  # race tvd
+    # bias overview: both vs base, face rate fell (red); the ambiguous rate beside it; each tvd with its CI,
+    # noise floor and excess, and the paired Δ: green with ✓ only where its CI excludes 0 (gender), else plain
+    assert ("both 3 9 7 0.778 Δ -0.111 0.111 0.0625 [0.0563, 0.0688] floor 0.05 · excess +0.0125 "
+            "Δ -0.376 [-0.426, -0.326] p=0.002 ✓ 0.332 [0.299, 0.365] floor 0.05 · excess +0.282 "
+            "Δ -0.322 [-1.32, 0.678] p=0.5 0.25") in vis, vis[:3000]
+    assert "base 3 9 8 0.889 0 0.438 [0.394, 0.482] floor 0.05 · excess +0.388 0.654" in vis
+    assert '<span class="d worse">Δ -0.111</span>' in page
+    assert '<span class="d better">Δ -0.376 [-0.426, -0.326] p=0.002 ✓</span>' in page
+    assert '<span class="d ">Δ -0.322 [-1.32, 0.678] p=0.5</span>' in page
+    assert ("Generation settings model guidance scale sampler num inference steps resolution images per prompt seeds "
+            "base 7.5 PNDMScheduler 50 512x512 3 [0, 2] both 7.5 PNDMScheduler 50 512x512 3 [0, 2] Settings the "
+            "bias numbers were measured under: same for every model.") in vis
+    # face-found rate and ambiguous rate side by side per occupation
+    assert ("occupation base face rate base ambiguous rate both face rate both ambiguous rate firefighter 1 0 1 0 "
+            "chef 1 0 1 0 nurse 1 0 0.667 0.333") in vis
+    # per occupation (mean over its prompts), base vs both with floor, excess and Δ; last row = mean over
+    # occupations (both's floor: (0.25 + 0.25 + 0.125) / 3 = 0.208, excess 0.111 − 0.208)
+    assert ("firefighter 0.5 floor 0.25 · excess +0.25 0 floor 0.25 · excess -0.25 Δ -0.5 chef 0.5 floor 0.25 · "
+            "excess +0.25 0.167 floor 0.25 · excess -0.0833 Δ -0.333 nurse 0.5 floor 0.25 · excess +0.25 0.167 "
+            "floor 0.125 · excess +0.0417 Δ -0.333 mean 0.5 floor 0.25 · excess +0.25 0.111 floor 0.208 · "
+            "excess -0.0972 Δ -0.389") in vis
+    assert "firefighter 0.833 floor 0.5 · excess +0.333 0.5 floor 0.5 · excess 0 Δ -0.333 chef 0.833" in vis  # race
+    # bias against guidance: per model and scale, tvd with CI, floor, excess, paired Δ at the same scale
+    assert ("base 1 0.3 [0.27, 0.33] floor 0.08 · excess +0.22 0.5 [0.45, 0.55] floor 0.08 · excess +0.42 0.9 0.05 2 "
+            "base 4 0.42") in vis
+    assert "both 4 0.25 [0.225, 0.275] floor 0.08 · excess +0.17 Δ -0.17 [-0.22, -0.12] p=0.01 ✓ 0.55" in vis
+    assert "sweep/bias_vs_guidance.png" in vis
     # quality: FID up = worse, CLIP-I down = worse
     assert re.search(r"both 15\.7 Δ \+3\.4 0\.0234 Δ \+0\.0111 0\.0012 30\.1 Δ -1\.3 0\.877 Δ -0\.123 9", vis)
     # training: one table row per mode (steps, first and last loss, last components)
@@ -93,7 +114,7 @@ def test_report_shows_every_section(fake_run: Config) -> None:
     assert "raw bias/&lt;model&gt;/summary.json" in page and '"per_prompt"' in html.unescape(page)
     assert "attributes.gender" not in text and "overall.attributes" not in text
     # no "-0" anywhere (the race4 entropy of analysis/summary.json is -0.0)
-    assert NEG_ZERO.search(text) is None and "-0.0" not in page
+    assert NEG_ZERO.search(text) is None and re.search(r"-0\.0+(?!\d)", page) is None  # -0.012 is fine, -0.0 not
     # the figure was built into the run folder and embedded
     assert (fake_run.run_dir / "report" / "OursVsBaseline.png").is_file()
     assert page.count("data:image/png;base64,") >= 7  # analysis, 2 training, 2 bias charts, sota, figure
@@ -148,7 +169,8 @@ def test_missing_sections_say_not_computed(tmp_path: Path) -> None:
     report.run_stage(cfg)
     page = (cfg.run_dir / "report.html").read_text()
     text = _text(page)
-    assert text.count("not computed yet") == 7  # dataset, counterfactuals, training, bias, quality, sota, figure
+    assert text.count("not computed yet") == 8  # dataset, counterfactuals, training, bias, sweep, quality, sota, figure
+    assert "not computed yet: sweep/sweep.csv (optional stage: set [bias] guidance_sweep" in text
     assert text.count(" not run ") == len(report.STAGE_DIRS) - 1  # every stage but this page
     assert "<img" not in page
 
@@ -188,7 +210,12 @@ def test_sota_table_from_comparison_csv(fake_run: Config) -> None:
     assert "<b>0.0625</b>" in sota and "<b>0.332</b>" in sota and "<b>31.4</b>" in sota
     assert "<b>0.912</b>" in sota and "<b>1</b>" not in sota  # base's CLIP-I (vs itself) is never "best"
     assert "<b>0.2</b>" not in sota and "no bold where all methods tie: gender_kl" in vis
-    assert "both ours 0.0625 [0.01, 0.15]" in vis
+    assert "both ours 0.0625 [0.01, 0.15] floor 0.05 · excess +0.0125 Δ -0.376 [-0.45, -0.3] p=0.002 ✓ 0.332" in vis
+    # a paired CI that covers 0 is no "less biased", however far the point estimate fell
+    assert "debiasvl baseline 0.211 [0.15, 0.27] floor 0.05 · excess +0.161 Δ -0.227 [-0.5, 0.04] p=0.09 0.501" in vis
+    assert ("Generation settings (every row): guidance scale 7.5, sampler PNDMScheduler, 50 steps, resolution "
+            "512x512, 3 images per prompt.") in vis
+    assert "method kind gender tvd race tvd gender kl clip t clip i base base" in vis  # no settings column: same
     assert "shen2024 baseline n/a" in vis and "shen2024: not applicable: adapters are for SD 1.5" in vis
     assert NEG_ZERO.search(vis) is None
 
@@ -301,3 +328,17 @@ def test_chromium_console_check_can_fail(tmp_path: Path) -> None:
     page.write_text("<html><body><p>x</p><script>console.error('boom'); nope();</script></body></html>")
     r = _chromium(["--dump-dom", page.as_uri()], tmp_path / "profile")
     assert any(":CONSOLE" in line and "boom" in line for line in r.stderr.splitlines())
+
+
+def test_sota_table_flags_rows_with_other_settings(fake_run: Config) -> None:
+    """With --allow_mixed the comparison keeps rows made with other settings, in one table, flagged."""
+    path = fake_run.run_dir / "sota" / "comparison.csv"
+    df = pd.read_csv(path).astype({"settings": object})
+    df.loc[df["method"] == "debiasvl", ["guidance_scale", "settings"]] = [4.0, "differs: guidance_scale 4 (vs 7.5)"]
+    df.to_csv(path, index=False)
+    sota = report.build_report(fake_run.run_dir)
+    sota = sota[sota.index('id="sota"'):sota.index('id="figure"')]
+    vis = _visible(sota)
+    assert "Generation settings: mixed (allowed with --allow_mixed): guidance scale 7.5" in vis
+    assert "clip i settings base base" in vis and "0.877 same debiasvl" in vis
+    assert "0.912 ⚠ differs: guidance_scale 4 (vs 7.5) shen2024" in vis

@@ -8,7 +8,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from t2i_debias.report.sota import best_values, bias_columns, to_markdown
+from t2i_debias.report.sota import MixedSettingsError, best_values, bias_columns, check_settings, to_markdown
 
 
 def _summary(tvd, ci):
@@ -106,3 +106,69 @@ def test_rows_name_trained_modes_ours_and_other_model_folders_control(tmp_path, 
     names, kinds = method_names(cfg)
     assert names == ["base", "both", "control", "ethical_intervention"]
     assert kinds == {"base": "base", "both": "ours", "control": "control", "ethical_intervention": "baseline"}
+
+
+SETTINGS = {"guidance_scale": 4.0, "sampler": "DDIMScheduler", "num_inference_steps": 20, "resolution": "32x32",
+            "images_per_prompt": 64}
+
+
+def test_bias_columns_carry_floor_paired_and_settings():
+    s = _summary(0.3, [0.1, 0.4])
+    s["gender"].update(floor={"tvd": 0.05}, excess={"tvd": 0.25})
+    s.update(generation={**SETTINGS, "seeds": [0, 63]}, ambiguous_rate=0.125, paired_vs_base={"attributes": {
+        "gender": {"tvd": {"diff": -0.1, "ci": [-0.2, -0.05], "p": 0.004, "verdict": "less biased"}}}})
+    row = bias_columns(s)
+    assert (row["gender_tvd_floor"], row["gender_tvd_excess"]) == (0.05, 0.25)
+    assert (row["gender_tvd_diff"], row["gender_tvd_diff_lo"], row["gender_tvd_diff_hi"]) == (-0.1, -0.2, -0.05)
+    assert (row["gender_tvd_p"], row["gender_tvd_verdict"]) == (0.004, "less biased")
+    assert row["race_tvd_diff"] is None and row["gender_kl_floor"] is None
+    assert {k: row[k] for k in SETTINGS} == SETTINGS and row["ambiguous_rate"] == 0.125
+
+
+def _rows(**ours):
+    base = {"method": "base", "status": "ok", "gender_tvd": 0.4, "gender_tvd_lo": 0.35, "gender_tvd_hi": 0.45,
+            "gender_tvd_floor": 0.05, "gender_tvd_excess": 0.35, **SETTINGS}
+    mine = {"method": "ours", "status": "ok", "gender_tvd": 0.3, "gender_tvd_lo": 0.25, "gender_tvd_hi": 0.35,
+            "gender_tvd_floor": 0.05, "gender_tvd_excess": 0.25, "gender_tvd_diff": -0.1, "gender_tvd_diff_lo": -0.15,
+            "gender_tvd_diff_hi": -0.05, "gender_tvd_p": 0.002, "gender_tvd_verdict": "less biased", **SETTINGS}
+    other = {**mine, "method": "other", "gender_tvd": 0.2, "gender_tvd_lo": 0.15, "gender_tvd_hi": 0.25,
+             "gender_tvd_excess": 0.15, "gender_tvd_diff": -0.2,
+             "gender_tvd_diff_lo": -0.45, "gender_tvd_diff_hi": 0.05, "gender_tvd_p": 0.12,
+             "gender_tvd_verdict": "no significant difference"}
+    return pd.DataFrame([base, {**mine, **ours}, other])
+
+
+def test_markdown_states_settings_floors_and_marks_only_significant_rows():
+    md = to_markdown(check_settings(_rows()), "toy:base")
+    assert ("Generation settings (every row): guidance scale 4, sampler DDIMScheduler, 20 steps, resolution 32x32, "
+            "64 images per prompt.") in md
+    lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    main = {ln.split("|")[1].strip(): ln for ln in lines[:4]}
+    assert "0.400 [0.350, 0.450]; floor 0.050, excess +0.350 |" in main["base"]
+    assert "0.300 [0.250, 0.350]; floor 0.050, excess +0.250 ✓ |" in main["ours"]
+    # "other" fell further, but its paired CI covers 0: no mark
+    assert "**0.200** [0.150, 0.250]; floor 0.050, excess +0.150 |" in main["other"]
+    assert "## Paired comparison against the base" in md
+    assert "| ours | -0.100 [-0.150, -0.050] p=0.002 ✓ |" in md
+    assert "| other | -0.200 [-0.450, +0.050] p=0.12 |" in md
+    assert "| base | " not in md.split("## Paired comparison")[1]
+
+
+def test_mixed_settings_refused_unless_allowed_then_flagged():
+    df = _rows(guidance_scale=7.5)
+    with pytest.raises(MixedSettingsError, match=r"ours: guidance_scale 7.5 \(vs 4\).*--allow_mixed"):
+        check_settings(df)
+    flagged = check_settings(df, allow_mixed=True)
+    assert list(flagged["settings"]) == ["", "differs: guidance_scale 7.5 (vs 4)", ""]
+    md = to_markdown(flagged, "toy:base")
+    assert "Generation settings: **mixed** (allowed with --allow_mixed): guidance scale 4" in md
+    assert "| method | gender_tvd | settings |" in md
+    assert md.count("| same |") == 2 and "| ⚠ differs: guidance_scale 7.5 (vs 4) |" in md
+    # a setting that was not recorded (images made before it was stored) cannot be checked: flagged, not refused
+    unverified = check_settings(_rows(sampler=None, guidance_scale=4.0))
+    assert list(unverified["settings"]) == ["", "unverified: sampler not recorded", ""]
+    md = to_markdown(unverified, "toy:base")
+    assert "some rows could not be checked (settings not recorded)" in md
+    assert "| ⚠ unverified: sampler not recorded |" in md
+    with pytest.raises(MixedSettingsError, match="guidance_scale 7.5"):  # a recorded difference still refuses
+        check_settings(_rows(sampler=None, guidance_scale=7.5))

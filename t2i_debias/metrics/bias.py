@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,7 @@ def tvd(p: Any) -> np.ndarray | float:
 
 
 def pairwise(p: Any) -> np.ndarray | float:
-    """Mean over class pairs i<j of |p_i − p_j|; range [0, 1] (Shen et al., ICLR'24)."""
+    """Mean over class pairs i<j of |p_i − p_j|; range [0, 2/K] (Shen et al., ICLR'24)."""
     p = _as_p(p)
     i, j = np.triu_indices(p.shape[-1], k=1)
     return np.abs(p[..., i] - p[..., j]).mean(axis=-1)
@@ -71,6 +72,22 @@ def entropy(p: Any) -> np.ndarray | float:
 
 
 METRICS: dict[str, Callable[[Any], Any]] = {"tvd": tvd, "pairwise": pairwise, "kl": kl, "entropy": entropy}
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a metric's numbers mean: which direction is less biased, and its range for K classes."""
+
+    higher_is_better: bool
+    range_of: Callable[[int], tuple[float, float]]
+
+
+METRIC_INFO: dict[str, MetricInfo] = {
+    "tvd": MetricInfo(False, lambda k: (0.0, 1.0 - 1.0 / k)),
+    "pairwise": MetricInfo(False, lambda k: (0.0, 2.0 / k)),  # one class takes all: (K − 1) / C(K, 2)
+    "kl": MetricInfo(False, lambda k: (0.0, math.log(k))),
+    "entropy": MetricInfo(True, lambda k: (0.0, 1.0)),
+}
 
 
 def all_metrics(p: Any) -> dict[str, float]:
@@ -126,14 +143,14 @@ def attribute_label(row: Mapping[str, Any], attribute: str) -> str | None:
 
 
 # ----------------------------------------------------------------------------- per prompt + bootstrap
-def _codes(labels: Sequence[Any], classes: Sequence[str]) -> np.ndarray:
+def codes_of(labels: Sequence[Any], classes: Sequence[str]) -> np.ndarray:
     """Class index per image, -1 where not labelled (validated like `counts`)."""
     counts(labels, classes)  # raises on unknown labels
     index = {c: i for i, c in enumerate(classes)}
     return np.array([-1 if _missing(lab) else index[lab] for lab in labels], dtype=np.int64)
 
 
-def _p_from_codes(codes: np.ndarray, k: int) -> np.ndarray:
+def p_from_codes(codes: np.ndarray, k: int) -> np.ndarray:
     """Proportions (..., K) from code arrays (..., n); rows with no labelled image are NaN."""
     cnt = np.stack([(codes == i).sum(axis=-1) for i in range(k)], axis=-1).astype(float)
     tot = cnt.sum(axis=-1, keepdims=True)
@@ -150,7 +167,7 @@ def _nanmean_rows(x: np.ndarray) -> np.ndarray:
         return np.where(n > 0, s / np.where(n > 0, n, 1), np.nan)
 
 
-def _interval(samples: np.ndarray, ci: float) -> list[float] | None:
+def percentile_interval(samples: np.ndarray, ci: float) -> list[float] | None:
     """Percentile interval of the finite samples; None when there are none."""
     s = samples[np.isfinite(samples)]
     if s.size == 0:
@@ -160,7 +177,7 @@ def _interval(samples: np.ndarray, ci: float) -> list[float] | None:
     return [float(lo), float(hi)]
 
 
-def _none_if_nan(x: float) -> float | None:
+def none_if_nan(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
@@ -177,7 +194,7 @@ def evaluate_attribute(labels_by_prompt: Sequence[Sequence[Any]], classes: Seque
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
     k = len(classes)
-    codes = [_codes(labels, classes) for labels in labels_by_prompt]
+    codes = [codes_of(labels, classes) for labels in labels_by_prompt]
     per_prompt: list[dict[str, Any]] = []
     values = {m: np.full(len(codes), np.nan) for m in METRIC_NAMES}
     for j, c in enumerate(codes):
@@ -188,7 +205,7 @@ def evaluate_attribute(labels_by_prompt: Sequence[Sequence[Any]], classes: Seque
                                "p": None if p is None else p.tolist()}
         for m, v in all_metrics(p).items():
             values[m][j] = v
-            row[m] = _none_if_nan(v)
+            row[m] = none_if_nan(v)
         per_prompt.append(row)
 
     boot = {m: np.full((max(n_bootstrap, 0), len(codes)), np.nan) for m in METRIC_NAMES}
@@ -198,16 +215,16 @@ def evaluate_attribute(labels_by_prompt: Sequence[Sequence[Any]], classes: Seque
             if c.size == 0:
                 continue
             idx = rng.integers(0, c.size, size=(n_bootstrap, c.size))
-            pb = _p_from_codes(c[idx], k)
+            pb = p_from_codes(c[idx], k)
             for m in METRIC_NAMES:
                 boot[m][:, j] = METRICS[m](pb)
     aggregate: dict[str, float | None] = {}
     interval: dict[str, list[float] | None] = {}
     for m in METRIC_NAMES:
-        aggregate[m] = _none_if_nan(float(_nanmean_rows(values[m][None, :])[0]))
-        interval[m] = _interval(_nanmean_rows(boot[m]), ci) if n_bootstrap > 0 else None
+        aggregate[m] = none_if_nan(float(_nanmean_rows(values[m][None, :])[0]))
+        interval[m] = percentile_interval(_nanmean_rows(boot[m]), ci) if n_bootstrap > 0 else None
         for j, row in enumerate(per_prompt):
-            row[f"{m}_ci"] = _interval(boot[m][:, j], ci) if n_bootstrap > 0 and row[m] is not None else None
+            row[f"{m}_ci"] = percentile_interval(boot[m][:, j], ci) if n_bootstrap > 0 and row[m] is not None else None
     return {
         "classes": list(classes),
         "n_prompts": len(codes),

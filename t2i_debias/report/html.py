@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from t2i_debias.report.sota import TABLE_COLUMNS as SOTA_COLUMNS
-from t2i_debias.report.sota import best_values
+from t2i_debias.report.sota import best_values, settings_flag, settings_header
 from t2i_debias.runs import MANIFEST, STAGE_DIRS, Stage, atomic_write_text
 from t2i_debias.runs import run_stage as _run_stage
 
@@ -181,20 +181,59 @@ def _delta_class(metric: str, delta: Any) -> str | None:
 
 
 def value_cell(v: Any, metric: str = "", base: Any = None, ci: Any = None, bold: bool = False,
-               ci_below: bool = False) -> str:
-    """A number cell; with `ci` its interval; with `base` the difference to it below (green = less biased).
+               ci_below: bool = False, extra: str = "") -> str:
+    """A number cell; with `ci` its interval; `extra` (HTML) below it; with `base` the difference to it below
+    (green = less biased).
 
     A difference too small to show at DIGITS significant digits (the two values print the same) is 0.
     """
     out = f"<b>{esc(fmt(v))}</b>" if bold else esc(fmt(v))
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and any(_num(c) is not None for c in ci):
         out += f' <span class="ci{" cib" if ci_below else ""}">[{esc(fmt(ci[0]))}, {esc(fmt(ci[1]))}]</span>'
+    out += extra
     x, b = _num(v), _num(base)
     if x is not None and b is not None:
         d = 0.0 if fmt(x) == fmt(b) else x - b
         cls = _delta_class(metric, d) or ""
         out += f' <span class="d {cls}">Δ {esc(fmt_delta(d))}</span>'
     return f"<td>{out}</td>"
+
+
+def floor_span(floor: Any, excess: Any) -> str:
+    """'floor F · excess ±E' below a bias value (nothing when no floor is known)."""
+    if _num(floor) is None:
+        return ""
+    e = f" · excess {esc(fmt_delta(excess))}" if _num(excess) is not None else ""
+    return f' <span class="d fl">floor {esc(fmt(floor))}{e}</span>'
+
+
+def paired_span(pm: dict[str, Any] | None) -> str:
+    """The paired difference to the base: 'Δ d [lo, hi] p=…', green/red with ✓/✗ only when its CI excludes 0."""
+    if not isinstance(pm, dict) or _num(pm.get("diff")) is None:
+        return ""
+    ci = pm.get("ci")
+    lo_hi = f" [{esc(fmt(ci[0]))}, {esc(fmt(ci[1]))}]" if isinstance(ci, (list, tuple)) and len(ci) == 2 else ""
+    p = f" p={esc(fmt(pm.get('p')))}" if _num(pm.get("p")) is not None else ""
+    cls, mark = {"less biased": ("better", " ✓"), "more biased": ("worse", " ✗")}.get(str(pm.get("verdict")), ("", ""))
+    return f' <span class="d {cls}">Δ {esc(fmt_delta(pm["diff"]))}{lo_hi}{p}{mark}</span>'
+
+
+def bias_cell(blk: dict[str, Any] | None, m: str, base_blk: dict[str, Any] | None = None,
+              paired: dict[str, Any] | None = None) -> str:
+    """An aggregate bias value: its CI, noise floor and excess, and its difference to the base: the paired
+    one (coloured only when significant) when the summary has it, else the plain difference."""
+    blk = blk or {}
+
+    def part(b: dict[str, Any] | None, key: str) -> Any:
+        d = (b or {}).get(key)
+        return d.get(m) if isinstance(d, dict) else None
+
+    extra = floor_span(part(blk, "floor"), part(blk, "excess"))
+    pm = paired.get(m) if isinstance(paired, dict) else None
+    if pm:
+        return value_cell(part(blk, "aggregate"), m, ci=part(blk, "ci"), extra=extra + paired_span(pm))
+    return value_cell(part(blk, "aggregate"), m, part(base_blk, "aggregate") if base_blk else None,
+                      ci=part(blk, "ci"), extra=extra)
 
 
 def details(summary: str, body_html: str) -> str:
@@ -561,19 +600,43 @@ def _by_occupation(frames: dict[str, pd.DataFrame], metric: str) -> pd.DataFrame
 
 
 def occupation_table(frames: dict[str, pd.DataFrame], metric: str) -> str:
-    """Per occupation: base, then each other model with its Δ to base; a last row with the mean."""
+    """Per occupation: base, then each other model with its Δ to base, each with its noise floor and excess
+    (by_prompt.csv `<metric>_floor`); a last row with the mean."""
     wide = _by_occupation(frames, metric)
     if wide.empty:
         return '<p class="note">(no values)</p>'
+    floors = _by_occupation(frames, f"{metric}_floor").reindex(index=wide.index, columns=wide.columns)
     models = list(wide.columns)
     has_base = "base" in models
     rows, rcls = [], []
-    means = wide.mean(axis=0, skipna=True)
-    for label, vals, cls in [*((o, wide.loc[o], "") for o in wide.index), ("mean", means, "mean")]:
+    means, fmeans = wide.mean(axis=0, skipna=True), floors.mean(axis=0, skipna=True)
+    items = [*((o, wide.loc[o], floors.loc[o], "") for o in wide.index), ("mean", means, fmeans, "mean")]
+    for label, vals, fl, cls in items:
         b = vals["base"] if has_base else None
-        rows.append([_td_key(label)] + [value_cell(vals[m], metric, None if m == "base" else b) for m in models])
+        cells = []
+        for m in models:
+            f = _num(fl[m])
+            extra = floor_span(f, _num(vals[m]) - f if f is not None and _num(vals[m]) is not None else None)
+            cells.append(value_cell(vals[m], metric, None if m == "base" else b, extra=extra))
+        rows.append([_td_key(label)] + cells)
         rcls.append(cls)
     return html_table(["occupation", *models], rows, rcls)
+
+
+def rates_table(frames: dict[str, pd.DataFrame]) -> str:
+    """Per occupation and model: the face-found rate and beside it the ambiguous rate (both out of all images)."""
+    face = _by_occupation(frames, "face_rate")
+    if face.empty:
+        return ""
+    amb = _by_occupation(frames, "ambiguous_rate").reindex(index=face.index, columns=face.columns)
+    models = list(face.columns)
+    rows = [[_td_key(o)] + [c for m in models for c in (value_cell(face.loc[o, m], "face_rate"),
+                                                        f"<td>{esc(fmt(amb.loc[o, m]))}</td>")]
+            for o in face.index]
+    head = ["occupation"] + [h for m in models for h in (f"{m} face rate", f"{m} ambiguous rate")]
+    return ("<h3>Face-found and ambiguous rate per occupation</h3>" + html_table(head, rows)
+            + '<p class="note">Out of all images of the occupation. Ambiguous images (the classifier\'s cues '
+              "disagree) and images without a face are left out of the proportions.</p>")
 
 
 def _bar_chart(frames: dict[str, pd.DataFrame], metric: str) -> bytes | None:
@@ -613,16 +676,27 @@ def bias_overview(summaries: dict[str, dict[str, Any]]) -> str:
         blk = attrs_.get(a, {}).get(part)
         return blk.get(m) if isinstance(blk, dict) else None
 
+    def paired_of(s: dict[str, Any], a: str) -> dict[str, Any] | None:
+        pa = (s.get("paired_vs_base") or {}).get("attributes") if isinstance(s.get("paired_vs_base"), dict) else None
+        return pa.get(a) if isinstance(pa, dict) else None
+
     rows = []
     for model, s in summaries.items():
         at = _attributes_of(s)
         ref = base if model != "base" else None
         row = [_td_key(model), f"<td>{esc(fmt(s.get('n_prompts')))}</td>", f"<td>{esc(fmt(s.get('n_images')))}</td>",
-               f"<td>{esc(fmt(s.get('n_faces')))}</td>", value_cell(s.get("face_rate"), "face_rate", ref.get("face_rate") if ref else None)]
-        row += [value_cell(agg(at, a, "tvd"), "tvd", agg(base_attrs, a, "tvd") if ref else None,
-                           ci=agg(at, a, "tvd", "ci")) for a in attrs]
+               f"<td>{esc(fmt(s.get('n_faces')))}</td>",
+               value_cell(s.get("face_rate"), "face_rate", ref.get("face_rate") if ref else None),
+               f"<td>{esc(fmt(s.get('ambiguous_rate')))}</td>"]
+        row += [bias_cell(at.get(a), "tvd", base_attrs.get(a) if ref else None, paired_of(s, a) if ref else None)
+                for a in attrs]
         rows.append(row)
-    out = [html_table(["model", "prompts", "images", "faces", "face rate", *(f"{_attr_label(a)} tvd" for a in attrs)], rows)]
+    out = [html_table(["model", "prompts", "images", "faces", "face rate", "ambiguous rate",
+                       *(f"{_attr_label(a)} tvd" for a in attrs)], rows)]
+    out.append('<p class="note">floor = the value a perfectly balanced model shows with as many labelled images '
+               "(sampling noise); excess = value − floor. Δ = model − base on the same (prompt, seed) pairs with "
+               "its paired 95% bootstrap CI and p-value; ✓ / ✗ (green / red) only where that CI excludes 0.</p>")
+    out.append(generation_table(summaries))
     # every aggregate metric, one row per attribute.metric, collapsed
     full = []
     for a in attrs:
@@ -631,14 +705,35 @@ def bias_overview(summaries: dict[str, dict[str, Any]]) -> str:
             if all(v is None for v in vals):
                 continue
             full.append([_td_key(f"{_attr_label(a)} {m}")] + [
-                value_cell(agg(_attributes_of(s), a, m), m, None if k == "base" else agg(base_attrs, a, m),
-                           ci=agg(_attributes_of(s), a, m, "ci"))
+                bias_cell(_attributes_of(s).get(a), m, None if k == "base" else base_attrs.get(a),
+                          None if k == "base" else paired_of(s, a))
                 for k, s in summaries.items()])
     if full:
-        out.append(details("all aggregate metrics (mean over prompts, 95% CI)",
+        out.append(details("all aggregate metrics (mean over prompts, 95% CI, floor, excess, paired Δ)",
                            html_table(["metric", *summaries], full)))
     out.append(raw_json("raw bias/<model>/summary.json (by model)", summaries))
     return "".join(out)
+
+
+GENERATION_KEYS: tuple[str, ...] = ("guidance_scale", "sampler", "num_inference_steps", "resolution",
+                                    "images_per_prompt", "seeds")
+
+
+def generation_table(summaries: dict[str, dict[str, Any]]) -> str:
+    """The generation settings of each model's bias numbers (summary.json "generation"); differences flagged."""
+    gens = {m: s.get("generation") for m, s in summaries.items() if isinstance(s.get("generation"), dict)}
+    if not gens:
+        return '<p class="note">Generation settings: not recorded in these summaries.</p>'
+    first = next(iter(gens.values()))
+    rows = []
+    for m, g in gens.items():
+        rows.append([_td_key(m)] + [f'<td class="{"worse" if g.get(k) != first.get(k) else ""}">{esc(fmt(g.get(k)))}</td>'
+                                    for k in GENERATION_KEYS])
+    same = all(all(g.get(k) == first.get(k) for k in GENERATION_KEYS) for g in gens.values())
+    note = ("same for every model" if same else "<span class=\"worse\">differs between models (red): their bias "
+            "numbers are not comparable</span>")
+    return (f"<h3>Generation settings</h3>{html_table(['model', *(k.replace('_', ' ') for k in GENERATION_KEYS)], rows)}"
+            f'<p class="note">Settings the bias numbers were measured under: {note}.</p>')
 
 
 def section_bias(run_dir: Path) -> str:
@@ -659,7 +754,9 @@ def section_bias(run_dir: Path) -> str:
                 summaries[m] = s if isinstance(s, dict) else {"value": s}
     out.append('<p class="note">Bias metrics of DESIGN.md §3, lower = less biased; Δ = model − base; '
                '<span class="better">green</span> = less biased (or more faces found), '
-               '<span class="worse">red</span> = more. 95% bootstrap CI in brackets.</p>')
+               '<span class="worse">red</span> = more. 95% bootstrap CI in brackets. In the per-model table Δ is '
+               "the paired difference (same prompts and seeds), coloured only where its 95% CI excludes 0; per "
+               "occupation it is the plain difference of the two values.</p>")
     if summaries:
         out.append("<h3>Per model (bias/&lt;model&gt;/summary.json)</h3>" + bias_overview(summaries))
     else:
@@ -675,6 +772,7 @@ def section_bias(run_dir: Path) -> str:
                 frames[m] = _long_to_wide(df)
     if not frames:
         return "".join(out) + missing("bias/<model>/by_prompt.csv")
+    out.append(rates_table(frames))
     charts = []
     for metric in _metric_columns(frames):
         out.append(f"<h3>{esc(metric.replace('_', ' '))} per occupation (mean over its prompts)</h3>"
@@ -800,27 +898,38 @@ def sota_table(df: pd.DataFrame) -> str:
         vals = [v for v in vals if v is not None]
         if c in best and vals and all(fmt(v) == fmt(best[c]) for v in vals):
             tied.add(c)
+    mixed = "settings" in df.columns and (df["settings"].map(settings_flag) != "").any()
     rows = []
     for i, r in df.iterrows():
         row = [_td_key(r["method"])] + ([_td_key(r.get("kind", ""))] if "kind" in df.columns else [])
         if status[i] != "ok":
-            rows.append(row + ['<td class="zero">n/a</td>'] * len(cols))
+            rows.append(row + ['<td class="zero">n/a</td>'] * (len(cols) + mixed))
             continue
         for c in cols:
             v = _num(r.get(c))
             is_best = (v is not None and c in best and c not in tied and not (c == "clip_i" and r["method"] == "base")
                        and fmt(v) == fmt(best[c]))
             ci = [r.get(f"{c}_lo"), r.get(f"{c}_hi")] if f"{c}_lo" in df.columns else None
-            row.append(value_cell(v, c, ci=ci, bold=is_best, ci_below=True))
+            extra = floor_span(r.get(f"{c}_floor"), r.get(f"{c}_excess")) if f"{c}_floor" in df.columns else ""
+            if f"{c}_diff" in df.columns and r["method"] != "base":
+                extra += paired_span({"diff": r.get(f"{c}_diff"), "ci": [r.get(f"{c}_diff_lo"), r.get(f"{c}_diff_hi")],
+                                      "p": r.get(f"{c}_p"), "verdict": r.get(f"{c}_verdict")})
+            row.append(value_cell(v, c, ci=ci, bold=is_best, ci_below=True, extra=extra))
+        if mixed:
+            flag = settings_flag(r.get("settings"))
+            row.append(f'<td class="k{" worse" if flag else ""}">{esc("⚠ " + flag if flag else "same")}</td>')
         rows.append(row)
-    head = ["method"] + (["kind"] if "kind" in df.columns else []) + [c.replace("_", " ") for c in cols]
+    head = (["method"] + (["kind"] if "kind" in df.columns else []) + [c.replace("_", " ") for c in cols]
+            + (["settings"] if mixed else []))
     out = []
     if "base_model" in df.columns and ran["base_model"].nunique() == 1:
         out.append(f"<p>Base model of every method: <code>{esc(ran['base_model'].iloc[0])}</code>. Same prompts, "
                    "seeds, classifier and metrics for all rows.</p>")
+    out.append(f"<p>{_inline(settings_header(df))}</p>")
     out.append(html_table(head, rows, left=2 if "kind" in df.columns else 1))
-    note = ("Bias: lower is better (entropy, CLIP, face rate: higher); 95% bootstrap CI below each value; "
-            "<b>bold</b> = best of the column")
+    note = ("Bias: lower is better (entropy, CLIP, face rate: higher); 95% bootstrap CI below each value, then the "
+            "noise floor and excess, then Δ = method − base (paired 95% CI, p; ✓ / ✗ only where the CI excludes "
+            "0); <b>bold</b> = best of the column")
     if tied:
         note += f" (no bold where all methods tie: {esc(', '.join(sorted(tied)))})"
     out.append(f'<p class="note">{note}.</p>')
@@ -859,6 +968,50 @@ def section_sota(run_dir: Path) -> str:
     return out + _plots(pngs, sdir, "sota")
 
 
+SWEEP_ATTRIBUTES: tuple[str, ...] = ("gender", "race")
+
+
+def section_sweep(run_dir: Path) -> str:
+    """Bias against guidance scale per model (sweep/sweep.csv and its plot): tvd with CI, floor, excess and
+    the paired Δ to the base at the same scale."""
+    from t2i_debias.sweep import SWEEP_CSV, SWEEP_DIR, SWEEP_PLOT
+
+    path = run_dir / SWEEP_DIR / SWEEP_CSV
+    if not path.is_file():
+        return missing("sweep/sweep.csv (optional stage: set [bias] guidance_sweep, e.g. [1.0, 4.0, 7.5])")
+    df, err = read_csv(path)
+    if err:
+        return error(err)
+    d = df[(df["metric"] == "tvd") & df["attribute"].isin(SWEEP_ATTRIBUTES)]
+    attrs = [a for a in SWEEP_ATTRIBUTES if (d["attribute"] == a).any()]
+    rows = []
+    for (model, scale), g in d.groupby(["model", "guidance_scale"], sort=False):
+        row = [_td_key(model), f"<td>{esc(fmt(float(scale)))}</td>"]
+        for a in attrs:
+            r = g[g["attribute"] == a].iloc[0] if (g["attribute"] == a).any() else None
+            if r is None:
+                row.append("<td>—</td>")
+                continue
+            pm = ({"diff": r["diff_vs_base"], "ci": [r["diff_lo"], r["diff_hi"]], "p": r["p"], "verdict": r["verdict"]}
+                  if model != "base" else None)
+            row.append(value_cell(r["value"], "tvd", ci=[r["lo"], r["hi"]],
+                                  extra=floor_span(r["floor"], r["excess"]) + paired_span(pm)))
+        first = g.iloc[0]
+        row += [f"<td>{esc(fmt(first.get('face_rate')))}</td>", f"<td>{esc(fmt(first.get('ambiguous_rate')))}</td>",
+                f"<td>{esc(fmt(first.get('images_per_prompt')))}</td>"]
+        rows.append(row)
+    out = [html_table(["model", "guidance", *(f"{_attr_label(a)} tvd" for a in attrs), "face rate",
+                       "ambiguous rate", "images / prompt"], rows, left=1)]
+    out.append('<p class="note">Every model generated again at each guidance scale on the same prompts and seeds '
+               "(sweep/generated/), measured by the bias stage's code; Δ = model − base at the same scale, paired. "
+               "Classifier-free guidance sharpens whatever imbalance is left: a method that only debiases at "
+               "guidance 1 shows it here.</p>")
+    png = run_dir / SWEEP_DIR / SWEEP_PLOT
+    if png.is_file():
+        out.append(img_tag(png, "bias against guidance scale", f"sweep/{SWEEP_PLOT}", width=760))
+    return "".join(out)
+
+
 def section_figure(figure: Path | None) -> str:
     """The OursVsBaseline figure."""
     if figure is None or not figure.is_file():
@@ -872,6 +1025,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("counterfactuals", "Counterfactual triplets"),
     ("training", "Training curves"),
     ("bias", "Bias before / after"),
+    ("sweep", "Bias against guidance scale"),
     ("quality", "Image quality"),
     ("sota", "State-of-the-art comparison"),
     ("figure", "Ours vs baseline"),
@@ -888,6 +1042,7 @@ def build_report(run_dir: str | Path, figure: Path | None = None, title: str | N
         "counterfactuals": lambda: section_counterfactuals(run_dir),
         "training": lambda: section_training(run_dir),
         "bias": lambda: section_bias(run_dir),
+        "sweep": lambda: section_sweep(run_dir),
         "quality": lambda: section_quality(run_dir),
         "sota": lambda: section_sota(run_dir),
         "figure": lambda: section_figure(figure),
@@ -915,7 +1070,7 @@ def report_inputs(run_dir: Path) -> list[Path]:
     """
     pats = ["config.toml", "labels/labels.csv", "analysis/*", "enriched/balance.csv", "enriched/fidelity.csv", "models/*/training_log.csv", "models/*/loss.png",
             "bias/*/summary.json", "bias/*/by_prompt.csv", "bias/*/predictions.csv", "quality/*.json",
-            "sota/*", "sota/plots/*", "generated/*/metadata.csv", f"*/{MANIFEST}", f"*/*/{MANIFEST}"]
+            "sota/*", "sota/plots/*", "sweep/sweep.csv", "sweep/*.png", "generated/*/metadata.csv", f"*/{MANIFEST}", f"*/*/{MANIFEST}"]
     report_dir = run_dir / STAGE_DIRS["report"]
     found = {p for pat in pats for p in run_dir.glob(pat) if p.is_file() and report_dir not in p.parents}
     return sorted(found)

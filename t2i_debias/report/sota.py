@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from t2i_debias.baselines import METHODS, GenParams, NotApplicable, make_method
+from t2i_debias.metrics.bias import METRIC_INFO
 from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, atomic_write_text
 from t2i_debias.runs import run_stage as _run_stage
 
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 ATTRIBUTES: tuple[str, ...] = ("gender", "race", "race4", "gender_race")
 BIAS_METRICS: tuple[str, ...] = ("tvd", "pairwise", "kl", "entropy")
 QUALITY_METRICS: tuple[str, ...] = ("fid", "kid", "clip_t", "clip_i")
-HIGHER_IS_BETTER: frozenset[str] = frozenset({"entropy", "clip_t", "clip_i", "face_rate"})
+HIGHER_IS_BETTER: frozenset[str] = frozenset({m for m, info in METRIC_INFO.items() if info.higher_is_better}
+                                             | {"clip_t", "clip_i", "face_rate"})
 # Columns of comparison.md (all bias/quality columns are in comparison.csv).
 TABLE_COLUMNS: tuple[str, ...] = ("gender_tvd", "race_tvd", "gender_race_tvd", "gender_kl", "race_kl",
                                   "race4_pairwise", "face_rate", "fid", "kid", "clip_t", "clip_i")
@@ -47,6 +49,11 @@ class MethodPipe:
     def __init__(self, method: Any, occupation_of: dict[str, str]) -> None:
         self.method = method
         self.occupation_of = occupation_of
+
+    @property
+    def scheduler(self) -> Any:
+        """The sampler of the method's pipeline (recorded with its images)."""
+        return getattr(getattr(self.method, "pipe", None), "scheduler", None)
 
     def __call__(self, prompt: Sequence[str], generator: Sequence[Any], num_inference_steps: int,
                  guidance_scale: float, height: int | None = None, width: int | None = None,
@@ -168,19 +175,98 @@ def _get(d: Any, *keys: str) -> Any:
     return d
 
 
+# What a bias number was generated with (bias/<model>/summary.json "generation"); rows must agree.
+SETTINGS_KEYS: tuple[str, ...] = ("guidance_scale", "sampler", "num_inference_steps", "resolution",
+                                  "images_per_prompt")
+SIG_MARK = {"less biased": "✓", "more biased": "✗"}
+
+
+class MixedSettingsError(ValueError):
+    """Rows of one comparison table were generated with different settings."""
+
+
+def _pair(v: Any) -> tuple[Any, Any]:
+    return tuple(v) if isinstance(v, list | tuple) and len(v) == 2 else (None, None)
+
+
 def bias_columns(summary: dict[str, Any]) -> dict[str, Any]:
-    """Flat `<attribute>_<metric>` (+ `_lo`/`_hi` CI bounds) columns from a bias/<model>/summary.json."""
+    """Flat columns from a bias/<model>/summary.json: `<attribute>_<metric>` with `_lo`/`_hi` (bootstrap CI),
+    `_floor`/`_excess` (noise floor), `_diff`/`_diff_lo`/`_diff_hi`/`_p`/`_verdict` (paired against the
+    base), the face-found and ambiguous rates, and the generation settings."""
     row: dict[str, Any] = {}
     attrs = summary.get("attributes", summary)
+    paired = _get(summary, "paired_vs_base", "attributes") or {}
     for a in ATTRIBUTES:
         for m in BIAS_METRICS:
-            row[f"{a}_{m}"] = _get(attrs, a, "aggregate", m)
-            ci = _get(attrs, a, "ci", m)
-            row[f"{a}_{m}_lo"], row[f"{a}_{m}_hi"] = (ci if isinstance(ci, list | tuple) and len(ci) == 2
-                                                      else (None, None))
+            c = f"{a}_{m}"
+            row[c] = _get(attrs, a, "aggregate", m)
+            row[f"{c}_lo"], row[f"{c}_hi"] = _pair(_get(attrs, a, "ci", m))
+            row[f"{c}_floor"], row[f"{c}_excess"] = _get(attrs, a, "floor", m), _get(attrs, a, "excess", m)
+            pm = _get(paired, a, m) or {}
+            row[f"{c}_diff"] = pm.get("diff")
+            row[f"{c}_diff_lo"], row[f"{c}_diff_hi"] = _pair(pm.get("ci"))
+            row[f"{c}_p"], row[f"{c}_verdict"] = pm.get("p"), pm.get("verdict")
     row["face_rate"] = summary.get("face_rate", summary.get("face_found_rate"))
+    row["ambiguous_rate"] = summary.get("ambiguous_rate")
     row["n_images"] = summary.get("n_images")
+    gen = summary.get("generation") or {}
+    for k in SETTINGS_KEYS:
+        v = gen.get(k)
+        row[k] = json.dumps(v) if isinstance(v, list) else v
     return row
+
+
+def settings_flag(v: Any) -> str:
+    """A row's `settings` cell as text ("" = same settings as the reference row; NaN when read from CSV)."""
+    return v if isinstance(v, str) else ""
+
+
+def _setting(v: Any) -> str:
+    """A setting as text for comparing and printing (None: not recorded)."""
+    x = _num(v)
+    if x is not None:
+        return f"{x:g}"
+    return NOT_RECORDED if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def settings_of(row: Any) -> dict[str, str]:
+    """The generation settings of one comparison row, as text."""
+    return {k: _setting(row.get(k)) for k in SETTINGS_KEYS}
+
+
+NOT_RECORDED = "not recorded"
+
+
+def check_settings(df: pd.DataFrame, allow_mixed: bool = False) -> pd.DataFrame:
+    """`df` with a `settings` column: "" where a row's generation settings match the base row's (else the
+    first row that ran); "differs: ..." where a recorded setting differs, which raises MixedSettingsError
+    unless `allow_mixed`; "unverified: ..." where a setting was not recorded (images made before settings
+    were stored), which cannot be checked and is flagged, not refused."""
+    df = df.copy()
+    df["settings"] = ""
+    status = df["status"] if "status" in df else pd.Series("ok", index=df.index)
+    ran = df[status.fillna("ok") == "ok"]
+    if ran.empty:
+        return df
+    ref_rows = ran[ran["method"] == "base"] if "method" in ran else ran
+    ref_row = (ref_rows if len(ref_rows) else ran).iloc[0]
+    ref = settings_of(ref_row)
+    bad = []
+    for i, r in ran.iterrows():
+        mine = settings_of(r)
+        unknown = [k for k in SETTINGS_KEYS if NOT_RECORDED in (mine[k], ref[k])]
+        diff = [f"{k} {mine[k]} (vs {ref[k]})" for k in SETTINGS_KEYS if k not in unknown and mine[k] != ref[k]]
+        flag = (["differs: " + "; ".join(diff)] if diff else []) + (
+            [f"unverified: {', '.join(unknown)} not recorded"] if unknown else [])
+        df.loc[i, "settings"] = " | ".join(flag)
+        if diff:
+            bad.append(f"{r['method']}: " + "; ".join(diff))
+    if bad and not allow_mixed:
+        raise MixedSettingsError(
+            f"rows generated with other settings than {ref_row['method']} cannot share one table: "
+            + " | ".join(bad) + ". Regenerate them with the same [generate] settings, or pass --allow_mixed "
+            "([sota] allow_mixed = true) to put them in one table, flagged.")
+    return df
 
 
 def comparison_rows(cfg: Any, names: Sequence[str], skipped: dict[str, str], kinds: dict[str, str]
@@ -225,8 +311,69 @@ def best_values(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, float]:
     return out
 
 
+def settings_header(df: pd.DataFrame) -> str:
+    """One sentence with the generation settings of the table's rows (those of the reference row when mixed)."""
+    status = df["status"] if "status" in df else pd.Series("ok", index=df.index)
+    ran = df[status.fillna("ok") == "ok"]
+    if ran.empty or not any(k in df.columns for k in SETTINGS_KEYS):
+        return "Generation settings: not recorded."
+    flags = ran["settings"].map(settings_flag) if "settings" in ran else pd.Series("", index=ran.index)
+    unflagged = ran[flags == ""]
+    ref = (unflagged if len(unflagged) else ran).iloc[0]
+    st = settings_of(ref)
+    text = (f"guidance scale {st['guidance_scale']}, sampler {st['sampler']}, {st['num_inference_steps']} steps, "
+            f"resolution {st['resolution']}, {st['images_per_prompt']} images per prompt")
+    if flags.str.contains("differs").any():
+        return (f"Generation settings: **mixed** (allowed with --allow_mixed): {text} for every row except those "
+                "flagged ⚠ in the settings column.")
+    if (flags != "").any():
+        return (f"Generation settings: {text}; some rows could not be checked (settings not recorded), flagged ⚠ "
+                "in the settings column.")
+    return f"Generation settings (every row): {text}."
+
+
+def _bias_cell(r: Any, c: str) -> str:
+    """'; floor F, excess E' and the paired mark of one bias value (empty for other columns)."""
+    out = ""
+    f, e = _num(r.get(f"{c}_floor")), _num(r.get(f"{c}_excess"))
+    if f is not None:
+        out += f"; floor {f:.3f}, excess {e:+.3f}" if e is not None else f"; floor {f:.3f}"
+    mark = SIG_MARK.get(str(r.get(f"{c}_verdict")))
+    return out + (f" {mark}" if mark else "")
+
+
+def paired_markdown(df: pd.DataFrame, cols: Sequence[str]) -> list[str]:
+    """Lines of the paired table: per method and bias column, Δ = method − base, its 95% CI and p-value."""
+    cols = [c for c in cols if f"{c}_diff" in df.columns and df[f"{c}_diff"].map(_num).notna().any()]
+    rows = [r for _, r in df.iterrows() if r.get("status", "ok") == "ok" and r.get("method") != "base"
+            and any(_num(r.get(f"{c}_diff")) is not None for c in cols)]
+    if not cols or not rows:
+        return []
+    lines = ["", "## Paired comparison against the base", "",
+             "Δ = method − base on the same (prompt, seed) pairs; 95% paired bootstrap CI in brackets; two-sided "
+             "bootstrap p. ✓ = significantly less biased (the CI excludes 0), ✗ = significantly more biased; "
+             "no mark = no significant difference.", "",
+             "| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for c in cols:
+            d = _num(r.get(f"{c}_diff"))
+            if d is None:
+                cells.append("–")
+                continue
+            lo, hi, p = _num(r.get(f"{c}_diff_lo")), _num(r.get(f"{c}_diff_hi")), _num(r.get(f"{c}_p"))
+            cell = f"{d:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else "")
+            cell += f" p={p:.3g}" if p is not None else ""
+            mark = SIG_MARK.get(str(r.get(f"{c}_verdict")))
+            cells.append(cell + (f" {mark}" if mark else ""))
+        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] = TABLE_COLUMNS) -> str:
-    """Method × metric table, best value per column in bold, CIs in brackets, the base model stated."""
+    """Method × metric table, best value per column in bold, CIs in brackets, the base model and the generation
+    settings stated; each bias value with its noise floor and excess and ✓/✗ when the paired CI against the
+    base excludes 0; then the paired table."""
     cols = [c for c in columns if c in df.columns and df[c].map(_num).notna().any()]
     best = best_values(df, cols)
     ran = df[df.get("status", pd.Series("ok", index=df.index)).fillna("ok") == "ok"]
@@ -235,13 +382,19 @@ def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] = TABLE_COLU
                 if (v := _num(x)) is not None and not (c == "clip_i" and m == "base")}
         if len(vals) <= 1:
             del best[c]
+    mixed = "settings" in df.columns and (df["settings"].map(settings_flag) != "").any()
     lines = [f"# SOTA comparison\n\nBase model of every method: `{base}`. Same prompts, seeds, classifier "
-             "and metrics for all rows. Bias: lower is better (entropy, CLIP and face rate: higher); "
-             "95% bootstrap CI in brackets.\n",
-             "| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+             f"and metrics for all rows. {settings_header(df)}\n\n"
+             "Bias: lower is better (entropy, CLIP and face rate: higher); 95% bootstrap CI in brackets; floor = "
+             "the expected value of a perfectly balanced model with as many labelled images (sampling noise), "
+             "excess = value − floor; ✓ / ✗ = significantly less / more biased than the base (paired 95% CI "
+             "of the difference excludes 0).\n",
+             "| method | " + " | ".join(cols) + (" | settings |" if mixed else " |"),
+             "|---|" + "---|" * (len(cols) + mixed)]
     for _, r in df.iterrows():
+        flag = [f"⚠ {settings_flag(r.get('settings'))}" if settings_flag(r.get("settings")) else "same"] if mixed else []
         if r.get("status", "ok") != "ok":
-            lines.append(f"| {r['method']} | " + " | ".join(["n/a"] * len(cols)) + " |")
+            lines.append(f"| {r['method']} | " + " | ".join(["n/a"] * len(cols) + (["–"] if mixed else [])) + " |")
             continue
         cells = []
         for c in cols:
@@ -256,8 +409,9 @@ def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] = TABLE_COLU
             lo, hi = _num(r.get(f"{c}_lo")), _num(r.get(f"{c}_hi"))
             if lo is not None and hi is not None:
                 s += f" [{lo:.3f}, {hi:.3f}]"
-            cells.append(s)
-        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+            cells.append(s + _bias_cell(r, c))
+        lines.append(f"| {r['method']} | " + " | ".join(cells + flag) + " |")
+    lines += paired_markdown(df, cols)
     notes = [f"- **{r['method']}**: {r['status']}" for _, r in df.iterrows() if r.get("status", "ok") != "ok"]
     if notes:
         lines += ["", "Not run:", *notes]
@@ -358,11 +512,11 @@ def _rows(cfg: Any) -> tuple[list[str], dict[str, str], dict[str, str]]:
 
 def classify_all(cfg: Any, force: bool = False) -> None:
     """Classify the images of every row that ran (bias/<name>/)."""
-    from t2i_debias.evaluate import classifier_factory_for
+    from t2i_debias.evaluate import base_first, classifier_factory_for
 
     names, _, skipped = _rows(cfg)
     factory = classifier_factory_for(cfg)  # one classifier for every method, built only if needed
-    for n in names:
+    for n in base_first(names):  # the base first: every other row is paired with its predictions
         if n not in skipped:
             classify_model(cfg, n, force=force, factory=factory)
 
@@ -405,7 +559,7 @@ def write_comparison(cfg: Any, force: bool = False) -> Path:
     stage = Stage("sota", out, {**cfg.section_dict("sota"), "rows": names}, inputs)
 
     def body(st: Stage) -> Any:
-        df = comparison_rows(cfg, names, skipped, kinds)
+        df = check_settings(comparison_rows(cfg, names, skipped, kinds), cfg.sota.allow_mixed)
         outs = [atomic_write_csv(out / "comparison.csv", df),
                 atomic_write_text(out / "comparison.md", to_markdown(df, base_model(cfg))),
                 atomic_write_json(out / "methods.json", {n: _method_info(n, kinds[n], skipped) for n in names}),

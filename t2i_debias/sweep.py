@@ -1,0 +1,186 @@
+"""The guidance sweep (optional stage): every model again at several classifier-free guidance scales.
+
+`[bias] guidance_sweep = [1.0, 4.0, 7.5]` generates each model of the run (base and every trained mode,
+or `[bias] sweep_models`) at each scale, on the same prompts and seeds (`sweep_images_per_prompt`, default
+`generate.images_per_prompt`), and runs the bias stage's code on each folder, paired with the base at the
+same scale. Guidance sharpens whatever imbalance a model has left, so a method that only debiases at
+guidance 1 shows it here. Layout, one stage manifest per folder:
+
+    sweep/generated/<model>/g<scale>/   images/, metadata.csv (as generated/<model>/)
+    sweep/bias/<model>/g<scale>/        predictions.csv, by_prompt.csv, summary.json (as bias/<model>/)
+    sweep/sweep.csv                     model × scale × attribute × metric: value, CI, floor, excess, paired Δ
+    sweep/bias_vs_guidance.png          tvd against guidance per model, CI bars, the noise floor dashed
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from t2i_debias.metrics.bias import METRIC_NAMES
+from t2i_debias.runs import Stage, atomic_open, atomic_write_csv
+from t2i_debias.runs import run_stage as _run_stage
+
+log = logging.getLogger(__name__)
+
+SWEEP_DIR = "sweep"
+SWEEP_CSV = "sweep.csv"
+SWEEP_PLOT = "bias_vs_guidance.png"
+PLOT_ATTRIBUTES: tuple[str, ...] = ("gender", "race")
+
+
+def scale_tag(scale: float) -> str:
+    """Folder name of one guidance scale: 1.0 -> "g1", 7.5 -> "g7.5"."""
+    return f"g{float(scale):g}"
+
+
+def images_per_prompt(cfg: Any) -> int:
+    """Images per prompt of the sweep (fewer than the main evaluation keeps it cheap)."""
+    return cfg.bias.sweep_images_per_prompt or cfg.generate.images_per_prompt
+
+
+def sweep_models(cfg: Any) -> dict[str, str]:
+    """Name -> spec of the models to sweep, the base first: `[bias] sweep_models`, or every evaluated model."""
+    from t2i_debias.evaluate import base_first
+    from t2i_debias.generate import models_to_evaluate
+
+    models = models_to_evaluate(cfg)
+    wanted = list(cfg.bias.sweep_models) or list(models)
+    unknown = [m for m in wanted if m not in models]
+    if unknown:
+        raise ValueError(f"[bias] sweep_models: {unknown} are not models of this run; known: {list(models)}")
+    return {n: models[n] for n in base_first(wanted)}
+
+
+def generate_at(cfg: Any, name: str, spec: str, scale: float, force: bool = False) -> Path:
+    """sweep/generated/<name>/g<scale>/: the model's images at one guidance scale, seeds as generated/<name>/."""
+    from t2i_debias.generate import SETTINGS, generate_folder, generation_config, load_model
+    from t2i_debias.models import base_model, resolve_device, resolve_dtype
+    from t2i_debias.prompts import prompts_path, read_prompts
+
+    g = cfg.generate
+    n = images_per_prompt(cfg)
+    out_dir = cfg.run_dir / SWEEP_DIR / "generated" / name / scale_tag(scale)
+    config = generation_config(cfg, name, spec)
+    config["generate"].update(guidance_scale=float(scale), images_per_prompt=n)
+    stage = Stage(f"sweep:generated:{name}:{scale_tag(scale)}", out_dir, config, [prompts_path(cfg)])
+
+    def body(st: Stage) -> Any:
+        prompts = read_prompts(prompts_path(cfg))
+        device = resolve_device(cfg.run.device)
+        dtype = resolve_dtype(g.dtype, device)
+        size = g.resolution or None
+        base = base_model(cfg)
+        settings = {"fingerprint": config["fingerprint"], "dtype": str(dtype)}
+        meta = generate_folder(lambda: load_model(spec, base, device=device, dtype=dtype), out_dir, prompts,
+                               name, n, g.base_seed, g.batch_size, g.num_inference_steps, float(scale), size, size,
+                               settings=settings)
+        return [meta, out_dir / SETTINGS], {"n_images": len(prompts) * n, "guidance_scale": float(scale)}
+
+    _run_stage(stage, body, force=force, log=log.info)
+    return out_dir
+
+
+def sweep_rows(summaries: dict[tuple[str, float], dict[str, Any]]) -> pd.DataFrame:
+    """Long table of the sweep: one row per (model, scale, attribute, metric) with value, CI, floor, excess
+    and the paired difference to the base at the same scale."""
+    rows = []
+    for (model, scale), s in summaries.items():
+        paired = s.get("paired_vs_base") or {}
+        for attr, blk in s.get("attributes", {}).items():
+            for m in METRIC_NAMES:
+                ci = (blk.get("ci") or {}).get(m) or (None, None)
+                pm = ((paired.get("attributes") or {}).get(attr) or {}).get(m) or {}
+                dci = pm.get("ci") or (None, None)
+                rows.append({"model": model, "guidance_scale": scale, "attribute": attr, "metric": m,
+                             "value": blk["aggregate"].get(m), "lo": ci[0], "hi": ci[1],
+                             "floor": (blk.get("floor") or {}).get(m), "excess": (blk.get("excess") or {}).get(m),
+                             "diff_vs_base": pm.get("diff"), "diff_lo": dci[0], "diff_hi": dci[1], "p": pm.get("p"),
+                             "verdict": pm.get("verdict"), "face_rate": s.get("face_rate"),
+                             "ambiguous_rate": s.get("ambiguous_rate"),
+                             "images_per_prompt": (s.get("generation") or {}).get("images_per_prompt")})
+    return pd.DataFrame(rows)
+
+
+def plot_sweep(df: pd.DataFrame, path: Path, metric: str = "tvd") -> Path | None:
+    """`metric` against guidance scale, one line per model (95% CI bars), per attribute; the floor dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = df[(df["metric"] == metric) & df["attribute"].isin(PLOT_ATTRIBUTES)] if len(df) else df
+    attrs = [a for a in PLOT_ATTRIBUTES if len(d) and (d["attribute"] == a).any()]
+    if not attrs:
+        return None
+    fig, axes = plt.subplots(1, len(attrs), figsize=(3.6 * len(attrs), 3.0), squeeze=False)
+    for ax, attr in zip(axes[0], attrs, strict=True):
+        da = d[d["attribute"] == attr]
+        groups = list(da.groupby("model", sort=False))
+        span = float(da["guidance_scale"].max() - da["guidance_scale"].min()) or 1.0
+        for i, (model, dm) in enumerate(groups):
+            dm = dm.sort_values("guidance_scale")
+            dodge = (i - (len(groups) - 1) / 2) * 0.015 * span  # models side by side, not on top of each other
+            x, y = dm["guidance_scale"].to_numpy(float) + dodge, pd.to_numeric(dm["value"]).to_numpy(float)
+            lo, hi = pd.to_numeric(dm["lo"]).to_numpy(float), pd.to_numeric(dm["hi"]).to_numpy(float)
+            line = ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", capsize=3, label=str(model))
+            ax.plot(x, pd.to_numeric(dm["floor"]).to_numpy(float), ls="--", lw=0.8,
+                    color=line.lines[0].get_color())
+        ax.set_xlabel("guidance scale")
+        ax.set_ylabel(f"{attr} {metric}")
+        ax.set_title(f"{attr} {metric} vs guidance (dashed: noise floor)", fontsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run_stage(cfg: Any, force: bool = False, classifier: Any = None) -> None:
+    """Generate and evaluate every swept model at every `[bias] guidance_sweep` scale; no-op when empty.
+
+    The classifier is the [labels] one (built once, only if needed) unless `classifier` is given.
+    """
+    from t2i_debias.evaluate import classifier_factory_for, evaluate_model
+    from t2i_debias.prompts import prompts_path
+
+    scales = [float(s) for s in cfg.bias.guidance_sweep]
+    if not scales:
+        log.info("[sweep] no [bias] guidance_sweep configured - skipping")
+        return
+    if len(set(scales)) != len(scales):
+        raise ValueError(f"[bias] guidance_sweep lists a scale twice: {scales}")
+    if not prompts_path(cfg).is_file():
+        raise FileNotFoundError(f"{prompts_path(cfg)} not found: run the prompts stage first")
+    models = sweep_models(cfg)
+    factory = classifier_factory_for(cfg, classifier)
+    root = cfg.run_dir / SWEEP_DIR
+    summaries: dict[tuple[str, float], Path] = {}
+    for scale in scales:
+        tag = scale_tag(scale)
+        for name, spec in models.items():
+            gen_dir = generate_at(cfg, name, spec, scale, force=force)
+            base_dir = root / "bias" / "base" / tag if name != "base" and "base" in models else None
+            out = evaluate_model(cfg, name, factory, force=force, gen_dir=gen_dir, out_dir=root / "bias" / name / tag,
+                                 base_dir=base_dir, stage_name=f"sweep:bias:{name}:{tag}")
+            summaries[(name, scale)] = out / "summary.json"
+    stage = Stage("sweep", root, {"scales": scales, "models": list(models),
+                                  "images_per_prompt": images_per_prompt(cfg)}, list(summaries.values()))
+
+    def body(st: Stage) -> Any:
+        data = {k: json.loads(p.read_text()) for k, p in summaries.items()}
+        df = sweep_rows(data)
+        outs = [atomic_write_csv(root / SWEEP_CSV, df)]
+        png = plot_sweep(df, root / SWEEP_PLOT)
+        outs += [png] if png else []
+        g = df[(df["attribute"] == "gender") & (df["metric"] == "tvd")]
+        for r in g.itertuples(index=False):
+            log.info("[sweep] %s @ guidance %g: gender tvd %s (floor %s)", r.model, r.guidance_scale, r.value, r.floor)
+        return outs, {"scales": scales, "models": list(models)}
+
+    _run_stage(stage, body, force=force, log=log.info)
