@@ -32,7 +32,9 @@ STAGES: list[tuple[str, str]] = [
     ("sota", "t2i_debias.report.sota"),
     ("report", "t2i_debias.report.html"),
     ("toy_summary", "t2i_debias.toyworld.summary"),  # no-op unless [toy] enabled: the demo's closing table
+    ("results", "t2i_debias.report.readme_block"),  # no-op unless [toy] enabled: results/toy_seed<N>.json
 ]
+TOY_ONLY: frozenset[str] = frozenset({"toy", "toy_summary", "results"})  # stages that do nothing outside the toy world
 
 
 def stage_runner(module: str) -> Callable[..., None]:
