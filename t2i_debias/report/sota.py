@@ -355,7 +355,11 @@ SKIPPED = "skipped.json"
 
 
 def generate_all(cfg: Any, force: bool = False) -> tuple[list[str], dict[str, str], dict[str, str]]:
-    """generated/<name>/ for every row (base and ours via the evaluation stage); records the skips."""
+    """generated/<name>/ for every row (base and ours via the evaluation stage); records the skips.
+
+    `force` remakes the baselines' images only: base and ours are the generation stage's, so a forced
+    pipeline run does not generate the same (model, prompt, seed) twice.
+    """
     names, kinds = method_names(cfg)
     skipped: dict[str, str] = {}
     for name in names:
@@ -366,10 +370,10 @@ def generate_all(cfg: Any, force: bool = False) -> tuple[list[str], dict[str, st
                 skipped[name] = reason
                 continue
             generate_method(cfg, name, force=force)
-        else:
+        else:  # the generation stage's own images: made once, not again under --force (their manifest decides)
             from t2i_debias.generate import generate_model
 
-            generate_model(cfg, name, ours_models(cfg)[name], force=force)
+            generate_model(cfg, name, ours_models(cfg)[name], force=False)
     atomic_write_json(cfg.run_dir / "sota" / SKIPPED, skipped)
     return names, kinds, skipped
 
@@ -387,11 +391,11 @@ def classify_all(cfg: Any, force: bool = False) -> None:
     """Classify the images of every row that ran (bias/<name>/)."""
     from t2i_debias.evaluate import classifier_factory_for
 
-    names, _, skipped = _rows(cfg)
+    names, kinds, skipped = _rows(cfg)
     factory = classifier_factory_for(cfg)  # one classifier for every method, built only if needed
     for n in names:
-        if n not in skipped:
-            classify_model(cfg, n, force=force, factory=factory)
+        if n not in skipped:  # base and ours are the bias stage's (as in generate_all)
+            classify_model(cfg, n, force=force and kinds[n] == "baseline", factory=factory)
 
 
 def quality_all(cfg: Any, force: bool = False) -> None:
