@@ -357,8 +357,9 @@ SKIPPED = "skipped.json"
 def generate_all(cfg: Any, force: bool = False) -> tuple[list[str], dict[str, str], dict[str, str]]:
     """generated/<name>/ for every row (base and ours via the evaluation stage); records the skips.
 
-    `force` remakes the baselines' images only: base and ours are the generation stage's, so a forced
-    pipeline run does not generate the same (model, prompt, seed) twice.
+    `force` reruns the baselines' stages (their folder generator keeps valid images made with the same
+    settings); base and ours are the generation stage's and are not remade here, so a forced pipeline
+    run does not generate the same (model, prompt, seed) twice.
     """
     names, kinds = method_names(cfg)
     skipped: dict[str, str] = {}
