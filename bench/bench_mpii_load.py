@@ -18,8 +18,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from t2i_debias.data.mpii_fixture import packaged_activities_path
+
 ROOT = Path(__file__).resolve().parents[1]
-CSV = ROOT.parent / "shared" / "data" / "mpii_train_activities.csv"
+CSV = packaged_activities_path()
 
 CHILD = r"""
 import json, resource, sys, time

@@ -142,7 +142,7 @@ def _user_error_hook(verbose: bool) -> Any:
 
 def parse(description: str, sections: list[str], other_sections: list[str] | None = None,
           argv: list[str] | None = None, extra: Any = None) -> tuple[argparse.Namespace, Config]:
-    """Parse argv for a stage script; `extra(parser)` may add script-specific flags."""
+    """Parse argv for a stage script (`extra(parser)` may add flags); torch gets every available core."""
     setup_env()
     parser = build_parser(description, sections, other_sections)
     if extra is not None:
@@ -150,6 +150,12 @@ def parse(description: str, sections: list[str], other_sections: list[str] | Non
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     sys.excepthook = _user_error_hook(args.verbose)
+    from t2i_debias.threads import use_available_cores
+
+    try:
+        use_available_cores()
+    except ValueError as e:  # a malformed OMP_NUM_THREADS / LOCAL_WORLD_SIZE
+        parser.error(str(e))
     try:
         cfg = config_from_args(args)
     except ConfigError as e:

@@ -42,6 +42,11 @@ def resolve_model(spec: str, cfg: Any = None) -> str:
     return spec  # a hub id: from_pretrained resolves it (offline runs need it in HF_HOME)
 
 
+def model_name(cfg: Any) -> str:
+    """The run's base model as a person names it: its spec (`toy:base`, a hub id), not where it was cached."""
+    return "tiny:sd" if cfg.run.smoke else cfg.run.base_model
+
+
 def base_model(cfg: Any) -> str:
     """The run's base model, with `run.smoke` swapping in the tiny pipeline."""
     return resolve_model("tiny:sd" if cfg.run.smoke else cfg.run.base_model, cfg)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 import time
 from collections.abc import Callable
+from typing import TextIO
 
 from t2i_debias.config import Config
 
@@ -31,7 +33,9 @@ STAGES: list[tuple[str, str]] = [
     ("sota", "t2i_debias.report.sota"),
     ("report", "t2i_debias.report.html"),
     ("toy_summary", "t2i_debias.toyworld.summary"),  # no-op unless [toy] enabled: the demo's closing table
+    ("results", "t2i_debias.report.readme_block"),  # no-op unless [toy] enabled: results/toy_seed<N>.json
 ]
+TOY_ONLY: frozenset[str] = frozenset({"toy", "toy_summary", "results"})  # stages that do nothing outside the toy world
 
 
 def stage_runner(module: str) -> Callable[..., None]:
@@ -39,21 +43,42 @@ def stage_runner(module: str) -> Callable[..., None]:
     return importlib.import_module(module).run_stage
 
 
+def _clock(seconds: float) -> str:
+    """Elapsed time as a person reads it: 42.0s, 3m05s, 1h02m."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, sec = divmod(int(round(seconds)), 60)
+    return f"{m}m{sec:02d}s" if m < 60 else f"{m // 60}h{m % 60:02d}m"
+
+
 def run_pipeline(cfg: Config, force: bool = False, only: list[str] | None = None,
-                 until: str | None = None) -> None:
-    """Run the stages in order (all, or those in `only`, stopping after `until`)."""
+                 until: str | None = None, out: TextIO | None = None) -> None:
+    """Run the stages in order (all, or those in `only`, stopping after `until`).
+
+    Prints one line per stage with its elapsed time (to `out`, default stdout) and, at the end, where
+    report.html is.
+    """
+    out = out or sys.stdout
     names = [n for n, _ in STAGES]
     for n in (only or []) + ([until] if until else []):
         if n not in names:
             raise ValueError(f"unknown stage {n!r}; stages: {', '.join(names)}")
+    todo = [(n, m) for n, m in STAGES if not only or n in only]
+    if until:
+        todo = todo[:[n for n, _ in todo].index(until) + 1] if until in [n for n, _ in todo] else todo
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(cfg.run_dir / "config.toml")
     t0 = time.time()
-    for name, module in STAGES:
-        if only and name not in only:
-            continue
+    for i, (name, module) in enumerate(todo, 1):
         log.info("=== stage %s", name)
+        t = time.time()
         stage_runner(module)(cfg, force=force)
-        if until == name:
-            break
+        print(f"[{i}/{len(todo)}] {name:<12} {_clock(time.time() - t):>8}   (total {_clock(time.time() - t0)})",
+              file=out, flush=True)
     log.info("pipeline finished in %.1fs: %s", time.time() - t0, cfg.run_dir)
+    from t2i_debias.report.html import REPORT_HTML
+
+    report = cfg.run_dir / REPORT_HTML
+    print(f"done in {_clock(time.time() - t0)}. "
+          + (f"Report: {report.resolve()}" if report.is_file() else f"No report yet: run the report stage ({report})."),
+          file=out, flush=True)

@@ -19,9 +19,6 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
 import pytest  # noqa: E402
 
-SHARED = ROOT.parent / "shared"
-ACTIVITIES_CSV = SHARED / "data" / "mpii_train_activities.csv"
-
 
 @pytest.fixture(scope="session", autouse=True)
 def _torch_threads() -> None:
@@ -43,7 +40,10 @@ def tiny_sd_path() -> Path:
 
 @pytest.fixture(scope="session")
 def activities_csv() -> Path:
-    """The real MPII activity labels of 17,372 training images (../shared/data)."""
-    if not ACTIVITIES_CSV.exists():
-        pytest.fail(f"missing {ACTIVITIES_CSV}: the shared data folder must sit beside the repo")
-    return ACTIVITIES_CSV
+    """The real MPII activity labels of 17,372 training images, vendored in the package."""
+    from t2i_debias.data.mpii_fixture import packaged_activities_path
+
+    path = packaged_activities_path()
+    if not path.is_file():
+        pytest.fail(f"missing {path}: it is committed with the repository; restore it with git checkout")
+    return path

@@ -39,13 +39,13 @@ def test_uce_changes_only_cross_attention_kv(tiny_sd_path, base):
     pipe = _load(tiny_sd_path)
     calls = []
 
-    def ratio_fn(p, occupation, group):  # a fixed, biased measurement: 80% man, all white
-        calls.append((occupation, group))
-        return np.array([0.8, 0.2]) if group == "gender" else np.eye(6)[3]
+    def ratio_fn(p, occupation, groups):  # a fixed, biased measurement: 80% man, all white
+        calls.append((occupation, tuple(groups)))
+        return {"gender": np.array([0.8, 0.2]), "race": np.eye(6)[3]}
 
     m = make_method("uce", pipe, iterations=1, ratio_fn=ratio_fn)
     m.prepare(["doctor", "nurse"])
-    assert sorted(calls) == [(o, g) for o in ("doctor", "nurse") for g in ("gender", "race")]
+    assert calls == [("doctor", ("gender", "race")), ("nurse", ("gender", "race"))]  # one measurement each
     before, after = _params(base), _params(pipe)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     kv = {k for k in before if k.startswith("unet.") and (".attn2.to_k." in k or ".attn2.to_v." in k)}
@@ -55,10 +55,92 @@ def test_uce_changes_only_cross_attention_kv(tiny_sd_path, base):
 def test_uce_balanced_model_is_not_edited(tiny_sd_path, base):
     pipe = _load(tiny_sd_path)
     m = make_method("uce", pipe, iterations=3,
-                    ratio_fn=lambda p, o, g: np.full(2 if g == "gender" else 6, 0.5 if g == "gender" else 1 / 6))
+                    ratio_fn=lambda p, o, gs: {g: np.full(len(labels), 1 / len(labels)) for g, labels in gs.items()})
     m.prepare(["doctor"])
     assert all(torch.equal(a, b) for a, b in zip(_params(base).values(), _params(pipe).values(), strict=True))
     assert len(m.history) == 1
+
+
+def test_uce_balances_over_the_classifier_races(tiny_sd_path):
+    """With the toy world's three skin tones, 1/3 each is balanced; over DeepFace's six it never could be."""
+    seen = []
+
+    def ratio_fn(p, o, groups):
+        seen.append(groups["race"])
+        return {"gender": np.array([0.5, 0.5]), "race": np.full(len(groups["race"]), 1 / len(groups["race"]))}
+
+    m = make_method("uce", _load(tiny_sd_path), iterations=3, races=["white", "asian", "black"], ratio_fn=ratio_fn)
+    m.prepare(["doctor"])
+    assert seen == [("white", "asian", "black")] and len(m.history) == 1
+    assert m.edits_for(["doctor"], {})[0][1] == ["image of male", "image of female", "image of White",
+                                                 "image of Asian", "image of Black"]
+    with pytest.raises(ValueError, match="races must be a non-empty subset"):
+        make_method("uce", _load(tiny_sd_path), races=["green"], ratio_fn=ratio_fn)
+    with pytest.raises(ValueError, match="2 ratios for 'race'"):
+        make_method("uce", _load(tiny_sd_path), iterations=1, races=["white", "asian", "black"],
+                    ratio_fn=lambda p, o, gs: {"gender": np.array([0.5, 0.5]), "race": np.array([0.5, 0.5])}
+                    ).prepare(["doctor"])
+
+
+def test_classifier_ratio_fn_generates_once_for_every_group(tiny_sd_path):
+    from t2i_debias.baselines.uce import classifier_ratio_fn
+    from t2i_debias.labels.base import DemographicClassifier, Prediction
+
+    class Alternating(DemographicClassifier):  # the first image has no face; then man/white, woman/black, ...
+        name = "alternating"
+        calls = 0
+
+        def predict(self, images, boxes=None):
+            self.calls += 1
+            return [Prediction(status="no_face") if i == 0 else
+                    Prediction(gender="man" if i % 2 else "woman", race="white" if i % 2 else "black")
+                    for i in range(len(images))]
+
+    clf = Alternating()
+    pipe = _load(tiny_sd_path)
+    n_calls = []
+    real_call = type(pipe).__call__
+
+    class Counting(type(pipe)):
+        def __call__(self, *a, **kw):
+            n_calls.append(len(kw["prompt"]))
+            return real_call(self, *a, **kw)
+
+    pipe.__class__ = Counting
+    fn = classifier_ratio_fn(clf, seeds=[0, 1, 2, 3, 4], gen=GEN)
+    r = fn(pipe, "nurse", {"gender": ("man", "woman"), "race": ("white", "black", "asian")})
+    assert sum(n_calls) == 5 and clf.calls == 1  # one set of images, one classification, both groups
+    assert r["gender"].tolist() == [0.5, 0.5] and r["race"].tolist() == [0.5, 0.5, 0.0]
+
+
+def test_uce_edit_equals_the_closed_form_by_definition(tiny_sd_path):
+    """W' = (λW + s_e Σ v* cᵀ + s_p Σ (W c) cᵀ)(λI + s_e Σ c cᵀ + s_p Σ c cᵀ)⁻¹, summed text by text here."""
+    from t2i_debias.baselines.uce import _aligned, _encode, cross_attention_kv, uce_edit
+
+    pipe = _load(tiny_sd_path)
+    layers = cross_attention_kv(pipe.unet)
+    edits = [("photo of nurse", ["photo of male", "photo of female"], [0.3, -0.2]),
+             ("image of chef", ["image of male", "image of female"], [0.0, 0.1])]
+    preserve = ["doctor", "photo of a cashier"]
+    lamb, s_e, s_p = 0.5, 1.0, 0.1
+    want = {}
+    for name, lin in layers.items():
+        w = lin.weight.detach().double()
+        mat1, mat2 = lamb * w.clone(), lamb * torch.eye(w.shape[1], dtype=torch.float64)
+        for concept, attrs, ws in edits:
+            emb, idx = _encode(pipe, [concept, *attrs])
+            c, *a = _aligned(emb, idx)
+            o = c @ w.T
+            target = o + sum(wt * o.norm() * (ai @ w.T) / (ai @ w.T).norm() for ai, wt in zip(a, ws, strict=True))
+            mat1 += s_e * target.T @ c
+            mat2 += s_e * c.T @ c
+        for c in _encode(pipe, preserve)[0]:
+            mat1 += s_p * (c @ w.T).T @ c
+            mat2 += s_p * c.T @ c
+        want[name] = (mat1 @ torch.linalg.inv(mat2)).float()
+    uce_edit(pipe, edits, preserve, lamb, s_e, s_p)
+    for name, lin in layers.items():
+        assert torch.allclose(lin.weight, want[name], atol=1e-5, rtol=1e-4), name
 
 
 # ----------------------------------------------------------------------------- Fair Diffusion

@@ -38,6 +38,39 @@ def test_markdown_bolds_best_per_column_and_states_base():
     assert "n/a" in lines["shen2024"] and "no adapter folder given" in md
 
 
+def test_toy_table_shows_occupation_accuracy_and_toy_fid_not_clip():
+    from t2i_debias.report.html import sota_table
+    from t2i_debias.report.sota import TABLE_COLUMNS, TOY_TABLE_COLUMNS, table_columns
+
+    df = pd.DataFrame([
+        {"method": "base", "status": "ok", "gender_tvd": 0.4, "clip_t": 0.0, "clip_i": 1.0,
+         "occupation_acc": 1.0, "toy_fid": 3.2},
+        {"method": "uce", "status": "ok", "gender_tvd": 0.3, "clip_t": 0.0, "clip_i": 0.9,
+         "occupation_acc": 0.5, "toy_fid": 1.5},
+    ])
+    assert table_columns(df) == TOY_TABLE_COLUMNS and table_columns(df.drop(columns=["occupation_acc", "toy_fid"])
+                                                                    ) == TABLE_COLUMNS
+    md = to_markdown(df, "toy:base")
+    head = next(ln for ln in md.splitlines() if ln.startswith("| method"))
+    assert head == "| method | gender_tvd | occupation_acc | toy_fid |"
+    rows = {ln.split("|")[1].strip(): ln for ln in md.splitlines() if ln.startswith("| ") and "---" not in ln}
+    assert "**1.000**" in rows["base"] and "**1.500**" in rows["uce"]  # accuracy: higher wins; FID: lower
+    assert "`toy:base`" in md and "random weights" in md
+    html = sota_table(df)
+    assert "occupation acc" in html and "toy fid" in html and "clip t" not in html and "random weights" in html
+
+
+def test_occupation_accuracy_known_answer():
+    from t2i_debias.report.toy_quality import occupation_accuracy
+
+    preds = pd.DataFrame({"status": ["ok", "ok", "ok", "ambiguous", "ok"],
+                          "occupation": ["doctor", "doctor", "nurse", "nurse", "chef"],
+                          "extra_occupation": ["doctor", "nurse", "nurse", "chef", "chef"]})
+    assert occupation_accuracy(preds) == 3 / 4  # the ambiguous image is not counted
+    assert occupation_accuracy(preds.drop(columns=["extra_occupation"])) is None
+    assert occupation_accuracy(preds[preds["status"] != "ok"]) is None
+
+
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_sota_stage_on_tiny_pipeline(tmp_path, tiny_sd_path):
@@ -66,7 +99,8 @@ def test_sota_stage_on_tiny_pipeline(tmp_path, tiny_sd_path):
     assert list(ran["method"]) == want[:-1]
     assert df.loc[df["method"] == "shen2024", "status"].item().startswith("not applicable")
     assert ran["gender_tvd"].notna().all() or ran["face_rate"].notna().all()
-    assert (df["base_model"] == str(tiny_sd_path)).all()
+    assert (df["base_model"] == "tiny:sd").all() and (df["base_model_path"] == str(tiny_sd_path)).all()
+    assert "Base model of every method: `tiny:sd`" in (cfg.run_dir / "sota" / "comparison.md").read_text()
     for m in want[:-1]:
         meta = pd.read_csv(cfg.run_dir / "generated" / m / "metadata.csv")
         assert len(meta) == 4 and sorted(set(meta["seed"])) == [0, 1]
@@ -79,6 +113,11 @@ def test_sota_stage_on_tiny_pipeline(tmp_path, tiny_sd_path):
     before = (cfg.run_dir / "sota" / "_manifest.json").stat().st_mtime_ns
     sota.run_stage(cfg)
     assert (cfg.run_dir / "sota" / "_manifest.json").stat().st_mtime_ns == before
+    # --force does not remake the images of base and ours: the generation stage owns them (made once)
+    png = {m: next((cfg.run_dir / "generated" / m / "images").rglob("*.png")) for m in ("base", "text")}
+    stamp = {m: p.stat().st_mtime_ns for m, p in png.items()}
+    sota.generate_all(cfg, force=True)
+    assert {m: p.stat().st_mtime_ns for m, p in png.items()} == stamp
 
 
 def test_no_bold_when_every_method_ties():
@@ -172,3 +211,52 @@ def test_mixed_settings_refused_unless_allowed_then_flagged():
     assert "| ⚠ unverified: sampler not recorded |" in md
     with pytest.raises(MixedSettingsError, match="guidance_scale 7.5"):  # a recorded difference still refuses
         check_settings(_rows(sampler=None, guidance_scale=7.5))
+
+
+def _toy_model_dir(root, name, images, occupations):
+    d = root / "generated" / name
+    rows = []
+    for i, (im, occ) in enumerate(zip(images, occupations, strict=True)):
+        rel = f"images/{occ}/{i}.png"
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        im.save(d / rel)
+        rows.append({"model": name, "prompt_id": occ, "occupation": occ, "prompt": f"a photo of a {occ}",
+                     "seed": i, "file": rel})
+    pd.DataFrame(rows).to_csv(d / "metadata.csv", index=False)
+    return d
+
+
+@pytest.mark.slow
+def test_toy_quality_on_rendered_and_noise_images(tmp_path):
+    """Rendered toy people keep their occupation and sit near the toy data; noise does neither."""
+    import numpy as np
+    from PIL import Image
+
+    from t2i_debias.config import Config
+    from t2i_debias.evaluate import classify_generated
+    from t2i_debias.report.toy_quality import toy_quality
+    from t2i_debias.toyworld.classifier import make_classifier
+    from t2i_debias.toyworld.dataset import biased_population
+
+    cfg = Config()
+    cfg.run.root, cfg.run.name, cfg.labels.backend = str(tmp_path), "toy", "toy"
+    ref = tmp_path / "data" / "images"
+    ref.mkdir(parents=True)
+    for i, s in enumerate(biased_population(40, seed=1)):
+        s.render().image.save(ref / f"{i:09d}.jpg")
+    cfg.mpii.images_dir = str(ref)
+    people = biased_population(12, seed=2)
+    occs = [s.person.occupation for s in people]
+    _toy_model_dir(cfg.run_dir, "good", [s.render().image for s in people], occs)
+    rng = np.random.default_rng(0)
+    _toy_model_dir(cfg.run_dir, "noise", [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+                                          for _ in people], occs)
+    clf = make_classifier(cfg.labels)
+    for name in ("good", "noise"):
+        (cfg.run_dir / "bias" / name).mkdir(parents=True)
+        classify_generated(cfg.run_dir / "generated" / name, clf).to_csv(
+            cfg.run_dir / "bias" / name / "predictions.csv", index=False)
+    q = toy_quality(cfg, ["good", "noise"])
+    assert q["good"]["occupation_acc"] >= 0.9
+    assert q["good"]["toy_fid"] < 0.5 * q["noise"]["toy_fid"]
+    assert q["noise"]["occupation_acc"] is None or q["noise"]["occupation_acc"] < q["good"]["occupation_acc"]

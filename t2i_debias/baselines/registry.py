@@ -27,8 +27,10 @@ def method_params(name: str, cfg: Any) -> dict[str, Any]:
         return {"lam": s.debiasvl_lambda}
     if name == "fair_diffusion":
         return {"edit_guidance_scale": s.fair_diffusion_edit_guidance, "seed": cfg.run.seed}
-    if name == "uce":
-        return {"iterations": s.uce_iterations}
+    if name == "uce":  # race balance over the races the run's classifier can return
+        from t2i_debias.analysis import race_classes_for
+
+        return {"iterations": s.uce_iterations, "races": list(race_classes_for(cfg))}
     if name == "shen2024":
         return {"weights_dir": s.shen2024_dir}
     return {}

@@ -17,7 +17,13 @@ edit again, until every ratio is within `max_gap` of 1/K or `iterations` are spe
 own demographic classifier measures the ratios (the authors used CLIP zero-shot).
 Defaults (authors' debias script): λ = 0.5, s_e = 1, s_p = 0.1, step 0.1, max gap 0.05, templates
 "image of / photo of / portrait of / picture of / {concept}", attributes gender (male, female).
-Ours: race as a second attribute group (DeepFace's 6 names), `iterations` = 10 (authors: up to 30).
+Ours: race as a second attribute group, over the races the run's classifier can return (`races`:
+DeepFace's six, the toy world's three; a class the classifier never outputs could never reach 1/K),
+`iterations` = 10 (authors: up to 30).
+
+Cost: each tuning round generates one set of images per concept still being edited and reads every
+attribute group from it (one generation and one classification, not one per group). The preserved
+texts' Gram matrix Σ cᵀc, and each edit's, are formed once per edit step, not once per layer.
 """
 
 from __future__ import annotations
@@ -36,11 +42,17 @@ from t2i_debias.baselines.base import GenParams, Method
 log = logging.getLogger(__name__)
 
 TEMPLATES: tuple[str, ...] = ("image of {c}", "photo of {c}", "portrait of {c}", "picture of {c}", "{c}")
-# Attribute group -> (words put in place of the concept, matching classifier labels).
-ATTRIBUTE_GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "gender": (("male", "female"), GENDERS),
-    "race": (tuple(r.title() for r in RACES), RACES),
-}
+GENDER_WORDS: tuple[str, ...] = ("male", "female")  # in GENDERS' order
+ATTRIBUTES: tuple[str, ...] = ("gender", "race")
+
+
+def attribute_groups(races: Sequence[str] = RACES) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Attribute group -> (words put in place of the concept, matching classifier labels)."""
+    unknown = sorted(set(races) - set(RACES))
+    if not races or unknown:
+        raise ValueError(f"uce: races must be a non-empty subset of {RACES}; unknown: {unknown}")
+    return {"gender": (GENDER_WORDS, GENDERS), "race": (tuple(r.title() for r in races), tuple(races))}
+
 # Concepts kept as they are (UCE preserves other professions); edited concepts are dropped from it.
 DEFAULT_PRESERVE: tuple[str, ...] = (
     "attendant", "cashier", "teacher", "nurse", "assistant", "secretary", "cleaner", "receptionist", "clerk",
@@ -49,8 +61,9 @@ DEFAULT_PRESERVE: tuple[str, ...] = (
     "salesperson", "physician", "guard", "analyst", "mechanic", "sheriff", "doctor", "chef",
 )
 
-# ratio_fn(pipe, concept, group) -> fraction of images classified as each class of the group.
-RatioFn = Callable[[Any, str, str], np.ndarray]
+# ratio_fn(pipe, concept, {group: class labels}) -> {group: fraction of images classified as each label}.
+# One call measures every group from the same images.
+RatioFn = Callable[[Any, str, dict[str, tuple[str, ...]]], dict[str, np.ndarray]]
 
 
 def cross_attention_kv(unet: Any) -> dict[str, torch.nn.Linear]:
@@ -87,15 +100,23 @@ def uce_edit(pipe: Any, edits: Sequence[tuple[str, list[str], list[float]]], pre
     """Apply one closed-form UCE step in place; `edits` = (concept text, attribute texts, weights).
 
     Returns the names of the edited Linear modules. Weights other than attn2.to_k/to_v are untouched.
+    Uses Σ_keep (W c)ᵀ c = W Σ_keep cᵀc: the Gram matrices of the texts do not depend on the layer.
     """
     layers = {k: v for k, v in cross_attention_kv(pipe.unet).items() if with_to_k or k.endswith("to_v")}
     # Token embeddings of the edits (aligned slices) and of the preserved texts (all tokens).
-    edit_ctx: list[tuple[torch.Tensor, list[torch.Tensor], list[float]]] = []
+    edit_ctx: list[tuple[torch.Tensor, torch.Tensor, list[float]]] = []
+    gram_edit: torch.Tensor | None = None
     for concept, attrs, weights in edits:
         emb, idx = _encode(pipe, [concept, *attrs])
         sl = _aligned(emb, idx)
-        edit_ctx.append((sl[0], sl[1:], list(weights)))
-    keep = _encode(pipe, list(preserve))[0] if preserve else None
+        edit_ctx.append((sl[0], torch.stack(sl[1:]) if attrs else sl[0][:0], list(weights)))
+        g = sl[0].T @ sl[0]
+        gram_edit = g if gram_edit is None else gram_edit + g
+    gram_keep = None
+    if preserve:
+        keep = _encode(pipe, list(preserve))[0]
+        flat = keep.reshape(-1, keep.shape[-1])
+        gram_keep = flat.T @ flat
     for linear in layers.values():
         w = linear.weight.detach().double()  # solved in float64, stored in the layer's dtype
         dev = w.device
@@ -105,16 +126,19 @@ def uce_edit(pipe: Any, edits: Sequence[tuple[str, list[str], list[float]]], pre
             c = ctx.to(dev)
             o = c @ w.T
             target = o.clone()
-            for a, wt in zip(attr_ctx, weights, strict=True):
-                u = a.to(dev) @ w.T
-                target += (wt * o.norm()) * (u / u.norm())
+            if weights:
+                u = attr_ctx.to(dev) @ w.T  # (n_attr, L, out)
+                scale = torch.tensor(weights, device=dev, dtype=torch.float64) * o.norm()
+                target += ((scale / u.flatten(1).norm(dim=1))[:, None, None] * u).sum(0)
             mat1 += erase_scale * target.T @ c
-            mat2 += erase_scale * c.T @ c
-        if keep is not None:
-            for c in keep.to(dev):
-                mat1 += preserve_scale * (c @ w.T).T @ c
-                mat2 += preserve_scale * c.T @ c
-        linear.weight.copy_((mat1 @ torch.linalg.inv(mat2)).to(linear.weight.dtype))
+        if gram_edit is not None:
+            mat2 += erase_scale * gram_edit.to(dev)
+        if gram_keep is not None:
+            gk = gram_keep.to(dev)
+            mat1 += preserve_scale * w @ gk
+            mat2 += preserve_scale * gk
+        # W' = mat1 mat2⁻¹, with mat2 symmetric positive definite: solve mat2 W'ᵀ = mat1ᵀ.
+        linear.weight.copy_(torch.linalg.solve(mat2, mat1.T).T.to(linear.weight.dtype))
     return list(layers)
 
 
@@ -130,20 +154,22 @@ def attribute_texts(text: str, concept: str, words: Sequence[str]) -> list[str]:
 
 def classifier_ratio_fn(classifier: Any, seeds: Sequence[int], gen: GenParams,
                         template: str = "photo of {c}") -> RatioFn:
-    """A RatioFn that generates `len(seeds)` images of a concept and classifies them.
+    """A RatioFn that generates `len(seeds)` images of a concept once and classifies them once.
 
-    Images without a face are left out; with no face at all the ratios are NaN (no update).
+    Every requested group is read from the same predictions. Images the classifier skips (no face,
+    ambiguous) are left out; with none left the ratios are NaN (no update).
     """
     from t2i_debias.baselines.base import generate_images
 
-    def ratio(pipe: Any, concept: str, group: str) -> np.ndarray:
-        labels = ATTRIBUTE_GROUPS[group][1]
+    def ratio(pipe: Any, concept: str, groups: dict[str, tuple[str, ...]]) -> dict[str, np.ndarray]:
         images = generate_images(pipe, [template.format(c=concept)] * len(seeds), list(seeds), gen)
-        preds = classifier.predict(images, [None] * len(images))
-        got = [getattr(p, group) for p in preds if getattr(p, "status", "ok") == "ok"]
-        if not got:
-            return np.full(len(labels), np.nan)
-        return np.array([sum(g == lab for g in got) / len(got) for lab in labels])
+        preds = [p for p in classifier.predict(images, [None] * len(images)) if getattr(p, "status", "ok") == "ok"]
+        out = {}
+        for group, labels in groups.items():
+            got = [getattr(p, group) for p in preds]
+            out[group] = (np.array([sum(g == lab for g in got) / len(got) for lab in labels]) if got
+                          else np.full(len(labels), np.nan))
+        return out
 
     return ratio
 
@@ -158,11 +184,12 @@ class UCE(Method):
 
     def __post_init__(self) -> None:
         self.params = {"lamb": 0.5, "erase_scale": 1.0, "preserve_scale": 0.1, "with_to_k": True,
-                       "attributes": ["gender", "race"], "iterations": 10, "weight_step": 0.1,
+                       "attributes": list(ATTRIBUTES), "races": list(RACES), "iterations": 10, "weight_step": 0.1,
                        "max_gap": 0.05, **self.params}
-        unknown = set(self.params["attributes"]) - set(ATTRIBUTE_GROUPS)
+        self.groups = attribute_groups(self.params["races"])
+        unknown = set(self.params["attributes"]) - set(self.groups)
         if unknown:
-            raise ValueError(f"uce: unknown attributes {sorted(unknown)}; known: {sorted(ATTRIBUTE_GROUPS)}")
+            raise ValueError(f"uce: unknown attributes {sorted(unknown)}; known: {sorted(self.groups)}")
         self.history: list[dict[str, Any]] = []
 
     def edits_for(self, occupations: Sequence[str], weights: dict[tuple[str, str], np.ndarray]
@@ -174,7 +201,7 @@ class UCE(Method):
                 attrs: list[str] = []
                 ws: list[float] = []
                 for g in self.params["attributes"]:
-                    words = ATTRIBUTE_GROUPS[g][0]
+                    words = self.groups[g][0]
                     attrs += attribute_texts(text, occ, words)
                     ws += [float(x) for x in weights.get((occ, g), np.zeros(len(words)))]
                 out.append((text, attrs, ws))
@@ -189,9 +216,14 @@ class UCE(Method):
         for it in range(int(p["iterations"])):
             weights: dict[tuple[str, str], np.ndarray] = {}
             gaps: dict[str, float] = {}
+            groups = {g: self.groups[g][1] for g in p["attributes"]}
             for occ in todo:
+                measured = self.ratio_fn(self.pipe, occ, groups)  # one generation for every group
                 for g in p["attributes"]:
-                    r = np.asarray(self.ratio_fn(self.pipe, occ, g), dtype=float)
+                    r = np.asarray(measured[g], dtype=float)
+                    if r.shape != (len(groups[g]),):
+                        raise ValueError(f"uce: ratio_fn gave {r.shape[0] if r.ndim else 0} ratios for {g!r} "
+                                         f"({occ!r}); expected one per label {groups[g]}")
                     if np.isnan(r).any():
                         log.warning("uce: no face found for %r (%s) in iteration %d; not edited", occ, g, it)
                         continue

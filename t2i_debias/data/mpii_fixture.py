@@ -14,7 +14,7 @@ here with `scipy.io.savemat` in the same MATLAB layout, reproducing every quirk 
 
 Typical use::
 
-    images = fixture_from_activities_csv("../shared/data/mpii_train_activities.csv", 50, seed=0)
+    images = fixture_from_activities_csv(packaged_activities_path(), 50, seed=0)
     mat_path, images_dir = write_fixture("out/", images)
 """
 
@@ -37,6 +37,14 @@ log = logging.getLogger(__name__)
 ACT_FIELDS: tuple[str, str, str] = ("cat_name", "act_name", "act_id")
 MPII_N_IMAGES = 24987  # images in the real file
 MPII_N_VIDEOS = 2821
+ACTIVITIES_CSV_NAME = "mpii_train_activities.csv"  # vendored; source and licence in data/MPII_ACTIVITIES.md
+
+
+def packaged_activities_path() -> Path:
+    """The vendored CSV of real MPII activity labels (17,372 training images), shipped with the package."""
+    from importlib import resources
+
+    return Path(str(resources.files("t2i_debias.data").joinpath(ACTIVITIES_CSV_NAME)))
 
 
 @dataclass

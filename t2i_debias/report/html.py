@@ -22,8 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from t2i_debias.report.sota import TABLE_COLUMNS as SOTA_COLUMNS
-from t2i_debias.report.sota import best_values, settings_flag, settings_header
+from t2i_debias.report.sota import TOY_NOTE, TOY_QUALITY, best_values, settings_flag, settings_header, table_columns
 from t2i_debias.runs import MANIFEST, STAGE_DIRS, Stage, atomic_write_text
 from t2i_debias.runs import run_stage as _run_stage
 
@@ -890,7 +889,7 @@ def sota_table(df: pd.DataFrame) -> str:
         return table(df)
     status = df["status"].fillna("ok").astype(str) if "status" in df.columns else pd.Series("ok", index=df.index)
     ran = df[status == "ok"]
-    cols = [c for c in SOTA_COLUMNS if c in df.columns and pd.to_numeric(df[c], errors="coerce").notna().any()]
+    cols = [c for c in table_columns(df) if c in df.columns and pd.to_numeric(df[c], errors="coerce").notna().any()]
     best = best_values(ran, cols)
     tied = set()
     for c in cols:
@@ -933,6 +932,8 @@ def sota_table(df: pd.DataFrame) -> str:
     if tied:
         note += f" (no bold where all methods tie: {esc(', '.join(sorted(tied)))})"
     out.append(f'<p class="note">{note}.</p>')
+    if set(TOY_QUALITY) & set(cols):
+        out.append(f'<p class="note">{esc(TOY_NOTE)}</p>')
     not_run = [(r["method"], status[i]) for i, r in df.iterrows() if status[i] != "ok"]
     if not_run:
         out.append("<p>Not run:</p><ul>" + "".join(f"<li><b>{esc(m)}</b>: {esc(s)}</li>" for m, s in not_run)

@@ -32,10 +32,24 @@ ATTRIBUTES: tuple[str, ...] = ("gender", "race", "race4", "gender_race")
 BIAS_METRICS: tuple[str, ...] = ("tvd", "pairwise", "kl", "entropy")
 QUALITY_METRICS: tuple[str, ...] = ("fid", "kid", "clip_t", "clip_i")
 HIGHER_IS_BETTER: frozenset[str] = frozenset({m for m, info in METRIC_INFO.items() if info.higher_is_better}
-                                             | {"clip_t", "clip_i", "face_rate"})
+                                             | {"clip_t", "clip_i", "face_rate", "occupation_acc"})
 # Columns of comparison.md (all bias/quality columns are in comparison.csv).
 TABLE_COLUMNS: tuple[str, ...] = ("gender_tvd", "race_tvd", "gender_race_tvd", "gender_kl", "race_kl",
                                   "race4_pairwise", "face_rate", "fid", "kid", "clip_t", "clip_i")
+# The toy world's: CLIP has random weights there, so occupation accuracy and the toy FID take its place.
+TOY_QUALITY: tuple[str, ...] = ("occupation_acc", "toy_fid")
+TOY_TABLE_COLUMNS: tuple[str, ...] = ("gender_tvd", "race_tvd", "gender_race_tvd", "gender_kl", "race_kl",
+                                      "face_rate", *TOY_QUALITY)
+TOY_NOTE = ("Toy world: quality is occupation accuracy (the toy classifier sees the prompted occupation; "
+            "higher is better) and the toy FID (FID on toy-classifier features against the toy data; lower is "
+            "better). CLIP-T/CLIP-I are left out: the toy world's CLIP has random weights.")
+
+
+def table_columns(df: pd.DataFrame) -> tuple[str, ...]:
+    """The columns comparison.md and report.html show: the toy world's when its quality columns are there."""
+    if any(c in df.columns and df[c].map(_num).notna().any() for c in TOY_QUALITY):
+        return TOY_TABLE_COLUMNS
+    return TABLE_COLUMNS
 
 
 # ----------------------------------------------------------------------------- generation of a baseline
@@ -269,14 +283,18 @@ def check_settings(df: pd.DataFrame, allow_mixed: bool = False) -> pd.DataFrame:
     return df
 
 
-def comparison_rows(cfg: Any, names: Sequence[str], skipped: dict[str, str], kinds: dict[str, str]
-                    ) -> pd.DataFrame:
-    """One row per method: status, bias metrics with CIs, quality metrics."""
-    from t2i_debias.models import base_model
+def comparison_rows(cfg: Any, names: Sequence[str], skipped: dict[str, str], kinds: dict[str, str],
+                    extra: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per method: status, bias metrics with CIs, quality metrics (+ `extra[name]`, e.g. toy quality).
+
+    `base_model` is the model as the config names it (`toy:base`, a hub id); `base_model_path` where it was loaded.
+    """
+    from t2i_debias.models import base_model, model_name
 
     rows = []
     for name in names:
-        row: dict[str, Any] = {"method": name, "kind": kinds.get(name, "baseline"), "base_model": base_model(cfg)}
+        row: dict[str, Any] = {"method": name, "kind": kinds.get(name, "baseline"), "base_model": model_name(cfg),
+                               "base_model_path": base_model(cfg)}
         if name in skipped:
             row["status"] = f"not applicable: {skipped[name]}"
             rows.append(row)
@@ -288,6 +306,7 @@ def comparison_rows(cfg: Any, names: Sequence[str], skipped: dict[str, str], kin
         q = json.loads(quality_path.read_text()) if quality_path.is_file() else {}
         for m in QUALITY_METRICS:
             row[m] = q.get(m)
+        row.update((extra or {}).get(name, {}))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -370,10 +389,12 @@ def paired_markdown(df: pd.DataFrame, cols: Sequence[str]) -> list[str]:
     return lines
 
 
-def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] = TABLE_COLUMNS) -> str:
+def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] | None = None) -> str:
     """Method × metric table, best value per column in bold, CIs in brackets, the base model and the generation
     settings stated; each bias value with its noise floor and excess and ✓/✗ when the paired CI against the
-    base excludes 0; then the paired table."""
+    base excludes 0; then the paired table. Columns: `columns`, else `table_columns(df)` (the toy world's
+    quality columns when present)."""
+    columns = table_columns(df) if columns is None else columns
     cols = [c for c in columns if c in df.columns and df[c].map(_num).notna().any()]
     best = best_values(df, cols)
     ran = df[df.get("status", pd.Series("ok", index=df.index)).fillna("ok") == "ok"]
@@ -388,7 +409,7 @@ def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] = TABLE_COLU
              "Bias: lower is better (entropy, CLIP and face rate: higher); 95% bootstrap CI in brackets; floor = "
              "the expected value of a perfectly balanced model with as many labelled images (sampling noise), "
              "excess = value − floor; ✓ / ✗ = significantly less / more biased than the base (paired 95% CI "
-             "of the difference excludes 0).\n",
+             "of the difference excludes 0).\n" + (f"\n{TOY_NOTE}\n" if set(TOY_QUALITY) & set(cols) else ""),
              "| method | " + " | ".join(cols) + (" | settings |" if mixed else " |"),
              "|---|" + "---|" * (len(cols) + mixed)]
     for _, r in df.iterrows():
@@ -419,7 +440,8 @@ def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] = TABLE_COLU
 
 
 def plot(df: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Bar charts with CI whiskers: gender and race TVD per method; CLIP-T per method."""
+    """Bar charts with CI whiskers: gender and race TVD per method; CLIP-T/CLIP-I per method (toy world:
+    occupation accuracy and toy FID)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -429,8 +451,11 @@ def plot(df: pd.DataFrame, out_dir: Path) -> list[Path]:
 
     ok = df[df["status"] == "ok"] if "status" in df else df
     paths = []
-    for fname, cols in (("bias_tvd.png", ["gender_tvd", "race_tvd", "gender_race_tvd"]),
-                        ("quality_clip.png", ["clip_t", "clip_i"])):
+    toy = table_columns(df) == TOY_TABLE_COLUMNS
+    charts = [("bias_tvd.png", ["gender_tvd", "race_tvd", "gender_race_tvd"])]
+    charts += ([("quality_occupation.png", ["occupation_acc"]), ("quality_toy_fid.png", ["toy_fid"])] if toy
+               else [("quality_clip.png", ["clip_t", "clip_i"])])
+    for fname, cols in charts:
         cols = [c for c in cols if c in ok and ok[c].map(_num).notna().any()]
         if not cols or ok.empty:
             continue
@@ -482,7 +507,12 @@ SKIPPED = "skipped.json"
 
 
 def generate_all(cfg: Any, force: bool = False) -> tuple[list[str], dict[str, str], dict[str, str]]:
-    """generated/<name>/ for every row (base and ours via the evaluation stage); records the skips."""
+    """generated/<name>/ for every row (base and ours via the evaluation stage); records the skips.
+
+    `force` reruns the baselines' stages (their folder generator keeps valid images made with the same
+    settings); base and ours are the generation stage's and are not remade here, so a forced pipeline
+    run does not generate the same (model, prompt, seed) twice.
+    """
     names, kinds = method_names(cfg)
     skipped: dict[str, str] = {}
     for name in names:
@@ -493,10 +523,10 @@ def generate_all(cfg: Any, force: bool = False) -> tuple[list[str], dict[str, st
                 skipped[name] = reason
                 continue
             generate_method(cfg, name, force=force)
-        else:
+        else:  # the generation stage's own images: made once, not again under --force (their manifest decides)
             from t2i_debias.generate import generate_model
 
-            generate_model(cfg, name, ours_models(cfg)[name], force=force)
+            generate_model(cfg, name, ours_models(cfg)[name], force=False)
     atomic_write_json(cfg.run_dir / "sota" / SKIPPED, skipped)
     return names, kinds, skipped
 
@@ -514,11 +544,11 @@ def classify_all(cfg: Any, force: bool = False) -> None:
     """Classify the images of every row that ran (bias/<name>/)."""
     from t2i_debias.evaluate import base_first, classifier_factory_for
 
-    names, _, skipped = _rows(cfg)
+    names, kinds, skipped = _rows(cfg)
     factory = classifier_factory_for(cfg)  # one classifier for every method, built only if needed
     for n in base_first(names):  # the base first: every other row is paired with its predictions
-        if n not in skipped:
-            classify_model(cfg, n, force=force, factory=factory)
+        if n not in skipped:  # base and ours are the bias stage's (as in generate_all)
+            classify_model(cfg, n, force=force and kinds[n] == "baseline", factory=factory)
 
 
 def quality_all(cfg: Any, force: bool = False) -> None:
@@ -545,8 +575,9 @@ def quality_all(cfg: Any, force: bool = False) -> None:
 
 def write_comparison(cfg: Any, force: bool = False) -> Path:
     """sota/comparison.csv, comparison.md, methods.json and plots from bias/ and quality/."""
-    from t2i_debias.models import base_model
+    from t2i_debias.models import model_name
     from t2i_debias.prompts import prompts_path
+    from t2i_debias.report.toy_quality import is_toy
 
     names, kinds, skipped = _rows(cfg)
     out = cfg.run_dir / "sota"
@@ -554,14 +585,24 @@ def write_comparison(cfg: Any, force: bool = False) -> Path:
     for n in names:
         if n not in skipped:
             inputs += [cfg.run_dir / "bias" / n / "summary.json"]
+            inputs += [cfg.run_dir / "generated" / n / "metadata.csv"] if is_toy(cfg) else []
             q = cfg.run_dir / "quality" / f"{n}.json"
             inputs += [q] if q.is_file() else []
-    stage = Stage("sota", out, {**cfg.section_dict("sota"), "rows": names}, inputs)
+    config = {**cfg.section_dict("sota"), "rows": names, "base_model": model_name(cfg)}
+    if is_toy(cfg):
+        config["toy_quality"] = {"images_dir": cfg.mpii.images_dir, "labels": cfg.section_dict("labels")["labels"]}
+    stage = Stage("sota", out, config, inputs)
 
     def body(st: Stage) -> Any:
-        df = check_settings(comparison_rows(cfg, names, skipped, kinds), cfg.sota.allow_mixed)
+        ran = [n for n in names if n not in skipped]
+        extra = None
+        if is_toy(cfg):
+            from t2i_debias.report.toy_quality import toy_quality
+
+            extra = toy_quality(cfg, ran)
+        df = check_settings(comparison_rows(cfg, names, skipped, kinds, extra), cfg.sota.allow_mixed)
         outs = [atomic_write_csv(out / "comparison.csv", df),
-                atomic_write_text(out / "comparison.md", to_markdown(df, base_model(cfg))),
+                atomic_write_text(out / "comparison.md", to_markdown(df, model_name(cfg))),
                 atomic_write_json(out / "methods.json", {n: _method_info(n, kinds[n], skipped) for n in names}),
                 out / SKIPPED]
         outs += plot(df, out)

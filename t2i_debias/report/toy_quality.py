@@ -1,0 +1,75 @@
+"""The toy world's quality columns of the SOTA table: occupation accuracy and the toy FID.
+
+In the toy world CLIP has random weights (CLIP-T and CLIP-I measure nothing there) and Inception FID
+is off. What says whether a method kept the image is whether the toy classifier still sees the
+prompted occupation, and how far the images' toy-classifier features lie from the toy data's
+(FID on those features), the same two numbers as `toy/summary.md`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+REFERENCE_IMAGES = 1024  # toy data images the toy FID compares against (first by file name)
+OCCUPATION_COLUMN = "extra_occupation"  # the toy classifier's occupation in bias/<model>/predictions.csv
+
+
+def is_toy(cfg: Any) -> bool:
+    """True when the run's classifier is the toy one (it also predicts the occupation)."""
+    return cfg.labels.backend == "toy"
+
+
+def occupation_accuracy(predictions: pd.DataFrame) -> float | None:
+    """Share of classified images (status ok) whose predicted occupation is the prompted one."""
+    if OCCUPATION_COLUMN not in predictions.columns:
+        return None
+    ok = predictions[predictions["status"].astype(str) == "ok"]
+    if ok.empty:
+        return None
+    return float((ok[OCCUPATION_COLUMN].astype(str) == ok["occupation"].astype(str)).mean())
+
+
+def reference_images(images_dir: str | Path, n: int = REFERENCE_IMAGES) -> list[Any]:
+    """The first `n` toy data images (by name), as RGB."""
+    from PIL import Image
+
+    paths = sorted(Path(images_dir).glob("*.jpg"))[:n]
+    if len(paths) < 2:
+        raise FileNotFoundError(f"{images_dir}: fewer than 2 toy images for the toy FID; run the toy stage first")
+    return [Image.open(p).convert("RGB") for p in paths]
+
+
+def toy_quality(cfg: Any, names: list[str]) -> dict[str, dict[str, float | None]]:
+    """name -> {"occupation_acc", "toy_fid"} from bias/<name>/predictions.csv and generated/<name>/,
+    over the images of the toy occupations (as toy/summary.md)."""
+    from PIL import Image
+
+    from t2i_debias.generate import read_metadata
+    from t2i_debias.runs import safe_join
+    from t2i_debias.toyworld.classifier import frechet_distance, make_classifier
+    from t2i_debias.toyworld.render import OCCUPATIONS
+
+    clf = make_classifier(cfg.labels)
+    ref_features = clf.features(reference_images(cfg.mpii.images_dir))
+    out: dict[str, dict[str, float | None]] = {}
+    for name in names:
+        pred_path = cfg.run_dir / "bias" / name / "predictions.csv"
+        preds = pd.read_csv(pred_path, dtype=str, keep_default_na=False)
+        preds = preds[preds["occupation"].isin(OCCUPATIONS)]
+        model_dir = cfg.run_dir / "generated" / name
+        meta = read_metadata(model_dir)
+        files = meta.loc[meta["occupation"].isin(OCCUPATIONS), "file"]
+        if preds.empty or files.empty:
+            raise ValueError(f"{pred_path}: no image of a toy occupation {OCCUPATIONS}")
+        images = [Image.open(safe_join(model_dir, f)).convert("RGB") for f in files]
+        fid = frechet_distance(clf.features(images), ref_features)  # = toyworld.classifier.toy_fid
+        out[name] = {"occupation_acc": occupation_accuracy(preds), "toy_fid": fid}
+        log.info("[sota] %s: occupation accuracy %s, toy FID %.2f", name, out[name]["occupation_acc"], fid)
+    return out
+
