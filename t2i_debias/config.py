@@ -86,6 +86,8 @@ class AugmentSection:
     resolution: int = 512  # anchor crops and generated images are resolution x resolution
     crop_scale: float = 1.0  # anchor crop side = crop_scale * scale * 200 px (MPII scale: person height / 200 px)
     crop_shift: float = 0.3  # crop centre = head-box centre moved down by crop_shift * side
+    # The generator's own settings, independent of the base model's ([generate]): e.g. SDXL at 1024 px.
+    generator_resolution: int = 0  # images are generated at this size, then resized to resolution; 0 = resolution
     num_inference_steps: int = 30
     guidance_scale: float = 7.5
     batch_size: int = 4  # images per generator call
@@ -128,6 +130,9 @@ class TrainSection:
     ema_decay: float = 0.9999
     batch_unet_passes: bool = True  # one U-Net call for the triplet's passes (False saves memory)
     dataloader_num_workers: int = 0
+    report_to: str = "none"  # none | tensorboard | wandb (accelerate trackers: losses, lr, sample images)
+    log_images_every: int = 0  # log sample images of log_image_prompts every N steps; 0 = never
+    log_image_prompts: list[str] = field(default_factory=lambda: ["a photo of a doctor", "a photo of a nurse"])
     # Non-occupation prompts for the `preserve` loss (used only when its weight > 0).
     preserve_prompts: list[str] = field(default_factory=lambda: [
         "a photo of a dog", "a bowl of fruit on a table", "a mountain landscape at sunset",

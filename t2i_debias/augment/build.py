@@ -330,6 +330,7 @@ class BuildSettings:
     max_tries: int  # 1 unless verifying
     classifier: dict[str, Any] | None
     check_age: bool
+    generator_resolution: int = 0  # generated at this size, then resized to `resolution`; 0 = resolution
 
 
 def build_enriched(plan: Sequence[PlannedTriplet], out_dir: str | Path, images_dir: str | Path, pipe: Any,
@@ -403,8 +404,9 @@ def _build_chunk(chunk: list[PlannedTriplet], out_dir: Path, images_dir: Path, p
             break
         prompts = [getattr(t, f"{m}_prompt") for t, m in pending]
         seeds = [t.seed + k for t, _ in pending]
+        gen_res = settings.generator_resolution or settings.resolution
         imgs = generate_images(pipe, prompts, seeds, batch_size, settings.num_inference_steps, settings.guidance_scale,
-                        height=settings.resolution, width=settings.resolution)
+                               height=gen_res, width=gen_res)
         imgs = [im.convert("RGB") if im.size == (settings.resolution,) * 2 else
                 im.convert("RGB").resize((settings.resolution,) * 2, Image.Resampling.BICUBIC) for im in imgs]
         preds = classifier.predict(imgs) if classifier is not None else [None] * len(imgs)
@@ -485,6 +487,9 @@ def run_stage(cfg: Config, force: bool = False) -> None:
         if force:
             with contextlib.suppress(FileNotFoundError):
                 (out_dir / JOURNAL).unlink()
+        if a.generator_resolution < 0 or a.generator_resolution % 8:
+            raise ValueError(f"[augment] generator_resolution must be 0 or a positive multiple of 8, "
+                             f"got {a.generator_resolution}")
         if a.resolution <= 0 or a.max_tries < 1:
             raise ValueError(f"[augment] resolution and max_tries must be positive (got {a.resolution}, {a.max_tries})")
         people, dropped = load_people(persons_csv, labels_csv, cfg.prompts.heldout)
@@ -501,7 +506,7 @@ def run_stage(cfg: Config, force: bool = False) -> None:
         settings = BuildSettings(
             generator_name, model_fingerprint(generator), a.resolution, a.num_inference_steps, a.guidance_scale,
             a.crop_scale, a.crop_shift, a.max_tries if classifier is not None else 1,
-            classifier.describe() if classifier is not None else None, a.change_age,
+            classifier.describe() if classifier is not None else None, a.change_age, a.generator_resolution,
         )
         pipe = load_pipeline(generator, device, a.dtype) if plan else None
         stats = build_enriched(plan, out_dir, cfg.mpii.images_dir, pipe, settings, a.batch_size, classifier)
