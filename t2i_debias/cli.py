@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from t2i_debias.config import SECTIONS, Config, ConfigError, coerce, field_types, load_config
+from t2i_debias.presets import apply_preset
 
 log = logging.getLogger("t2i_debias")
 
@@ -86,7 +87,7 @@ def build_parser(description: str, sections: list[str], other_sections: list[str
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Load the config file (if any) then apply explicitly given flags; validate types."""
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, presets=False)
     for dest, value in vars(args).items():
         if not dest.startswith("cfg__"):
             continue
@@ -95,6 +96,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         if typing.get_origin(typ) is dict:
             value = _parse_kv(value, typ, f"--{name}")
         setattr(cfg.sections[section], name, coerce(value, typ, f"flag --{name}"))
+        cfg.explicit.add((section, name))
+    apply_preset(cfg, cfg.explicit)
     if args.run_dir is not None:
         cfg.run.root = str(Path(args.run_dir).parent)
         cfg.run.name = Path(args.run_dir).name

@@ -17,6 +17,8 @@ from typing import Any
 
 import tomli_w
 
+from t2i_debias.presets import apply_preset
+
 
 class ConfigError(ValueError):
     """A config file or flag that cannot be used; the message names the file and the key."""
@@ -54,7 +56,8 @@ class LabelsSection:
     backend: str = "deepface"  # deepface | clip | toy
     detector: str = "opencv"  # any DeepFace detector_backend (opencv, retinaface, mtcnn, ..., skip)
     fallback_skip: bool = True  # detector finds no face in a head crop -> the whole crop, as detector 'skip'
-    multiple_faces: str = "skip"  # several faces at the head box / in a whole image: skip (status) | largest
+    # several faces at the head box / in a whole image: skip (status) | largest | first (DeepFace's order, upstream)
+    multiple_faces: str = "skip"
     align: bool = True  # DeepFace face alignment after detection
     margin: float = 1.0  # head-box widths (x) / heights (y) added on each side of the crop
     batch_size: int = 32
@@ -144,6 +147,9 @@ class TrainSection:
 class PromptsSection:
     """Evaluation prompts (prompts.csv)."""
 
+    # "" (our defaults) | upstream (the reference implementation's protocol, t2i_debias.presets; DESIGN.md §10).
+    # A preset sets options in several sections; an option given in the file or as a flag wins.
+    preset: str = ""
     occupations: str = "default"  # default (reference's 25) | mpii (the MPII occupation map) | path to a .txt/.csv
     # Each occupation is crossed with each template; the reference's face template is
     # "Professional photo of the face of a {occupation}".
@@ -181,6 +187,7 @@ class QualitySection:
 
     reference: str = ""  # image folder or stats .npz; empty = skip FID/KID
     clip_model: str = "openai/clip-vit-large-patch14"  # transformers id/path or open_clip:ARCH/PRETRAINED
+    clip_score: str = "x100_clamped"  # CLIP-T as 100*max(cos, 0) (torchmetrics) | raw_cosine (upstream)
     fid_features: int = 2048
     kid_subset_size: int = 50  # capped at the number of images
     kid_subsets: int = 100
@@ -251,6 +258,7 @@ class Config:
 
     sections: dict[str, Any] = field(default_factory=lambda: {k: v() for k, v in SECTIONS.items()})
     source: str = "<defaults>"
+    explicit: set[tuple[str, str]] = field(default_factory=set)  # (section, key) given in a file or flag
 
     def __getattr__(self, name: str) -> Any:
         sections = self.__dict__.get("sections", {})
@@ -335,11 +343,13 @@ def apply_table(cfg: Config, table: dict[str, Any], source: str) -> Config:
                     f"{source}: unknown key '{key}' in [{sec_name}]; known keys: {', '.join(types)}"
                 )
             setattr(sec, key, coerce(value, types[key], f"{source}: [{sec_name}] {key}"))
+            cfg.explicit.add((sec_name, key))
     return cfg
 
 
-def load_config(path: str | Path | None = None) -> Config:
-    """Defaults, overridden by the TOML file at `path` (if any)."""
+def load_config(path: str | Path | None = None, presets: bool = True) -> Config:
+    """Defaults, overridden by the TOML file at `path` (if any), then its `[prompts] preset` (unless `presets`
+    is False: the CLI applies it after the flags)."""
     cfg = Config()
     if path is None:
         return cfg
@@ -351,4 +361,7 @@ def load_config(path: str | Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from e
     cfg.source = str(p)
-    return apply_table(cfg, table, str(p))
+    apply_table(cfg, table, str(p))
+    if presets:
+        apply_preset(cfg, cfg.explicit)
+    return cfg
