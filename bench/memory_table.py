@@ -1,25 +1,28 @@
-"""GPU memory table for SD 2.1 training: measured activation memory here, derived peaks at 512/768 px.
+"""GPU memory table for SD 2.1 training: activation memory traced at 512/768 px, peaks derived per mode.
 
-Measured (CPU, fp32, `shape:sd21` with random weights): the bytes of live tensors during one forward +
-backward of the U-Net per image, at small latent sizes, with gradient checkpointing off and on, and
-of the text encoder per caption. A TorchDispatchMode sees every tensor an op makes and a storage
-weak reference tells when it is freed, so the peak counts exactly what autograd keeps (no allocator
-caching, no RSS noise). Derived: per-image U-Net activations fitted as a + b*latent_pixels (+ c*pixels^2
-when three sizes are measured) and extrapolated to 64x64 / 96x96 latents; halved for fp16 autocast;
-plus parameters, gradients and AdamW states counted exactly (LoRA: the adapters' own count, rank 4).
+Traced: `shape:sd21` (the published architecture) runs one forward + backward per image on the meta
+device, so no arithmetic is done and any resolution fits on this CPU. A TorchDispatchMode sees every
+tensor an op creates and a storage weak reference tells when it is freed: the peak is exactly the
+bytes autograd keeps (fp32), with gradient checkpointing off and on, full and LoRA. Attention is
+routed to the flash kernel (output + logsumexp saved, as on a GPU with SDPA); the meta trace is
+checked against a real CPU run of the tiny pipeline (`validate`, ratio printed; a test pins it to 1).
+Derived: peak GPU memory = parameters + gradients + AdamW states (counted exactly) + traced
+activations x images per step, halved for fp16 autocast, + an assumed CUDA overhead.
 
-  python bench/memory_table.py            # measure (minutes) + print the tables + update README.md
+  python bench/memory_table.py            # trace (minutes) + print the tables + update README.md
   python bench/memory_table.py --derive   # re-derive from bench/results/memory_measured.csv only
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import gc
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ TABLE_MD = RESULTS / "memory_table.md"
 README = ROOT / "README.md"
 START, END = "<!-- memory-table:start -->", "<!-- memory-table:end -->"
 GB = 1e9
-LATENTS = (8, 16)  # measured latent sides (64 and 128 px); 8x8 reaches 1x1 at the deepest level
+LATENTS = (64, 96)  # traced latent sides: 512 and 768 px
 LORA_RANK = 4
 CUDA_OVERHEAD_GB = 1.0  # CUDA context + allocator fragmentation: an assumption, not a measurement
 MODES = ("text", "unet", "both")
@@ -70,9 +73,9 @@ class LiveBytes:
 
         self._sweep()
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+            if isinstance(t, torch.Tensor):
                 st = t.untyped_storage()
-                key = st.data_ptr()
+                key = st._cdata  # the StorageImpl: shared by views, distinct for every allocation (meta too)
                 if st.nbytes() and key not in self.refs and key not in self.exclude:
                     self.refs[key] = (StorageWeakRef(st), st.nbytes(), len(self.events))
                     self.events.append((st.nbytes(), len(self.events)))
@@ -108,66 +111,108 @@ def _measure(fn: Any, module: Any, inputs: list[Any]) -> tuple[int, int]:
     counted apart, as parameter state."""
     gc.collect()
     module.zero_grad(set_to_none=True)
-    exclude = {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers(), *inputs]}
+    exclude = {t.untyped_storage()._cdata for t in [*module.parameters(), *module.buffers(), *inputs]}
     with LiveBytes(exclude) as lb:
         fn()
     grads = [p.grad for p in module.parameters() if p.grad is not None]
-    act = lb.peak({g.untyped_storage().data_ptr() for g in grads})
+    act = lb.peak({g.untyped_storage()._cdata for g in grads})
     nbytes = sum(g.nbytes for g in grads)
     module.zero_grad(set_to_none=True)
     return act, nbytes
 
 
-def measure(out_csv: Path) -> list[dict[str, Any]]:
-    """Measure U-Net (full and LoRA, checkpointing off/on) and text-encoder activation bytes per sample."""
+@contextlib.contextmanager
+def flash_attention() -> Iterator[None]:
+    """Route F.scaled_dot_product_attention (without a mask) to the flash kernel, as SDPA does on a GPU.
+
+    On the meta device SDPA would pick its math path and keep the full attention matrix for backward.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    orig = F.scaled_dot_product_attention
+
+    def flash(q: Any, k: Any, v: Any, attn_mask: Any = None, dropout_p: float = 0.0, is_causal: bool = False,
+              scale: float | None = None, **kw: Any) -> Any:
+        if attn_mask is not None or kw:
+            return orig(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **kw)
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, dropout_p, is_causal,
+                                                                          scale=scale)[0]
+
+    F.scaled_dot_product_attention = flash
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = orig
+
+
+def unet_step_bytes(unet: Any, latent: int, ctx_dim: int, device: str, ckpt: bool) -> tuple[int, int]:
+    """(activation bytes, weight-gradient bytes) of one U-Net forward + backward on one image."""
+    import torch
+
+    unet.train()
+    (unet.enable_gradient_checkpointing if ckpt else unet.disable_gradient_checkpointing)()
+    x = torch.randn(1, 4, latent, latent, device=device)
+    t = torch.tensor([500], device=device)
+    ctx = torch.randn(1, 77, ctx_dim, device=device)
+    with flash_attention():
+        return _measure(lambda: unet(x, t, ctx).sample.float().pow(2).mean().backward(), unet, [x, t, ctx])
+
+
+def validate() -> float:
+    """Traced (meta) / real (CPU) activation bytes of the tiny pipeline's U-Net: 1.0 when the trace is exact."""
     import torch
     from diffusers import UNet2DConditionModel
+
+    from t2i_debias import tiny
+
+    path = tiny.tiny_sd_dir()
+    real = UNet2DConditionModel.from_pretrained(path, subfolder="unet").requires_grad_(True)
+    with torch.device("meta"):
+        meta = UNet2DConditionModel.from_config(real.config).requires_grad_(True)
+    dim = real.config.cross_attention_dim
+    return unet_step_bytes(meta, 16, dim, "meta", False)[0] / unet_step_bytes(real, 16, dim, "cpu", False)[0]
+
+
+def measure(out_csv: Path) -> list[dict[str, Any]]:
+    """Trace U-Net (full, LoRA; checkpointing off/on; 512/768 px) and text-encoder bytes per image/caption."""
+    import torch
     from transformers import CLIPTextModel
 
-    from t2i_debias.shapes import shape_dir
+    from t2i_debias.shapes import build_components
     from t2i_debias.train.engine import _add_lora
 
-    torch.manual_seed(0)
-    path = str(shape_dir("sd21"))
     rows: list[dict[str, Any]] = []
-    unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet")
-    ctx = torch.randn(1, 77, 1024)
+    ratio = validate()
+    print(f"validation: traced / real activation bytes of the tiny U-Net = {ratio:.4f}", flush=True)
+    parts = build_components("sd21", "meta")
+    unet = parts["unet"]
     for lora in (False, True):
         if lora:
             unet.requires_grad_(False)
-            _add_lora(unet, "unet", LORA_RANK, None)
+            with torch.device("meta"):
+                _add_lora(unet, "unet", LORA_RANK, None)
         else:
             unet.requires_grad_(True)
         for ckpt in (False, True):
-            unet.train()
-            if ckpt:
-                unet.enable_gradient_checkpointing()
-            else:
-                unet.disable_gradient_checkpointing()
-            for side in (LATENTS if not lora else LATENTS[:1]):
-                x = torch.randn(1, 4, side, side)
-                t = torch.tensor([500])
-
-                def step(x: torch.Tensor = x, t: torch.Tensor = t, m: Any = unet) -> None:
-                    m(x, t, ctx).sample.float().pow(2).mean().backward()
-
+            for side in LATENTS:
                 t0 = time.time()
-                act, grad_bytes = _measure(step, unet, [x, t, ctx])
+                act, grad_bytes = unet_step_bytes(unet, side, 1024, "meta", ckpt)
                 rows.append({"part": "unet", "lora": int(lora), "checkpointing": int(ckpt), "latent": side,
                              "px": side * 8, "activation_bytes": act, "grad_bytes": grad_bytes,
-                             "seconds": round(time.time() - t0, 1)})
+                             "seconds": round(time.time() - t0, 1), "validation_ratio": round(ratio, 4)})
                 print(rows[-1], flush=True)
-    del unet
-    gc.collect()
-    te = CLIPTextModel.from_pretrained(path, subfolder="text_encoder")
+    te: CLIPTextModel = parts["text_encoder"]
     te.requires_grad_(True).train()
-    ids = torch.randint(0, 49407, (1, 77))
+    ids = torch.randint(0, 49407, (1, 77), device="meta")
     for ckpt in (False, True):
         (te.gradient_checkpointing_enable if ckpt else te.gradient_checkpointing_disable)()
         t0 = time.time()
-        act, grad_bytes = _measure(lambda: te(ids).last_hidden_state.pow(2).mean().backward(), te, [ids])
+        with flash_attention():
+            act, grad_bytes = _measure(lambda: te(ids).last_hidden_state.pow(2).mean().backward(), te, [ids])
         rows.append({"part": "text_encoder", "lora": 0, "checkpointing": int(ckpt), "latent": 0, "px": 0,
-                     "activation_bytes": act, "grad_bytes": grad_bytes, "seconds": round(time.time() - t0, 1)})
+                     "activation_bytes": act, "grad_bytes": grad_bytes, "seconds": round(time.time() - t0, 1),
+                     "validation_ratio": round(ratio, 4)})
         print(rows[-1], flush=True)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(out_csv, "w", newline="") as fh:
@@ -201,23 +246,16 @@ def parameter_counts() -> dict[str, int]:
 
 
 def unet_activation(rows: list[dict[str, Any]], ckpt: bool, latent: int, lora: bool = False) -> tuple[float, bool]:
-    """Per-image U-Net activation bytes at `latent` (fp32): measured when that size was run, else fitted."""
-    pts = [(r["latent"] ** 2, r["activation_bytes"]) for r in rows
-           if r["part"] == "unet" and r["checkpointing"] == int(ckpt) and r["lora"] == 0]
+    """Per-image U-Net activation bytes at `latent` (fp32): (value, traced). A size not traced is fitted
+    linearly in latent pixels through the two smallest traced sizes (the U-Net is convolutional and
+    flash attention keeps attention memory linear)."""
+    pts = sorted((r["latent"] ** 2, r["activation_bytes"]) for r in rows
+                 if r["part"] == "unet" and r["checkpointing"] == int(ckpt) and r["lora"] == int(lora))
     exact = [b for p, b in pts if p == latent ** 2]
     if exact:
-        val, measured = float(exact[0]), True
-    else:  # linear in pixels through the measured points (the U-Net is convolutional; SDPA keeps attention linear)
-        (p0, b0), (p1, b1) = sorted(pts)[:2]
-        slope = (b1 - b0) / (p1 - p0)
-        val, measured = b0 + slope * (latent ** 2 - p0), False
-    if lora:  # LoRA over full: the ratio measured at the smallest size
-        full = [r for r in rows if r["part"] == "unet" and r["checkpointing"] == int(ckpt) and r["latent"] == LATENTS[0]]
-        lo = [r for r in full if r["lora"] == 1]
-        fu = [r for r in full if r["lora"] == 0]
-        if lo and fu:
-            val *= lo[0]["activation_bytes"] / fu[0]["activation_bytes"]
-    return val, measured
+        return float(exact[0]), True
+    (p0, b0), (p1, b1) = pts[:2]
+    return b0 + (b1 - b0) / (p1 - p0) * (latent ** 2 - p0), False
 
 
 def text_activation(rows: list[dict[str, Any]], ckpt: bool) -> float:
@@ -257,8 +295,10 @@ def fits(gb: float) -> str:
 
 def tables(rows: list[dict[str, Any]], counts: dict[str, int]) -> str:
     """The measured table and the derived GPU table, as markdown."""
-    lines = ["**Measured** here (CPU, fp32, `shape:sd21`, one forward + backward of one image or caption; "
-             "`bench/memory_table.py`, raw numbers in `bench/results/memory_measured.csv`):", "",
+    ratio = rows[0].get("validation_ratio", "n/a")
+    lines = ["**Traced** (fp32, `shape:sd21` on the meta device: the exact bytes autograd keeps for one forward + "
+             "backward of one image or caption, flash attention; raw numbers in `bench/results/memory_measured.csv`). "
+             f"Trace vs a real CPU run of the tiny U-Net: ratio {ratio}.", "",
              "| part | LoRA | grad. checkpointing | px | activations (GB) | weight grads (GB) |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['part']} | {'yes' if r['lora'] else 'no'} | {'on' if r['checkpointing'] else 'off'} | "
@@ -274,10 +314,12 @@ def tables(rows: list[dict[str, Any]], counts: dict[str, int]) -> str:
     lines += ["", f"**Derived** peak GPU memory of one training step (GB) for SD 2.1 under fp16 mixed precision "
               f"with AdamW: parameters, gradients and optimizer states counted exactly (U-Net {counts['unet'] / 1e6:.1f}M, "
               f"text encoder {counts['text_encoder'] / 1e6:.1f}M, VAE {counts['vae'] / 1e6:.1f}M, LoRA rank {LORA_RANK}: "
-              f"{counts['unet_lora'] / 1e6:.2f}M + {counts['text_encoder_lora'] / 1e6:.2f}M), plus the measured per-image "
-              f"activations extrapolated linearly in latent pixels and halved for fp16, plus {CUDA_OVERHEAD_GB:.0f} GB "
-              "assumed CUDA overhead. Batch = triplets (3 U-Net images each). Every cell is derived, none measured on a GPU "
-              "(`bench/gpu_check.py` measures them on one); the smallest GPU it fits is in brackets.", "",
+              f"{counts['unet_lora'] / 1e6:.2f}M + {counts['text_encoder_lora'] / 1e6:.2f}M), plus the traced per-image "
+              f"activations times the images of a step (batch = triplets: 3 U-Net images and, in text/both, 3 captions "
+              f"each), halved for fp16 autocast (an assumption), plus {CUDA_OVERHEAD_GB:.0f} GB assumed CUDA overhead. "
+              "States and activations are summed although gradients only fill up during backward, so cells err high. "
+              "Every cell is derived, none is measured on a GPU (`bench/gpu_check.py` measures them on one); "
+              "the smallest GPU it fits with 5% headroom is in brackets.", "",
               "| mode | fine-tune | grad. ckpt | 512 px, batch 1 | 512 px, batch 4 | 768 px, batch 1 | 768 px, batch 4 |",
               "|---|---|---|---|---|---|---|"]
     for mode in MODES:
