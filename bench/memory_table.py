@@ -238,10 +238,10 @@ def parameter_counts() -> dict[str, int]:
     parts = build_components("sd21", "meta")
     out = {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items()}
     for name in ("unet", "text_encoder"):
-        before = {n for n, _ in parts[name].named_parameters()}
         with torch.device("meta"):
             _add_lora(parts[name], name, LORA_RANK, None)
-        out[f"{name}_lora"] = sum(p.numel() for n, p in parts[name].named_parameters() if n not in before)
+        # peft renames the wrapped weights (to_q.weight -> to_q.base_layer.weight): count the adapters by name
+        out[f"{name}_lora"] = sum(p.numel() for n, p in parts[name].named_parameters() if ".lora_" in n)
     return out
 
 
@@ -308,7 +308,7 @@ def tables(rows: list[dict[str, Any]], counts: dict[str, int]) -> str:
         a1 = unet_activation(rows, ckpt, LATENTS[-1])[0]
         lines.append("")
         lines.append(f"U-Net activations, {LATENTS[-1] * 8} px / {LATENTS[0] * 8} px, checkpointing "
-                     f"{'on' if ckpt else 'off'}: ratio {a1 / a0:.2f} (pixels ratio {(LATENTS[-1] / LATENTS[0]) ** 2:.0f})")
+                     f"{'on' if ckpt else 'off'}: ratio {a1 / a0:.2f} (pixels ratio {(LATENTS[-1] / LATENTS[0]) ** 2:.2f})")
     off, on = unet_activation(rows, False, LATENTS[-1])[0], unet_activation(rows, True, LATENTS[-1])[0]
     lines.append(f"Checkpointing on / off at {LATENTS[-1] * 8} px: ratio {on / off:.2f}")
     lines += ["", f"**Derived** peak GPU memory of one training step (GB) for SD 2.1 under fp16 mixed precision "
