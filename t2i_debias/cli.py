@@ -28,6 +28,7 @@ from t2i_debias.config import (
     validate,
 )
 from t2i_debias.errors import UserError
+from t2i_debias.presets import apply_preset
 
 log = logging.getLogger("t2i_debias")
 
@@ -99,7 +100,7 @@ def build_parser(description: str, sections: list[str], other_sections: list[str
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Load the config file (if any) then apply explicitly given flags; validate types."""
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, presets=False)
     if "cfg__train__preset" in vars(args):  # a --preset flag sets its options first; other flags override them
         apply_train_preset(cfg.train, args.cfg__train__preset, "flag --preset")
     for dest, value in vars(args).items():
@@ -110,6 +111,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         if typing.get_origin(typ) is dict:
             value = _parse_kv(value, typ, f"--{name}")
         setattr(cfg.sections[section], name, coerce(value, typ, f"flag --{name}"))
+        cfg.explicit.add((section, name))
+    apply_preset(cfg, cfg.explicit)
     if args.run_dir is not None:
         run_dir = Path(args.run_dir) if Path(args.run_dir).name else Path(args.run_dir).resolve()
         cfg.run.root, cfg.run.name = str(run_dir.parent), run_dir.name

@@ -18,7 +18,7 @@ from typing import Any
 
 import tomli_w
 
-from t2i_debias.errors import UserError
+from t2i_debias.presets import apply_preset
 
 
 class ConfigError(UserError, ValueError):
@@ -57,7 +57,8 @@ class LabelsSection:
     backend: str = "deepface"  # deepface | clip | toy
     detector: str = "opencv"  # any DeepFace detector_backend (opencv, retinaface, mtcnn, ..., skip)
     fallback_skip: bool = True  # detector finds no face in a head crop -> the whole crop, as detector 'skip'
-    multiple_faces: str = "skip"  # several faces at the head box / in a whole image: skip (status) | largest
+    # several faces at the head box / in a whole image: skip (status) | largest | first (DeepFace's order, upstream)
+    multiple_faces: str = "skip"
     align: bool = True  # DeepFace face alignment after detection
     margin: float = 1.0  # head-box widths (x) / heights (y) added on each side of the crop
     batch_size: int = 32
@@ -89,6 +90,8 @@ class AugmentSection:
     resolution: int = 512  # anchor crops and generated images are resolution x resolution
     crop_scale: float = 1.0  # anchor crop side = crop_scale * scale * 200 px (MPII scale: person height / 200 px)
     crop_shift: float = 0.3  # crop centre = head-box centre moved down by crop_shift * side
+    # The generator's own settings, independent of the base model's ([generate]): e.g. SDXL at 1024 px.
+    generator_resolution: int = 0  # images are generated at this size, then resized to resolution; 0 = resolution
     num_inference_steps: int = 30
     guidance_scale: float = 7.5
     batch_size: int = 4  # images per generator call
@@ -162,6 +165,9 @@ class TrainSection:
     ema_decay: float = 0.9999
     batch_unet_passes: bool = True  # one U-Net call for the triplet's passes (False saves memory)
     dataloader_num_workers: int = 0
+    report_to: str = "none"  # none | tensorboard | wandb (accelerate trackers: losses, lr, sample images)
+    log_images_every: int = 0  # log sample images of log_image_prompts every N steps; 0 = never
+    log_image_prompts: list[str] = field(default_factory=lambda: ["a photo of a doctor", "a photo of a nurse"])
     # Non-occupation prompts for the `preserve` loss (used only when its weight > 0).
     preserve_prompts: list[str] = field(default_factory=lambda: [
         "a photo of a dog", "a bowl of fruit on a table", "a mountain landscape at sunset",
@@ -207,6 +213,9 @@ def apply_train_preset(section: Any, name: str, where: str = "[train] preset") -
 class PromptsSection:
     """Evaluation prompts (prompts.csv)."""
 
+    # "" (our defaults) | upstream (the reference implementation's protocol, t2i_debias.presets; DESIGN.md §10).
+    # A preset sets options in several sections; an option given in the file or as a flag wins.
+    preset: str = ""
     occupations: str = "default"  # default (reference's 25) | mpii (the MPII occupation map) | path to a .txt/.csv
     # Each occupation is crossed with each template; the reference's face template is
     # "Professional photo of the face of a {occupation}".
@@ -253,6 +262,7 @@ class QualitySection:
 
     reference: str = ""  # image folder or stats .npz; empty = skip FID/KID
     clip_model: str = "openai/clip-vit-large-patch14"  # transformers id/path or open_clip:ARCH/PRETRAINED
+    clip_score: str = "x100_clamped"  # CLIP-T as 100*max(cos, 0) (torchmetrics) | raw_cosine (upstream)
     fid_features: int = 2048
     kid_subset_size: int = 50  # capped at the number of images
     kid_subsets: int = 100
@@ -404,6 +414,7 @@ class Config:
 
     sections: dict[str, Any] = field(default_factory=lambda: {k: v() for k, v in SECTIONS.items()})
     source: str = "<defaults>"
+    explicit: set[tuple[str, str]] = field(default_factory=set)  # (section, key) given in a file or flag
 
     def __getattr__(self, name: str) -> Any:
         sections = self.__dict__.get("sections", {})
@@ -492,11 +503,13 @@ def apply_table(cfg: Config, table: dict[str, Any], source: str) -> Config:
                     f"{source}: unknown key '{key}' in [{sec_name}]; known keys: {', '.join(types)}"
                 )
             setattr(sec, key, coerce(value, types[key], f"{source}: [{sec_name}] {key}"))
+            cfg.explicit.add((sec_name, key))
     return cfg
 
 
-def load_config(path: str | Path | None = None) -> Config:
-    """Defaults, overridden by the TOML file at `path` (if any)."""
+def load_config(path: str | Path | None = None, presets: bool = True) -> Config:
+    """Defaults, overridden by the TOML file at `path` (if any), then its `[prompts] preset` (unless `presets`
+    is False: the CLI applies it after the flags)."""
     cfg = Config()
     if path is None:
         return cfg
@@ -508,4 +521,7 @@ def load_config(path: str | Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from e
     cfg.source = str(p)
-    return validate(apply_table(cfg, table, str(p)))
+    apply_table(cfg, table, str(p))
+    if presets:
+        apply_preset(cfg, cfg.explicit)
+    return validate(cfg)

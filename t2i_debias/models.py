@@ -3,6 +3,8 @@
 A spec is a hub id (`stabilityai/stable-diffusion-2-1`), a local folder, or an offline builder:
 - `tiny:sd`           the tiny random-weight pipeline (t2i_debias.tiny), ε-prediction;
 - `tiny:sd-v`         the same with v-prediction (like SD 2.1);
+- `tiny:sdxl`         a tiny random-weight SDXL pipeline (two text encoders, pooled embeddings, time ids);
+- `shape:sd21` ...    a real architecture (sd21, sd21base, sd15, sdxl) with random weights (t2i_debias.shapes);
 - `toy:base`          the toy world's trained base model (t2i_debias.toyworld), for `make demo`.
 """
 
@@ -25,7 +27,15 @@ def resolve_model(spec: str, cfg: Any = None) -> str:
             return str(tiny.tiny_sd_dir())
         if kind == "sd-v":
             return str(tiny.tiny_sd_dir(prediction_type="v_prediction"))
-        raise ValueError(f"unknown tiny model {spec!r}; known: tiny:sd, tiny:sd-v")
+        if kind == "sdxl":
+            from t2i_debias.tiny.sdxl import tiny_sdxl_dir
+
+            return str(tiny_sdxl_dir())
+        raise ValueError(f"unknown tiny model {spec!r}; known: tiny:sd, tiny:sd-v, tiny:sdxl")
+    if spec.startswith("shape:"):
+        from t2i_debias.shapes import resolve_shape
+
+        return resolve_shape(spec)
     if spec.startswith("toy:"):
         from t2i_debias.toyworld import base_model
 

@@ -21,8 +21,12 @@ def test_select_face_policy() -> None:
     assert select_face(faces, (18, -2, 42, 22)) == (1, "ok")  # only the face centred in the head box
     assert select_face(faces, (100, 100, 120, 120)) == (None, "no_face")  # neighbours only
     assert select_face(faces, (0, 0, 40, 20)) == (None, "multiple_faces")
+    # upstream's policy: DeepFace's first detection, even when a later face is larger
+    assert select_face(faces, None, "first") == (0, "ok")
+    assert select_face(faces[::-1], None, "first") == (0, "ok")
+    assert select_face(faces, (0, 0, 40, 20), "first") == (0, "ok")
     with pytest.raises(ValueError):
-        select_face(faces, None, "first")
+        select_face(faces, None, "middle")
 
 
 def test_random_weights_refused_outside_smoke() -> None:

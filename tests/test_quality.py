@@ -19,6 +19,10 @@ def test_clip_t_and_clip_i_known_answers():
     txt = np.array([[1.0, 1.0], [-1.0, 0.0], [0.0, 5.0]])
     np.testing.assert_allclose(clip_t_scores(img, txt), [100 / math.sqrt(2), 0.0, 100.0])  # negative -> 0
     np.testing.assert_allclose(clip_i_scores(img, txt), [1 / math.sqrt(2), -1.0, 1.0])  # CLIP-I keeps the sign
+    # upstream's CLIP score: the raw cosine, sign kept, no x100
+    np.testing.assert_allclose(clip_t_scores(img, txt, "raw_cosine"), [1 / math.sqrt(2), -1.0, 1.0])
+    with pytest.raises(ValueError, match="clip_score must be one of x100_clamped | raw_cosine"):
+        clip_t_scores(img, txt, "x100")
 
 
 def test_tiny_clip_score_matches_hand_computation():

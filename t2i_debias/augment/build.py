@@ -411,6 +411,7 @@ class BuildSettings:
     check_age: bool
     on_unverified: str = "drop"
     retry_guidance_scale: float = 0.0
+    generator_resolution: int = 0  # generated at this size, then resized to `resolution`; 0 = resolution
 
     def __post_init__(self) -> None:
         if self.on_unverified not in ON_UNVERIFIED:
@@ -547,8 +548,9 @@ def _build_chunk(chunk: list[PlannedTriplet], out_dir: Path, images_dir: Path, p
         avoid = [getattr(t, f"{m}_avoid") for t, m in pending]
         kw = {"negative_prompt": [a or "" for a in avoid]} if any(a is not None for a in avoid) else {}
         scale = settings.retry_guidance_scale if k > 0 and settings.retry_guidance_scale > 0 else settings.guidance_scale
+        gen_res = settings.generator_resolution or settings.resolution
         imgs = generate_images(pipe, prompts, seeds, batch_size, settings.num_inference_steps, scale,
-                               height=settings.resolution, width=settings.resolution, **kw)
+                               height=gen_res, width=gen_res, **kw)
         imgs = [im.convert("RGB") if im.size == (settings.resolution,) * 2 else
                 im.convert("RGB").resize((settings.resolution,) * 2, Image.Resampling.BICUBIC) for im in imgs]
         batch_preds = classifier.predict(imgs) if classifier is not None else [None] * len(imgs)
@@ -679,6 +681,9 @@ def run_stage(cfg: Config, force: bool = False) -> None:
         for folder, producer in ((persons_csv.parent, "mpii"), (labels_csv.parent, "labels")):
             if folder.exists():  # a missing input file gets load_people's message
                 require_finished(folder, producer, run_dir)
+        if a.generator_resolution < 0 or a.generator_resolution % 8:
+            raise ValueError(f"[augment] generator_resolution must be 0 or a positive multiple of 8, "
+                             f"got {a.generator_resolution}")
         if a.resolution <= 0 or a.max_tries < 1:
             raise ValueError(f"[augment] resolution and max_tries must be positive (got {a.resolution}, {a.max_tries})")
         people, dropped = load_people(persons_csv, labels_csv, cfg.prompts.heldout)
@@ -699,7 +704,7 @@ def run_stage(cfg: Config, force: bool = False) -> None:
             generator_name, model_fingerprint(generator), a.resolution, a.num_inference_steps, a.guidance_scale,
             a.crop_scale, a.crop_shift, a.max_tries if classifier is not None else 1,
             classifier.describe() if classifier is not None else None, composer.with_age,
-            a.on_unverified, a.retry_guidance_scale,
+            a.on_unverified, a.retry_guidance_scale, a.generator_resolution,
         )
         pipe = load_pipeline(generator, device, a.dtype) if people else None
         # The new version is built beside the finished one (which stays intact until it is complete), reusing

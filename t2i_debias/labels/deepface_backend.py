@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 FACE_SIZE = (224, 224)
 MODEL_NAMES = ("Gender", "Race", "Age")
-POLICIES = ("skip", "largest")
+POLICIES = ("skip", "largest", "first")  # first: DeepFace's first detection, as the reference implementation
 
 
 class RandomWeightsError(RuntimeError):
@@ -58,6 +58,8 @@ def select_face(faces: list[Box], head: Box | None, policy: str = "skip") -> tup
         return cands[0], STATUS_OK
     if policy == "skip":
         return None, "multiple_faces"
+    if policy == "first":
+        return cands[0], STATUS_OK
     return max(cands, key=lambda i: (faces[i][2] - faces[i][0]) * (faces[i][3] - faces[i][1])), STATUS_OK
 
 

@@ -30,9 +30,15 @@ def cosine(a: Any, b: Any) -> np.ndarray:
     return num / np.maximum(den, 1e-12)
 
 
-def clip_t_scores(image_emb: Any, text_emb: Any) -> np.ndarray:
-    """Per-image CLIP-T: 100·max(cos(image_i, text_i), 0)."""
-    return 100.0 * np.maximum(cosine(image_emb, text_emb), 0.0)
+CLIP_SCORES: tuple[str, ...] = ("x100_clamped", "raw_cosine")
+
+
+def clip_t_scores(image_emb: Any, text_emb: Any, score: str = "x100_clamped") -> np.ndarray:
+    """Per-image CLIP-T: 100·max(cos(image_i, text_i), 0) (torchmetrics), or the raw cosine (upstream)."""
+    if score not in CLIP_SCORES:
+        raise ValueError(f"[quality] clip_score must be one of {' | '.join(CLIP_SCORES)}, got {score!r}")
+    cos = cosine(image_emb, text_emb)
+    return cos if score == "raw_cosine" else 100.0 * np.maximum(cos, 0.0)
 
 
 def clip_i_scores(image_emb: Any, base_emb: Any) -> np.ndarray:

@@ -256,7 +256,7 @@ def evaluate_model(model_dir: Path, base_dir: Path | None, ref: dict[str, Any] |
     if ref is not None and extractor is not None:
         result.update(fid_kid(extractor(images), ref, qsec.kid_subset_size, qsec.kid_subsets, seed))
     img_emb = clip.embed_images(images)
-    clip_t = clip_t_scores_of(clip, img_emb, list(meta["prompt"]))
+    clip_t = clip_t_scores_of(clip, img_emb, list(meta["prompt"]), qsec.clip_score)
     table = pd.DataFrame({"prompt_id": meta["prompt_id"], "seed": meta["seed"], "file": meta["file"],
                           "clip_t": clip_t, "clip_i": np.nan})
     result["clip_t"] = _nanmean(clip_t)
@@ -276,12 +276,12 @@ def evaluate_model(model_dir: Path, base_dir: Path | None, ref: dict[str, Any] |
     return result, table
 
 
-def clip_t_scores_of(clip: Any, img_emb: np.ndarray, prompts: list[str]) -> np.ndarray:
+def clip_t_scores_of(clip: Any, img_emb: np.ndarray, prompts: list[str], score: str = "x100_clamped") -> np.ndarray:
     """CLIP-T per image, embedding each distinct prompt once."""
     uniq = sorted(set(prompts))
     txt = clip.embed_texts(uniq)
     index = {p: i for i, p in enumerate(uniq)}
-    return clip_t_scores(img_emb, txt[[index[p] for p in prompts]])
+    return clip_t_scores(img_emb, txt[[index[p] for p in prompts]], score)
 
 
 def quality_for(cfg: Any, names: list[str], out_dir: Path) -> list[Path]:
@@ -303,7 +303,7 @@ def quality_for(cfg: Any, names: list[str], out_dir: Path) -> list[Path]:
     base_dir = gen_root / "base" if "base" in names else None
     for name in names:
         res, table = evaluate_model(gen_root / name, base_dir, ref, extractor, clip, q, cfg.run.seed)
-        res.update(model=name, reference=q.reference or None, clip_model=clip.spec,
+        res.update(model=name, reference=q.reference or None, clip_model=clip.spec, clip_score=q.clip_score,
                    n_reference=None if ref is None else ref.get("n"),
                    inception_weights=None if weights is None else hash_file(weights),
                    fid_features=q.fid_features)

@@ -38,8 +38,10 @@ def clip_bpe_vocab() -> tuple[dict[str, int], list[str]]:
     return {tok: i for i, tok in enumerate(vocab_list)}, merges
 
 
-def build_clip_tokenizer(out_dir: Path, model_max_length: int = 77) -> Path:
+def build_clip_tokenizer(out_dir: Path, model_max_length: int = 77, pad_token: str = "<|endoftext|>") -> Path:
     """Save a transformers CLIPTokenizer with the real CLIP BPE vocabulary into `out_dir`.
+
+    `pad_token`: "<|endoftext|>" (OpenAI CLIP, SD 1.x) or "!" (OpenCLIP, SD 2.x and SDXL's second tokenizer).
 
     Built from a vocab dict and merges list: in transformers 5, passing vocab/merges *files*
     silently yields an empty tokenizer.
@@ -49,16 +51,17 @@ def build_clip_tokenizer(out_dir: Path, model_max_length: int = 77) -> Path:
     vocab, merges = clip_bpe_vocab()
     tok = CLIPTokenizer(vocab=dict(vocab), merges=[tuple(m.split()) for m in merges], model_max_length=model_max_length,
                         bos_token="<|startoftext|>", eos_token="<|endoftext|>",
-                        pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+                        pad_token=pad_token, unk_token="<|endoftext|>")
     if len(tok) != 49408:
         raise RuntimeError(f"CLIP tokenizer has {len(tok)} tokens, expected 49408")
     tok.save_pretrained(out_dir)
     return out_dir
 
 
-def clip_tokenizer_dir(root: Path | None = None) -> Path:
-    """Cached folder holding the real-vocabulary CLIPTokenizer."""
-    return cached_dir("clip-tokenizer", {"max_len": 77}, lambda d: build_clip_tokenizer(d), root)
+def clip_tokenizer_dir(root: Path | None = None, pad_token: str = "<|endoftext|>") -> Path:
+    """Cached folder holding the real-vocabulary CLIPTokenizer (padding with `pad_token`)."""
+    spec: dict[str, Any] = {"max_len": 77} if pad_token == "<|endoftext|>" else {"max_len": 77, "pad": pad_token}
+    return cached_dir("clip-tokenizer", spec, lambda d: build_clip_tokenizer(d, pad_token=pad_token), root)
 
 
 # ----------------------------------------------------------------------------- tiny Stable Diffusion

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from t2i_debias.runs import Stage, hash_file, hash_obj
-from t2i_debias.train import outputs
+from t2i_debias.train import outputs, trackers
 from t2i_debias.train.data import MEMBERS, EpochSampler, TripletDataset, read_triplets, select_items, tokenize
 from t2i_debias.train.losses import (
     LOSS_NAMES,
@@ -481,7 +481,8 @@ def train_hash(cfg: Any, mode: str, base: str, data_dir: Path, init_lora: str | 
     t = dataclasses.asdict(resolved_train(cfg))
     # Not hashed: options that do not change the weights, and max_train_steps (a run may be extended).
     for k in ("resume_from_checkpoint", "checkpointing_steps", "checkpoints_total_limit", "modes", "schedule",
-              "dataloader_num_workers", "max_train_steps", "snapshot_steps", "control", "preset"):
+              "dataloader_num_workers", "max_train_steps", "snapshot_steps", "control", "preset",
+              "report_to", "log_images_every", "log_image_prompts"):
         t.pop(k, None)
     return hash_obj({"train": t, "seed": cfg.run.seed, "mode": mode, "base": _provenance(base),
                      "data": _provenance(data_dir, "metadata.jsonl"), "init_lora": _provenance(init_lora)})
@@ -517,6 +518,7 @@ def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: st
         mixed_precision=train.mixed_precision,
         gradient_accumulation_plugin=GradientAccumulationPlugin(
             num_steps=train.gradient_accumulation_steps, sync_with_dataloader=False),
+        **trackers.accelerator_kwargs(train, out_dir),
     )
     main = accelerator.is_main_process
     seed = cfg.run.seed
@@ -574,6 +576,7 @@ def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: st
         shutil.rmtree(ckpt_dir)  # stale checkpoints of another config must not be resumed later
     accelerator.wait_for_everyone()
 
+    trackers.start(accelerator, train, mode, cfg.run.name)
     accum = train.gradient_accumulation_steps
     per_epoch = len(loader)
     batch_number = global_step * accum
@@ -607,6 +610,9 @@ def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: st
             row = {"step": global_step, **dict(zip(keys, mean.tolist(), strict=True)),
                    "lr": lr_scheduler.get_last_lr()[0]}
             rows.append(row)
+            trackers.log_row(accelerator, train, row)
+            if trackers.wants_images(train, global_step):
+                trackers.log_samples(accelerator, train, parts, global_step, seed)
             window = {}
             progress.update(1)
             progress.set_postfix(loss=f"{row['loss']:.4g}")
@@ -618,6 +624,7 @@ def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: st
             if global_step >= train.max_train_steps:
                 break
     progress.close()
+    trackers.end(accelerator, train)
     accelerator.wait_for_everyone()
 
     result = TrainResult(out_dir=out_dir, steps=global_step, weights=weights, log=rows)
