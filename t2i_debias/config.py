@@ -18,6 +18,7 @@ from typing import Any
 
 import tomli_w
 
+from t2i_debias.errors import UserError
 from t2i_debias.presets import apply_preset
 
 

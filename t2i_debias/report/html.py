@@ -22,7 +22,14 @@ from typing import Any
 
 import pandas as pd
 
-from t2i_debias.report.sota import TOY_NOTE, TOY_QUALITY, best_values, settings_flag, settings_header, table_columns
+from t2i_debias.report.sota import (
+    TOY_NOTE,
+    TOY_QUALITY,
+    best_values,
+    settings_flag,
+    settings_header,
+    table_columns,
+)
 from t2i_debias.runs import MANIFEST, STAGE_DIRS, Stage, atomic_write_text
 from t2i_debias.runs import run_stage as _run_stage
 
