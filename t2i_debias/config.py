@@ -366,15 +366,21 @@ RANGES: dict[str, dict[str, Range]] = {
     "labels": {"margin": _NONNEG, "batch_size": _POS_INT},
     "analysis": {"min_count": _NONNEG},
     "augment": {"resolution": Range(8), "crop_scale": _POS, "crop_shift": _SHIFT, "num_inference_steps": _POS_INT,
-                "guidance_scale": _NONNEG, "batch_size": _POS_INT, "max_tries": _POS_INT, "max_triplets": _NONNEG},
+                "guidance_scale": _NONNEG, "batch_size": _POS_INT, "max_tries": _POS_INT, "max_triplets": _NONNEG,
+                "generator_resolution": _NONNEG, "retry_guidance_scale": _NONNEG, "balance_band": _UNIT,
+                "min_written_rate": _UNIT},
     "train": {"resolution": Range(8), "train_batch_size": _POS_INT, "max_train_steps": _POS_INT,
               "learning_rate": _POS, "lr_warmup_steps": _NONNEG, "gradient_accumulation_steps": _POS_INT,
               "max_grad_norm": _NONNEG, "checkpointing_steps": _NONNEG, "lora_rank": _NONNEG,
               "snr_gamma": _NONNEG, "weights": _NONNEG, "checkpoints_total_limit": _NONNEG,
-              "adam_weight_decay": _NONNEG, "ema_decay": _UNIT, "dataloader_num_workers": _NONNEG},
+              "adam_weight_decay": _NONNEG, "ema_decay": _UNIT, "dataloader_num_workers": _NONNEG,
+              "num_train_epochs": _NONNEG, "mode_learning_rates": _POS, "snapshot_steps": _POS_INT,
+              "input_perturbation": _NONNEG, "attribute_share": _UNIT, "caption_dropout": _UNIT,
+              "guidance_target": Range(-1), "uncond_weight": _NONNEG, "log_images_every": _NONNEG},
     "generate": {"images_per_prompt": _POS_INT, "base_seed": _NONNEG, "batch_size": _POS_INT,
                  "num_inference_steps": _POS_INT, "guidance_scale": _NONNEG, "resolution": _NONNEG},
-    "bias": {"n_bootstrap": _NONNEG, "ci": Range(0, 1, lo_open=True, hi_open=True)},
+    "bias": {"n_bootstrap": _NONNEG, "ci": Range(0, 1, lo_open=True, hi_open=True), "floor_exact_max": _NONNEG,
+             "floor_draws": _POS_INT, "guidance_sweep": _NONNEG, "sweep_images_per_prompt": _NONNEG},
     "quality": {"fid_features": Range(choices=(64, 192, 768, 2048)), "kid_subset_size": Range(2),
                 "kid_subsets": _POS_INT, "batch_size": _POS_INT},
     "sota": {"debiasvl_lambda": _NONNEG, "fair_diffusion_edit_guidance": _NONNEG, "uce_iterations": _NONNEG,
@@ -390,7 +396,7 @@ def check_range(section: str, key: str, value: Any, where: str) -> None:
     rng = RANGES.get(section, {}).get(key)
     if rng is None:
         return
-    values = value.values() if isinstance(value, dict) else [value]
+    values = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
     for v in values:
         if isinstance(v, (int, float)) and not isinstance(v, bool) and not rng.ok(v):
             raise ConfigError(f"{where}: [{section}] {key} must be {rng.text()}, got {v!r}")
