@@ -27,6 +27,7 @@ def finished(tmp_path: Path, tiny_sd_path: Path) -> tuple[Config, Path, dict]:
     cfg.run.root, cfg.run.name = str(tmp_path), "run"
     cfg.augment.generator, cfg.augment.resolution = str(tiny_sd_path), 32
     cfg.augment.num_inference_steps, cfg.augment.batch_size = 2, 1  # one triplet per chunk
+    cfg.augment.verify_attributes, cfg.augment.on_unverified = False, "keep"  # no classifier: reliability only
     _, _, images = write_inputs(cfg.run_dir, skewed_people(3))
     cfg.mpii.images_dir = str(images)
     build.run_stage(cfg)

@@ -85,9 +85,9 @@ def test_enriched_stage_skips_a_bomb_with_its_reason(tmp_path, bad_images) -> No
 
     people = [build.Person(f"{i}_1", p.name, "chef", Demographics("man", "white", "young"), (2, 2, 10, 10), None,
                            None) for i, p in enumerate(bad_images.values()) if p != bad_images["ok"]]
-    plan = build.plan_triplets(people, CaptionComposer.from_config(Config().augment), 0)
-    settings = build.BuildSettings("none", {}, 16, 1, 1.0, 1.0, 0.3, 1, None, False)
-    stats = build.build_enriched(plan, tmp_path / "enriched", bad_images["ok"].parent, None, settings)
+    planner = build.TripletPlanner(CaptionComposer.from_config(Config().augment), 0)
+    settings = build.BuildSettings("none", {}, 16, 1, 1.0, 1.0, 0.3, 1, None, False, on_unverified="keep")
+    stats = build.build_enriched(people, planner, tmp_path / "enriched", bad_images["ok"].parent, None, settings)
     assert stats["n_triplets"] == 0 and stats["n_skipped"] == 4
     skipped = pd.read_csv(tmp_path / "enriched" / build.SKIPPED)
     reasons = dict(zip(skipped["person_id"], skipped["reason"], strict=True))
@@ -146,7 +146,9 @@ def test_quality_streams_images_one_batch_at_a_time(tmp_path, monkeypatch) -> No
 
     monkeypatch.setattr(quality, "open_rgb", counting_open)
     clip = _CountingClip(opened)
-    res, table = quality.evaluate_model(folder, None, None, None, clip, None)
+    from t2i_debias.config import Config
+
+    res, table = quality.evaluate_model(folder, None, None, None, clip, Config().quality)
     assert res["n_images"] == 12 and len(table) == 12
     # when batch k (ending at image e) is embedded, only its images have been decoded
     assert clip.seen == [(4, 4), (8, 8), (12, 12)]

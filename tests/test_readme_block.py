@@ -35,7 +35,7 @@ def _summary_df() -> pd.DataFrame:
             for k, r in enumerate(TOY_RACES):
                 row[f"{r}_{occ}"] = [0.5, 0.3, 0.2][k]
         row.update(gender_tvd=0.4 - 0.05 * i, race_tvd=0.2, occupation_acc=1.0 - 0.1 * i, toy_fid=1.25 + i,
-                   attr_follow=None if model == "uce" else 0.875)
+                   attr_gender_min=None if model == "uce" else 0.875, attr_skin_min=0.75)
         rows.append(row)
     df = pd.DataFrame(rows)
     df.insert(df.columns.get_loc("gender_tvd") + 1, "gender_tvd_change", df["gender_tvd"] / 0.4 - 1)
@@ -56,7 +56,7 @@ def test_block_is_summary_md_with_provenance(tmp_path):
     csv = tmp_path / "summary.csv"
     df.to_csv(csv, index=False)
     res = rb.results_from_summary(cfg, csv)
-    assert res["rows"][3]["attr_follow"] is None and res["toy_seed"] == 0
+    assert res["rows"][3]["attr_gender_min"] is None and res["toy_seed"] == 0
     assert res["config_hash"] == rb.config_hash(cfg) and res["commit"] != ""
     results = tmp_path / "toy_seed0.json"
     results.write_text(json.dumps(res))

@@ -44,11 +44,11 @@ def test_generator_resolution_and_guidance_are_its_own(tmp_path, sdxl):
     pipe, calls = sdxl
     persons, labels, images = write_inputs(tmp_path, skewed_people(2))
     people, _ = build.load_people(persons, labels)
-    plan = build.plan_triplets(people, CaptionComposer(), seed=0)
+    planner = build.TripletPlanner(CaptionComposer(), seed=0)
     settings = build.BuildSettings("tiny:sdxl", {"spec": "tiny:sdxl"}, RES, 2, 3.0, 1.0, 0.3, 1, None, False,
-                                   generator_resolution=GEN_RES)
+                                   on_unverified="keep", generator_resolution=GEN_RES)
     calls.clear()
-    build.build_enriched(plan, tmp_path / "enriched", images, pipe, settings, batch_size=2)
+    build.build_enriched(people, planner, tmp_path / "enriched", images, pipe, settings, batch_size=2)
     # generated at the generator's resolution (latent = GEN_RES / 2 for the tiny x2 VAE), guided (2 passes)
     latent, ctx, added = calls[0]
     assert latent[-2:] == (GEN_RES // 2, GEN_RES // 2) and latent[0] == 2 * 2  # cfg doubles the batch
@@ -68,6 +68,7 @@ def test_augment_stage_with_sdxl_generator(tmp_path):
     cfg.run.root, cfg.run.name = str(tmp_path), "run"
     cfg.augment.generator, cfg.augment.resolution, cfg.augment.generator_resolution = "tiny:sdxl", RES, GEN_RES
     cfg.augment.num_inference_steps, cfg.augment.batch_size, cfg.augment.guidance_scale = 2, 2, 5.0
+    cfg.augment.verify_attributes, cfg.augment.on_unverified = False, "keep"  # the generator path only
     _, _, images = write_inputs(cfg.run_dir, skewed_people(2))
     cfg.mpii.images_dir = str(images)
     build.run_stage(cfg)
