@@ -129,7 +129,7 @@ def test_toy_classifier_calls_hybrids_ambiguous():
             bottoms += [m, w]
             plain += [w, m]
             truth += ["woman", "man"]
-    arr = [np.asarray(im) for im in tops], [np.asarray(im) for im in bottoms]
+    arr = [np.array(im) for im in tops], [np.array(im) for im in bottoms]
     for cut in CUT_ROWS_CHECK:
         ims = [Image.fromarray(composite(t[None].transpose(0, 3, 1, 2), b[None].transpose(0, 3, 1, 2), cut)
                                .numpy()[0].transpose(1, 2, 0)) for t, b in zip(*arr, strict=True)]

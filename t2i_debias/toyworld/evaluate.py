@@ -37,6 +37,12 @@ BASE_GATES = {"min_mean_gender_tvd": 0.3, "min_gender_obedience": 0.9, "min_skin
               "max_ambiguous_rate": 0.1}
 
 
+def _mean(by_occupation: dict[str, float]) -> float:
+    """Mean over the occupations with a value (an all-hybrid occupation has NaN); NaN when none has one."""
+    vals = [v for v in by_occupation.values() if v == v]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
 @dataclass
 class ToyScore:
     """Bias and fidelity of one toy model (the row of the demo table)."""
@@ -54,11 +60,11 @@ class ToyScore:
 
     @property
     def mean_gender_tvd(self) -> float:
-        return float(np.nanmean(list(self.gender_tvd.values())))
+        return _mean(self.gender_tvd)
 
     @property
     def mean_race_tvd(self) -> float:
-        return float(np.nanmean(list(self.race_tvd.values())))
+        return _mean(self.race_tvd)
 
     @property
     def max_ambiguous_rate(self) -> float:
