@@ -253,6 +253,14 @@ def write_report(root: Path, steps: list[int]) -> None:
     base_line = (f"- Toy base: {toy[0]['base_steps']} training steps, VAE {toy[0]['vae_steps']} steps, "
                  f"{toy[0]['n_per_occupation']} people per occupation (`[toy]` of the runs' config.toml)."
                  if toy else "- Toy base: unknown (no config.toml under the run folders).")
+    written = []
+    for s in seeds:
+        bal = root / f"seed{s}" / "enriched" / "balance.csv"
+        if bal.is_file():
+            b = pd.read_csv(bal)
+            written.append(f"seed {s}: " + ", ".join(f"{r.occupation} {r.written}/{r.planned}" for r in b.itertuples()))
+    enriched_line = ("- Triplets written to enriched/ (verified, [augment] on_unverified = \"drop\"), per occupation "
+                     "written/planned: " + "; ".join(written) + "." if written else "")
     md = [
         "# Training ablation (toy world)",
         "",
@@ -261,6 +269,7 @@ def write_report(root: Path, steps: list[int]) -> None:
         f"- Toy seeds {', '.join(map(str, seeds))}: toy world -> mpii -> labels -> enriched (shared by the arms of "
         "a seed) -> models (the engine, `configs/toy.toml` + the arm's change).",
         base_line,
+        enriched_line,
         f"- Step counts ({', '.join(map(str, sorted(set(df.steps) - {0})))}) of an arm are snapshots of one run "
         "(`[train] snapshot_steps`); `train s` is the wall time of the whole run (the last step count) on the "
         "shared 2-core machine, which other jobs were using too.",
