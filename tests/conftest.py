@@ -47,3 +47,18 @@ def activities_csv() -> Path:
     if not path.is_file():
         pytest.fail(f"missing {path}: it is committed with the repository; restore it with git checkout")
     return path
+
+
+HEAVY_ENV = "T2I_DEBIAS_HEAVY"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `heavy` run only with T2I_DEBIAS_HEAVY=1: each says why in its marker (too big for CI's
+    2 cores and 90 minutes, or a known-failing research check reported as blocked), so a skip is never silent."""
+    if os.environ.get(HEAVY_ENV) == "1":
+        return
+    for item in items:
+        mark = item.get_closest_marker("heavy")
+        if mark is not None:
+            why = mark.kwargs.get("reason", "heavy")
+            item.add_marker(pytest.mark.skip(reason=f"{why} (run with {HEAVY_ENV}=1)"))

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.heavy(
+    reason="issue 12 criteria not met yet on seeds 0/1 (docs/results/ablation.md); ~30 min a seed on 2 cores")]
 
 ROOT = Path(__file__).resolve().parents[1]
 N_EVAL = 64  # images per occupation: per-occupation shares jump by ±0.2 with fewer

@@ -93,6 +93,7 @@ def _cfg(run_dir: Path, **train):
     pytest.param("both", {"lora_rank": 4, "gradient_checkpointing": True}, id="both-lora-fp32-ckpt"),
 ])
 @pytest.mark.slow
+@pytest.mark.heavy(reason="builds SD 2.1/1.5-sized random pipelines (~5 GB each, up to 9.5 GB RSS)")
 @pytest.mark.xdist_group("real_shapes")
 def test_sd21_trains_one_step(tmp_path, sd21, data, mode, train):
     """fp32 only: this CPU has no native bf16 (a bf16 matmul runs 25-100x slower than fp32), so the bf16
@@ -108,6 +109,7 @@ def test_sd21_trains_one_step(tmp_path, sd21, data, mode, train):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy(reason="builds SD 2.1/1.5-sized random pipelines (~5 GB each, up to 9.5 GB RSS)")
 @pytest.mark.xdist_group("real_shapes")
 def test_sd21_lora_params_stay_fp32_under_bf16(sd21):
     """Frozen weights in bf16, LoRA weights in fp32 (diffusers' cast_training_params), v-prediction target."""
@@ -127,6 +129,7 @@ def test_sd21_lora_params_stay_fp32_under_bf16(sd21):
 # ----------------------------------------------------------------------------- the other SD shapes
 @pytest.mark.parametrize("name", ["sd15", "sd21base"])
 @pytest.mark.slow
+@pytest.mark.heavy(reason="builds SD 2.1/1.5-sized random pipelines (~5 GB each, up to 9.5 GB RSS)")
 @pytest.mark.xdist_group("real_shapes")
 def test_other_shapes_train_and_generate(tmp_path, data, name):
     from t2i_debias.generate import generate_images
@@ -151,6 +154,7 @@ def sd21_pipe(sd21):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy(reason="builds SD 2.1/1.5-sized random pipelines (~5 GB each, up to 9.5 GB RSS)")
 @pytest.mark.xdist_group("real_shapes")
 def test_sd21_one_denoising_step(sd21_pipe):
     from t2i_debias.generate import generate_images
@@ -161,6 +165,7 @@ def test_sd21_one_denoising_step(sd21_pipe):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy(reason="builds SD 2.1/1.5-sized random pipelines (~5 GB each, up to 9.5 GB RSS)")
 @pytest.mark.xdist_group("real_shapes")
 def test_sd21_baselines_forward(sd21_pipe):
     """DebiasVL's projection (1024-wide), Fair Diffusion's SEGA guidance, then UCE's closed-form edit."""
