@@ -50,8 +50,12 @@ def make_triplets(root: Path, n: int, size: int) -> Path:
                    person_id=f"{i}_1", anchor_gender="man", anchor_race="white", anchor_age_group="young",
                    positive_gender="woman", positive_race="asian", positive_age_group="young",
                    negative_gender="man", negative_race="white", negative_age_group="young",
-                   generator="gpu_check", seed=i, positive_tries=1, positive_agreement=None, negative_tries=1,
-                   negative_agreement=None)
+                   generator="gpu_check", seed=i, positive_tries=1, positive_agreement=True, negative_tries=1,
+                   negative_agreement=True)
+        for m in ("positive", "negative"):  # measured = requested, verified (what [augment] on_unverified = "drop" writes)
+            row.update({f"{m}_measured_gender": row[f"{m}_gender"], f"{m}_measured_race": row[f"{m}_race"],
+                        f"{m}_measured_age_group": row[f"{m}_age_group"], f"{m}_measured_gender_conf": 1.0,
+                        f"{m}_measured_race_conf": 1.0, f"{m}_measured_age_conf": None, f"{m}_verified": True})
         rows.append(row)
     (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root

@@ -89,6 +89,9 @@ def test_sota_stage_on_tiny_pipeline(tmp_path, tiny_sd_path):
     cfg.bias.n_bootstrap = 50
     cfg.sota.uce_iterations, cfg.sota.uce_samples, cfg.sota.uce_steps = 1, 2, 2
     shutil.copytree(tiny_sd_path, cfg.run_dir / "models" / "text")  # one trained mode ("ours")
+    from t2i_debias.runs import Stage
+
+    Stage("models/text", cfg.run_dir / "models" / "text", {}).finish()  # its training finished
     prompts_stage.run_stage(cfg)
 
     sota.run_stage(cfg)
