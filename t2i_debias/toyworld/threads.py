@@ -30,10 +30,9 @@ def training_threads() -> int:
         return n
     if "PYTEST_CURRENT_TEST" in os.environ or "PYTEST_XDIST_WORKER" in os.environ:
         return 1
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    from t2i_debias.threads import available_cores
+
+    return available_cores()
 
 
 @contextmanager
