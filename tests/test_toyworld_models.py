@@ -33,13 +33,6 @@ def test_toy_base_builds_loads_generates_and_is_cached(tmp_path, monkeypatch):
     out = pipe("a photo of a doctor", num_inference_steps=2, guidance_scale=4.0,
                generator=torch.Generator().manual_seed(0)).images[0]
     assert out.size == (32, 32)
-    control = base_model.build_control(folder, spec, tmp_path / "control", steps=2, lr=1e-4, batch_size=4)
-    before = dict(pipe.unet.named_parameters())
-    after = dict(load_pipeline(control).unet.named_parameters())
-    assert any(not torch.equal(before[k], after[k]) for k in before)  # the control was trained
-    text_b = dict(pipe.text_encoder.named_parameters())
-    text_a = dict(load_pipeline(control).text_encoder.named_parameters())
-    assert all(torch.equal(text_b[k], text_a[k]) for k in text_b)  # text encoder frozen by default
 
 
 def test_training_captions_mix_neutral_attribute_and_empty():

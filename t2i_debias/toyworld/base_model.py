@@ -315,27 +315,6 @@ def _train_base(out_dir: Path, spec: dict[str, Any]) -> None:
     pipe.save_pretrained(out_dir, safe_serialization=True)
 
 
-def build_control(base: str | Path, spec: dict[str, Any], out_dir: Path, *, steps: int, lr: float,
-                  batch_size: int, train_text: bool = False) -> Path:
-    """The biased-data control: fine-tune the base on the biased population itself (same caption mix).
-
-    It separates "fine-tuning on balanced data" from "any fine-tuning" in the demo table.
-    """
-    from diffusers import StableDiffusionPipeline
-
-    data = spec["data"]
-    pipe = StableDiffusionPipeline.from_pretrained(str(base), safety_checker=None, requires_safety_checker=False)
-    pipe.vae.requires_grad_(False)
-    pipe.text_encoder.requires_grad_(train_text)
-    samples = biased_population(data["n_per_occupation"], spec["seed"],
-                                data["male_share"], {k: tuple(v) for k, v in data["race_share"].items()})
-    denoise_train(pipe.unet, pipe.text_encoder, pipe.vae, pipe.tokenizer, samples, steps=steps, lr=lr,
-                  batch_size=batch_size, seed=spec["seed"] + 1, p_attribute=spec["train"]["p_attribute"],
-                  p_drop=spec["train"]["p_drop"], label="toy control")
-    pipe.save_pretrained(out_dir, safe_serialization=True)
-    return out_dir
-
-
 def base_dir(spec: dict[str, Any]) -> Path:
     """Cached folder of the trained toy base pipeline for `spec` (built on first use)."""
     return cached_dir("toy-base", spec, lambda d: build_base(d, spec))
