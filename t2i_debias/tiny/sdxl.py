@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from t2i_debias.tiny.cache import cached_dir
+from t2i_debias.tiny.sd import tiny_sd_spec
 
 
 def tiny_sdxl_spec(resolution: int = 32, seed: int = 0, hidden_size: int = 32) -> dict[str, Any]:
@@ -36,17 +37,7 @@ def tiny_sdxl_spec(resolution: int = 32, seed: int = 0, hidden_size: int = 32) -
             "cross_attention_dim": 2 * hidden_size,
             "norm_num_groups": 8,
         },
-        "vae": {
-            "in_channels": 3,
-            "out_channels": 3,
-            "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D"],
-            "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"],
-            "block_out_channels": [16, 32],
-            "latent_channels": 4,
-            "norm_num_groups": 8,
-            "sample_size": resolution,
-            "scaling_factor": 0.13025,
-        },
+        "vae": {**tiny_sd_spec(resolution)["vae"], "scaling_factor": 0.13025},  # the SD VAE, SDXL scaling
         "text": {
             "hidden_size": hidden_size,
             "intermediate_size": 2 * hidden_size,
