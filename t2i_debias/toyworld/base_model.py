@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,14 @@ from typing import Any
 import numpy as np
 
 from t2i_debias.text import with_article
-from t2i_debias.tiny.cache import cached_dir
 from t2i_debias.toyworld.dataset import MALE_SHARE, RACE_SHARE, Sample, balanced_population, biased_population
+from t2i_debias.toyworld.pretrained import cached_or_shipped
+from t2i_debias.toyworld.render import OCCUPATIONS, TOY_RACES, world_spec
 from t2i_debias.toyworld.threads import build_record
 
 log = logging.getLogger(__name__)
 
-VERSION = 2  # 2: attribute captions on a balanced population; build.json
+VERSION = 3  # 2: attribute captions on a balanced population; build.json. 3: six occupations (2 held out)
 # Seed offset of the balanced population whose pictures carry the attribute captions (people distinct
 # from the biased population of the same seed).
 ATTRIBUTE_SEED_OFFSET = 7919
@@ -44,9 +46,11 @@ def neutral_caption(occupation: str) -> str:
     return f"a photo of {with_article(occupation)}"
 
 
-def attribute_caption(occupation: str, gender: str, race: str | None, rng: np.random.Generator) -> str:
-    """A caption naming the attributes, in one of the phrasings the pipeline's prompts use."""
-    k = int(rng.integers(4))
+def attribute_caption(occupation: str, gender: str, race: str | None, rng: np.random.Generator,
+                      p_race: float = 0.5) -> str:
+    """A caption naming the attributes, in one of the phrasings the pipeline's prompts use; with `race`, it
+    names the skin tone with probability `p_race` (two phrasings each, with and without it)."""
+    k = int(rng.integers(2)) + (2 if race and rng.random() < p_race else 0)
     if k == 0:
         return f"a photo of {with_article(GENDER_ADJ[gender] + ' ' + occupation)}"
     if k == 1:
@@ -59,13 +63,14 @@ def attribute_caption(occupation: str, gender: str, race: str | None, rng: np.ra
     return f"a photo of {with_article(GENDER_ADJ[gender] + ' ' + occupation)}"
 
 
-def training_caption(s: Sample, rng: np.random.Generator, p_attribute: float, p_drop: float) -> str:
+def training_caption(s: Sample, rng: np.random.Generator, p_attribute: float, p_drop: float,
+                     p_race: float = 0.5) -> str:
     """Empty with p_drop (for classifier-free guidance), attribute caption with p_attribute, else neutral."""
     u = rng.random()
     if u < p_drop:
         return ""
     if u < p_drop + p_attribute:
-        return attribute_caption(s.person.occupation, s.person.gender, s.person.race, rng)
+        return attribute_caption(s.person.occupation, s.person.gender, s.person.race, rng, p_race)
     return neutral_caption(s.person.occupation)
 
 
@@ -85,11 +90,17 @@ def caption_batch(rng: np.random.Generator, n_neutral: int, n_attribute: int, ba
 
 
 # ----------------------------------------------------------------------------- specs
+# The base recipe (tuned on seed 0, then used unchanged for seeds 1 and 2: docs/results/toy_base.md).
+BASE_STEPS = 2500
+P_ATTRIBUTE = 0.5
+P_RACE = 0.75
+
 def vae_spec(steps: int = 400, n_images: int = 4096, batch_size: int = 64, lr: float = 2e-3,
              mid_attention: bool = True) -> dict[str, Any]:
     """Config of the toy VAE and its training. No population seed in it: one VAE serves every seed."""
     return {
         "version": VERSION,
+        "world": world_spec(),
         "model": {"in_channels": 3, "out_channels": 3, "down_block_types": ["DownEncoderBlock2D"] * 3,
                   "up_block_types": ["UpDecoderBlock2D"] * 3, "block_out_channels": [16, 32, 64],
                   "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 8, "sample_size": 32,
@@ -99,13 +110,14 @@ def vae_spec(steps: int = 400, n_images: int = 4096, batch_size: int = 64, lr: f
     }
 
 
-def base_spec(seed: int = 0, steps: int = 1500, n_per_occupation: int = 300, vae_steps: int = 400,
-              vae_images: int = 4096, batch_size: int = 64, lr: float = 1e-3, p_attribute: float = 0.4,
-              attribute_per_cell: int = 50, heads: tuple[int, int] | int = 8) -> dict[str, Any]:
+def base_spec(seed: int = 0, steps: int = BASE_STEPS, n_per_occupation: int = 300, vae_steps: int = 400,
+              vae_images: int = 4096, batch_size: int = 64, lr: float = 1e-3, p_attribute: float = P_ATTRIBUTE,
+              attribute_per_cell: int = 50, heads: tuple[int, int] | int = 8, p_race: float = P_RACE) -> dict[str, Any]:
     """Config of the toy base model: data (bias, size, seed, attribute population), architecture, training."""
     return {
         "version": VERSION,
         "seed": seed,
+        "world": world_spec(),
         "vae": vae_spec(vae_steps, vae_images),
         # Neutral captions on the biased population; attribute captions on a balanced one
         # (`attribute_per_cell` people per occupation × gender × skin tone; module docstring).
@@ -127,7 +139,7 @@ def base_spec(seed: int = 0, steps: int = 1500, n_per_occupation: int = 300, vae
         # suffix, is 20): with CLIP's 77 a CPU training step was ~3x slower.
         "max_length": 24,
         "train": {"steps": steps, "batch_size": batch_size, "lr": lr, "warmup": 50, "p_attribute": p_attribute,
-                  "p_drop": 0.1},
+                  "p_drop": 0.1, "p_race": p_race},
     }
 
 
@@ -169,7 +181,7 @@ def _train_vae(out_dir: Path, spec: dict[str, Any]) -> None:
 
     tr = spec["train"]
     torch.manual_seed(tr["seed"])
-    per_cell = math.ceil(tr["n_images"] / 24)
+    per_cell = math.ceil(tr["n_images"] / (len(OCCUPATIONS) * 2 * len(TOY_RACES)))
     x_all = to_tensor([s.render().image for s in balanced_population(per_cell, tr["seed"])])
     vae = AutoencoderKL(**spec["model"])
     opt = torch.optim.AdamW(vae.parameters(), lr=tr["lr"], weight_decay=0.0)
@@ -198,9 +210,9 @@ def _train_vae(out_dir: Path, spec: dict[str, Any]) -> None:
 
 
 def vae_dir(spec: dict[str, Any] | None = None) -> Path:
-    """Cached folder of the trained toy VAE."""
+    """Cached folder of the toy VAE: the shipped copy when it matches `spec`, else trained."""
     spec = spec or vae_spec()
-    return cached_dir("toy-vae", spec, lambda d: build_vae(d, spec))
+    return cached_or_shipped("toy-vae", "vae", spec, lambda d: build_vae(d, spec))
 
 
 # ----------------------------------------------------------------------------- base model
@@ -215,7 +227,7 @@ def new_scheduler(prediction_type: str = "epsilon") -> Any:
 def denoise_train(unet: Any, text_encoder: Any, vae: Any, tokenizer: Any, samples: list[Sample], *, steps: int,
                   lr: float, batch_size: int, seed: int, p_attribute: float, p_drop: float, warmup: int = 0,
                   weight_decay: float = 1e-4, label: str = "toy",
-                  attribute_samples: list[Sample] | None = None) -> None:
+                  attribute_samples: list[Sample] | None = None, p_race: float = 0.5) -> None:
     """Plain denoising (ε-MSE) of U-Net + text encoder on rendered samples with the toy caption mix.
 
     With `attribute_samples`, attribute captions go with those people (the base recipe: a balanced
@@ -250,10 +262,10 @@ def denoise_train(unet: Any, text_encoder: Any, vae: Any, tokenizer: Any, sample
             idx, kinds = caption_batch(rng, n_neutral, len(attribute_samples), batch_size, p_attribute, p_drop)
             caps = [("", neutral_caption(samples[i].person.occupation),
                      attribute_caption(samples[i].person.occupation, samples[i].person.gender, samples[i].person.race,
-                                       rng))[k] for i, k in zip(idx, kinds, strict=True)]
+                                       rng, p_race))[k] for i, k in zip(idx, kinds, strict=True)]
         else:
             idx = rng.integers(0, len(samples), batch_size)
-            caps = [training_caption(samples[i], rng, p_attribute, p_drop) for i in idx]
+            caps = [training_caption(samples[i], rng, p_attribute, p_drop, p_race) for i in idx]
         ids = tokenizer(caps, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                         return_tensors="pt").input_ids
         it = torch.as_tensor(idx)
@@ -277,7 +289,7 @@ def base_populations(spec: dict[str, Any]) -> tuple[list[Sample], list[Sample]]:
     """(neutral-caption people, attribute-caption people) of a base spec: biased, then balanced."""
     seed, data = spec["seed"], spec["data"]
     neutral = biased_population(data["n_per_occupation"], seed, data["male_share"],
-                                {k: tuple(v) for k, v in data["race_share"].items()})
+                                {k: tuple(v) for k, v in data["race_share"].items()}, tuple(spec["world"]["occupations"]))
     if data.get("attribute_population") != "balanced":
         raise ValueError(f"toy base spec: unknown attribute_population {data.get('attribute_population')!r}; "
                          "known: 'balanced'")
@@ -308,16 +320,30 @@ def _train_base(out_dir: Path, spec: dict[str, Any]) -> None:
     neutral, attribute = base_populations(spec)
     denoise_train(unet, text_encoder, vae, tokenizer, neutral, steps=tr["steps"], lr=tr["lr"],
                   batch_size=tr["batch_size"], seed=seed, p_attribute=tr["p_attribute"], p_drop=tr["p_drop"],
-                  warmup=tr["warmup"], label=f"toy base seed {seed}", attribute_samples=attribute)
+                  warmup=tr["warmup"], label=f"toy base seed {seed}", attribute_samples=attribute,
+                  p_race=tr["p_race"])
     pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                                    scheduler=new_scheduler(), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.save_pretrained(out_dir, safe_serialization=True)
 
 
+def add_unshipped_parts(out_dir: Path, spec: dict[str, Any]) -> None:
+    """Add the parts a shipped base leaves out (VAE, tokenizer), exactly as a build saves them."""
+    from transformers import CLIPTokenizer
+
+    from t2i_debias.tiny.sd import clip_tokenizer_dir
+
+    shutil.copytree(vae_dir(spec["vae"]), out_dir / "vae", ignore=shutil.ignore_patterns("build.json", "shipped.json"))
+    CLIPTokenizer.from_pretrained(clip_tokenizer_dir(), model_max_length=spec["max_length"]).save_pretrained(
+        out_dir / "tokenizer")
+
+
 def base_dir(spec: dict[str, Any]) -> Path:
-    """Cached folder of the trained toy base pipeline for `spec` (built on first use)."""
-    return cached_dir("toy-base", spec, lambda d: build_base(d, spec))
+    """Cached folder of the toy base pipeline for `spec`: the shipped copy of its seed when it matches, else
+    trained on first use."""
+    return cached_or_shipped("toy-base", f"base-seed{spec['seed']}", spec, lambda d: build_base(d, spec),
+                             finish=lambda d: add_unshipped_parts(d, spec))
 
 
 def resolve(spec: str, cfg: Any = None) -> Path:

@@ -29,12 +29,12 @@ from PIL import Image
 
 from t2i_debias.attributes import GENDERS, STATUS_AMBIGUOUS
 from t2i_debias.labels.base import Box, DemographicClassifier, Prediction
-from t2i_debias.tiny.cache import cached_dir
-from t2i_debias.toyworld.render import OCCUPATIONS, SIZE, TOY_RACES
+from t2i_debias.toyworld.pretrained import cached_or_shipped
+from t2i_debias.toyworld.render import OCCUPATIONS, SIZE, TOY_RACES, world_spec
 
 log = logging.getLogger(__name__)
 
-VERSION = 2
+VERSION = 3  # 3: six occupations (two held out of the MPII copy)
 # The two gender cues: "hair" is read from the head, "clothes" from the body (see module docstring).
 GENDER_CUES: tuple[str, ...] = ("hair", "clothes")
 HEADS: dict[str, tuple[str, ...]] = {"hair": GENDERS, "clothes": GENDERS, "race": TOY_RACES,
@@ -54,7 +54,7 @@ CUT_ROWS_CHECK: tuple[int, ...] = (14, 16, 18)
 def classifier_spec(n_per_cell: int = 100, steps: int = 300, cue_steps: int = 800, seed: int = 0) -> dict[str, Any]:
     """Config of the four CNNs and their training (the cache key). The gender cues, read from part of the
     picture and from composites, need more steps than skin tone and occupation (1.00 held out at 300)."""
-    return {"version": VERSION, "widths": [16, 32, 48], "n_per_cell": n_per_cell, "steps": steps,
+    return {"version": VERSION, "world": world_spec(), "widths": [16, 32, 48], "n_per_cell": n_per_cell, "steps": steps,
             "cue_steps": cue_steps,
             "batch_size": 64, "lr": 3e-3, "seed": seed, "heldout_per_cell": 20, "heads": HEADS,
             "composite_share": 0.5, "cut_rows": list(CUT_ROWS_TRAIN),
@@ -229,7 +229,7 @@ def _train_classifier(out_dir: Path, spec: dict[str, Any]) -> None:
 def classifier_dir(spec: dict[str, Any] | None = None) -> Path:
     """Cached folder of the trained toy classifier."""
     spec = spec or classifier_spec()
-    return cached_dir("toy-classifier", spec, lambda d: build_classifier(d, spec))
+    return cached_or_shipped("toy-classifier", "classifier", spec, lambda d: build_classifier(d, spec))
 
 
 class ToyClassifier(DemographicClassifier):

@@ -14,18 +14,21 @@ from typing import Any
 
 import numpy as np
 
-from t2i_debias.toyworld.render import OCCUPATIONS, TOY_RACES, Person, Rendered, render
+from t2i_debias.toyworld.render import MPII_OCCUPATIONS, OCCUPATIONS, TOY_RACES, Person, Rendered, render
 
 log = logging.getLogger(__name__)
 
 # P(man | occupation): the planted gender bias.
-MALE_SHARE: dict[str, float] = {"doctor": 0.90, "nurse": 0.10, "firefighter": 0.85, "chef": 0.50}
+MALE_SHARE: dict[str, float] = {"doctor": 0.90, "nurse": 0.10, "firefighter": 0.85, "chef": 0.50,
+                                "pilot": 0.85, "teacher": 0.20}
 # P(skin tone | occupation), in TOY_RACES order (white, asian, black): the planted race bias.
 RACE_SHARE: dict[str, tuple[float, float, float]] = {
     "doctor": (0.70, 0.20, 0.10),
     "nurse": (0.20, 0.60, 0.20),
     "firefighter": (0.60, 0.10, 0.30),
     "chef": (0.34, 0.33, 0.33),
+    "pilot": (0.65, 0.20, 0.15),
+    "teacher": (0.30, 0.30, 0.40),
 }
 # MPII-style (category, activity) of each toy occupation; occupations_toy.csv maps them back.
 ACTIVITIES: dict[str, tuple[str, str, int]] = {
@@ -59,13 +62,15 @@ def _counts(shares: list[float], n: int) -> list[int]:
 
 def biased_population(n_per_occupation: int, seed: int,
                       male_share: dict[str, float] | None = None,
-                      race_share: dict[str, tuple[float, ...]] | None = None) -> list[Sample]:
-    """The biased population: exact gender and skin-tone shares per occupation, shuffled by `seed`."""
+                      race_share: dict[str, tuple[float, ...]] | None = None,
+                      occupations: tuple[str, ...] = MPII_OCCUPATIONS) -> list[Sample]:
+    """The biased population of `occupations`: exact gender and skin-tone shares per occupation, shuffled by
+    `seed`. The default is the MPII copy's occupations; the base model trains on every OCCUPATIONS."""
     male_share = male_share or MALE_SHARE
     race_share = race_share or RACE_SHARE
     rng = np.random.default_rng(seed)
     out: list[Sample] = []
-    for occ in OCCUPATIONS:
+    for occ in occupations:
         n_men = int(round(male_share[occ] * n_per_occupation))
         genders = ["man"] * n_men + ["woman"] * (n_per_occupation - n_men)
         races = [r for r, k in zip(TOY_RACES, _counts(list(race_share[occ]), n_per_occupation), strict=True)

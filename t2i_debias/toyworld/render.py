@@ -6,11 +6,15 @@ and hair colours) so that classifiers and the diffusion model must learn the cue
 
 Cues:
 - occupation: background colour + a symbol in the top-left corner (doctor: red cross, nurse: blue
-  ring, firefighter: flame, chef: white hat);
+  ring, firefighter: flame, chef: white hat, pilot: navy wings, teacher: green board); pilot and
+  teacher are the held-out occupations: the base model knows them, the toy MPII copy has none;
 - perceived gender: `woman` = long hair + dress, `man` = short hair + trousers;
-- skin tone (the race analogue): three levels mapped onto three of DeepFace's race names,
-  light -> "white", medium -> "asian", dark -> "black". The mapping is a naming convenience so that
-  the toy labels fit `attributes.RACES`; it says nothing about real people.
+- skin tone (the race analogue): three tones mapped onto three of DeepFace's race names,
+  light -> "white", reddish -> "asian", dark -> "black". The mapping is a naming convenience so that
+  the toy labels fit `attributes.RACES`; it says nothing about real people. The middle tone is off the
+  light-dark line on purpose: a tone halfway between the other two is pushed into "dark" by
+  classifier-free guidance (guidance 4 amplifies a small error of the conditional prediction 4x), so
+  the base could not draw it when asked (measured: 2 of 32 asked-for medium doctors at guidance 4).
 """
 
 from __future__ import annotations
@@ -23,11 +27,15 @@ from PIL import Image
 from t2i_debias.attributes import GENDERS
 
 SIZE = 32
-OCCUPATIONS: tuple[str, ...] = ("doctor", "nurse", "firefighter", "chef")
+# The occupations of the toy MPII copy (what fine-tuning sees), then the held-out ones, which only the base
+# model was trained on: they show whether a fine-tune on some occupations debiases the others.
+MPII_OCCUPATIONS: tuple[str, ...] = ("doctor", "nurse", "firefighter", "chef")
+HELDOUT_OCCUPATIONS: tuple[str, ...] = ("pilot", "teacher")
+OCCUPATIONS: tuple[str, ...] = MPII_OCCUPATIONS + HELDOUT_OCCUPATIONS
 # Skin-tone level -> race name used as its label (documented analogue, see module docstring).
 SKIN_TONES: dict[str, tuple[int, int, int]] = {
     "white": (242, 208, 178),
-    "asian": (196, 140, 88),
+    "asian": (200, 118, 108),
     "black": (92, 58, 36),
 }
 TOY_RACES: tuple[str, ...] = tuple(SKIN_TONES)
@@ -37,7 +45,21 @@ _BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "nurse": (190, 240, 200),
     "firefighter": (236, 120, 60),
     "chef": (250, 232, 140),
+    "pilot": (245, 185, 200),
+    "teacher": (190, 190, 190),
 }
+# Bump when the drawing changes in a way the constants above do not show (a new symbol, a new shape): every
+# toy model's spec includes `world_spec()`, so a changed world never reuses a model trained on the old one.
+DRAWING_VERSION = 2
+
+
+def world_spec() -> dict[str, object]:
+    """What the toy pictures look like, for the specs (cache keys) of every model trained on them."""
+    return {"drawing": DRAWING_VERSION, "occupations": list(OCCUPATIONS),
+            "skin": {k: list(v) for k, v in SKIN_TONES.items()},
+            "backgrounds": {k: list(v) for k, v in _BACKGROUNDS.items()}}
+
+
 _CLOTHES = [(60, 60, 160), (40, 110, 60), (120, 120, 120), (150, 40, 40), (90, 60, 130), (30, 30, 40)]
 _HAIR = [(30, 20, 15), (90, 55, 25), (200, 170, 90), (60, 40, 30)]
 
@@ -91,6 +113,12 @@ def _symbol(canvas: np.ndarray, occupation: str, rng: np.random.Generator) -> No
         m = (yy >= 1) & (np.abs(xx - 3) <= (yy - 1) * 0.6)
         cell[m] = _jitter(rng, (255, 230, 40), 15)
         cell[(yy >= 4) & (np.abs(xx - 3) <= 1)] = _jitter(rng, (200, 20, 10), 15)
+    elif occupation == "pilot":  # navy wings: a bar with a centre disc
+        m = ((yy >= 2) & (yy <= 3)) | _disc(yy, xx, 3, 3, 1.6)
+        cell[m] = _jitter(rng, (20, 30, 110), 15)
+    elif occupation == "teacher":  # green board with a white chalk line
+        cell[(yy >= 1) & (yy <= 5)] = _jitter(rng, (30, 100, 50), 12)
+        cell[(yy == 3) & (xx >= 1) & (xx <= 5)] = _jitter(rng, (245, 245, 245), 5)
     else:  # chef: white toque
         cell[(yy >= 4) & (xx >= 1) & (xx <= 5)] = _jitter(rng, (252, 252, 252), 3)
         cell[_disc(yy, xx, 3, 3, 2.6) & (yy < 4)] = _jitter(rng, (252, 252, 252), 3)
