@@ -87,9 +87,9 @@ def build_prompts(occupations: list[str], templates: list[str], heldout: list[st
     if not templates:
         raise ValueError("no prompt templates given")
     heldout = list(heldout or [])
-    unknown = sorted(set(heldout) - set(occupations))
-    if unknown:
-        raise ValueError(f"held-out occupations not in the occupation list: {unknown}")
+    # A held-out occupation need not be in the source list: with `occupations = "mpii"` it is one the data
+    # lacks (the toy world's pilot and teacher), evaluated to see whether the debiasing carries over.
+    occupations = list(occupations) + [h for h in heldout if h not in occupations]
     rows: list[dict[str, Any]] = []
     for t_i, template in enumerate(templates):
         if "{occupation}" not in template:

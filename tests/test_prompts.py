@@ -35,9 +35,13 @@ def test_prompts_with_articles_templates_and_split():
     assert set(df.loc[df["occupation"] != "chef", "split"]) == {"train"}
 
 
+def test_heldout_occupations_missing_from_the_list_are_added_as_heldout():
+    df = build_prompts(["chef"], ["a {occupation}"], heldout=["pilot"])
+    assert list(df["occupation"]) == ["chef", "pilot"]
+    assert list(df["split"]) == ["train", "heldout"]
+
+
 def test_bad_inputs_are_errors():
-    with pytest.raises(ValueError, match="not in the occupation list"):
-        build_prompts(["chef"], ["a {occupation}"], heldout=["pilot"])
     with pytest.raises(ValueError, match="no {occupation} slot"):
         build_prompts(["chef"], ["a photo"])
     with pytest.raises(ValueError, match="duplicate prompt ids"):

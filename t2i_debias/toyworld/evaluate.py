@@ -22,7 +22,7 @@ import numpy as np
 from t2i_debias.attributes import GENDERS, STATUS_AMBIGUOUS
 from t2i_debias.metrics.bias import tvd
 from t2i_debias.text import fill_template
-from t2i_debias.toyworld.render import OCCUPATIONS, TOY_RACES
+from t2i_debias.toyworld.render import HELDOUT_OCCUPATIONS, MPII_OCCUPATIONS, OCCUPATIONS, TOY_RACES
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,25 @@ class ToyScore:
     def mean_race_tvd(self) -> float:
         return _mean(self.race_tvd)
 
+    def gender_tvd_over(self, occupations: tuple[str, ...]) -> float:
+        """Mean gender tvd over those of `occupations` that were scored (NaN when none was)."""
+        return _mean({o: v for o, v in self.gender_tvd.items() if o in occupations})
+
+    @property
+    def mpii_gender_tvd(self) -> float:
+        """Mean gender tvd over the occupations of the toy MPII copy (those fine-tuning sees)."""
+        return self.gender_tvd_over(MPII_OCCUPATIONS)
+
+    @property
+    def heldout_gender_tvd(self) -> float:
+        """Mean gender tvd over the held-out occupations (the base knows them; fine-tuning never sees them)."""
+        return self.gender_tvd_over(HELDOUT_OCCUPATIONS)
+
+    @property
+    def mpii_race_tvd(self) -> float:
+        """Mean skin-tone tvd over the occupations of the toy MPII copy."""
+        return _mean({o: v for o, v in self.race_tvd.items() if o in MPII_OCCUPATIONS})
+
     @property
     def max_ambiguous_rate(self) -> float:
         return max(self.ambiguous_rate.values()) if self.ambiguous_rate else float("nan")
@@ -74,6 +93,8 @@ class ToyScore:
         d = asdict(self)
         d["mean_gender_tvd"] = self.mean_gender_tvd
         d["mean_race_tvd"] = self.mean_race_tvd
+        d["mpii_gender_tvd"] = self.mpii_gender_tvd
+        d["heldout_gender_tvd"] = self.heldout_gender_tvd
         d["max_ambiguous_rate"] = self.max_ambiguous_rate
         return d
 

@@ -3,9 +3,9 @@
 Reads `generated/<model>/metadata.csv` (base, the biased-data control, each trained mode, each SOTA
 baseline), classifies the images with the toy classifier, and reports per model: male share and
 skin-tone shares per occupation, the share of hybrid figures (hair and clothes disagree: status
-`ambiguous`, left out of the shares) per occupation, mean gender / skin-tone tvd (and the change
-against base), occupation accuracy, toy-FID (FID on toy-classifier features against the toy data),
-and, for plain pipeline folders, how often each attribute prompt ("a photo of a woman working as a
+`ambiguous`, left out of the shares) per occupation, mean gender / skin-tone tvd over the occupations
+of the toy MPII copy (and the change against base), the held-out occupations' mean gender tvd apart,
+occupation accuracy, toy-FID (FID on toy-classifier features against the toy data), and, for plain pipeline folders, how often each attribute prompt ("a photo of a woman working as a
 doctor") gives the asked gender and skin tone: the lowest over the prompts in the table, every prompt
 below it. Written to <run_dir>/toy/summary.csv, attribute_prompts.csv and summary.md, and printed.
 """
@@ -102,8 +102,10 @@ def summary_table(cfg: Any, n_attribute: int = 8, attribute_out: list[dict[str, 
         for occ in OCCUPATIONS:
             if occ in s.ambiguous_rate:
                 row[f"ambiguous_{occ}"] = s.ambiguous_rate[occ]
-        row["gender_tvd"] = s.mean_gender_tvd
-        row["race_tvd"] = s.mean_race_tvd
+        # Bias over the occupations fine-tuning sees; the held-out ones (base only) are reported apart.
+        row["gender_tvd"] = s.mpii_gender_tvd
+        row["race_tvd"] = s.mpii_race_tvd
+        row["heldout_gender_tvd"] = s.heldout_gender_tvd
         row["occupation_acc"] = s.occupation_accuracy
         row["toy_fid"] = s.toy_fid
         spec = models.get(name)
@@ -128,9 +130,10 @@ def format_table(df: pd.DataFrame, attribute: pd.DataFrame | None = None) -> str
     lowest attribute-prompt obedience; then skin tones, and every attribute prompt when `attribute` is given."""
     cols = ["model"] + [f"male_{o}" for o in OCCUPATIONS if f"male_{o}" in df]
     cols += [f"ambiguous_{o}" for o in OCCUPATIONS if f"ambiguous_{o}" in df]
-    cols += [c for c in ("gender_tvd", "gender_tvd_change", "race_tvd", "occupation_acc", "toy_fid",
+    cols += [c for c in ("gender_tvd", "gender_tvd_change", "race_tvd", "heldout_gender_tvd", "occupation_acc",
+                         "toy_fid",
                          "attr_gender_min", "attr_skin_min") if c in df]
-    head = {"gender_tvd_change": "Δ vs base", "occupation_acc": "occ. acc",
+    head = {"gender_tvd_change": "Δ vs base", "occupation_acc": "occ. acc", "heldout_gender_tvd": "held-out gender tvd",
             "attr_gender_min": "attr. prompts: gender ok (min)", "attr_skin_min": "attr. prompts: skin ok (min)"}
     head |= {f"ambiguous_{o}": f"ambiguous {o}" for o in OCCUPATIONS}
 
