@@ -309,7 +309,7 @@ class ToySection:
     enabled: bool = False  # write the toy MPII data + train/cache the toy models before the stages run
     seed: int = 0  # seed of the toy population and of the base model's training
     n_per_occupation: int = 300  # people per occupation in the biased toy data (and the base training set)
-    base_steps: int = 1500  # training steps of the toy base model (U-Net + text encoder, from scratch)
+    base_steps: int = 2500  # training steps of the toy base model (U-Net + text encoder, from scratch)
     vae_steps: int = 400  # training steps of the toy VAE (shared by every seed)
 
 
