@@ -91,7 +91,8 @@ def test_readme_block_is_what_the_script_writes_from_the_committed_results():
     readme = (ROOT / "t2i_debias" / "toyworld" / "README.md").read_text()
     assert replace_block(readme, results_markdown(res)) == readme
     assert README_BEGIN in readme and README_END in readme
-    assert set(res["seeds"]) >= {"0", "1"}
+    assert set(res["seeds"]) == {"0", "1", "2"}  # every shipped base, measured as shipped
+    assert results_markdown(res) in (ROOT / "docs" / "results" / "toy_base.md").read_text()
 
 
 def test_merge_results_joins_seeds_of_one_recipe_only():

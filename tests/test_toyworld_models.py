@@ -5,9 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-# Images per attribute prompt in the slow gate test (32 prompts); the committed results use 64.
-GATE_N_ATTRIBUTE = 32
-
 
 @pytest.mark.slow
 def test_toy_base_builds_loads_generates_and_is_cached(tmp_path, monkeypatch):
@@ -131,31 +128,20 @@ def test_build_record_writes_wall_and_cpu_seconds(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.heavy(reason="no toy base schedule passes issue 11's gates yet (t2i_debias/toyworld/README.md)")
-def test_toy_base_from_scratch_passes_the_base_gates(tmp_path, monkeypatch):
-    """Seed 0's toy base, VAE included, built from scratch with the default recipe, passes the base gates:
-    the neutral prompt keeps the bias (mean gender tvd >= 0.3), every attribute prompt gives the asked
-    gender >= 90% and skin tone >= 80%, and every occupation's ambiguous rate is <= 10% (issue 11).
-
-    The toy classifier (the judge) comes from the shared test cache; the VAE and base are trained here.
-    """
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shipped_toy_base_passes_the_base_gates(tmp_path, monkeypatch, seed):
+    """Each shipped toy base, copied into a fresh cache exactly as the demo loads it, passes the base gates at
+    64 images per occupation and per attribute prompt, guidance 4: the neutral prompt keeps the bias (mean
+    gender tvd >= 0.3), every attribute prompt gives the asked gender >= 90% and skin tone >= 80%, and every
+    occupation's ambiguous rate is <= 10%. Nothing is trained here."""
     import json
-    import shutil
 
-    from t2i_debias.toyworld.classifier import classifier_dir
-
-    judge = classifier_dir()
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    shutil.copytree(judge, cache / judge.name)
-    monkeypatch.setenv("T2I_DEBIAS_CACHE", str(cache))
+    from t2i_debias.toyworld import base_model
     from t2i_debias.toyworld.evaluate import evaluate_bases
-    from t2i_debias.toyworld.threads import read_build_record
 
-    res = evaluate_bases([0], n=64, n_attribute=GATE_N_ATTRIBUTE)
-    seed0 = res["seeds"]["0"]
-    print(json.dumps({"builds": [res["builds"]["vae"], seed0["build"]], "failed": seed0["failed_gates"],
-                      "male_share": seed0["score"]["male_share"],
-                      "ambiguous": seed0["score"]["ambiguous_rate"]}, indent=1))
-    assert seed0["build"]["wall_seconds"] > 0 and read_build_record(next(cache.glob("toy-vae-*"))) is not None
-    assert seed0["failed_gates"] == []
+    monkeypatch.setenv("T2I_DEBIAS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(base_model, "build_base", lambda *a, **k: pytest.fail("the shipped base was not used"))
+    res = evaluate_bases([seed], n=64, n_attribute=64)
+    got = res["seeds"][str(seed)]
+    print(json.dumps({"failed": got["failed_gates"], "male_share": got["score"]["male_share"]}, indent=1))
+    assert got["failed_gates"] == []
