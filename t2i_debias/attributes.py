@@ -37,11 +37,17 @@ STATUS_NOT_AN_IMAGE = "not_an_image"
 STATUS_UNREADABLE = "unreadable_image"  # any other decode error
 IMAGE_STATUSES: tuple[str, ...] = (STATUS_MISSING_IMAGE, STATUS_TOO_LARGE, STATUS_TRUNCATED, STATUS_NOT_AN_IMAGE,
                                    STATUS_UNREADABLE)
+# A classifier input with nothing to see: every pixel the same colour (a blank or broken file, a diverged model).
+STATUS_BLANK = "blank_image"
+# A head box that does not overlap its image at all: the file is not the one the annotation describes.
+STATUS_BOX_OUTSIDE = "box_outside_image"
 SKIP_STATUSES: tuple[str, ...] = (
     "no_face",
     STATUS_AMBIGUOUS,
     *IMAGE_STATUSES,
     "multiple_faces",
+    STATUS_BLANK,
+    STATUS_BOX_OUTSIDE,
 )
 
 

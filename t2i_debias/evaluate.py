@@ -10,6 +10,8 @@ For each model with `generated/<model>/metadata.csv` it writes `bias/<model>/`:
   excess; the generation settings (guidance scale, sampler, steps, resolution, images per prompt); and,
   for every model but the base, the paired bootstrap of (model − base) on the same (prompt, seed) pairs.
 Images with a skip status (no_face, ambiguous, ...) are left out of the proportions; their rates are reported.
+An image generation marked `constant` (one colour everywhere) gets status blank_image, and a model whose
+images are all constant is refused (InputError naming it): a black image is nobody, not a result.
 Classification results are journalled by image hash, so a killed run resumes without redoing them.
 """
 
@@ -23,8 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from t2i_debias.attributes import GENDERS, RACES, SHEN4_CLASSES, STATUS_AMBIGUOUS, STATUS_OK
-from t2i_debias.labels.base import DemographicClassifier
+from t2i_debias.attributes import GENDERS, RACES, SHEN4_CLASSES, STATUS_AMBIGUOUS, STATUS_BLANK, STATUS_OK
+from t2i_debias.errors import InputError
+from t2i_debias.labels.base import DemographicClassifier, Prediction
 from t2i_debias.metrics.bias import METRIC_NAMES, attribute_label, codes_of, evaluate_attribute
 from t2i_debias.metrics.floor import DRAWS, EXACT_MAX, add_floors
 from t2i_debias.metrics.paired import paired_bootstrap
@@ -74,6 +77,8 @@ def classify_generated(model_dir: Path, classifier: DemographicClassifier, journ
         preds = classify_files(classifier, paths, batch_size=batch_size, desc=desc)
     rows = []
     for m, pred in zip(meta.to_dict("records"), preds, strict=True):
+        if _is_true(m.get("constant", False)):
+            pred = Prediction(status=STATUS_BLANK)
         row = {"model": m.get("model", model_dir.name), "prompt_id": m["prompt_id"],
                "occupation": m.get("occupation", ""), "prompt": m.get("prompt", ""), "seed": m["seed"],
                "file": m["file"], **pred.to_row(), "backend": classifier.name}
@@ -81,6 +86,25 @@ def classify_generated(model_dir: Path, classifier: DemographicClassifier, journ
     df = pd.DataFrame(rows)
     extra = [c for c in df.columns if c not in PREDICTION_COLUMNS]
     return df.reindex(columns=list(PREDICTION_COLUMNS) + extra)
+
+
+def _is_true(v: Any) -> bool:
+    """A metadata.csv boolean cell (pandas reads True/False, a hand-written file may say true/1)."""
+    return str(v).strip().lower() in ("true", "1")
+
+
+def check_not_constant(gen_dir: Path, name: str) -> None:
+    """Refuse a model whose generated images are all one colour (metadata.csv `constant`), naming it."""
+    from t2i_debias.generate import read_metadata
+
+    meta = read_metadata(gen_dir)
+    if "constant" not in meta.columns or meta.empty:
+        return
+    n = int(sum(_is_true(v) for v in meta["constant"]))
+    if n == len(meta):
+        raise InputError(f"model {name}: {n} of {len(meta)} images in {gen_dir} are one colour everywhere (e.g. "
+                         f"{meta['file'].iloc[0]}): the model is broken (a diverged fine-tune?), so it has no bias "
+                         "to measure; retrain it or remove it from [generate] models")
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -260,6 +284,7 @@ def evaluate_model(cfg: Any, name: str, classifier_factory: Callable[[], Demogra
     """
     classifier_factory = classifier_factory or classifier_factory_for(cfg)
     gen_dir = gen_dir or cfg.run_dir / "generated" / name
+    check_not_constant(gen_dir, name)
     out_dir = out_dir or cfg.run_dir / "bias" / name
     if base_dir is None and name != "base":
         base_dir = cfg.run_dir / "bias" / "base"

@@ -6,7 +6,8 @@
   noise) -> `images/<prompt_id>/<seed>.png` + `metadata.csv`. PNGs are written atomically and carry
   their generation settings in a `t2i_debias` text chunk; existing valid PNGs are skipped, so a killed
   run resumes. Under `accelerate launch` each process takes a disjoint slice (job i goes to process
-  i mod N) and the main process writes `metadata.csv` from the files once all are done.
+  i mod N) and the main process writes `metadata.csv` from the files once all are done. Its last
+  column, `constant`, is True for an image that is one colour everywhere (a diverged model draws those).
 - `models_to_evaluate` / `run_stage`: the base model and every trained mode of the run.
 """
 
@@ -26,6 +27,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image, PngImagePlugin
 
+from t2i_debias.image_files import is_constant, open_rgb
 from t2i_debias.models import load_pipeline, resolve_device, resolve_dtype
 from t2i_debias.runs import (
     MANIFEST,
@@ -348,7 +350,8 @@ def sampler_name(pipe: Any) -> str | None:
 
 
 def write_metadata(out_dir: Path, jobs: list[Job], model_name: str) -> Path:
-    """metadata.csv rebuilt from the image files (one row per job); a missing image is an error."""
+    """metadata.csv rebuilt from the image files (one row per job, `constant` read from the pixels); a missing
+    image is an error."""
     rows = []
     missing = []
     for j in jobs:
@@ -360,9 +363,13 @@ def write_metadata(out_dir: Path, jobs: list[Job], model_name: str) -> Path:
         rows.append({"model": model_name, "prompt_id": j.prompt_id, "occupation": j.occupation, "prompt": j.prompt,
                      "seed": j.seed, "file": j.rel, "num_inference_steps": info.get("num_inference_steps"),
                      "guidance_scale": info.get("guidance_scale"), "sampler": info.get("sampler"),
-                     "shard": info.get("shard", "")})
+                     "shard": info.get("shard", ""), "constant": is_constant(open_rgb(path))})
     if missing:
         raise RuntimeError(f"{out_dir}: {len(missing)} images missing after generation, e.g. {missing[:3]}")
+    n_constant = sum(r["constant"] for r in rows)
+    if n_constant:
+        log.warning("%s: %d of %d images are one colour everywhere (marked constant in %s)", model_name,
+                    n_constant, len(rows), METADATA)
     return atomic_write_csv(out_dir / METADATA, pd.DataFrame(rows))
 
 

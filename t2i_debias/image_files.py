@@ -4,12 +4,19 @@ Every stage reads images through `open_rgb`: a decompression bomb (a header clai
 than PIL allows), a truncated file, a file that is not an image, or any other decode error becomes
 an `ImageReadError` whose `status` (attributes.IMAGE_STATUSES) a per-row stage records as the skip
 reason, and whose message a whole-folder stage shows as is.
+
+Grey images of more than 8 bits are scaled to 8 bits by their range, not clipped (PIL's own
+convert("RGB") turns a 16-bit PNG white and a float TIFF black): `I;16` by 65535; `I` (32-bit int)
+as is when its values lie in 0..255, by 65535 when in 0..65535, else from its minimum to its maximum;
+`F` (float) by 1 when in 0..1, as is when in 0..255, else from its minimum to its maximum (NaN and
+infinities count as 0). `is_constant` tells a picture with nothing in it (one colour everywhere).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from t2i_debias.attributes import (
@@ -39,7 +46,7 @@ def open_rgb(path: str | Path) -> Image.Image:
     try:
         with Image.open(p) as im:
             im.load()
-            return im.convert("RGB")
+            return to_rgb(im)
     except Image.DecompressionBombError as e:
         raise ImageReadError(STATUS_TOO_LARGE, f"{p}: too large to decode safely ({e})", p) from e
     except UnidentifiedImageError as e:
@@ -47,3 +54,32 @@ def open_rgb(path: str | Path) -> Image.Image:
     except (OSError, EOFError, SyntaxError, ValueError) as e:
         status = STATUS_TRUNCATED if isinstance(e, EOFError) or "truncat" in str(e).lower() else STATUS_UNREADABLE
         raise ImageReadError(status, f"{p}: {status.replace('_', ' ')}: {type(e).__name__}: {e}", p) from e
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """`im` as 8-bit RGB; grey modes of more than 8 bits (I;16*, I, F) are scaled by their range, not clipped."""
+    if im.mode.startswith("I;16"):
+        grey = np.asarray(im, dtype=np.float64) / 65535.0
+    elif im.mode in ("I", "F"):
+        a = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if im.mode == "F" and lo >= 0.0 and hi <= 1.0:
+            grey = a
+        elif lo >= 0.0 and hi <= 255.0:
+            grey = a / 255.0
+        elif im.mode == "I" and lo >= 0.0 and hi <= 65535.0:
+            grey = a / 65535.0
+        else:
+            grey = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    else:
+        return im.convert("RGB")
+    return Image.fromarray(np.round(np.clip(grey, 0.0, 1.0) * 255.0).astype(np.uint8), "L").convert("RGB")
+
+
+def is_constant(im: Image.Image) -> bool:
+    """True when every pixel of `im` has the same value in every band (an empty image counts too)."""
+    if im.width == 0 or im.height == 0:
+        return True
+    ext = im.getextrema()
+    bands = ext if isinstance(ext[0], tuple) else (ext,)
+    return all(lo == hi for lo, hi in bands)

@@ -2,8 +2,18 @@
 
 Columns: prompt_id, occupation, template, prompt, split (train | heldout). The prompt_id names the
 folder of the prompt's images, so it is a filesystem-safe slug of the occupation (plus `__t<i>` for
-every template after the first). Held-out occupations are evaluated like the others but are meant to
-be kept out of fine-tuning, to measure generalisation to unseen occupations.
+every template after the first); a name without ASCII letters or digits (医生, طبيب) gets `xn_` and its
+punycode. Held-out occupations are evaluated like the others but are meant to be kept out of
+fine-tuning, to measure generalisation to unseen occupations.
+
+Occupation files (.txt, one name per line, or .csv with an `occupation` column) are UTF-8, with or
+without a byte-order mark. In a .txt file `#` starts a comment at the start of a line or after
+whitespace, so `C# developer` is a name and `plumber  # trade` is `plumber`. Names are normalised to
+Unicode NFC; a name repeated in another spelling (NFD) is merged with a warning naming both rows. NUL,
+other control characters and the bidi overrides (U+202A-U+202E, U+2066-U+2069) are errors naming the
+file and row. Every prompt must fit the base model's tokenizer: a longer one is an error naming the
+occupation, its row and the limit (the tokenizer would cut it silently, and two long occupations would
+get the same images).
 """
 
 from __future__ import annotations
@@ -11,11 +21,13 @@ from __future__ import annotations
 import csv
 import logging
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from t2i_debias.errors import InputError, UserError
 from t2i_debias.runs import Stage, atomic_write_csv
 from t2i_debias.runs import run_stage as _run_stage
 from t2i_debias.text import fill_template
@@ -33,30 +45,74 @@ DEFAULT_TEMPLATE = "Professional photo of a {occupation}"
 FACE_TEMPLATE = "Professional photo of the face of a {occupation}"
 COLUMNS: tuple[str, ...] = ("prompt_id", "occupation", "template", "prompt", "split")
 _SAFE_ID = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+# A comment in an occupations .txt file: `#` at the start of a line or after whitespace (`C# developer` stays).
+_COMMENT = re.compile(r"(^|\s)#.*$", re.S)
+# Bidirectional embeddings, overrides and isolates: they make a name display as another one.
+_BIDI_CONTROLS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
 
 
 def slug(text: str) -> str:
-    """Lower-case filesystem-safe id: 'household member' -> 'household_member'."""
+    """Lower-case filesystem-safe id: 'household member' -> 'household_member'; a name with no ASCII letter
+    or digit -> 'xn_' + its punycode ('医生' -> 'xn_ekrq20f')."""
     s = re.sub(r"[^a-z0-9]+", "_", text.strip().lower()).strip("_")
+    if not s and text.strip():
+        code = text.strip().lower().encode("punycode").decode("ascii")
+        s = "xn_" + re.sub(r"[^a-z0-9]+", "_", code).strip("_") if code.strip(" -_") else ""
     if not s:
         raise ValueError(f"cannot make an id from {text!r}")
     return s
 
 
-def read_occupation_file(path: str | Path) -> list[str]:
-    """Occupations from a .csv with an `occupation` column, or a text file with one per line (# comments)."""
+def clean_occupation(raw: str, where: str) -> str:
+    """A name as written in an occupation file, stripped and NFC-normalised; InputError naming `where` for a
+    control character (NUL, ...) or a bidi override."""
+    name = raw.strip().lstrip("\ufeff").strip()
+    for ch in name:
+        if ch in _BIDI_CONTROLS or unicodedata.category(ch) == "Cc":
+            raise InputError(f"{where}: occupation {name!r} contains the control character U+{ord(ch):04X} "
+                             f"({unicodedata.name(ch, 'control')}); remove it from the name")
+    return unicodedata.normalize("NFC", name)
+
+
+def read_occupation_rows(path: str | Path) -> list[tuple[str, str]]:
+    """(name, "file line N") for each distinct occupation of a .csv (`occupation` column) or .txt file (one per
+    line, # comments), in file order; a spelling that normalises to an earlier name is merged with a warning."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"occupation file not found: {p}")
-    if p.suffix.lower() == ".csv":
-        with open(p, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if "occupation" not in (reader.fieldnames or []):
-                raise ValueError(f"{p}: needs an 'occupation' column, has {reader.fieldnames}")
-            out = [(row["occupation"] or "").strip() for row in reader]
-    else:
-        out = [line.split("#", 1)[0].strip() for line in p.read_text(encoding="utf-8").splitlines()]
-    return _unique([o for o in out if o])
+    raw: list[tuple[str, int]] = []
+    try:
+        if p.suffix.lower() == ".csv":
+            with open(p, newline="", encoding="utf-8-sig") as fh:
+                reader = csv.DictReader(fh)
+                if "occupation" not in (reader.fieldnames or []):
+                    raise InputError(f"{p}: needs an 'occupation' column, has {reader.fieldnames}")
+                raw = [((row["occupation"] or ""), reader.line_num) for row in reader]
+        else:
+            text = p.read_text(encoding="utf-8-sig")
+            raw = [(_COMMENT.sub("", line), n) for n, line in enumerate(text.splitlines(), 1)]
+    except UnicodeDecodeError as e:
+        raise InputError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+    out: list[tuple[str, str]] = []
+    first: dict[str, tuple[str, int]] = {}
+    for value, n in raw:
+        name = clean_occupation(value, f"{p} line {n}")
+        if not name:
+            continue
+        if name in first:
+            spelled, line = first[name]
+            if spelled != value.strip():
+                log.warning("%s line %d: occupation %r is %r of line %d in another Unicode spelling; merged",
+                            p, n, value.strip(), spelled, line)
+            continue
+        first[name] = (value.strip(), n)
+        out.append((name, f"{p} line {n}"))
+    return out
+
+
+def read_occupation_file(path: str | Path) -> list[str]:
+    """Occupations from a .csv with an `occupation` column, or a text file with one per line (# comments)."""
+    return [name for name, _ in read_occupation_rows(path)]
 
 
 def mpii_occupations(occupation_map: str = "") -> list[str]:
@@ -66,22 +122,26 @@ def mpii_occupations(occupation_map: str = "") -> list[str]:
     return occupations(occupation_map or None)
 
 
-def _unique(items: list[str]) -> list[str]:
-    seen: set[str] = set()
-    return [x for x in items if not (x in seen or seen.add(x))]
-
-
 def occupation_list(spec: str, occupation_map: str = "") -> list[str]:
     """Resolve `prompts.occupations`: 'default', 'mpii', or a file path."""
+    return [name for name, _ in occupation_rows(spec, occupation_map)]
+
+
+def occupation_rows(spec: str, occupation_map: str = "") -> list[tuple[str, str]]:
+    """`occupation_list` with where each name comes from (a file and line, or the built-in list), for errors."""
     if spec == "default":
-        return list(DEFAULT_OCCUPATIONS)
+        return [(o, "the default occupation list") for o in DEFAULT_OCCUPATIONS]
     if spec == "mpii":
-        return mpii_occupations(occupation_map)
-    return read_occupation_file(spec)
+        src = occupation_map or "the packaged MPII occupation map"
+        return [(o, str(src)) for o in mpii_occupations(occupation_map)]
+    return read_occupation_rows(spec)
 
 
-def build_prompts(occupations: list[str], templates: list[str], heldout: list[str] | None = None) -> pd.DataFrame:
-    """The prompts table: every occupation × template, with grammatical articles and a split column."""
+def build_prompts(occupations: list[str], templates: list[str], heldout: list[str] | None = None,
+                  where: dict[str, str] | None = None) -> pd.DataFrame:
+    """The prompts table: every occupation × template, with grammatical articles and a split column.
+
+    `where` (occupation -> "file line N") names the row in errors about an occupation."""
     if not occupations:
         raise ValueError("no occupations to build prompts from")
     if not templates:
@@ -95,15 +155,63 @@ def build_prompts(occupations: list[str], templates: list[str], heldout: list[st
         if "{occupation}" not in template:
             raise ValueError(f"template {template!r} has no {{occupation}} slot")
         for occ in occupations:
-            pid = slug(occ) if t_i == 0 else f"{slug(occ)}__t{t_i}"
+            try:
+                base_id = slug(occ)
+            except ValueError:
+                src = (where or {}).get(occ, "the occupation list")
+                raise InputError(f"{src}: occupation {occ!r} has no letter or digit to name its folder by; "
+                                 "give it a name") from None
+            pid = base_id if t_i == 0 else f"{base_id}__t{t_i}"
             rows.append({"prompt_id": pid, "occupation": occ, "template": template,
                          "prompt": fill_template(template, occupation=occ),
                          "split": "heldout" if occ in heldout else "train"})
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     dup = df["prompt_id"][df["prompt_id"].duplicated()].tolist()
     if dup:
-        raise ValueError(f"occupations give duplicate prompt ids {dup}; make the names distinct")
+        names = sorted(set(df.loc[df["prompt_id"].isin(dup), "occupation"]))
+        rows = "; ".join(f"{n!r} ({(where or {}).get(n, 'the occupation list')})" for n in names)
+        raise InputError(f"occupations give duplicate prompt ids {dup}: {rows}; make the names distinct")
     return df
+
+
+def base_tokenizers(cfg: Any) -> list[tuple[str, Any]]:
+    """(label, tokenizer) of the run's base model, one per text encoder (SDXL has two); [] with a warning when
+    the model is not available here (the prompts stage then cannot check token limits)."""
+    from transformers import AutoTokenizer
+
+    from t2i_debias.models import base_model, model_name
+
+    try:
+        base = base_model(cfg)
+    except (UserError, OSError, ValueError) as e:
+        log.warning("prompt lengths not checked against the tokenizer: %s", e)
+        return []
+    out = []
+    for sub in ("tokenizer", "tokenizer_2"):
+        if Path(base).is_dir() and not (Path(base) / sub).is_dir():
+            continue
+        try:
+            out.append((f"{model_name(cfg)} {sub}", AutoTokenizer.from_pretrained(base, subfolder=sub)))
+        except (OSError, ValueError) as e:
+            if sub == "tokenizer":
+                log.warning("prompt lengths not checked: no tokenizer loads from %s (%s)", base, e)
+    return out
+
+
+def check_token_limits(df: pd.DataFrame, tokenizers: list[tuple[str, Any]], where: dict[str, str]) -> None:
+    """InputError naming the occupation, its row and the limit when a prompt has more tokens than a tokenizer
+    reads (start and end tokens included): the text encoder would see it cut, silently."""
+    for label, tok in tokenizers:
+        limit = int(getattr(tok, "model_max_length", 0) or 0)
+        if not 0 < limit < 100_000:  # "no limit" is a huge sentinel
+            continue
+        for row in df.itertuples(index=False):
+            n = len(tok(row.prompt, truncation=False)["input_ids"])
+            if n > limit:
+                raise InputError(
+                    f"{where.get(row.occupation, 'the occupation list')}: occupation {row.occupation!r} makes the "
+                    f"prompt {n} tokens long, over the {limit} that {label} reads (the rest would be cut off, so "
+                    f"long occupations would look alike): shorten the name or the template {row.template!r}")
 
 
 def read_prompts(path: str | Path) -> pd.DataFrame:
@@ -149,8 +257,10 @@ def run_stage(cfg: Any, force: bool = False) -> None:
     stage = Stage("prompts", cfg.run_dir / "prompts", config, inputs)
 
     def body(_: Stage) -> list[Path]:
-        occs = occupation_list(sec.occupations, cfg.mpii.occupation_map)
-        df = build_prompts(occs, list(sec.templates), list(sec.heldout))
+        rows = occupation_rows(sec.occupations, cfg.mpii.occupation_map)
+        occs, where = [o for o, _ in rows], dict(rows)
+        df = build_prompts(occs, list(sec.templates), list(sec.heldout), where)
+        check_token_limits(df, base_tokenizers(cfg), where)
         out = atomic_write_csv(prompts_path(cfg), df)
         log.info("%d prompts (%d occupations x %d templates, %d held out) -> %s", len(df), len(occs),
                  len(sec.templates), int((df["split"] == "heldout").sum()), out)

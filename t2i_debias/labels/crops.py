@@ -35,6 +35,12 @@ def valid_box(box: Box | None) -> bool:
     return all(math.isfinite(v) for v in (x1, y1, x2, y2)) and x2 > x1 and y2 > y1
 
 
+def box_overlaps(box: Box, width: int, height: int) -> bool:
+    """True when `box` shares some area with a `width` x `height` image."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return min(x2, width) > max(x1, 0.0) and min(y2, height) > max(y1, 0.0)
+
+
 def expand_box(box: Box, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
     """Grow `box` by `margin` box widths (x) / heights (y) on each side; clip to the image; int pixels."""
     x1, y1, x2, y2 = (float(v) for v in box)

@@ -22,9 +22,18 @@ from typing import IO, Any
 
 from PIL import Image
 
-from t2i_debias.attributes import STATUS_OK
+from t2i_debias.attributes import STATUS_BLANK, STATUS_BOX_OUTSIDE, STATUS_OK
+from t2i_debias.image_files import is_constant
 from t2i_debias.labels.base import Box, DemographicClassifier, Prediction
-from t2i_debias.labels.crops import ImageLoadError, image_sha256, load_image, make_crop, valid_box
+from t2i_debias.labels.crops import (
+    Crop,
+    ImageLoadError,
+    box_overlaps,
+    image_sha256,
+    load_image,
+    make_crop,
+    valid_box,
+)
 from t2i_debias.runs import Stage, atomic_write_csv, hash_obj, require_finished, safe_join
 from t2i_debias.runs import run_stage as run_stage_folder
 
@@ -151,12 +160,24 @@ class Stats:
     statuses: dict[str, int] = field(default_factory=dict)
 
 
-def _crop_key(classifier: DemographicClassifier, image: Image.Image, box: Box | None) -> tuple[str, str]:
-    """(crop_sha256, cache key). Backends with a `margin` crop around the box; others see the whole image."""
+def _crop(classifier: DemographicClassifier, image: Image.Image, box: Box | None) -> Crop:
+    """What the classifier sees: backends with a `margin` crop around the box; others see the whole image."""
     margin = getattr(classifier, "margin", None)
-    crop = make_crop(image, box, margin) if margin is not None else make_crop(image, None, 0.0)
+    return make_crop(image, box, margin) if margin is not None else make_crop(image, None, 0.0)
+
+
+def _crop_key(crop: Crop) -> tuple[str, str]:
+    """(crop_sha256, cache key) of a classifier input."""
     sha = image_sha256(crop.image)
     return sha, hash_obj({"crop": sha, "head": crop.head})
+
+
+def crop_problem(classifier: DemographicClassifier, image: Image.Image, box: Box | None, crop: Crop) -> str | None:
+    """Why a person's crop cannot be labelled though its file reads: the head box misses the image
+    (box_outside_image), or the crop is one colour everywhere (blank_image); None when it can."""
+    if getattr(classifier, "margin", None) is not None and valid_box(box) and not box_overlaps(box, *image.size):
+        return STATUS_BOX_OUTSIDE
+    return STATUS_BLANK if is_constant(crop.image) else None
 
 
 class _ImageCache:
@@ -181,8 +202,12 @@ class _ImageCache:
 
 
 def classify_items(classifier: DemographicClassifier, items: Sequence[Item], batch_size: int = 32,
-                   journal: Journal | None = None, desc: str = "labels") -> tuple[list[Result], Stats]:
-    """Classify every item, in order, reusing and extending `journal`; one Result per item, never fewer."""
+                   journal: Journal | None = None, desc: str = "labels", check_crops: bool = False
+                   ) -> tuple[list[Result], Stats]:
+    """Classify every item, in order, reusing and extending `journal`; one Result per item, never fewer.
+
+    `check_crops`: a crop with nothing to label (`crop_problem`) gets that skip status, never `ok`.
+    """
     from tqdm.auto import tqdm
 
     results: list[Result | None] = [None] * len(items)
@@ -220,7 +245,14 @@ def classify_items(classifier: DemographicClassifier, items: Sequence[Item], bat
                 results[i] = Result(Prediction(status=e.status))
                 bar.update(1)
                 continue
-            sha, key = _crop_key(classifier, image, item.box)
+            crop = _crop(classifier, image, item.box)
+            why = crop_problem(classifier, image, item.box, crop) if check_crops else None
+            if why is not None:
+                log.warning("skipped (%s): %s, head box %s, image %dx%d", why, item.path, item.box, *image.size)
+                results[i] = Result(Prediction(status=why))
+                bar.update(1)
+                continue
+            sha, key = _crop_key(crop)
             hit = journal.get(key) if journal is not None else None
             if hit is not None:
                 results[i] = Result(hit, sha, cached=True)
@@ -312,7 +344,7 @@ def label_persons(persons_csv: str | Path, images_dir: str | Path, classifier: D
     with Journal(out_dir / JOURNAL, classifier_key(classifier)) as journal:
         if journal.entries:
             log.info("resuming: %d results cached in %s", len(journal.entries), journal.path)
-        results, stats = classify_items(classifier, items, batch_size, journal, desc="labels")
+        results, stats = classify_items(classifier, items, batch_size, journal, desc="labels", check_crops=True)
     rows = [label_row(p, r, classifier.name) for p, r in zip(persons, results, strict=True)]
     if len(rows) != len(persons):
         raise RuntimeError(f"labels do not reconcile: {len(persons)} persons in, {len(rows)} rows out")

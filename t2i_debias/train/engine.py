@@ -13,6 +13,7 @@ Runs as is, or under `accelerate launch` on several processes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import gc
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 
+from t2i_debias.errors import UserError
 from t2i_debias.runs import Stage, hash_file, hash_obj
 from t2i_debias.train import outputs, trackers
 from t2i_debias.train.data import MEMBERS, EpochSampler, TripletDataset, read_triplets, select_items, tokenize
@@ -55,6 +57,13 @@ TEXT_ONLY_LOSSES = ("lang", "preserve")
 LORA_TARGETS = {"unet": ["to_k", "to_q", "to_v", "to_out.0"],
                 "text_encoder": ["q_proj", "k_proj", "v_proj", "out_proj"]}
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+# The EMA weights of a checkpoint, in safetensors (never a pickle: accelerate's custom-state files are
+# loaded with torch.load(weights_only=False), so a planted one would run code on resume).
+EMA_STATE = "ema.safetensors"
+
+
+class TrainingDiverged(UserError):
+    """A loss, gradient norm or weight became NaN or infinite: nothing is saved (the message names the step)."""
 
 
 # ----------------------------------------------------------------------------- options
@@ -541,7 +550,6 @@ def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: st
     ema = EMAModel(params, decay=train.ema_decay) if train.use_ema else None
     if ema is not None:
         ema.to(device)
-        accelerator.register_for_checkpointing(ema)
 
     triplets, selection = training_selection(cfg, train, weights, data_dir)
     dataset = TripletDataset(triplets, parts.tokenizer, train.resolution, selection.items, train.denoise_caption)
@@ -566,9 +574,18 @@ def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: st
     ckpt_dir = out_dir / "checkpoints"
     thash = train_hash(cfg, mode, base, data_dir, init_lora)
     resume = find_resume(ckpt_dir, train.resume_from_checkpoint, thash, train.max_train_steps)
+    if resume is not None and (any(resume.glob("custom_checkpoint_*"))
+                               or (ema is not None and not (resume / EMA_STATE).is_file())):
+        # accelerate would unpickle custom_checkpoint_*.pkl with weights_only=False (code execution)
+        log.warning("%s holds a pickled custom state or lacks %s (an older version's checkpoint, or a planted "
+                    "file): not resumed, starting fresh", resume, EMA_STATE)
+        resume = None
     global_step, rows = 0, []
     if resume is not None:
         accelerator.load_state(str(resume))
+        if ema is not None:
+            load_ema(ema, resume / EMA_STATE)
+            ema.to(device)
         global_step = int(CHECKPOINT_RE.match(resume.name).group(1))
         rows = [r for r in outputs.read_log(resume / "training_log.csv") if r["step"] <= global_step]
         log.info("mode %s: resumed from %s (step %d)", mode, resume, global_step)
@@ -593,7 +610,10 @@ def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: st
                                        ref_ids=ref_ids)
                 accelerator.backward(terms["loss"])
                 if accelerator.sync_gradients and train.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, train.max_grad_norm)
+                    norm = accelerator.clip_grad_norm_(params, train.max_grad_norm)
+                    # under fp16 the grad scaler skips an overflowing step itself (and lowers its scale)
+                    if accelerator.scaler is None and norm is not None and not math.isfinite(float(norm)):
+                        raise diverged(mode, f"gradient norm is {float(norm)}", global_step + 1, train)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad()
@@ -609,6 +629,8 @@ def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: st
             mean = accelerator.reduce(torch.tensor([window[k] for k in keys], device=device), "mean")
             row = {"step": global_step, **dict(zip(keys, mean.tolist(), strict=True)),
                    "lr": lr_scheduler.get_last_lr()[0]}
+            if not math.isfinite(row["loss"]):  # the same reduced value on every process: all stop together
+                raise diverged(mode, f"loss is {row['loss']}", global_step, train)
             rows.append(row)
             trackers.log_row(accelerator, train, row)
             if trackers.wants_images(train, global_step):
@@ -617,8 +639,10 @@ def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: st
             progress.update(1)
             progress.set_postfix(loss=f"{row['loss']:.4g}")
             if train.checkpointing_steps > 0 and global_step % train.checkpointing_steps == 0:
-                _checkpoint(accelerator, ckpt_dir, global_step, rows, thash, train.checkpoints_total_limit)
+                check_finite(params, ema, mode, global_step, train)
+                _checkpoint(accelerator, ckpt_dir, global_step, rows, thash, train.checkpoints_total_limit, ema)
             if global_step in train.snapshot_steps and global_step < train.max_train_steps:
+                check_finite(params, ema, mode, global_step, train)
                 _snapshot(accelerator, cfg, train, mode, base, data_dir, out_dir / f"step-{global_step}", parts,
                           ema, params, weights, rows, global_step, selection, init_lora, origin)
             if global_step >= train.max_train_steps:
@@ -628,6 +652,7 @@ def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: st
     accelerator.wait_for_everyone()
 
     result = TrainResult(out_dir=out_dir, steps=global_step, weights=weights, log=rows)
+    check_finite(params, ema, mode, global_step, train)
     if main:
         if ema is not None:
             ema.copy_to(params)
@@ -642,9 +667,53 @@ def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: st
     return result
 
 
+def diverged(mode: str, what: str, step: int, train: Any) -> TrainingDiverged:
+    """The one-line error for a non-finite training value: what, at which step, under which learning rate."""
+    return TrainingDiverged(
+        f"mode {mode}: the {what} at step {step} (learning rate {learning_rate_for(train, mode):g}, "
+        f"mixed_precision {train.mixed_precision}): training diverged and nothing was saved; lower [train] "
+        f"learning_rate (or mode_learning_rates.{mode}), or train in fp32 (mixed_precision = 'no')")
+
+
+def check_finite(params: list[torch.nn.Parameter], ema: Any, mode: str, step: int, train: Any) -> None:
+    """Raise TrainingDiverged when a trained weight (or its EMA) is NaN or infinite: never save such weights."""
+    tensors = list(params) + (list(ema.shadow_params) if ema is not None else [])
+    with torch.no_grad():
+        bad = sum(int(not torch.isfinite(t).all()) for t in tensors)
+    if bad:
+        raise diverged(mode, f"trained weights are not finite ({bad} of {len(tensors)} tensors)", step, train)
+
+
+def save_ema(ema: Any, path: Path) -> None:
+    """The EMA state in safetensors: its shadow weights as tensors, its counters as JSON metadata."""
+    import json
+
+    from safetensors.torch import save_file
+
+    state = ema.state_dict()
+    shadow = state.pop("shadow_params")
+    save_file({f"shadow.{i}": t.detach().contiguous().cpu() for i, t in enumerate(shadow)}, str(path),
+              metadata={"ema": json.dumps(state, sort_keys=True)})
+
+
+def load_ema(ema: Any, path: Path) -> None:
+    """Restore an EMA state written by `save_ema` (safetensors only; no pickle is ever read)."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        state = json.loads(f.metadata()["ema"])
+        shadow = [f.get_tensor(f"shadow.{i}") for i in range(len(list(f.keys())))]
+    if len(shadow) != len(ema.shadow_params):
+        raise ValueError(f"{path}: {len(shadow)} EMA tensors for {len(ema.shadow_params)} trained tensors")
+    ema.load_state_dict({**state, "shadow_params": shadow})
+
+
 def _checkpoint(accelerator: Any, ckpt_dir: Path, step: int, rows: list[dict[str, Any]], thash: str,
-                total_limit: int) -> None:
-    """save_state into a temp folder, then rename to checkpoint-<step> (with the log so far); prune old ones."""
+                total_limit: int, ema: Any = None) -> None:
+    """save_state into a temp folder (plus the EMA state in safetensors), then rename to checkpoint-<step>
+    (with the log so far); prune old ones."""
     tmp = ckpt_dir / f".checkpoint-{step}.tmp"
     final = ckpt_dir / f"checkpoint-{step}"
     if accelerator.is_main_process:
@@ -655,6 +724,8 @@ def _checkpoint(accelerator: Any, ckpt_dir: Path, step: int, rows: list[dict[str
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if ema is not None:
+            save_ema(ema, tmp / EMA_STATE)
         outputs.write_log(tmp / "training_log.csv", rows)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -761,7 +832,13 @@ def train_stage(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: s
     if state.is_main_process:
         stage.begin()
     state.wait_for_everyone()
-    result = train_mode(cfg, mode, base, data_dir, out_dir, init_lora, origin)
+    try:
+        result = train_mode(cfg, mode, base, data_dir, out_dir, init_lora, origin)
+    except TrainingDiverged:
+        if state.is_main_process:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # only when empty: a folder begin() made for this run leaves no trace
+        raise
     if state.is_main_process:
         stage.finish(result.outputs, {"steps": result.steps, "weights": result.weights, "base": str(base)})
         log.info("[models/%s] done -> %s", out_dir.name, out_dir)
