@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.errors import InputError
 from t2i_debias.runs import Stage, atomic_write_csv
 from t2i_debias.runs import run_stage as _run_stage
 from t2i_debias.text import fill_template
@@ -39,7 +40,8 @@ def slug(text: str) -> str:
     """Lower-case filesystem-safe id: 'household member' -> 'household_member'."""
     s = re.sub(r"[^a-z0-9]+", "_", text.strip().lower()).strip("_")
     if not s:
-        raise ValueError(f"cannot make an id from {text!r}")
+        raise InputError(f"occupation {text!r} cannot be used: its id needs ASCII letters or digits "
+                         "(write it in Latin letters, or add them beside the name)")
     return s
 
 
