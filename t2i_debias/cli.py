@@ -135,6 +135,10 @@ def _user_error_hook(verbose: bool) -> Any:
     default = sys.__excepthook__
 
     def hook(typ: type[BaseException], value: BaseException, tb: Any) -> None:
+        if issubclass(typ, KeyboardInterrupt) and not verbose:  # Python then exits by SIGINT: a shell sees 130
+            print("interrupted: finished stages and files are intact; rerun the same command to resume",
+                  file=sys.stderr)
+            return
         if issubclass(typ, UserError) and not verbose:
             print(f"error: {value}  (--verbose shows the traceback)", file=sys.stderr)
             return
@@ -163,6 +167,9 @@ def parse(description: str, sections: list[str], other_sections: list[str] | Non
         cfg = config_from_args(args)
     except ConfigError as e:
         parser.error(str(e))
+    from t2i_debias.runs import claim_run
+
+    claim_run(cfg.run_dir)  # one writer per run: locked when the first stage starts (DESIGN.md §6)
     return args, cfg
 
 

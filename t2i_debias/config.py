@@ -522,9 +522,13 @@ def load_config(path: str | Path | None = None, presets: bool = True) -> Config:
         return cfg
     p = Path(path)
     try:
-        table = tomllib.loads(p.read_text(encoding="utf-8"))
+        table = tomllib.loads(p.read_text(encoding="utf-8-sig"))  # -sig: a BOM (Windows editors) is dropped
     except FileNotFoundError as e:
         raise ConfigError(f"config file not found: {p}") from e
+    except IsADirectoryError as e:
+        raise ConfigError(f"config path {p} is a folder, not a TOML file: pass the file (e.g. {p}/config.toml)") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start}): save it as UTF-8") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from e
     cfg.source = str(p)

@@ -15,5 +15,9 @@ class InputError(UserError, ValueError):
     """An input file whose content cannot be used; the message names the file (and line)."""
 
 
+class RunLockedError(UserError, RuntimeError):
+    """Another process is writing the same run folder (or the same labels journal)."""
+
+
 class MissingInputError(UserError, FileNotFoundError):
     """An input that does not exist or whose producing stage did not finish."""

@@ -66,15 +66,18 @@ def run_pipeline(cfg: Config, force: bool = False, only: list[str] | None = None
     todo = [(n, m) for n, m in STAGES if not only or n in only]
     if until:
         todo = todo[:[n for n, _ in todo].index(until) + 1] if until in [n for n, _ in todo] else todo
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(cfg.run_dir / "config.toml")
+    from t2i_debias.runs import lock_run
+
     t0 = time.time()
-    for i, (name, module) in enumerate(todo, 1):
-        log.info("=== stage %s", name)
-        t = time.time()
-        stage_runner(module)(cfg, force=force)
-        print(f"[{i}/{len(todo)}] {name:<12} {_clock(time.time() - t):>8}   (total {_clock(time.time() - t0)})",
-              file=out, flush=True)
+    with lock_run(cfg.run_dir):  # one writer per run: a second invocation fails at once, naming this one
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(cfg.run_dir / "config.toml")
+        for i, (name, module) in enumerate(todo, 1):
+            log.info("=== stage %s", name)
+            t = time.time()
+            stage_runner(module)(cfg, force=force)
+            print(f"[{i}/{len(todo)}] {name:<12} {_clock(time.time() - t):>8}   (total {_clock(time.time() - t0)})",
+                  file=out, flush=True)
     log.info("pipeline finished in %.1fs: %s", time.time() - t0, cfg.run_dir)
     from t2i_debias.report.html import REPORT_HTML
 

@@ -59,7 +59,8 @@ def slug(text: str) -> str:
         code = text.strip().lower().encode("punycode").decode("ascii")
         s = "xn_" + re.sub(r"[^a-z0-9]+", "_", code).strip("_") if code.strip(" -_") else ""
     if not s:
-        raise ValueError(f"cannot make an id from {text!r}")
+        raise InputError(f"occupation {text!r} cannot be used: its id needs ASCII letters or digits "
+                         "(write it in Latin letters, or add them beside the name)")
     return s
 
 

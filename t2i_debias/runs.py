@@ -11,8 +11,10 @@ import errno
 import hashlib
 import io
 import json
+import logging
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -22,8 +24,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
-from t2i_debias.errors import UserError
+from t2i_debias.errors import RunLockedError, UserError
 
+_log = logging.getLogger(__name__)
 MANIFEST = "_manifest.json"
 TRACKED_PACKAGES = (
     "t2i-debias", "torch", "diffusers", "transformers", "accelerate", "peft", "deepface",
@@ -164,11 +167,40 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def old_path(dest: str | os.PathLike) -> Path:
+    """Where replace_dir puts the old version of `dest` aside on a file system that cannot exchange folders."""
+    dest = Path(dest)
+    return dest.with_name(f".{dest.name}.old")
+
+
+def finish_exchange(dest: str | os.PathLike) -> bool:
+    """Finish a replace_dir that a kill cut between its two renames; True when it had to.
+
+    Only replace_dir's fallback makes `.<name>.old`, and only while `dest` is missing: then the staged
+    `.<name>.new` is the complete replacement (commit runs only on a finished build), so it is put in
+    place, not rebuilt. Without it the old version goes back. A leftover `.old` beside `dest` is removed.
+    """
+    import shutil
+
+    dest = Path(dest)
+    old, new = old_path(dest), dest.parent / f".{dest.name}.new"
+    if not old.is_dir() or old.is_symlink() or not _may_write(dest):
+        return False
+    if not dest.exists():
+        os.rename(new if new.is_dir() else old, dest)
+        _fsync_dir(dest.parent)
+        with contextlib.suppress(FileNotFoundError):
+            (dest / STAGING_MARK).unlink()  # as Staged.commit does after its swap
+    shutil.rmtree(old, ignore_errors=True)
+    return True
+
+
 def replace_dir(new: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Put the complete folder `new` at `dest` in one rename (an exchange when `dest` exists); remove the old one.
 
     A kill leaves `dest` either wholly old or wholly new. Where the file system cannot exchange, the
-    old folder is renamed aside first (a kill between the two renames leaves `dest` missing).
+    old folder is renamed aside first; a kill between the two renames leaves `dest` missing beside
+    `.<name>.old`, and the next finish_exchange (every Staged and Stage runs it) completes the swap.
     """
     import shutil
 
@@ -178,7 +210,7 @@ def replace_dir(new: str | os.PathLike, dest: str | os.PathLike) -> Path:
     elif _exchange(new, dest):
         shutil.rmtree(new)  # now the old version
     else:
-        old = dest.with_name(f".{dest.name}.old")
+        old = old_path(dest)
         shutil.rmtree(old, ignore_errors=True)
         os.rename(dest, old)
         os.rename(new, dest)
@@ -197,6 +229,7 @@ class Staged:
     def __init__(self, dest: str | os.PathLike) -> None:
         self.dest = Path(dest)
         self.path = self.dest.parent / f".{self.dest.name}.new"
+        finish_exchange(self.dest)
 
     def open(self, resume: bool = True) -> Path:
         """Create (or, with `resume`, reuse an unfinished) staging folder and return it."""
@@ -303,12 +336,276 @@ def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str]:
     return out
 
 
+# ----------------------------------------------------------------------------- litter
+# A temporary file of atomic_open: "." + the target's name + "." + mkstemp's 8 random characters + ".tmp".
+TEMP_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_litter(folder: str | os.PathLike, outputs: Iterable[Path] = (), finished: bool = False) -> list[Path]:
+    """Remove what killed runs of this stage left: atomic_open temp files in `folder` (any depth) and beside
+    its `outputs`, and `.<folder>.old`; with `finished` (the stage is complete) also a staging `.<folder>.new`.
+
+    Only the project's own temp names are touched, and only under the stage's folder and its outputs'
+    folders. A `.new` that is the complete replacement of a cut exchange is put in place first
+    (finish_exchange), never removed. One writer per run (lock_run) makes this safe. Returns what went.
+    """
+    import shutil
+
+    folder = Path(folder)
+    finish_exchange(folder)
+    gone: list[Path] = []
+    candidates: list[Path] = list(folder.rglob(".*.tmp")) if folder.is_dir() else []
+    for o in outputs:
+        o = Path(o)
+        if o.parent.is_dir():
+            candidates += [t for t in o.parent.glob(f".{glob_escape(o.name)}.*.tmp")]
+    for t in sorted(set(candidates)):
+        if TEMP_RE.match(t.name) and t.is_file() and not t.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                t.unlink()
+                gone.append(t)
+    staging = folder.parent / f".{folder.name}.new"
+    if finished and folder.is_dir() and staging.is_dir() and not staging.is_symlink():
+        shutil.rmtree(staging)
+        gone.append(staging)
+    if gone:
+        _log.info("removed %d temporary file(s) left by a killed run: %s", len(gone),
+                  ", ".join(str(g) for g in gone[:3]) + (" ..." if len(gone) > 3 else ""))
+    return gone
+
+
+def glob_escape(name: str) -> str:
+    """`name` with glob's special characters made literal."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+# ----------------------------------------------------------------------------- one writer per run
+LOCK_FILE = ".lock"
+_HELD: dict[str, IO[str]] = {}  # run folder (absolute) -> its open, locked lock file
+
+
+def check_run_dir(run_dir: str | os.PathLike) -> Path:
+    """Refuse a run folder that is a symlink: two names for one run let a config meant for one overwrite the other."""
+    p = Path(run_dir)
+    if p.is_symlink():
+        raise UserError(f"run folder {p} is a symlink (to {os.path.realpath(p)}); a run is written only through "
+                        "its real folder: use that path as --run_dir, or copy the run to make a new one")
+    return p
+
+
+def _rank() -> int:
+    """This process's rank under accelerate/torchrun (0 when not distributed)."""
+    ranks = [0]
+    for var in ("RANK", "LOCAL_RANK"):
+        with contextlib.suppress(ValueError):
+            ranks.append(int(os.environ.get(var, "0") or 0))
+    return max(ranks)
+
+
+def hold_run(run_dir: str | os.PathLike) -> Path | None:
+    """Take this process's writer lock on `run_dir` until it exits (an fcntl lock on `<run_dir>/.lock`).
+
+    A second process fails at once with RunLockedError naming the holder (pid and command line).
+    Re-entrant within a process; processes of rank > 0 of a distributed launch share rank 0's lock.
+    Returns the lock file, or None when not taken (rank > 0).
+    """
+    import fcntl
+
+    p = check_run_dir(run_dir)
+    key = os.path.abspath(p)
+    with contextlib.suppress(ValueError):
+        _CLAIMED.remove(key)
+    if key in _HELD:
+        return Path(key) / LOCK_FILE
+    if _rank() != 0:
+        return None
+    p.mkdir(parents=True, exist_ok=True)
+    lock = p / LOCK_FILE
+    fh = open(lock, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise RunLockedError(f"run folder {p} is in use by {holder}; wait for it to finish (or stop it), "
+                             "or use another run folder") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} ({' '.join(sys.argv) or sys.executable})\n")
+    fh.flush()
+    _HELD[key] = fh
+    return lock
+
+
+def release_run(run_dir: str | os.PathLike) -> None:
+    """Give up this process's writer lock on `run_dir` (no-op when not held)."""
+    fh = _HELD.pop(os.path.abspath(run_dir), None)
+    if fh is not None:
+        fh.close()
+
+
+@contextlib.contextmanager
+def lock_run(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold the writer lock on `run_dir` for a block (kept when the process held it already)."""
+    held = os.path.abspath(run_dir) in _HELD
+    hold_run(run_dir)
+    try:
+        yield
+    finally:
+        if not held:
+            release_run(run_dir)
+
+
+_CLAIMED: list[str] = []  # run folders this process will write (cli.parse); locked by the first Stage inside
+
+
+def claim_run(run_dir: str | os.PathLike) -> None:
+    """Declare that this process writes `run_dir`: refuse a symlink now, take the lock when a stage first starts
+    there (so parsing alone creates nothing, and the check comes before any stage reads or writes)."""
+    check_run_dir(run_dir)
+    key = os.path.abspath(run_dir)
+    if key not in _HELD and key not in _CLAIMED:
+        _CLAIMED.append(key)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _take_claim(path: str | os.PathLike) -> None:
+    """Lock the claimed run folder holding `path`, if any (RunLockedError when another process writes it)."""
+    p = os.path.abspath(path)
+    for key in [k for k in _CLAIMED if _inside(p, k)]:
+        _CLAIMED.remove(key)
+        hold_run(key)
+
+
+def _may_write(path: str | os.PathLike) -> bool:
+    """Whether this process may change `path`: it holds its run's lock, or no process does (or it is in no run)."""
+    import fcntl
+
+    if locked_run_containing(path) is not None:
+        return True
+    for folder in Path(os.path.abspath(path)).parents:
+        lock = folder / LOCK_FILE
+        if lock.is_file():
+            try:
+                with open(lock, "a", encoding="utf-8") as fh:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: nobody writes the run (closing unlocks)
+                return True
+            except BlockingIOError:
+                return False
+    return True
+
+
+def locked_run_containing(path: str | os.PathLike) -> Path | None:
+    """The run folder this process holds that contains `path`, if any (the deepest)."""
+    p = os.path.abspath(path)
+    found = [r for r in _HELD if _inside(p, r)]
+    return Path(max(found, key=len)) if found else None
+
+
 # ----------------------------------------------------------------------------- stages
+def path_key(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """How a manifest names `path`: relative to the run folder `root` (POSIX) when inside it, else absolute.
+
+    Relative keys survive moving or copying the run and a relative `[run] root`; data outside the run
+    (the MPII files, a reference set) keeps its absolute name, as it does not move with the run.
+    """
+    p, r = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    try:
+        return p.relative_to(r).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def _manifest_root(folder: Path, m: dict[str, Any]) -> Path:
+    """The run folder a manifest's relative keys are relative to (its `root`, relative to the manifest)."""
+    return folder / m.get("root", ".") if isinstance(m.get("root", "."), str) else folder
+
+
+def _resolve_key(key: Any, root: Path) -> Path | None:
+    """The path a manifest key names (None for a malformed key)."""
+    if not isinstance(key, str) or not key:
+        return None
+    return Path(os.path.normpath(key if os.path.isabs(key) else os.path.join(os.path.abspath(root), key)))
+
+
+def _tree_stats(p: Path) -> tuple[int, int, int]:
+    """(total size, number of files, newest mtime_ns) of a file, or of every file below a folder but manifests."""
+    if p.is_file():
+        st = p.stat()
+        return st.st_size, 1, st.st_mtime_ns
+    size = n = newest = 0
+    for f in p.rglob("*"):
+        if f.is_file() and f.name != MANIFEST:
+            st = f.stat()
+            size, n, newest = size + st.st_size, n + 1, max(newest, st.st_mtime_ns)
+    return size, n, newest
+
+
+def describe_output(path: str | os.PathLike) -> dict[str, Any]:
+    """describe_path plus the newest mtime_ns, so a finished output can be checked without rehashing it."""
+    d = describe_path(path)
+    if not d.get("missing"):
+        d["mtime_ns"] = _tree_stats(Path(path))[2]
+    return d
+
+
+def output_problem(entry: Any, root: Path) -> str | None:
+    """Why a manifest's output entry no longer holds (None when it does): missing, another size, or content.
+
+    Size (and file count) are checked always; when the mtime differs from the recorded one, the content
+    hash decides (so a copy that kept the bytes but not the times still counts).
+    """
+    path = _resolve_key(entry.get("path") if isinstance(entry, dict) else None, root)
+    if path is None:
+        return "malformed output entry"
+    if not path.exists():
+        return f"{path} is missing"
+    size, n, mtime = _tree_stats(path)
+    if entry.get("size") is not None and size != entry["size"] or path.is_dir() and n != entry.get("files", n):
+        return f"{path} changed since the stage finished (size {size}, was {entry.get('size')})"
+    if "mtime_ns" not in entry or entry["mtime_ns"] == mtime or "sha256" not in entry:
+        return None  # an older manifest records no mtime: its size check is all there is
+    if describe_path(path).get("sha256") != entry["sha256"]:
+        return f"{path} changed since the stage finished (content differs)"
+    return None
+
+
+def _outputs_problem(folder: Path, m: dict[str, Any]) -> str | None:
+    """The first output of manifest `m` (in `folder`) that no longer holds, or None."""
+    outputs = m.get("outputs", [])
+    if not isinstance(outputs, list):
+        return "malformed outputs"
+    root = _manifest_root(folder, m)
+    for o in outputs:
+        if (why := output_problem(o, root)) is not None:
+            return why
+    return None
+
+
+def describe_stats(files: Iterable[str | os.PathLike], label: str, root: str | os.PathLike) -> dict[str, Any]:
+    """One manifest input for many files identified by size and mtime (cheap for thousands of images)."""
+    rows = []
+    for f in files:
+        try:
+            st = os.stat(f)
+            rows.append([path_key(f, root), st.st_size, st.st_mtime_ns])
+        except OSError:
+            rows.append([path_key(f, root), None, None])
+    return {"path": label, "files": len(rows), "sha256": hash_obj(sorted(rows))}
+
+
 @dataclass
 class Stage:
     """One stage of a run: knows its folder, decides whether to skip, and writes its manifest last.
 
-    A stage is complete when its manifest exists and records the same config hash and input hashes.
+    A stage is complete when its manifest exists, records the same config hash and input hashes, and
+    its outputs still hold (size, mtime, else content). Inputs and outputs are keyed relative to the
+    run folder `root` (default: the folder holding the stage folder, or the run this process locked).
+    `stat_inputs`: files (images) that count as inputs by size and mtime, under one manifest entry.
     """
 
     name: str
@@ -316,6 +613,14 @@ class Stage:
     config: dict[str, Any]
     inputs: list[Path] = field(default_factory=list)
     started: float = field(default_factory=time.time)
+    root: Path | None = None
+    stat_inputs: list[Path] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder)
+        _take_claim(self.folder)
+        if self.root is None:
+            self.root = locked_run_containing(self.folder) or self.folder.parent
 
     @property
     def manifest_path(self) -> Path:
@@ -326,41 +631,88 @@ class Stage:
         return hash_obj(self.config)
 
     def _inputs(self) -> list[dict[str, Any]]:
-        return [describe_path(p) for p in self.inputs]
+        out = [{**describe_path(p), "path": path_key(p, self.root)} for p in self.inputs]
+        if self.stat_inputs:
+            out.append(describe_stats(self.stat_inputs, f"{len(self.stat_inputs)} files by size and mtime",
+                                      self.root))
+        return out
 
     def read_manifest(self) -> dict[str, Any] | None:
-        """The stage's manifest, or None when missing or unreadable."""
+        """The stage's manifest, or None when missing or unreadable (a malformed one is logged and rerun)."""
+        finish_exchange(self.folder)
         try:
-            return json.loads(self.manifest_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            m = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+            _log.warning("%s is unreadable (%s): the %s stage reruns", self.manifest_path, e, self.name)
+            return None
+        if not isinstance(m, dict):
+            _log.warning("%s is not a manifest: the %s stage reruns", self.manifest_path, self.name)
+            return None
+        return m
+
+    def _recorded_inputs(self, m: dict[str, Any]) -> dict[str, Any] | None:
+        """The manifest's inputs as {resolved path or label: sha256}, or None when malformed."""
+        root = _manifest_root(self.folder, m)
+        out: dict[str, Any] = {}
+        for i in m.get("inputs", []) if isinstance(m.get("inputs", []), list) else [None]:
+            if not isinstance(i, dict) or not isinstance(i.get("path"), str):
+                return None
+            out[self._input_name(i, root)] = i.get("sha256")
+        return out
+
+    @staticmethod
+    def _input_name(entry: dict[str, Any], root: Path) -> str:
+        return entry["path"] if "files" in entry and "size" not in entry else str(_resolve_key(entry["path"], root))
+
+    def incomplete_reason(self) -> str | None:
+        """None when the stage is complete, else why it is not (for the log)."""
+        m = self.read_manifest()
+        if m is None:
+            return "no usable manifest"
+        if m.get("stage") != self.name or m.get("config_hash") != self.config_hash:
+            return "another stage or config"
+        want = {self._input_name(i, self.root): i.get("sha256") for i in self._inputs()}
+        if want != self._recorded_inputs(m):
+            return "inputs changed"
+        return _outputs_problem(self.folder, m)
 
     def is_complete(self) -> bool:
-        """True when a manifest with the same config hash and the same inputs exists."""
-        m = self.read_manifest()
-        if not m or m.get("stage") != self.name or m.get("config_hash") != self.config_hash:
-            return False
-        want = {i["path"]: i.get("sha256") for i in self._inputs()}
-        have = {i["path"]: i.get("sha256") for i in m.get("inputs", [])}
-        if want != have:
-            return False
-        return all(Path(o["path"]).exists() for o in m.get("outputs", []))
+        """True when a manifest with the same config hash and the same inputs exists and its outputs hold."""
+        why = self.incomplete_reason()
+        if why not in (None, "no usable manifest", "another stage or config", "inputs changed"):
+            _log.warning("[%s] not complete: %s", self.name, why)
+        if why is None and self._writer():
+            m = self.read_manifest() or {}
+            root = _manifest_root(self.folder, m)
+            remove_litter(self.folder, [p for o in m.get("outputs", []) if isinstance(o, dict)
+                                        and (p := _resolve_key(o.get("path"), root)) is not None], finished=True)
+        return why is None
+
+    def _writer(self) -> bool:
+        """Whether this process holds the run's writer lock (only the writer removes litter)."""
+        return locked_run_containing(self.folder) is not None
 
     def begin(self) -> None:
         """Mark the stage as in progress: remove a stale manifest so a crash cannot look complete."""
         self.folder.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.manifest_path.unlink()
+        if self._writer():
+            remove_litter(self.folder)
         self.started = time.time()
 
     def finish(self, outputs: Iterable[str | os.PathLike] = (), extra: dict[str, Any] | None = None) -> Path:
         """Write `_manifest.json` (last), recording config hash, inputs, outputs, versions and wall time."""
+        outputs = list(outputs)
         manifest = {
             "stage": self.name,
             "config_hash": self.config_hash,
             "config": self.config,
+            "root": Path(os.path.relpath(os.path.abspath(self.root), os.path.abspath(self.folder))).as_posix(),
             "inputs": self._inputs(),
-            "outputs": [describe_path(o) for o in outputs],
+            "outputs": [{**describe_output(o), "path": path_key(o, self.root)} for o in outputs],
             "versions": package_versions(),
             "argv": sys.argv,
             "wall_time_s": round(time.time() - self.started, 3),
@@ -368,18 +720,30 @@ class Stage:
         }
         if extra:
             manifest["extra"] = extra
-        return atomic_write_json(self.manifest_path, manifest)
+        written = atomic_write_json(self.manifest_path, manifest)
+        if self._writer():
+            remove_litter(self.folder, [Path(o) for o in outputs])
+        return written
 
 
 def finished_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
-    """The manifest of a stage folder whose stage finished (manifest readable, its outputs present), else None."""
+    """The manifest of a stage folder whose stage finished (manifest readable, its outputs as recorded), else None."""
+    return _finished(Path(folder))[0]
+
+
+def _finished(folder: Path) -> tuple[dict[str, Any] | None, str]:
+    """(manifest, "") of a finished stage folder, else (None, why not)."""
+    finish_exchange(folder)
     try:
-        m = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if not isinstance(m, dict) or not all(Path(o.get("path", "")).exists() for o in m.get("outputs", [])):
-        return None
-    return m
+        m = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
+        return None, "no manifest"
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return None, "manifest unreadable"
+    if not isinstance(m, dict):
+        return None, "manifest unreadable"
+    why = _outputs_problem(folder, m)
+    return (m, "") if why is None else (None, why)
 
 
 def require_finished(folder: str | os.PathLike, stage: str, run_dir: str | os.PathLike | None = None
@@ -391,14 +755,14 @@ def require_finished(folder: str | os.PathLike, stage: str, run_dir: str | os.Pa
     """
     from t2i_debias.errors import MissingInputError
 
-    m = finished_manifest(folder)
+    m, why = _finished(Path(folder))
     if m is None:
         p = Path(folder)
         shown = p
         if run_dir is not None:
             with contextlib.suppress(ValueError):
                 shown = p.relative_to(run_dir)
-        why = "no manifest" if not (p / MANIFEST).exists() else "manifest unreadable or outputs missing"
+            why = why.replace(f"{os.path.abspath(run_dir)}{os.sep}", "")
         raise MissingInputError(f"{shown} is incomplete ({why}): rerun the {stage} stage")
     return m
 

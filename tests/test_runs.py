@@ -195,9 +195,11 @@ def test_manifest_contents(tmp_path: Path) -> None:
     m = json.loads((tmp_path / "stage" / MANIFEST).read_text())
     assert m["stage"] == "demo"
     assert m["config_hash"] == hash_obj(cfg) and m["config"] == cfg
-    assert m["inputs"] == [{"path": str(inp), "size": 4, "sha256": hash_file(inp)}]
+    # paths relative to the run folder (here the stage folder's parent), so a moved run stays complete
+    assert m["root"] == ".." and m["inputs"] == [{"path": "input.csv", "size": 4, "sha256": hash_file(inp)}]
     (out,) = m["outputs"]
-    assert out["path"] == str(tmp_path / "stage" / "out.txt") and out["size"] == 5
+    assert out["path"] == "stage/out.txt" and out["size"] == 5
+    assert out["mtime_ns"] == (tmp_path / "stage" / "out.txt").stat().st_mtime_ns
     assert out["sha256"] == hash_file(tmp_path / "stage" / "out.txt")
     assert m["versions"]["python"] and m["versions"]["torch"] and m["versions"]["numpy"]
     assert 0.05 <= m["wall_time_s"] < 30

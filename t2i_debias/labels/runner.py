@@ -23,6 +23,7 @@ from typing import IO, Any
 from PIL import Image
 
 from t2i_debias.attributes import STATUS_BLANK, STATUS_BOX_OUTSIDE, STATUS_OK
+from t2i_debias.errors import RunLockedError
 from t2i_debias.image_files import is_constant
 from t2i_debias.labels.base import Box, DemographicClassifier, Prediction
 from t2i_debias.labels.crops import (
@@ -71,7 +72,8 @@ class Journal:
             fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
             self._fh.close()
-            raise RuntimeError(f"{self.path} is locked: another labels run is writing to this folder") from e
+            raise RunLockedError(f"{self.path} is locked: another labels run is writing to this folder; wait for it "
+                                 "to finish or stop it") from e
         self._load()
         return self
 
@@ -366,7 +368,10 @@ def run_stage(cfg: Any, force: bool = False) -> None:
     require_finished(persons_csv.parent, "mpii", cfg.run_dir)  # a persons.csv the mpii stage finished
     config = {**cfg.section_dict("labels"), "images_dir": str(Path(cfg.mpii.images_dir).resolve()),
               "smoke": cfg.run.smoke}
-    stage = Stage("labels", cfg.run_dir / "labels", config=config, inputs=[persons_csv])
+    # each image's size and mtime are inputs too: a replaced image is labelled again (its crop hash is new)
+    images = sorted({str(r["image"]) for r in read_persons(persons_csv) if isinstance(r.get("image"), str)})
+    stage = Stage("labels", cfg.run_dir / "labels", config=config, inputs=[persons_csv],
+                  stat_inputs=[Path(cfg.mpii.images_dir) / name for name in images])
 
     def body(st: Stage) -> tuple[list[Path], dict[str, Any]]:
         clf = make_classifier(cfg.labels, device=cfg.run.device, smoke=cfg.run.smoke)

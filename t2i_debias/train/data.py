@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from t2i_debias.errors import InputError
+
 log = logging.getLogger(__name__)
 
 MEMBERS: tuple[str, ...] = ("a", "p", "n")  # anchor, positive (counterfactual), negative (same demographics)
@@ -101,7 +103,8 @@ def read_triplets(enriched_dir: str | Path, composer: Any = None) -> list[TrainT
         out.append(TrainTriplet(t.anchor_path, t.positive_path, t.negative_path, t.anchor_text, t.positive_text,
                                 t.negative_text, t.occupation, members))
     if not out:
-        raise ValueError(f"{Path(enriched_dir) / 'metadata.jsonl'}: no triplets to train on")
+        raise InputError(f"{Path(enriched_dir) / 'metadata.jsonl'}: no triplets to train on; the enriched stage "
+                         "kept none (see its skipped.csv / rejected.csv): label more people or relax [augment]")
     return out
 
 
