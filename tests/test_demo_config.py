@@ -28,8 +28,11 @@ def test_make_demos_config_runs_every_stage(tmp_path: Path, monkeypatch, capsys)
 
     from t2i_debias.pipeline import STAGES
 
-    monkeypatch.chdir(tmp_path)  # the config's relative data paths land in the temporary folder
-    finetune_sd.main(["--config", str(ROOT / "configs" / "toy.toml"), "--root", str(tmp_path / "runs"), *SIZES])
+    monkeypatch.chdir(ROOT)  # as `make demo` runs it; only the run folder and the toy data move
+    data = tmp_path / "runs" / "toy-data"
+    finetune_sd.main(["--config", str(ROOT / "configs" / "toy.toml"), "--root", str(tmp_path / "runs"),
+                      "--mpii.mat_file", str(data / "mpii_human_pose_v1_u12_1.mat"),
+                      "--mpii.images_dir", str(data / "images"), *SIZES])
     out = capsys.readouterr().out
     run = tmp_path / "runs" / "toy"
     for i, (name, _) in enumerate(STAGES, 1):
