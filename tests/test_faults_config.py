@@ -216,3 +216,14 @@ def test_names_are_checked_after_the_flags(tmp_path, capsys) -> None:
                                                   "text", "unet"])
     assert cfg.bias.sweep_models == ["text"]
 
+
+
+def test_the_pipeline_refuses_a_bad_name_before_any_stage(tmp_path) -> None:
+    """The demo's crash came after 13 minutes of stages; now the pipeline script stops before the first."""
+    p = _toml(tmp_path, _RECOMMENDED + '[bias]\nsweep_models = ["base", "both"]\n')
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "finetune/finetune_sd.py", "--config", str(p), "--run_dir", str(tmp_path / "r")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "[bias] sweep_models: unknown model 'both'; known: base, unet, control" in r.stderr
+    assert not (tmp_path / "r").exists()  # no stage ran: the mpii stage would have made it
