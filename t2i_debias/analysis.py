@@ -9,7 +9,8 @@ Reads `labels/labels.csv`; writes to `analysis/`:
 - `summary.json`: the same numbers as nested JSON;
 - `<attr>_by_occupation.png`: stacked proportion bars, one bar per occupation.
 Proportions count only `ok` rows; an occupation with none has empty proportions and metrics,
-never 0.
+never 0. An attribute the labels backend does not measure (its `measures`; the toy world has no age) has
+empty counts, proportions and metrics, no plot, and is listed in summary.json's `not_measured`.
 """
 
 from __future__ import annotations
@@ -21,11 +22,21 @@ from typing import Any
 
 import pandas as pd
 
-from t2i_debias.attributes import AGE_GROUPS, GENDERS, RACES, SHEN4, SHEN4_CLASSES, STATUS_OK
+from t2i_debias.attributes import (
+    AGE_GROUPS,
+    GENDERS,
+    MEASURABLE,
+    RACES,
+    SHEN4,
+    SHEN4_CLASSES,
+    STATUS_OK,
+    is_measured,
+)
 from t2i_debias.errors import InputError, MissingInputError
 from t2i_debias.metrics import bias
 from t2i_debias.runs import Stage, atomic_open, atomic_write_csv, atomic_write_json, require_finished
 from t2i_debias.runs import run_stage as run_stage_folder
+from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +73,19 @@ def row_labels(row: dict[str, Any], attrs: dict[str, tuple[str, ...]]) -> dict[s
     return {k: out[k] for k in attrs}
 
 
-def group_stats(rows: list[dict[str, Any]], attrs: dict[str, tuple[str, ...]]) -> dict[str, Any]:
-    """Counts, proportions and imbalance metrics of one group of labels.csv rows."""
+def group_stats(rows: list[dict[str, Any]], attrs: dict[str, tuple[str, ...]],
+                measures: tuple[str, ...] = MEASURABLE) -> dict[str, Any]:
+    """Counts, proportions and imbalance metrics of one group of labels.csv rows (all None, with
+    `measured` false, for an attribute the backend does not measure)."""
     n = len(rows)
     n_ok = sum(r.get("status") == STATUS_OK for r in rows)
     labels = [row_labels(r, attrs) for r in rows]
     out: dict[str, Any] = {"n_persons": n, "n_ok": n_ok, "face_rate": n_ok / n if n else None, "attributes": {}}
     for attr, classes in attrs.items():
+        if not is_measured(attr, measures):
+            out["attributes"][attr] = {"measured": False, "counts": None, "proportions": None,
+                                       "metrics": dict.fromkeys(bias.METRIC_NAMES)}
+            continue
         labs = [lab[attr] for lab in labels]
         counts = bias.counts(labs, classes)
         p = bias.distribution(labs, classes)
@@ -81,9 +98,10 @@ def group_stats(rows: list[dict[str, Any]], attrs: dict[str, tuple[str, ...]]) -
     return out
 
 
-def analyze_labels(df: pd.DataFrame, race_classes: tuple[str, ...] = RACES
+def analyze_labels(df: pd.DataFrame, race_classes: tuple[str, ...] = RACES, measures: tuple[str, ...] = MEASURABLE
                    ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """(by_occupation, skip_reasons, summary) of a labels table; occupations sorted, `all` last."""
+    """(by_occupation, skip_reasons, summary) of a labels table; occupations sorted, `all` last.
+    Attributes not in `measures` (nor derived from them) are left empty: see group_stats."""
     attrs = attribute_classes(race_classes)
     df = df.copy()
     df["occupation"] = df["occupation"].map(lambda v: _val(v) or NO_OCCUPATION)
@@ -93,7 +111,7 @@ def analyze_labels(df: pd.DataFrame, race_classes: tuple[str, ...] = RACES
         groups.setdefault(r["occupation"], []).append(r)
     order = sorted(groups) + [ALL]
     groups[ALL] = records
-    stats = {occ: group_stats(groups[occ], attrs) for occ in order}
+    stats = {occ: group_stats(groups[occ], attrs, measures) for occ in order}
 
     rows = []
     for occ in order:
@@ -106,8 +124,8 @@ def analyze_labels(df: pd.DataFrame, race_classes: tuple[str, ...] = RACES
         for attr, a in s["attributes"].items():
             if attr == "race4":
                 continue
-            for cls, c in a["counts"].items():
-                row[f"n_{attr}={cls}"] = c
+            for cls in attrs[attr]:
+                row[f"n_{attr}={cls}"] = None if a["counts"] is None else a["counts"][cls]
             for cls in attrs[attr]:
                 row[f"p_{attr}={cls}"] = None if a["proportions"] is None else a["proportions"][cls]
         rows.append(row)
@@ -123,6 +141,7 @@ def analyze_labels(df: pd.DataFrame, race_classes: tuple[str, ...] = RACES
     summary = {"n_persons": len(records), "n_occupations": len(order) - 1,
                "status_counts": {k: int(v) for k, v in sorted(df["status"].value_counts().items())},
                "classes": {k: list(v) for k, v in attrs.items()},
+               "not_measured": [a for a in attrs if not is_measured(a, measures)],
                "overall": stats[ALL], "by_occupation": {o: stats[o] for o in order if o != ALL}}
     return by_occ, skips, summary
 
@@ -191,11 +210,12 @@ def read_labels(labels_csv: str | Path, race_classes: tuple[str, ...] = RACES) -
 
 
 def analyze_folder(labels_csv: str | Path, out_dir: str | Path, race_classes: tuple[str, ...] = RACES,
-                   min_count: int = 1) -> list[Path]:
-    """Write every analysis output for one labels.csv; return their paths."""
+                   min_count: int = 1, measures: tuple[str, ...] = MEASURABLE) -> list[Path]:
+    """Write every analysis output for one labels.csv; return their paths. No plot for an attribute the
+    labels backend does not measure (a stale one is removed)."""
     df = read_labels(labels_csv, race_classes)
     try:
-        by_occ, skips, summary = analyze_labels(df, race_classes)
+        by_occ, skips, summary = analyze_labels(df, race_classes, measures)
     except ValueError as e:
         raise ValueError(f"{labels_csv}: {e}") from e
     out = Path(out_dir)
@@ -203,10 +223,14 @@ def analyze_folder(labels_csv: str | Path, out_dir: str | Path, race_classes: tu
              atomic_write_json(out / "summary.json", summary)]
     attrs = attribute_classes(race_classes)
     for attr in PLOTTED:
-        paths.append(plot_stacked(by_occ, attr, attrs[attr], out / f"{attr}_by_occupation.png", min_count))
+        png = out / f"{attr}_by_occupation.png"
+        if is_measured(attr, measures):
+            paths.append(plot_stacked(by_occ, attr, attrs[attr], png, min_count))
+        else:
+            png.unlink(missing_ok=True)
     ov = summary["overall"]
     log.info("analysis: %d persons, %d labelled, %d occupations; overall gender tvd %s", ov["n_persons"],
-             ov["n_ok"], summary["n_occupations"], ov["attributes"]["gender"]["metrics"]["tvd"])
+             ov["n_ok"], summary["n_occupations"], figure(ov["attributes"]["gender"]["metrics"]["tvd"]))
     return paths
 
 
@@ -217,8 +241,11 @@ def run_stage(cfg: Any, force: bool = False) -> None:
         raise MissingInputError(f"{labels_csv} not found: run the labels stage first "
                                 "(mpii_dataset/generate_mpii_prediction_race.py)")
     require_finished(labels_csv.parent, "labels", cfg.run_dir)  # a labels.csv the labels stage finished
+    from t2i_debias.labels.registry import backend_measures
+
     races = race_classes_for(cfg)
-    stage = Stage("analysis", cfg.run_dir / "analysis",
-                  config={**cfg.section_dict("analysis"), "race_classes": list(races)}, inputs=[labels_csv])
-    run_stage_folder(stage, lambda st: analyze_folder(labels_csv, st.folder, races, cfg.analysis.min_count),
-                     force=force, log=log.info)
+    measures = backend_measures(cfg.labels.backend)
+    stage = Stage("analysis", cfg.run_dir / "analysis", inputs=[labels_csv],
+                  config={**cfg.section_dict("analysis"), "race_classes": list(races), "measures": list(measures)})
+    run_stage_folder(stage, lambda st: analyze_folder(labels_csv, st.folder, races, cfg.analysis.min_count,
+                                                      measures), force=force, log=log.info)

@@ -18,6 +18,19 @@ SHEN4: dict[str, str] = {
 }
 SHEN4_CLASSES: tuple[str, ...] = ("WMELH", "black", "indian", "asian")
 
+# The attributes a labels backend may measure; each backend declares those it does
+# (DemographicClassifier.measures). An attribute it does not measure is reported as NOT_MEASURED, never as a bias.
+MEASURABLE: tuple[str, ...] = ("gender", "race", "age_group")
+# Derived attributes and the measured ones they are made of.
+DERIVED_FROM: dict[str, tuple[str, ...]] = {"race4": ("race",), "gender_race": ("gender", "race")}
+NOT_MEASURED = "not measured"
+
+
+def is_measured(attribute: str, measures: tuple[str, ...] | list[str]) -> bool:
+    """Whether `attribute` (measured or derived) can be computed from the attributes a backend `measures`."""
+    return all(a in measures for a in DERIVED_FROM.get(attribute, (attribute,)))
+
+
 ATTRIBUTE_CLASSES: dict[str, tuple[str, ...]] = {
     "gender": GENDERS,
     "race": RACES,

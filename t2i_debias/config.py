@@ -9,6 +9,7 @@ Each section is owned by one stage; add a field to its dataclass to expose a new
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 import typing
@@ -332,61 +333,106 @@ SECTIONS: dict[str, type] = {
 
 @dataclass(frozen=True)
 class Range:
-    """The allowed values of a numeric option (bounds inclusive unless `*_open`); shown in --help."""
+    """The allowed values of a numeric option (bounds inclusive unless `*_open`); shown in --help.
+
+    NaN is never allowed, nor ±inf unless `allow_inf`: a NaN compares false with every bound, so without
+    this check `guidance_scale = nan` would pass and silently switch guidance off. `multiple_of` > 0: the value
+    must be a multiple of it (resolutions: the VAE downsamples by 8).
+    """
 
     lo: float | None = None
     hi: float | None = None
     lo_open: bool = False
     hi_open: bool = False
     choices: tuple[float, ...] = ()
+    multiple_of: int = 0
+    allow_inf: bool = False
 
     def ok(self, v: float) -> bool:
+        if not self.finite_ok(v):
+            return False
         if self.choices:
             return v in self.choices
         if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
             return False
-        return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
+        if self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi):
+            return False
+        return not (self.multiple_of and v % self.multiple_of)
+
+    def finite_ok(self, v: float) -> bool:
+        """False for NaN, and for ±inf unless the range allows it."""
+        return not (math.isnan(v) or (math.isinf(v) and not self.allow_inf))
+
+    def nearest(self, v: float) -> int | None:
+        """The allowed multiple of `multiple_of` closest to `v` (the fix an error message suggests)."""
+        if not self.multiple_of or not self.finite_ok(v):
+            return None
+        m = self.multiple_of
+        lo = math.ceil((self.lo or 0) / m) * m
+        c = max(lo, int(round(v / m)) * m)
+        return min(c, int(self.hi // m * m)) if self.hi is not None else c
 
     def text(self) -> str:
         if self.choices:
-            return "one of " + ", ".join(f"{c:g}" for c in self.choices)
+            return "one of " + ", ".join(_number(c) for c in self.choices)
         if self.lo is not None and self.hi is not None:
-            return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
-        if self.lo is not None:
-            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
-        return f"{'<' if self.hi_open else '<='} {self.hi:g}"
+            out = f"in {'(' if self.lo_open else '['}{_number(self.lo)}, {_number(self.hi)}{')' if self.hi_open else ']'}"
+        elif self.lo is not None:
+            out = f"{'>' if self.lo_open else '>='} {_number(self.lo)}"
+        else:
+            out = f"{'<' if self.hi_open else '<='} {_number(self.hi)}"
+        return out + (f", a multiple of {self.multiple_of}" if self.multiple_of else "")
+
+
+def _number(x: float | None) -> str:
+    """A bound as a person types it: 4294967295 and 100000, not 4.29497e+09; 0.5 as 0.5."""
+    return str(int(x)) if x is not None and float(x).is_integer() else f"{x:g}"
 
 
 _NONNEG, _POS_INT, _POS = Range(0), Range(1), Range(0, lo_open=True)
 _UNIT, _SHIFT = Range(0, 1), Range(-1, 1)
+# Seeds: numpy (accelerate's set_seed) takes 32 bits. Resolutions: multiples of 8 (the VAE's downsampling),
+# at most 4096 px; those that default to 0 ("the model's own") may be 0.
+_SEED = Range(0, 2**32 - 1)
+_RES, _RES_OR_0 = Range(8, 4096, multiple_of=8), Range(0, 4096, multiple_of=8)
+# Counts that size memory or work get a ceiling far above any real run, so a typo such as
+# `images_per_prompt = 10**12` is refused at load instead of exhausting memory hours later.
+MAX_IMAGES = 100_000  # images per prompt (evaluation, sweep)
+MAX_BATCH = 4096  # images per batch, any stage
+MAX_STEPS = 1000  # sampler steps (diffusers schedulers are trained on 1000 timesteps)
+MAX_TRAIN_STEPS = 10_000_000  # optimiser steps of a fine-tune or a toy model
+_IMAGES, _BATCH = Range(1, MAX_IMAGES), Range(1, MAX_BATCH)
+_STEPS, _TRAIN_STEPS = Range(1, MAX_STEPS), Range(1, MAX_TRAIN_STEPS)
 # The range of every numeric option (a dict option's values all share one); checked where a config is
 # loaded (load_config, cli flags), so a value like `images_per_prompt = -3` never reaches a stage.
 RANGES: dict[str, dict[str, Range]] = {
-    "run": {"seed": _NONNEG},
-    "labels": {"margin": _NONNEG, "batch_size": _POS_INT},
+    "run": {"seed": _SEED},
+    "labels": {"margin": _NONNEG, "batch_size": _BATCH},
     "analysis": {"min_count": _NONNEG},
-    "augment": {"resolution": Range(8), "crop_scale": _POS, "crop_shift": _SHIFT, "num_inference_steps": _POS_INT,
-                "guidance_scale": _NONNEG, "batch_size": _POS_INT, "max_tries": _POS_INT, "max_triplets": _NONNEG,
-                "generator_resolution": _NONNEG, "retry_guidance_scale": _NONNEG, "balance_band": _UNIT,
+    "augment": {"resolution": _RES, "crop_scale": _POS, "crop_shift": _SHIFT, "num_inference_steps": _STEPS,
+                "guidance_scale": _NONNEG, "batch_size": _BATCH, "max_tries": Range(1, 100), "max_triplets": _NONNEG,
+                "generator_resolution": _RES_OR_0, "retry_guidance_scale": _NONNEG, "balance_band": _UNIT,
                 "min_written_rate": _UNIT},
-    "train": {"resolution": Range(8), "train_batch_size": _POS_INT, "max_train_steps": _POS_INT,
-              "learning_rate": _POS, "lr_warmup_steps": _NONNEG, "gradient_accumulation_steps": _POS_INT,
-              "max_grad_norm": _NONNEG, "checkpointing_steps": _NONNEG, "lora_rank": _NONNEG,
+    "train": {"resolution": _RES, "train_batch_size": _BATCH, "max_train_steps": _TRAIN_STEPS,
+              "learning_rate": _POS, "lr_warmup_steps": _NONNEG, "gradient_accumulation_steps": Range(1, 10_000),
+              "max_grad_norm": _NONNEG, "checkpointing_steps": _NONNEG, "lora_rank": Range(0, 4096),
               "snr_gamma": _NONNEG, "weights": _NONNEG, "checkpoints_total_limit": _NONNEG,
-              "adam_weight_decay": _NONNEG, "ema_decay": _UNIT, "dataloader_num_workers": _NONNEG,
-              "num_train_epochs": _NONNEG, "mode_learning_rates": _POS, "snapshot_steps": _POS_INT,
+              "adam_weight_decay": _NONNEG, "ema_decay": _UNIT, "dataloader_num_workers": Range(0, 1024),
+              "num_train_epochs": Range(0, 100_000), "mode_learning_rates": _POS, "snapshot_steps": _TRAIN_STEPS,
               "input_perturbation": _NONNEG, "attribute_share": _UNIT, "caption_dropout": _UNIT,
               "guidance_target": Range(-1), "uncond_weight": _NONNEG, "log_images_every": _NONNEG},
-    "generate": {"images_per_prompt": _POS_INT, "base_seed": _NONNEG, "batch_size": _POS_INT,
-                 "num_inference_steps": _POS_INT, "guidance_scale": _NONNEG, "resolution": _NONNEG},
-    "bias": {"n_bootstrap": _NONNEG, "ci": Range(0, 1, lo_open=True, hi_open=True), "floor_exact_max": _NONNEG,
-             "floor_draws": _POS_INT, "guidance_sweep": _NONNEG, "sweep_images_per_prompt": _NONNEG},
-    "quality": {"fid_features": Range(choices=(64, 192, 768, 2048)), "kid_subset_size": Range(2),
-                "kid_subsets": _POS_INT, "batch_size": _POS_INT},
-    "sota": {"debiasvl_lambda": _NONNEG, "fair_diffusion_edit_guidance": _NONNEG, "uce_iterations": _NONNEG,
-             "uce_samples": _POS_INT, "uce_steps": _POS_INT},
-    "report": {"figure_images": _POS_INT},
-    "toy": {"seed": _NONNEG, "n_per_occupation": _POS_INT, "base_steps": _POS_INT, "vae_steps": _POS_INT},
+    "generate": {"images_per_prompt": _IMAGES, "base_seed": _SEED, "batch_size": _BATCH,
+                 "num_inference_steps": _STEPS, "guidance_scale": _NONNEG, "resolution": _RES_OR_0},
+    "bias": {"n_bootstrap": Range(0, 100_000), "ci": Range(0, 1, lo_open=True, hi_open=True),
+             "floor_exact_max": Range(0, 10_000_000), "floor_draws": Range(1, 10_000_000), "guidance_sweep": _NONNEG,
+             "sweep_images_per_prompt": Range(0, MAX_IMAGES)},
+    "quality": {"fid_features": Range(choices=(64, 192, 768, 2048)), "kid_subset_size": Range(2, MAX_IMAGES),
+                "kid_subsets": Range(1, 100_000), "batch_size": _BATCH},
+    "sota": {"debiasvl_lambda": _NONNEG, "fair_diffusion_edit_guidance": _NONNEG, "uce_iterations": Range(0, 1000),
+             "uce_samples": Range(1, 10_000), "uce_steps": _STEPS},
+    "report": {"figure_images": Range(1, 64)},
+    "toy": {"seed": _SEED, "n_per_occupation": Range(1, 10_000), "base_steps": _TRAIN_STEPS,
+            "vae_steps": _TRAIN_STEPS},
 }
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -398,12 +444,18 @@ def check_range(section: str, key: str, value: Any, where: str) -> None:
         return
     values = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
     for v in values:
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and not rng.ok(v):
-            raise ConfigError(f"{where}: [{section}] {key} must be {rng.text()}, got {v!r}")
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or rng.ok(v):
+            continue
+        if not rng.finite_ok(v):
+            raise ConfigError(f"{where}: [{section}] {key} must be a finite number {rng.text()}, got {v!r}")
+        fix = rng.nearest(v)
+        raise ConfigError(f"{where}: [{section}] {key} must be {rng.text()}, got {v!r}"
+                          + (f"; use {fix}" if fix is not None and fix != v else ""))
 
 
-def validate(cfg: Config, source: str | None = None) -> Config:
-    """Check every numeric option against RANGES and that run.name is a plain folder name."""
+def validate(cfg: Config, source: str | None = None, names: bool = True) -> Config:
+    """Check every numeric option against RANGES, that run.name is a plain folder name and (`names`) that every
+    name of a model, mode or method resolves (check_names): all before any stage runs."""
     where = source or cfg.source
     for section, fields in RANGES.items():
         for key in fields:
@@ -412,7 +464,74 @@ def validate(cfg: Config, source: str | None = None) -> Config:
     if not _PLAIN_NAME.match(name) or name in (".", ".."):
         raise ConfigError(f"{where}: [run] name must be a plain folder name (letters, digits, '_', '-', '.'; "
                           f"no '/' or '..'), got {name!r}; put the parent folder in [run] root")
+    if names:
+        check_names(cfg, where)
     return cfg
+
+
+# ----------------------------------------------------------------------------- names of models, modes, methods
+# The fine-tuning modes, in training order (t2i_debias.train.engine imports them from here).
+MODES: tuple[str, ...] = ("text", "unet", "both")
+SCHEDULES: tuple[str, ...] = ("sequential", "joint")
+BASE_MODEL_NAME = "base"  # the unmodified base model: generated/base/, bias/base/
+CONTROL_MODEL_NAME = "control"  # models/control/: [train] control
+
+
+def trained_modes(train: Any) -> list[str]:
+    """The modes a [train] section trains, in training order: sequential = those listed; joint = both only."""
+    return ["both"] if train.schedule == "joint" else [m for m in MODES if m in train.modes]
+
+
+def parse_model_entry(item: str) -> tuple[str, str]:
+    """(name, spec) of one `[generate] models` entry NAME=SPEC; ConfigError unless NAME is a plain folder name."""
+    if "=" not in item:
+        raise ConfigError(f"[generate] models: entry {item!r} must be NAME=SPEC (e.g. base=stabilityai/sd-2-1)")
+    name, spec = (x.strip() for x in item.split("=", 1))
+    if not name or "/" in name or "\\" in name or name.startswith(".") or not spec:
+        raise ConfigError(f"[generate] models: entry {item!r}: NAME names a folder (no '/', not starting with '.') "
+                          "and SPEC a model id or folder")
+    return name, spec
+
+
+def model_names(cfg: Config) -> list[str]:
+    """The models a run evaluates, known when the config is loaded: the names of [generate] models when given,
+    else base, each mode [train] trains (after its preset) and control when [train] control."""
+    if cfg.generate.models:
+        return [parse_model_entry(item)[0] for item in cfg.generate.models]
+    return [BASE_MODEL_NAME, *trained_modes(cfg.train)] + ([CONTROL_MODEL_NAME] if cfg.train.control else [])
+
+
+def _unknown(where: str, key: str, given: list[str], known: list[str] | tuple[str, ...], what: str) -> None:
+    """ConfigError naming the key, the names it does not know and the names it does."""
+    bad = [g for g in given if g not in known]
+    if bad:
+        raise ConfigError(f"{where}: {key}: unknown {what} {', '.join(map(repr, bad))}; known: {', '.join(known)}")
+
+
+def check_names(cfg: Config, where: str) -> None:
+    """Every config value that names a mode, a model or a baseline resolves, so a typo fails at load, not
+    after the stages before the one that reads it. Presets must have been applied."""
+    from t2i_debias.baselines.registry import METHODS  # the baselines' names only (no model code is loaded)
+
+    t = cfg.train
+    if t.schedule not in SCHEDULES:
+        raise ConfigError(f"{where}: [train] schedule must be one of {', '.join(SCHEDULES)}, got {t.schedule!r}")
+    _unknown(where, "[train] modes", list(t.modes), MODES, "mode")
+    _unknown(where, "[train] mode_learning_rates", list(t.mode_learning_rates), MODES, "mode")
+    try:
+        models = model_names(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    dupes = sorted({m for m in models if models.count(m) > 1})
+    if dupes:
+        raise ConfigError(f"{where}: [generate] models: {', '.join(dupes)} named twice; each NAME must be unique")
+    _unknown(where, "[bias] sweep_models", list(cfg.bias.sweep_models), models, "model")
+    _unknown(where, "[sota] methods", list(cfg.sota.methods), list(METHODS), "method")
+    shown = models + [m for m in cfg.sota.methods if m not in models]
+    r = cfg.report
+    if ("report", "figure_base") in cfg.explicit:  # the default "base" may be absent from [generate] models
+        _unknown(where, "[report] figure_base", [r.figure_base], shown, "model")
+    _unknown(where, "[report] figure_ours", [r.figure_ours] if r.figure_ours else [], shown, "model")
 
 
 @dataclass
@@ -469,7 +588,10 @@ def coerce(value: Any, typ: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if typ is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise ConfigError(f"{where}: {value!r} is too large for a number") from None
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if typ is str:
         if isinstance(value, str):
@@ -535,4 +657,4 @@ def load_config(path: str | Path | None = None, presets: bool = True) -> Config:
     apply_table(cfg, table, str(p))
     if presets:
         apply_preset(cfg, cfg.explicit)
-    return validate(cfg)
+    return validate(cfg, names=presets)  # without presets, the caller validates names after its flags

@@ -12,6 +12,8 @@ For each model with `generated/<model>/metadata.csv` it writes `bias/<model>/`:
 Images with a skip status (no_face, ambiguous, ...) are left out of the proportions; their rates are reported.
 An image generation marked `constant` (one colour everywhere) gets status blank_image, and a model whose
 images are all constant is refused (InputError naming it): a black image is nobody, not a result.
+An attribute the labels backend does not measure (its `measures`) gets no metric: summary.json lists it in
+`not_measured`.
 Classification results are journalled by image hash, so a killed run resumes without redoing them.
 """
 
@@ -25,7 +27,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from t2i_debias.attributes import GENDERS, RACES, SHEN4_CLASSES, STATUS_AMBIGUOUS, STATUS_BLANK, STATUS_OK
+from t2i_debias.attributes import (
+    GENDERS,
+    NOT_MEASURED,
+    RACES,
+    SHEN4_CLASSES,
+    STATUS_AMBIGUOUS,
+    STATUS_BLANK,
+    STATUS_OK,
+    is_measured,
+)
 from t2i_debias.errors import InputError
 from t2i_debias.labels.base import DemographicClassifier, Prediction
 from t2i_debias.metrics.bias import METRIC_NAMES, attribute_label, codes_of, evaluate_attribute
@@ -33,6 +44,7 @@ from t2i_debias.metrics.floor import DRAWS, EXACT_MAX, add_floors
 from t2i_debias.metrics.paired import paired_bootstrap
 from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, safe_join
 from t2i_debias.runs import run_stage as _run_stage
+from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
 
@@ -305,10 +317,12 @@ def evaluate_model(cfg: Any, name: str, classifier_factory: Callable[[], Demogra
         clf = classifier_factory()
         pred = classify_generated(gen_dir, clf, out_dir / ".journal.jsonl", cfg.labels.batch_size,
                                   desc=stage.name)
-        attrs = bias_attributes(race_classes_of(cfg))
+        every = bias_attributes(race_classes_of(cfg))
+        attrs = {a: c for a, c in every.items() if is_measured(a, clf.measures)}
         by_prompt, summary = summarize(pred, attrs, b.n_bootstrap, cfg.run.seed, b.ci, b.floor_draws,
                                        b.floor_exact_max)
-        summary.update(model=name, classifier=clf.describe(), generation=generation_settings(gen_dir))
+        summary.update(model=name, classifier=clf.describe(), generation=generation_settings(gen_dir),
+                       not_measured=[a for a in every if a not in attrs])
         if base_pred_path is not None:
             base_pred = pd.read_csv(base_pred_path, keep_default_na=False, dtype={"prompt_id": str})
             summary["paired_vs_base"] = paired_vs_base(pred, base_pred, attrs, b.n_bootstrap, cfg.run.seed, b.ci,
@@ -319,9 +333,10 @@ def evaluate_model(cfg: Any, name: str, classifier_factory: Callable[[], Demogra
                 atomic_write_csv(out_dir / "by_prompt.csv", by_prompt),
                 atomic_write_json(out_dir / "summary.json", summary)]
         agg = summary["attributes"]
-        log.info("[bias] %s: face rate %.2f, gender tvd %s (floor %s), race tvd %s (floor %s)", name,
-                 summary["face_rate"] or 0.0, agg["gender"]["aggregate"]["tvd"], agg["gender"]["floor"]["tvd"],
-                 agg["race"]["aggregate"]["tvd"], agg["race"]["floor"]["tvd"])
+        tvd = {a: (f"{figure(agg[a]['aggregate']['tvd'])} (floor {figure(agg[a]['floor']['tvd'])})" if a in agg
+                   else NOT_MEASURED) for a in ("gender", "race")}
+        log.info("[bias] %s: face rate %s, gender tvd %s, race tvd %s", name, figure(summary["face_rate"]),
+                 tvd["gender"], tvd["race"])
         return outs, {"face_rate": summary["face_rate"]}
 
     _run_stage(stage, body, force=force, log=log.info)

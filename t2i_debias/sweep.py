@@ -24,6 +24,7 @@ import pandas as pd
 from t2i_debias.metrics.bias import METRIC_NAMES
 from t2i_debias.runs import Stage, atomic_open, atomic_write_csv
 from t2i_debias.runs import run_stage as _run_stage
+from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,8 @@ def run_stage(cfg: Any, force: bool = False, classifier: Any = None) -> None:
         outs += [png] if png else []
         g = df[(df["attribute"] == "gender") & (df["metric"] == "tvd")]
         for r in g.itertuples(index=False):
-            log.info("[sweep] %s @ guidance %g: gender tvd %s (floor %s)", r.model, r.guidance_scale, r.value, r.floor)
+            log.info("[sweep] %s @ guidance %s: gender tvd %s (floor %s)", r.model, figure(r.guidance_scale),
+                     figure(r.value), figure(r.floor))
         return outs, {"scales": scales, "models": list(models)}
 
     _run_stage(stage, body, force=force, log=log.info)

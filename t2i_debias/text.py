@@ -1,8 +1,12 @@
-"""Small English helpers for prompts and captions: the indefinite article ("a engineer" never)."""
+"""Small English helpers for prompts, captions and log lines: the indefinite article ("a engineer" never), and
+numbers as a person reads them."""
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
+from typing import Any
 
 # Vowel letters that sound like a consonant ("a university") and silent h ("an hour").
 _CONSONANT_SOUND = re.compile(
@@ -55,3 +59,14 @@ def fill_template(template: str, **fields: str) -> str:
         return _ARTICLE_SLOT.sub(fix, template).format(**fields)
     except KeyError as e:
         raise KeyError(f"template {template!r} uses {e}, which is not given") from None
+
+
+def figure(value: Any, digits: int = 3) -> str:
+    """A number for a log line, to `digits` significant digits (0.0857, not 0.08567774936061379); "n/a" for
+    None or NaN. Files keep full precision: only what a person reads is rounded."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return str(value)
+    value = float(value)
+    return "n/a" if math.isnan(value) else f"{value:.{digits}g}"

@@ -93,3 +93,74 @@ def test_run_stage_writes_all_outputs(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["overall"]["n_ok"] == 4
     assert len(pd.read_csv(out / "by_occupation.csv")) == 3
+
+
+def _long_figures(text: str) -> list[str]:
+    """Decimal numbers in `text` with more than 3 significant digits."""
+    import re
+
+    return [m for m in re.findall(r"\d+\.\d+", text) if len(m.replace(".", "").lstrip("0")) > 3]
+
+
+def test_the_log_line_rounds_its_figures(tmp_path: Path, caplog) -> None:
+    """The stage printed `overall gender tvd 0.08567774936061379`; a person reads 0.0857."""
+    import logging
+
+    rows = [("0_1", "chef", "ok", "man", "white", "young"), ("0_2", "chef", "ok", "man", "white", "young"),
+            ("0_3", "chef", "ok", "woman", "asian", "young")]
+    df = pd.DataFrame([{"person_id": p, "image": f"{p}.jpg", "occupation": o, "status": s, "gender": g,
+                        "race": r, "age_group": a} for p, o, s, g, r, a in rows])
+    df.to_csv(tmp_path / "labels.csv", index=False)
+    with caplog.at_level(logging.INFO, logger="t2i_debias.analysis"):
+        analysis.analyze_folder(tmp_path / "labels.csv", tmp_path / "out")
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("analysis:"))
+    assert line.endswith("overall gender tvd 0.167") and not _long_figures(line)
+
+
+# ----------------------------------------------------------------------------- attributes a backend does not measure
+def test_backends_declare_what_they_measure() -> None:
+    """The toy world draws no age: its labeller's "young" is a placeholder, not a measurement."""
+    from t2i_debias.labels.registry import backend_measures
+
+    assert backend_measures("toy") == ("gender", "race")
+    assert backend_measures("deepface") == backend_measures("clip") == ("gender", "race", "age_group")
+    with pytest.raises(ValueError, match="known: deepface, clip, toy"):
+        backend_measures("nope")
+
+
+def test_an_attribute_not_measured_has_no_tvd_no_plot_and_says_so(tmp_path: Path) -> None:
+    """Every toy person is labelled "young": that was shown as an age-group tvd of 0.75 and a one-colour plot."""
+    from t2i_debias.report import html as report
+
+    cfg = Config()
+    cfg.run.root, cfg.run.name, cfg.labels.backend = str(tmp_path), "r", "toy"
+    (cfg.run_dir / "labels").mkdir(parents=True)
+    df = _labels()
+    df.loc[df["status"] == "ok", "race"] = ["white", "white", "asian", "black"]
+    df.loc[df["status"] == "ok", "age_group"] = "young"
+    df.to_csv(cfg.run_dir / "labels" / "labels.csv", index=False)
+    Stage("labels", cfg.run_dir / "labels", {}).finish([cfg.run_dir / "labels" / "labels.csv"])
+    out = cfg.run_dir / "analysis"
+    (out).mkdir()
+    (out / "age_group_by_occupation.png").write_bytes(b"stale")  # from a run before the backend said so
+    analysis.run_stage(cfg)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["not_measured"] == ["age_group"]
+    age = summary["overall"]["attributes"]["age_group"]
+    assert age["measured"] is False and age["counts"] is None and set(age["metrics"].values()) == {None}
+    assert summary["overall"]["attributes"]["gender"]["metrics"]["tvd"] == pytest.approx(0.25)
+    by_occ = pd.read_csv(out / "by_occupation.csv")
+    assert by_occ["age_group_tvd"].isna().all() and by_occ["p_age_group=young"].isna().all()
+    assert by_occ["gender_tvd"].notna().any()
+    assert not (out / "age_group_by_occupation.png").exists() and (out / "gender_by_occupation.png").exists()
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["config"]["measures"] == ["gender", "race"]
+
+    page = report.section_dataset(cfg.run_dir)
+    import re
+
+    assert re.search(r'<td class="k">age group</td><td colspan="\d+" class="note">not measured by the labels backend'
+                     r"</td></tr>", page)
+    per_occ = page.split("Per occupation", 1)[1]
+    assert "age_group_tvd" in per_occ and per_occ.count("not measured") == len(by_occ)  # one cell per row
+    assert "age_group_by_occupation.png" not in page and "gender_by_occupation.png" in page

@@ -243,3 +243,20 @@ def test_uce_edit_closed_form(tiny_sd_path):
     uce_edit(pipe, [("photo of nurse", ["photo of male", "photo of female"], [0.3, 0.0])])
     w1 = layers[name].weight.detach().double()
     assert (c @ w1.T - target).norm() < 0.5 * (o - target).norm()
+
+
+def test_uce_tuning_reports_progress(tiny_sd_path, caplog, capsys):
+    """UCE's tuning generates and classifies for minutes: it shows a bar and one rounded line per iteration."""
+    import logging
+
+    def ratio_fn(p, occupation, groups):  # 2/3 men: never balanced, so every iteration edits
+        return {"gender": np.array([2 / 3, 1 / 3]), "race": np.full(len(groups["race"]), 1 / len(groups["race"]))}
+
+    m = make_method("uce", _load(tiny_sd_path), iterations=2, races=["white", "asian", "black"], ratio_fn=ratio_fn)
+    with caplog.at_level(logging.INFO, logger="t2i_debias.baselines.uce"):
+        m.prepare(["doctor", "nurse"])
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("uce: iteration")]
+    assert lines == [f"uce: iteration {i}/2: 2 of 2 concepts off balance; largest gap 0.167 (doctor|gender), "
+                     "target < 0.05" for i in (1, 2)]
+    err = capsys.readouterr().err
+    assert "uce tuning 1/2" in err and "uce tuning 2/2" in err

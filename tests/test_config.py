@@ -108,11 +108,13 @@ def test_section_dict_hash_changes_only_with_its_sections() -> None:
     assert hash_obj(a.section_dict("train")) != hash_obj(b.section_dict("train"))
 
 
-def test_shipped_configs_load() -> None:
-    files = sorted((ROOT / "configs").glob("*.toml"))
-    assert any(f.name == "smoke.toml" for f in files)
-    for f in files:
-        load_config(f)
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path: Path) -> None:
+    """Every config the project ships loads and validates: no name of a model, mode or method it lacks."""
+    from t2i_debias.config import validate
+
+    assert {"smoke.toml", "toy.toml"} <= {f.name for f in (ROOT / "configs").glob("*.toml")}
+    validate(load_config(path))
 
 
 def test_smoke_config_is_tiny() -> None:

@@ -193,3 +193,38 @@ def test_paired_comparison_against_the_base(tmp_path):
     assert lo <= tvd["diff"] <= hi and 0 <= tvd["p"] <= 1
     assert tvd["verdict"] in ("less biased", "no significant difference")
     assert set(paired["attributes"]) == {"gender", "race", "race4", "gender_race"}
+
+
+def test_the_bias_log_line_rounds_its_figures(tmp_path, caplog):
+    """Each figure of the stage's log line has 3 significant digits (summary.json keeps them all)."""
+    import logging
+    import re
+
+    from t2i_debias import evaluate
+
+    cfg = _make_run(tmp_path)
+    with caplog.at_level(logging.INFO, logger="t2i_debias.evaluate"):
+        evaluate.run_stage(cfg, classifier=ColourClassifier())
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("[bias] base:"))
+    assert "face rate 0.7, gender tvd 0.208 (floor " in line
+    assert not [m for m in re.findall(r"\d+\.\d+", line) if len(m.replace(".", "").lstrip("0")) > 3], line
+
+
+def test_an_attribute_the_backend_does_not_measure_gets_no_metric(tmp_path, caplog):
+    """A backend that measures gender only: race and its derivatives are listed as not measured, not scored."""
+    import logging
+
+    from t2i_debias import evaluate
+
+    class GenderOnly(ColourClassifier):
+        measures = ("gender",)
+
+    cfg = _make_run(tmp_path)
+    with caplog.at_level(logging.INFO, logger="t2i_debias.evaluate"):
+        evaluate.run_stage(cfg, classifier=GenderOnly())
+    summary = json.loads((cfg.run_dir / "bias" / "base" / "summary.json").read_text())
+    assert set(summary["attributes"]) == {"gender"}
+    assert summary["not_measured"] == ["race", "race4", "gender_race"]
+    bp = pd.read_csv(cfg.run_dir / "bias" / "base" / "by_prompt.csv")
+    assert "gender_tvd" in bp.columns and not [c for c in bp.columns if c.startswith("race")]
+    assert any(r.getMessage().endswith("race tvd not measured") for r in caplog.records)

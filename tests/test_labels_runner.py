@@ -195,6 +195,7 @@ def test_run_stage_writes_manifest_and_skips(tmp_path: Path, tiny_clip: Path) ->
     runner.run_stage(cfg)
     man = json.loads((cfg.run_dir / "labels" / "_manifest.json").read_text())
     assert man["extra"]["n_rows"] == 6 and man["extra"]["status_counts"]["ok"] == 4
+    assert man["extra"]["measures"] == ["gender", "race", "age_group"]  # what the backend measures, recorded
     mtime = (cfg.run_dir / "labels" / "labels.csv").stat().st_mtime_ns
     runner.run_stage(cfg)  # manifest matches: skipped
     assert (cfg.run_dir / "labels" / "labels.csv").stat().st_mtime_ns == mtime

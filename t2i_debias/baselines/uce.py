@@ -35,9 +35,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from t2i_debias.attributes import GENDERS, RACES
 from t2i_debias.baselines.base import GenParams, Method
+from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
 
@@ -213,11 +215,12 @@ class UCE(Method):
             raise ValueError("uce needs a ratio_fn (a classifier) to tune its attribute weights")
         preserve = [c for c in DEFAULT_PRESERVE if c.lower() not in {o.lower() for o in occupations}]
         todo = list(occupations)
-        for it in range(int(p["iterations"])):
+        n_iter = int(p["iterations"])
+        for it in range(n_iter):
             weights: dict[tuple[str, str], np.ndarray] = {}
             gaps: dict[str, float] = {}
             groups = {g: self.groups[g][1] for g in p["attributes"]}
-            for occ in todo:
+            for occ in tqdm(todo, desc=f"uce tuning {it + 1}/{n_iter}", unit="concept", mininterval=1.0):
                 measured = self.ratio_fn(self.pipe, occ, groups)  # one generation for every group
                 for g in p["attributes"]:
                     r = np.asarray(measured[g], dtype=float)
@@ -232,6 +235,10 @@ class UCE(Method):
                     if gaps[f"{occ}|{g}"] >= p["max_gap"]:
                         weights[(occ, g)] = p["weight_step"] * (desired - r)
             self.history.append({"iteration": it, "max_gap": gaps})
+            worst = max(gaps, key=gaps.__getitem__, default=None)
+            log.info("uce: iteration %d/%d: %d of %d concepts off balance; largest gap %s (%s), target < %s",
+                     it + 1, n_iter, len({o for o, _ in weights}), len(todo),
+                     figure(gaps[worst]) if worst else "n/a", worst or "none measured", figure(p["max_gap"]))
             if not weights:
                 break
             todo_now = sorted({o for o, _ in weights})

@@ -39,6 +39,22 @@ def _toy(section: Any, device: str, smoke: bool) -> DemographicClassifier:
     return make(section, device=device)
 
 
+# Backend name -> (module, class), so what a backend measures is read without building it.
+CLASSES: dict[str, tuple[str, str]] = {
+    "deepface": ("t2i_debias.labels.deepface_backend", "DeepFaceClassifier"),
+    "clip": ("t2i_debias.labels.clip_backend", "ClipClassifier"),
+    "toy": ("t2i_debias.toyworld.classifier", "ToyClassifier"),
+}
+
+
+def backend_measures(backend: str) -> tuple[str, ...]:
+    """The attributes backend `backend` measures (its class's `measures`); unknown backends raise ValueError."""
+    if backend not in CLASSES:
+        raise ValueError(f"[labels] backend = {backend!r} is unknown; known: {', '.join(CLASSES)}")
+    module, cls = CLASSES[backend]
+    return tuple(getattr(importlib.import_module(module), cls).measures)
+
+
 BACKENDS: dict[str, Callable[[Any, str, bool], DemographicClassifier]] = {
     "deepface": _deepface,
     "clip": _clip,

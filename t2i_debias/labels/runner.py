@@ -376,7 +376,7 @@ def run_stage(cfg: Any, force: bool = False) -> None:
     def body(st: Stage) -> tuple[list[Path], dict[str, Any]]:
         clf = make_classifier(cfg.labels, device=cfg.run.device, smoke=cfg.run.smoke)
         out, stats = label_persons(persons_csv, cfg.mpii.images_dir, clf, st.folder, cfg.labels.batch_size)
-        extra = {"classifier": clf.describe(), "n_rows": sum(stats.statuses.values()),
+        extra = {"classifier": clf.describe(), "measures": list(clf.measures), "n_rows": sum(stats.statuses.values()),
                  "status_counts": stats.statuses, "computed": stats.computed, "cached": stats.cached}
         return [out], extra
 

@@ -34,6 +34,7 @@ from t2i_debias.runs import (
     hash_file,
     hash_obj,
 )
+from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
 
@@ -310,8 +311,8 @@ def quality_for(cfg: Any, names: list[str], out_dir: Path) -> list[Path]:
         res = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in res.items()}
         outputs.append(atomic_write_json(out_dir / f"{name}.json", res))
         outputs.append(atomic_write_csv(out_dir / f"{name}.csv", table))
-        log.info("[quality] %s: fid=%s kid=%s clip_t=%s clip_i=%s", name, res.get("fid"), res.get("kid"),
-                 res.get("clip_t"), res.get("clip_i"))
+        log.info("[quality] %s: fid=%s kid=%s clip_t=%s clip_i=%s", name,
+                 *(figure(res.get(k)) for k in ("fid", "kid", "clip_t", "clip_i")))
     return outputs
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.attributes import NOT_MEASURED
 from t2i_debias.report.sota import (
     TOY_NOTE,
     TOY_QUALITY,
@@ -389,6 +390,15 @@ def _proportions_html(props: dict[str, Any], classes: Sequence[str] | None) -> s
     return " · ".join(parts)
 
 
+def not_measured(s: dict[str, Any]) -> set[str]:
+    """Attributes a summary.json (analysis or bias) says its labels backend does not measure."""
+    listed = s.get("not_measured")
+    out = {str(a) for a in listed} if isinstance(listed, list) else set()
+    overall = s.get("overall") if isinstance(s.get("overall"), dict) else {}
+    attrs = overall.get("attributes") if isinstance(overall.get("attributes"), dict) else {}
+    return out | {a for a, b in attrs.items() if isinstance(b, dict) and b.get("measured") is False}
+
+
 def dataset_summary(s: dict[str, Any]) -> str:
     """analysis/summary.json at a glance: counts, then per attribute its overall proportions and 4 metrics."""
     out = []
@@ -404,8 +414,13 @@ def dataset_summary(s: dict[str, Any]) -> str:
     attrs = overall.get("attributes") if isinstance(overall.get("attributes"), dict) else {}
     classes = s.get("classes") if isinstance(s.get("classes"), dict) else {}
     rows = []
+    unmeasured = not_measured(s)
     for a in _attr_order(attrs):
         blk = attrs[a] if isinstance(attrs[a], dict) else {}
+        if a in unmeasured:  # a placeholder label is no bias: no numbers at all
+            rows.append([_td_key(_attr_label(a)),
+                         f'<td colspan="{len(METRICS) + 2}" class="note">{NOT_MEASURED} by the labels backend</td>'])
+            continue
         met = blk.get("metrics") if isinstance(blk.get("metrics"), dict) else {}
         counts = blk.get("counts") if isinstance(blk.get("counts"), dict) else {}
         n = sum(x for x in (_num(v) for v in counts.values()) if x is not None) if counts else None
@@ -438,11 +453,13 @@ def section_dataset(run_dir: Path) -> str:
                            + "</p>")
         return "".join(out) + missing("analysis/ (dataset_analysis stage)")
     summary = adir / "summary.json"
+    unmeasured: set[str] = set()
     if summary.is_file():
         s, err = read_json(summary)
         if err:
             out.append(error(err))
         elif isinstance(s, dict):
+            unmeasured = not_measured(s)
             out.append("<h3>Overall (analysis/summary.json)</h3>" + dataset_summary(s)
                        + raw_json("raw analysis/summary.json", s))
         else:
@@ -458,6 +475,10 @@ def section_dataset(run_dir: Path) -> str:
             cols = [c for c in DATASET_OCC_COLUMNS if c in df.columns]
             if len(cols) < 3:  # unknown layout: show it as it is
                 cols = list(df.columns)
+            df = df.copy()
+            for c in cols:
+                if any(c.startswith(f"{a}_") or c.startswith(f"n_{a}=") or c.startswith(f"p_{a}=") for a in unmeasured):
+                    df[c] = NOT_MEASURED
             out.append("<h3>Per occupation (analysis/by_occupation.csv)</h3>" + table(df[cols])
                        + (f'<p class="note">{len(df.columns) - len(cols)} more columns (counts and shares per '
                           "class, other metrics) in the file.</p>" if len(cols) < len(df.columns) else ""))

@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.text import figure
+
 log = logging.getLogger(__name__)
 
 REFERENCE_IMAGES = 1024  # toy data images the toy FID compares against (first by file name)
@@ -70,6 +72,7 @@ def toy_quality(cfg: Any, names: list[str]) -> dict[str, dict[str, float | None]
         images = [Image.open(safe_join(model_dir, f)).convert("RGB") for f in files]
         fid = frechet_distance(clf.features(images), ref_features)  # = toyworld.classifier.toy_fid
         out[name] = {"occupation_acc": occupation_accuracy(preds), "toy_fid": fid}
-        log.info("[sota] %s: occupation accuracy %s, toy FID %.2f", name, out[name]["occupation_acc"], fid)
+        log.info("[sota] %s: occupation accuracy %s, toy FID %s", name, figure(out[name]["occupation_acc"]),
+                 figure(fid))
     return out
 

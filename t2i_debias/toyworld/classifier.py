@@ -237,6 +237,7 @@ class ToyClassifier(DemographicClassifier):
 
     name = "toy"
     races = TOY_RACES  # the only race labels this backend can return
+    measures = ("gender", "race")  # toy people have no age: the age it returns is a placeholder
 
     def __init__(self, folder: str | Path | None = None, device: str = "cpu", batch_size: int = 256) -> None:
         import torch

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from t2i_debias.config import MODES
 from t2i_debias.errors import UserError
 from t2i_debias.runs import Stage, hash_file, hash_obj
 from t2i_debias.train import outputs, trackers
@@ -44,7 +45,6 @@ from t2i_debias.train.losses import (
 
 log = logging.getLogger(__name__)
 
-MODES: tuple[str, ...] = ("text", "unet", "both")
 # Reference weights (DESIGN.md §2); cfg.train.weights overrides any of them.
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
     "text": {"denoise": 0.0, "lang": 0.1, "vision": 0.0, "preserve": 0.0},
