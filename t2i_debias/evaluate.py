@@ -37,10 +37,11 @@ from t2i_debias.attributes import (
     STATUS_OK,
     is_measured,
 )
+from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.errors import InputError
 from t2i_debias.labels.base import DemographicClassifier, Prediction
 from t2i_debias.metrics.bias import METRIC_NAMES, attribute_label, codes_of, evaluate_attribute
-from t2i_debias.metrics.floor import DRAWS, EXACT_MAX, add_floors
+from t2i_debias.metrics.floor import DRAWS, EXACT_MAX, add_floors, floor
 from t2i_debias.metrics.paired import paired_bootstrap
 from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, safe_join
 from t2i_debias.runs import run_stage as _run_stage
@@ -174,10 +175,13 @@ def summarize(pred: pd.DataFrame, attributes: dict[str, tuple[str, ...]] | None 
     }
     for attr, classes in attributes.items():
         labels = [[attribute_label(r, attr) for r in groups[pid]] for pid in order]
-        res = evaluate_attribute(labels, classes, n_bootstrap=n_bootstrap, seed=seed, ci=ci)
+        k = len(classes)
+        res = evaluate_attribute(labels, classes, n_bootstrap=n_bootstrap, seed=seed, ci=ci,
+                                 floor_of=lambda n, k=k: floor(n, k, seed=seed, draws=floor_draws,
+                                                               exact_max=floor_exact_max).values)
         add_floors(res, seed=seed, draws=floor_draws, exact_max=floor_exact_max)
-        summary["attributes"][attr] = {k: res[k] for k in ("classes", "aggregate", "ci", "floor", "excess", "floor_se",
-                                                            "floor_method", "n_prompts_with_value")}
+        summary["attributes"][attr] = {k: res[k] for k in ("classes", "aggregate", "ci", "ci_method", "floor", "excess",
+                                                            "floor_se", "floor_method", "n_prompts_with_value")}
         for row, pp in zip(by_prompt, res["per_prompt"], strict=True):
             if attr != "gender_race":
                 for c, n in zip(classes, pp["counts"], strict=True):
@@ -324,7 +328,7 @@ def evaluate_model(cfg: Any, name: str, classifier_factory: Callable[[], Demogra
         summary.update(model=name, classifier=clf.describe(), generation=generation_settings(gen_dir),
                        not_measured=[a for a in every if a not in attrs])
         if base_pred_path is not None:
-            base_pred = pd.read_csv(base_pred_path, keep_default_na=False, dtype={"prompt_id": str})
+            base_pred = unescape_frame(pd.read_csv(base_pred_path, keep_default_na=False, dtype={"prompt_id": str}))
             summary["paired_vs_base"] = paired_vs_base(pred, base_pred, attrs, b.n_bootstrap, cfg.run.seed, b.ci,
                                                        b.paired_resample)
         else:
@@ -343,6 +347,11 @@ def evaluate_model(cfg: Any, name: str, classifier_factory: Callable[[], Demogra
     return out_dir
 
 
+# bias/stale.json: models/<name>/ folders the current config does not train -> why (generate.stale_models);
+# their bias/<name>/ (from an earlier config) is not shown in the report.
+STALE = "stale.json"
+
+
 def base_first(names: list[str]) -> list[str]:
     """The base model first, so every other model's paired comparison finds its predictions."""
     return sorted(names, key=lambda n: n != "base")
@@ -350,9 +359,10 @@ def base_first(names: list[str]) -> list[str]:
 
 def run_stage(cfg: Any, force: bool = False, classifier: DemographicClassifier | None = None) -> None:
     """Bias of every generated model; the classifier (from [labels]) is built once, only if needed."""
-    from t2i_debias.generate import finished_generated, models_to_evaluate
+    from t2i_debias.generate import finished_generated, models_to_evaluate, stale_models
 
     names = finished_generated(cfg, models_to_evaluate(cfg))
+    atomic_write_json(cfg.run_dir / "bias" / STALE, stale_models(cfg))  # the report leaves these out
     factory = classifier_factory_for(cfg, classifier)
     for name in base_first(names):
         evaluate_model(cfg, name, factory, force=force)

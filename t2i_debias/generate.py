@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image, PngImagePlugin
 
+from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.image_files import is_constant, open_rgb
 from t2i_debias.models import load_pipeline, resolve_device, resolve_dtype
 from t2i_debias.runs import (
@@ -152,7 +153,12 @@ def models_to_evaluate(cfg: Any) -> dict[str, str]:
     out = {"base": base_model(cfg)}
     models_dir = cfg.run_dir / "models"
     if models_dir.is_dir():
-        dirs = [d for d in models_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        stale = stale_models(cfg)
+        for name, why in stale.items():
+            if (str(cfg.run_dir), name) not in _WARNED_STALE:
+                _WARNED_STALE.add((str(cfg.run_dir), name))
+                log.warning("models/%s is stale (%s): not generated, scored or shown", name, why)
+        dirs = [d for d in models_dir.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in stale]
         for d in dirs:
             require_finished(d, "models", cfg.run_dir)
         found = [d for d in dirs if is_pipeline_dir(d) or is_lora_dir(d)]
@@ -161,6 +167,32 @@ def models_to_evaluate(cfg: Any) -> dict[str, str]:
             _check_name(d.name)
             out[d.name] = str(d)
     return out
+
+
+_WARNED_STALE: set[tuple[str, str]] = set()  # (run folder, model): each stale folder is warned about once
+
+
+def current_modes(cfg: Any) -> list[str]:
+    """The model folders the config trains under models/: each mode of `[train] modes` (in schedule order), and
+    "control" when `[train] control`."""
+    from t2i_debias.train.engine import modes_to_run
+
+    return modes_to_run(cfg.train) + (["control"] if cfg.train.control else [])
+
+
+def stale_models(cfg: Any) -> dict[str, str]:
+    """models/<name>/ folders the current config does not train -> why: left by an earlier config, never evaluated.
+
+    Empty when `[generate] models` names the models (then nothing under models/ is looked at).
+    """
+    models_dir = cfg.run_dir / "models"
+    if cfg.generate.models or not models_dir.is_dir():
+        return {}
+    current = current_modes(cfg)
+    why = (f"not in [train] modes = {list(cfg.train.modes)} (schedule {cfg.train.schedule!r})"
+           + ("" if cfg.train.control else " and [train] control is off"))
+    return {d.name: why for d in sorted(models_dir.iterdir())
+            if d.is_dir() and not d.name.startswith((".", "_")) and d.name not in current}
 
 
 def _check_name(name: str) -> None:
@@ -380,8 +412,8 @@ def read_metadata(model_dir: str | Path) -> pd.DataFrame:
     path = Path(model_dir) / METADATA
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the generation stage first")
-    df = pd.read_csv(path, dtype={"prompt_id": str, "file": str, "prompt": str, "occupation": str},
-                     keep_default_na=False)
+    df = unescape_frame(pd.read_csv(path, dtype={"prompt_id": str, "file": str, "prompt": str, "occupation": str},
+                                    keep_default_na=False))
     for col in ("prompt_id", "seed", "file"):
         if col not in df.columns:
             raise ValueError(f"{path}: missing column {col!r}")

@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.errors import InputError, UserError
 from t2i_debias.runs import Stage, atomic_write_csv
 from t2i_debias.runs import run_stage as _run_stage
@@ -220,7 +221,7 @@ def read_prompts(path: str | Path) -> pd.DataFrame:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"prompts file not found: {p} (run evaluation/generate_prompts.py first)")
-    df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    df = unescape_frame(pd.read_csv(p, dtype=str, keep_default_na=False))
     missing = [c for c in ("prompt_id", "occupation", "prompt") if c not in df.columns]
     if missing:
         raise ValueError(f"{p}: missing columns {missing}; has {list(df.columns)}")

@@ -110,9 +110,11 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def atomic_write_csv(path: str | os.PathLike, df: Any) -> Path:
-    """Write a pandas DataFrame as CSV (no index) atomically."""
+    """Write a pandas DataFrame as CSV (no index) atomically; text cells a spreadsheet would run are escaped."""
+    from t2i_debias.csv_cells import escape_frame
+
     buf = io.StringIO()
-    df.to_csv(buf, index=False)
+    escape_frame(df).to_csv(buf, index=False)
     return atomic_write_text(path, buf.getvalue())
 
 

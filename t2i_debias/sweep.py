@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from t2i_debias.metrics.bias import METRIC_NAMES
+from t2i_debias.plots import plot_or_warn, whiskers
 from t2i_debias.runs import Stage, atomic_open, atomic_write_csv
 from t2i_debias.runs import run_stage as _run_stage
 from t2i_debias.text import figure
@@ -128,7 +129,7 @@ def plot_sweep(df: pd.DataFrame, path: Path, metric: str = "tvd") -> Path | None
             dodge = (i - (len(groups) - 1) / 2) * 0.015 * span  # models side by side, not on top of each other
             x, y = dm["guidance_scale"].to_numpy(float) + dodge, pd.to_numeric(dm["value"]).to_numpy(float)
             lo, hi = pd.to_numeric(dm["lo"]).to_numpy(float), pd.to_numeric(dm["hi"]).to_numpy(float)
-            line = ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", capsize=3, label=str(model))
+            line = ax.errorbar(x, y, yerr=whiskers(y, lo, hi), marker="o", capsize=3, label=str(model))
             ax.plot(x, pd.to_numeric(dm["floor"]).to_numpy(float), ls="--", lw=0.8,
                     color=line.lines[0].get_color())
         ax.set_xlabel("guidance scale")
@@ -177,7 +178,7 @@ def run_stage(cfg: Any, force: bool = False, classifier: Any = None) -> None:
         data = {k: json.loads(p.read_text()) for k, p in summaries.items()}
         df = sweep_rows(data)
         outs = [atomic_write_csv(root / SWEEP_CSV, df)]
-        png = plot_sweep(df, root / SWEEP_PLOT)
+        png = plot_or_warn(lambda: plot_sweep(df, root / SWEEP_PLOT), str(root / SWEEP_PLOT))
         outs += [png] if png else []
         g = df[(df["attribute"] == "gender") & (df["metric"] == "tvd")]
         for r in g.itertuples(index=False):

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.errors import InputError, MissingInputError
 
 
@@ -55,4 +56,4 @@ def read_csv(path: str | os.PathLike, required: Sequence[str] = (), unique: str 
             if v in first:
                 raise error(f"{p}:{i + 2}: duplicate {unique} {v!r} (first on line {first[v]})")
             first[v] = i + 2
-    return df
+    return unescape_frame(df)

@@ -141,6 +141,7 @@ def test_rows_name_trained_modes_ours_and_other_model_folders_control(tmp_path, 
     cfg = Config()
     cfg.run.root, cfg.run.name, cfg.run.base_model = str(tmp_path), "r", "some/hub-id"
     cfg.sota.methods = ["base", "ethical_intervention"]
+    cfg.train.control = True  # models/control is the current config's (a stale one is not a row)
     for m in ("both", "control"):
         (cfg.run_dir / "models" / m).mkdir(parents=True)
         (cfg.run_dir / "models" / m / "model_index.json").write_text("{}")

@@ -1,6 +1,7 @@
 """Evaluation metrics: demographic bias (DESIGN.md §3) and image quality (DESIGN.md §4).
 
 - `bias`        tvd, pairwise, kl, entropy over class proportions; per-prompt values, aggregate, bootstrap CI;
+- `coverage`    the simulation that chose the bias CI (docs/results/interval_coverage.md);
 - `quality`     FID / KID through torchmetrics with cached reference features; the quality stage;
 - `clip_score`  CLIP-T (image-prompt) and CLIP-I (image-image) with transformers CLIPModel or open_clip.
 """

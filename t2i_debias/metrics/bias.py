@@ -1,4 +1,5 @@
-"""Bias metrics over class proportions (DESIGN.md §3), per prompt, aggregated, with a bootstrap CI.
+"""Bias metrics over class proportions (DESIGN.md §3), per prompt, aggregated, with a bootstrap CI that holds
+its estimate.
 
 For one prompt and one attribute with K classes, p_k = n_k / Σn counts only images where a face was
 found (and the attribute was predicted). K is fixed by the attribute's vocabulary
@@ -177,35 +178,92 @@ def percentile_interval(samples: np.ndarray, ci: float) -> list[float] | None:
     return [float(lo), float(hi)]
 
 
+# How `evaluate_attribute`'s CIs are made (DESIGN.md §3; chosen by `metrics.coverage`).
+CI_METHOD = ("floor-widened bootstrap: the estimate minus/plus the bootstrap spread (mean - lower quantile, "
+             "upper quantile - mean), widened toward balance by the noise floor, clipped to the metric's range")
+
+
+def held_interval(estimate: Any, samples: np.ndarray, ci: float, widen_lo: Any = 0.0, widen_hi: Any = 0.0,
+                  bounds: tuple[float, float] = (-math.inf, math.inf)) -> np.ndarray:
+    """[lo, hi] (..., 2) around `estimate` (...) from bootstrap `samples` (..., B), finite; always holds the estimate.
+
+    The spread is the bootstrap distribution's, measured from its mean, so the upward bias of a resampled tvd
+    moves nothing; `widen_lo`/`widen_hi` (≥ 0) add the largest bias the estimate can have (the noise floor).
+    """
+    est = np.asarray(estimate, dtype=float)
+    s = np.asarray(samples, dtype=float)
+    a = (1.0 - ci) / 2.0
+    q = np.quantile(s, [a, 1.0 - a], axis=-1)
+    mean = s.mean(axis=-1)
+    lo = est - np.maximum(mean - q[0], 0.0) - np.maximum(widen_lo, 0.0)
+    hi = est + np.maximum(q[1] - mean, 0.0) + np.maximum(widen_hi, 0.0)
+    lo = np.minimum(np.clip(lo, *bounds), est)
+    hi = np.maximum(np.clip(hi, *bounds), est)
+    return np.stack([lo, hi], axis=-1)
+
+
+def balanced_value(metric: str, k: int) -> float:
+    """The metric of the uniform distribution over k classes (0, or 1 for entropy): where the floor sits against."""
+    return float(METRICS[metric](np.full(k, 1.0 / k)))
+
+
+def floor_widening(metric: str, k: int, floor_value: float) -> tuple[float, float]:
+    """(widen_lo, widen_hi): the noise floor's distance from balance, on the side of balance (DESIGN.md §3)."""
+    gap = abs(floor_value - balanced_value(metric, k))
+    return (0.0, gap) if METRIC_INFO[metric].higher_is_better else (gap, 0.0)
+
+
+def _held(estimate: float | None, samples: np.ndarray, ci: float, metric: str, k: int, floor_value: float | None
+          ) -> list[float] | None:
+    """`held_interval` of one value; None without a value or a finite resample."""
+    s = samples[np.isfinite(samples)]
+    if estimate is None or s.size == 0 or floor_value is None:
+        return None
+    lo, hi = held_interval(estimate, s, ci, *floor_widening(metric, k, floor_value), METRIC_INFO[metric].range_of(k))
+    return [float(lo), float(hi)]
+
+
 def none_if_nan(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
 def evaluate_attribute(labels_by_prompt: Sequence[Sequence[Any]], classes: Sequence[str],
-                       n_bootstrap: int = 1000, seed: int = 0, ci: float = 0.95) -> dict[str, Any]:
-    """Per-prompt metrics, their mean over prompts, and a seeded bootstrap CI.
+                       n_bootstrap: int = 1000, seed: int = 0, ci: float = 0.95,
+                       floor_of: Callable[[int], Mapping[str, float]] | None = None) -> dict[str, Any]:
+    """Per-prompt metrics, their mean over prompts, and a seeded bootstrap CI that holds its estimate.
 
     `labels_by_prompt[j]` lists one label per generated image of prompt j, None where no face was found,
     so the bootstrap resamples *all* images of a prompt (with replacement, same size) and the number of
     faces varies as it would between runs. The resampled indices depend only on the prompt sizes and
     `seed`, so every attribute of one model is resampled identically. Prompts (or resamples) with no
-    labelled image get NaN and are left out of the mean.
+    labelled image get NaN and are left out of the mean. The CI is `held_interval` (`CI_METHOD`), widened
+    by the noise floor `floor_of(n)` (metric -> value at n labelled images; by default `metrics.floor.floor`
+    for these K classes and `seed`).
     """
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
     k = len(classes)
+    if floor_of is None:
+        from t2i_debias.metrics.floor import floor  # the floor is built on this module's metrics
+
+        def floor_of(n: int) -> Mapping[str, float]:
+            return floor(n, k, seed=seed).values
     codes = [codes_of(labels, classes) for labels in labels_by_prompt]
     per_prompt: list[dict[str, Any]] = []
     values = {m: np.full(len(codes), np.nan) for m in METRIC_NAMES}
+    floors = {m: np.full(len(codes), np.nan) for m in METRIC_NAMES}
     for j, c in enumerate(codes):
         cnt = np.array([(c == i).sum() for i in range(k)], dtype=np.int64)
         n_lab = int(cnt.sum())
         p = cnt / n_lab if n_lab else None
         row: dict[str, Any] = {"n_images": int(c.size), "n_labelled": n_lab, "counts": cnt.tolist(),
                                "p": None if p is None else p.tolist()}
+        fl = floor_of(n_lab) if n_lab and n_bootstrap > 0 else None
         for m, v in all_metrics(p).items():
             values[m][j] = v
             row[m] = none_if_nan(v)
+            if fl is not None:
+                floors[m][j] = fl[m]
         per_prompt.append(row)
 
     boot = {m: np.full((max(n_bootstrap, 0), len(codes)), np.nan) for m in METRIC_NAMES}
@@ -222,9 +280,13 @@ def evaluate_attribute(labels_by_prompt: Sequence[Sequence[Any]], classes: Seque
     interval: dict[str, list[float] | None] = {}
     for m in METRIC_NAMES:
         aggregate[m] = none_if_nan(float(_nanmean_rows(values[m][None, :])[0]))
-        interval[m] = percentile_interval(_nanmean_rows(boot[m]), ci) if n_bootstrap > 0 else None
+        has = np.isfinite(values[m])
+        agg_floor = float(floors[m][has].mean()) if has.any() else None  # the mean's floor: mean of the prompts'
+        interval[m] = (_held(aggregate[m], _nanmean_rows(boot[m]), ci, m, k, agg_floor)
+                       if n_bootstrap > 0 else None)
         for j, row in enumerate(per_prompt):
-            row[f"{m}_ci"] = percentile_interval(boot[m][:, j], ci) if n_bootstrap > 0 and row[m] is not None else None
+            row[f"{m}_ci"] = (_held(row[m], boot[m][:, j], ci, m, k, none_if_nan(floors[m][j]))
+                              if n_bootstrap > 0 else None)
     return {
         "classes": list(classes),
         "n_prompts": len(codes),
@@ -232,6 +294,7 @@ def evaluate_attribute(labels_by_prompt: Sequence[Sequence[Any]], classes: Seque
         "aggregate": aggregate,
         "ci": interval,
         "ci_level": ci,
+        "ci_method": CI_METHOD if n_bootstrap > 0 else None,
         "n_bootstrap": n_bootstrap,
         "seed": seed,
         "per_prompt": per_prompt,

@@ -18,6 +18,7 @@ import pandas as pd
 from PIL import Image
 
 from t2i_debias.attributes import GENDERS, RACES
+from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.runs import atomic_write_bytes, safe_join
 
 log = logging.getLogger(__name__)
@@ -145,13 +146,13 @@ def _read_model(run_dir: Path, model: str) -> pd.DataFrame:
     meta_path = run_dir / "generated" / model / "metadata.csv"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path}: no generated images for model {model!r}")
-    meta = pd.read_csv(meta_path, dtype={"prompt_id": str, "file": str, "occupation": str})
+    meta = unescape_frame(pd.read_csv(meta_path, dtype={"prompt_id": str, "file": str, "occupation": str}))
     for col in ("prompt_id", "occupation", "seed", "file"):
         if col not in meta.columns:
             raise ValueError(f"{meta_path}: missing column {col!r}")
     pred_path = run_dir / "bias" / model / "predictions.csv"
     if pred_path.is_file():
-        pred = pd.read_csv(pred_path, dtype={"prompt_id": str})
+        pred = unescape_frame(pd.read_csv(pred_path, dtype={"prompt_id": str}))
         keep = [c for c in ("prompt_id", "seed", "status", "gender", "race") if c in pred.columns]
         pred = pred[keep].drop_duplicates(["prompt_id", "seed"])
         meta = meta.merge(pred, on=["prompt_id", "seed"], how="left")

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from t2i_debias.attributes import NOT_MEASURED
+from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.report.sota import (
     TOY_NOTE,
     TOY_QUALITY,
@@ -275,7 +276,7 @@ def read_json(path: Path) -> tuple[Any, str | None]:
 def read_csv(path: Path) -> tuple[pd.DataFrame | None, str | None]:
     """(DataFrame, None) or (None, error message naming the file)."""
     try:
-        return pd.read_csv(path), None
+        return unescape_frame(pd.read_csv(path)), None
     except (OSError, ValueError, UnicodeDecodeError) as e:
         return None, f"{path}: unreadable CSV ({e})"
 
@@ -763,13 +764,33 @@ def generation_table(summaries: dict[str, dict[str, Any]]) -> str:
             f'<p class="note">Settings the bias numbers were measured under: {note}.</p>')
 
 
+def stale_models(run_dir: Path) -> dict[str, str]:
+    """bias/stale.json: model folders the run's config no longer trains -> why (left out of every section)."""
+    from t2i_debias.evaluate import STALE
+
+    path = run_dir / "bias" / STALE
+    data, err = read_json(path) if path.is_file() else ({}, None)
+    if err:
+        log.warning("%s", err)
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def stale_note(stale: dict[str, str]) -> str:
+    """One line naming the stale models that a section leaves out."""
+    if not stale:
+        return ""
+    return ('<p class="note">Not shown, stale (trained under an earlier config): '
+            + "; ".join(f"models/{esc(m)} ({esc(why)})" for m, why in stale.items()) + "</p>")
+
+
 def section_bias(run_dir: Path) -> str:
     """Bias before/after: a model overview from summary.json, then base vs each model per occupation."""
     bdir = run_dir / "bias"
-    models = _subdirs(bdir)
+    stale = stale_models(run_dir)
+    models = [m for m in _subdirs(bdir) if m not in stale]
     if not models:
         return missing("bias/ (evaluation stage)")
-    out = []
+    out = [stale_note(stale)]
     summaries = {}
     for m in models:
         p = bdir / m / "summary.json"
@@ -816,10 +837,12 @@ def section_bias(run_dir: Path) -> str:
 def section_quality(run_dir: Path) -> str:
     """quality/<model>.json side by side: FID, KID, CLIP-T, CLIP-I; settings shared by all models as a note."""
     qdir = run_dir / "quality"
-    files = {p.stem: p for p in qdir.glob("*.json") if not p.name.startswith(("_", "."))} if qdir.is_dir() else {}
+    stale = stale_models(run_dir)
+    files = {p.stem: p for p in qdir.glob("*.json")
+             if not p.name.startswith(("_", ".")) and p.stem not in stale} if qdir.is_dir() else {}
     if not files:
         return missing("quality/<model>.json (quality_evaluation stage)")
-    recs, errs = {}, []
+    recs, errs = {}, [stale_note(stale)]
     for m in _model_order(files):
         q, err = read_json(files[m])
         if err:
@@ -1098,7 +1121,7 @@ def report_inputs(run_dir: Path) -> list[Path]:
     Stage manifests count too (the Run table shows them), except the report's own.
     """
     pats = ["config.toml", "labels/labels.csv", "analysis/*", "enriched/balance.csv", "enriched/fidelity.csv", "models/*/training_log.csv", "models/*/loss.png",
-            "bias/*/summary.json", "bias/*/by_prompt.csv", "bias/*/predictions.csv", "quality/*.json",
+            "bias/stale.json", "bias/*/summary.json", "bias/*/by_prompt.csv", "bias/*/predictions.csv", "quality/*.json",
             "sota/*", "sota/plots/*", "sweep/sweep.csv", "sweep/*.png", "generated/*/metadata.csv", f"*/{MANIFEST}", f"*/*/{MANIFEST}"]
     report_dir = run_dir / STAGE_DIRS["report"]
     found = {p for pat in pats for p in run_dir.glob(pat) if p.is_file() and report_dir not in p.parents}

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from t2i_debias.csv_cells import unescape_frame
+
 log = logging.getLogger(__name__)
 
 BEGIN = "<!-- toy-results:begin -->"
@@ -75,7 +77,7 @@ def results_from_summary(cfg: Any, summary_csv: Path) -> dict[str, Any]:
     """The results file's content: the rows of toy/summary.csv, the commit, config hash and run settings."""
     import pandas as pd
 
-    df = pd.read_csv(summary_csv, keep_default_na=True)
+    df = unescape_frame(pd.read_csv(summary_csv, keep_default_na=True))
     if df.empty or "model" not in df.columns:
         raise ReadmeError(f"{summary_csv}: no model rows; rerun the toy_summary stage (--only toy_summary --force)")
     return {"version": VERSION, "commit": git_commit(), "config": cfg.source,

@@ -23,6 +23,7 @@ import pandas as pd
 
 from t2i_debias.baselines import METHODS, GenParams, NotApplicable, make_method
 from t2i_debias.metrics.bias import METRIC_INFO
+from t2i_debias.plots import plot_or_warn, whiskers
 from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, atomic_write_text
 from t2i_debias.runs import run_stage as _run_stage
 
@@ -167,10 +168,20 @@ def generate_method(cfg: Any, name: str, force: bool = False) -> Path:
 
 # ----------------------------------------------------------------------------- per-model evaluation (E's code)
 def ours_models(cfg: Any) -> dict[str, str]:
-    """The evaluation stage's models: "base" and each trained mode ("text", "unet", "both", ...)."""
-    from t2i_debias.generate import models_to_evaluate
+    """The evaluation stage's models: "base" and each trained mode ("text", "unet", "both", ...).
 
-    return models_to_evaluate(cfg)
+    The base is always one of them: every row is compared with it. A `[generate] models` list without a
+    `base` entry gets the run's base model as "base" (first), not a KeyError in the middle of the stage.
+    """
+    from t2i_debias.generate import models_to_evaluate
+    from t2i_debias.models import base_model
+
+    models = models_to_evaluate(cfg)
+    if "base" in models:
+        return models
+    log.info("[sota] [generate] models has no 'base' entry: the run's base model is generated as 'base' for the "
+             "comparison")
+    return {"base": base_model(cfg), **models}
 
 
 def classify_model(cfg: Any, name: str, force: bool = False, factory: Any = None) -> None:
@@ -361,6 +372,11 @@ def _bias_cell(r: Any, c: str) -> str:
     return out + (f" {mark}" if mark else "")
 
 
+def md_cell(value: Any) -> str:
+    """Text for one Markdown table cell: a `|` escaped (it would end the cell), line breaks as spaces."""
+    return " ".join(str(value).splitlines()).replace("|", "\\|")
+
+
 def paired_markdown(df: pd.DataFrame, cols: Sequence[str]) -> list[str]:
     """Lines of the paired table: per method and bias column, Δ = method − base, its 95% CI and p-value."""
     cols = [c for c in cols if f"{c}_diff" in df.columns and df[f"{c}_diff"].map(_num).notna().any()]
@@ -385,7 +401,7 @@ def paired_markdown(df: pd.DataFrame, cols: Sequence[str]) -> list[str]:
             cell += f" p={p:.3g}" if p is not None else ""
             mark = SIG_MARK.get(str(r.get(f"{c}_verdict")))
             cells.append(cell + (f" {mark}" if mark else ""))
-        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {md_cell(r['method'])} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -404,7 +420,7 @@ def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] | None = Non
         if len(vals) <= 1:
             del best[c]
     mixed = "settings" in df.columns and (df["settings"].map(settings_flag) != "").any()
-    lines = [f"# SOTA comparison\n\nBase model of every method: `{base}`. Same prompts, seeds, classifier "
+    lines = [f"# SOTA comparison\n\nBase model of every method: `{md_cell(base)}`. Same prompts, seeds, classifier "
              f"and metrics for all rows. {settings_header(df)}\n\n"
              "Bias: lower is better (entropy, CLIP and face rate: higher); 95% bootstrap CI in brackets; floor = "
              "the expected value of a perfectly balanced model with as many labelled images (sampling noise), "
@@ -413,9 +429,9 @@ def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] | None = Non
              "| method | " + " | ".join(cols) + (" | settings |" if mixed else " |"),
              "|---|" + "---|" * (len(cols) + mixed)]
     for _, r in df.iterrows():
-        flag = [f"⚠ {settings_flag(r.get('settings'))}" if settings_flag(r.get("settings")) else "same"] if mixed else []
+        flag = [f"⚠ {md_cell(settings_flag(r.get('settings')))}" if settings_flag(r.get("settings")) else "same"] if mixed else []
         if r.get("status", "ok") != "ok":
-            lines.append(f"| {r['method']} | " + " | ".join(["n/a"] * len(cols) + (["–"] if mixed else [])) + " |")
+            lines.append(f"| {md_cell(r['method'])} | " + " | ".join(["n/a"] * len(cols) + (["–"] if mixed else [])) + " |")
             continue
         cells = []
         for c in cols:
@@ -431,9 +447,9 @@ def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] | None = Non
             if lo is not None and hi is not None:
                 s += f" [{lo:.3f}, {hi:.3f}]"
             cells.append(s + _bias_cell(r, c))
-        lines.append(f"| {r['method']} | " + " | ".join(cells + flag) + " |")
+        lines.append(f"| {md_cell(r['method'])} | " + " | ".join(cells + flag) + " |")
     lines += paired_markdown(df, cols)
-    notes = [f"- **{r['method']}**: {r['status']}" for _, r in df.iterrows() if r.get("status", "ok") != "ok"]
+    notes = [f"- **{md_cell(r['method'])}**: {md_cell(r['status'])}" for _, r in df.iterrows() if r.get("status", "ok") != "ok"]
     if notes:
         lines += ["", "Not run:", *notes]
     return "\n".join(lines) + "\n"
@@ -467,7 +483,7 @@ def plot(df: pd.DataFrame, out_dir: Path) -> list[Path]:
             hi = ok.get(f"{c}_hi", pd.Series([None] * len(ok))).map(_num)
             err = None
             if lo.notna().all() and hi.notna().all():
-                err = [vals - lo.to_numpy(dtype=float), hi.to_numpy(dtype=float) - vals]
+                err = whiskers(vals, lo.to_numpy(dtype=float), hi.to_numpy(dtype=float))
             ax.bar([x + i * width for x in range(len(ok))], vals, width, yerr=err, capsize=2, label=c)
         ax.set_xticks([x + 0.4 - width / 2 for x in range(len(ok))], list(ok["method"]), rotation=30, ha="right")
         ax.legend(fontsize=7)
@@ -514,6 +530,7 @@ def generate_all(cfg: Any, force: bool = False) -> tuple[list[str], dict[str, st
     run does not generate the same (model, prompt, seed) twice.
     """
     names, kinds = method_names(cfg)
+    ours = ours_models(cfg)
     skipped: dict[str, str] = {}
     for name in names:
         if kinds[name] == "baseline":
@@ -526,7 +543,7 @@ def generate_all(cfg: Any, force: bool = False) -> tuple[list[str], dict[str, st
         else:  # the generation stage's own images: made once, not again under --force (their manifest decides)
             from t2i_debias.generate import generate_model
 
-            generate_model(cfg, name, ours_models(cfg)[name], force=False)
+            generate_model(cfg, name, ours[name], force=False)
     atomic_write_json(cfg.run_dir / "sota" / SKIPPED, skipped)
     return names, kinds, skipped
 
@@ -605,7 +622,7 @@ def write_comparison(cfg: Any, force: bool = False) -> Path:
                 atomic_write_text(out / "comparison.md", to_markdown(df, model_name(cfg))),
                 atomic_write_json(out / "methods.json", {n: _method_info(n, kinds[n], skipped) for n in names}),
                 out / SKIPPED]
-        outs += plot(df, out)
+        outs += plot_or_warn(lambda: plot(df, out), f"{out}/*.png") or []
         return outs, {"methods": names, "skipped": skipped}
 
     _run_stage(stage, body, force=force, log=log.info)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def toy_quality(cfg: Any, names: list[str]) -> dict[str, dict[str, float | None]
     out: dict[str, dict[str, float | None]] = {}
     for name in names:
         pred_path = cfg.run_dir / "bias" / name / "predictions.csv"
-        preds = pd.read_csv(pred_path, dtype=str, keep_default_na=False)
+        preds = unescape_frame(pd.read_csv(pred_path, dtype=str, keep_default_na=False))
         preds = preds[preds["occupation"].isin(OCCUPATIONS)]
         model_dir = cfg.run_dir / "generated" / name
         meta = read_metadata(model_dir)

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
+from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.toyworld.evaluate import ToyScore, score_predictions
 from t2i_debias.toyworld.render import OCCUPATIONS, TOY_RACES
 
@@ -39,7 +40,7 @@ def _image_path(model_dir: Path, run_dir: Path, rel: str) -> Path:
 
 def score_generated(model_dir: Path, run_dir: Path, clf: Any, reference: list[Image.Image] | None) -> ToyScore:
     """Score the images a model generated for the evaluation prompts (only the toy occupations)."""
-    meta = pd.read_csv(model_dir / "metadata.csv", dtype=str, keep_default_na=False)
+    meta = unescape_frame(pd.read_csv(model_dir / "metadata.csv", dtype=str, keep_default_na=False))
     for col in ("occupation", "file"):
         if col not in meta.columns:
             raise ValueError(f"{model_dir / 'metadata.csv'}: missing column {col!r}")
