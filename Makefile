@@ -52,8 +52,9 @@ toy-models: $(STAMP)
 test: $(STAMP) sysdeps
 	$(VPY) -m ruff check .
 	# Two workers, one torch thread each: both cores busy (CI has 2). Slow and e2e tests included;
-	# loadgroup keeps the real-shape tests (xdist_group "real_shapes") on one worker: one ~6 GB model at a time.
-	$(ONE_THREAD) $(VPY) -m pytest -q -p no:cacheprovider --timeout=1800 -n 2 --dist loadgroup
+	# loadgroup keeps the real-shape tests (xdist_group "real_shapes") on one worker: one real-size model at
+	# a time (<= 10 GB RSS each, tests/test_shapes.py). -rs prints each skip with its reason on one line.
+	$(ONE_THREAD) $(VPY) -m pytest -q -rs -p no:cacheprovider --timeout=1800 -n 2 --dist loadgroup
 
 test-fast: $(STAMP)
 	$(ONE_THREAD) $(VPY) -m pytest -q -m "not e2e and not slow"

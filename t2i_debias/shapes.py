@@ -23,9 +23,12 @@ SHAPES: dict[str, str] = {
     "sd15": "runwayml/stable-diffusion-v1-5",
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
 }
-# Saved weight dtype: fp32 like the published full-precision weights, except SDXL (3.5B parameters,
-# 14 GB in fp32) which is saved in bf16 so building it fits in ~8 GB of RAM.
+# Saved weight dtype: fp32 like the published full-precision weights (so a load without a dtype gives what
+# it gives for the real model), except SDXL (3.5B parameters, 14 GB in fp32), saved in bf16: 7 GB.
 SAVE_DTYPE: dict[str, str] = {"sd21": "float32", "sd21base": "float32", "sd15": "float32", "sdxl": "bfloat16"}
+# Weights are saved in shards of this size: loading maps one shard at a time, which bounds the peak RSS
+# of a load to the model plus one shard (an unsharded file is mapped whole while it is copied).
+SHARD_SIZE = "1GB"
 TEXT_PARTS: tuple[str, ...] = ("text_encoder", "text_encoder_2")
 TOKENIZERS: tuple[str, ...] = ("tokenizer", "tokenizer_2")
 
@@ -83,24 +86,53 @@ def build_scheduler(name: str) -> Any:
     return getattr(diffusers, conf["_class_name"]).from_config(conf)
 
 
+def random_init_(module: Any) -> Any:
+    """Fill every weight of `module` (materialised with `to_empty`, so its memory is uninitialised) in place,
+    in its own dtype, with torch's default init of each layer (`reset_parameters`), using the global RNG."""
+    import torch
+
+    covered: set[int] = set()
+    with torch.no_grad():
+        for sub in module.modules():
+            own = list(sub.parameters(recurse=False))
+            if own and hasattr(sub, "reset_parameters"):
+                sub.reset_parameters()
+                covered.update(id(p) for p in own)
+    missed = [n for n, p in module.named_parameters() if id(p) not in covered]
+    params = {n for n, _ in module.named_parameters()}
+    buffers = [k for k in module.state_dict() if k not in params]
+    if missed or buffers:  # a layer type without reset_parameters: its memory would be saved as garbage
+        raise RuntimeError(f"{type(module).__name__}: no initialiser for {(missed + buffers)[:3]}")
+    return module
+
+
 def build_shape_pipeline(out_dir: Path, name: str, seed: int = 0) -> Path:
-    """Build `name` with seeded random weights and save it as a diffusers pipeline folder in `out_dir`."""
+    """Build `name` with seeded random weights and save it as a diffusers pipeline folder in `out_dir`.
+
+    One component at a time: it is laid out on the meta device, materialised empty in the saved dtype,
+    filled in place and saved in shards of SHARD_SIZE, so building needs memory for the largest
+    component in that dtype only (SDXL's U-Net: 5.1 GB in bf16), and loading maps one shard at a time.
+    """
     import torch
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     torch.manual_seed(seed)
-    parts = build_components(name)
     dtype = getattr(torch, SAVE_DTYPE[name])
-    if dtype != torch.float32:
-        parts = {k: v.to(dtype) for k, v in parts.items()}
-    parts.update(build_tokenizers(name))
-    parts["scheduler"] = build_scheduler(name)
+    parts = build_components(name, "meta")
+    extra = {**build_tokenizers(name), "scheduler": build_scheduler(name)}
     if "text_encoder_2" in parts:
-        pipe = StableDiffusionXLPipeline(**parts, force_zeros_for_empty_prompt=True)
+        pipe = StableDiffusionXLPipeline(**parts, **extra, force_zeros_for_empty_prompt=True)
     else:
-        pipe = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
+        pipe = StableDiffusionPipeline(**parts, **extra, safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)
-    pipe.save_pretrained(out_dir, safe_serialization=True)
+    pipe.save_config(out_dir)  # model_index.json
+    for key, obj in extra.items():
+        obj.save_pretrained(out_dir / key)
+    del pipe
+    for key in list(parts):
+        module = random_init_(parts.pop(key).to(dtype).to_empty(device="cpu"))
+        module.save_pretrained(out_dir / key, safe_serialization=True, max_shard_size=SHARD_SIZE)
+        del module
     return out_dir
 
 
@@ -109,7 +141,8 @@ def shape_dir(name: str, seed: int = 0, root: Path | None = None) -> Path:
     from t2i_debias.tiny.cache import cached_dir
 
     confs = read_configs(name)
-    spec = {"name": name, "seed": seed, "configs": confs, "dtype": SAVE_DTYPE[name]}
+    spec = {"name": name, "seed": seed, "configs": confs, "dtype": SAVE_DTYPE[name], "init": "reset_parameters",
+            "shard": SHARD_SIZE}
     return cached_dir(f"shape-{name}", spec, lambda d: build_shape_pipeline(d, name, seed), root)
 
 
