@@ -58,7 +58,8 @@ def slug(text: str) -> str:
     s = re.sub(r"[^a-z0-9]+", "_", text.strip().lower()).strip("_")
     if not s and text.strip():
         code = text.strip().lower().encode("punycode").decode("ascii")
-        s = "xn_" + re.sub(r"[^a-z0-9]+", "_", code).strip("_") if code.strip(" -_") else ""
+        tail = re.sub(r"[^a-z0-9]+", "_", code).strip("_")
+        s = "xn_" + tail if tail else ""  # '??' has no letter in any script: no id
     if not s:
         raise InputError(f"occupation {text!r} cannot be used: its id needs ASCII letters or digits "
                          "(write it in Latin letters, or add them beside the name)")

@@ -259,8 +259,10 @@ time.sleep(120)
 
 
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path) -> None:
+    # A test worker may ignore SIGINT, and a child inherits that; a user's shell does not.
     proc = subprocess.Popen([sys.executable, "-c", _SLEEPER, str(tmp_path / "r")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path)
+                            stderr=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout.readline().strip() == "READY"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

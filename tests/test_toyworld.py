@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from t2i_debias.toyworld.dataset import MALE_SHARE, RACE_SHARE, biased_population
-from t2i_debias.toyworld.render import OCCUPATIONS, TOY_RACES, Person, render
+from t2i_debias.toyworld.render import MPII_OCCUPATIONS, OCCUPATIONS, TOY_RACES, Person, render
 
 
 def test_render_is_deterministic_by_seed():
@@ -45,15 +45,16 @@ def test_head_box_lies_on_the_skin_coloured_face():
 
 def test_unknown_attributes_are_rejected():
     with pytest.raises(ValueError, match="occupation"):
-        Person("pilot", "man", "white")
+        Person("astronaut", "man", "white")
     with pytest.raises(ValueError, match="race"):
         Person("chef", "man", "indian")
 
 
 def test_biased_population_has_the_planted_shares_exactly():
     pop = biased_population(200, seed=3)
-    assert len(pop) == 800
-    for occ in OCCUPATIONS:
+    assert len(pop) == 800  # the MPII copy's four occupations; the base model's population has all six
+    assert len(biased_population(200, seed=3, occupations=OCCUPATIONS)) == 1200
+    for occ in MPII_OCCUPATIONS:
         people = [s.person for s in pop if s.person.occupation == occ]
         assert len(people) == 200
         assert sum(p.gender == "man" for p in people) == round(MALE_SHARE[occ] * 200)
@@ -73,7 +74,7 @@ def test_mpii_round_trip_through_the_loader(tmp_path):
     pop = biased_population(5, seed=0)
     mat, images = write_mpii(tmp_path, pop)
     occ_map = load_occupation_map(OCCUPATION_MAP)
-    assert sorted(o for o in occ_map.values() if o) == sorted(OCCUPATIONS)
+    assert sorted(o for o in occ_map.values() if o) == sorted(MPII_OCCUPATIONS)  # pilot, teacher held out
     release = mpii.load_release(mat)
     rows, report = mpii.select_persons(release, occ_map, "train", True, mpii.image_listing(images))
     df = pd.DataFrame(rows, columns=mpii.PERSONS_COLUMNS)
@@ -198,7 +199,7 @@ def test_ensure_toy_data_writes_once_and_rewrites_on_a_new_seed(tmp_path):
     assert mat == tmp_path / "toy" / "toy.mat" and mat.is_file()
     assert len(list(images.glob("*.jpg"))) == 12
     truth = pd.read_csv(tmp_path / "toy" / "truth.csv")
-    assert sorted(set(truth["occupation"])) == sorted(OCCUPATIONS)
+    assert sorted(set(truth["occupation"])) == sorted(MPII_OCCUPATIONS)
     mtime = mat.stat().st_mtime_ns
     ensure_toy_data(cfg)
     assert mat.stat().st_mtime_ns == mtime  # current: not rewritten
@@ -261,9 +262,9 @@ def test_format_table_shows_change_against_base():
     lines = text.splitlines()
     assert lines[0].startswith("| model | male_doctor |")
     assert "| ambiguous doctor | ambiguous nurse | ambiguous firefighter | ambiguous chef |" in lines[0]
-    assert ("| unet | 0.50 | 0.50 | 0.50 | 0.50 | 0.00 | 0.25 | 0.50 | 0.75 | 0.10 | -75% | 0.10 | 0.95 | n/a | n/a "
-            "| n/a |") in lines
-    assert "| base | 0.50 | 0.50 | 0.50 | 0.50 | 0.00 | 0.25 | 0.50 | 0.75 | 0.40 | +0% | 0.20 | 1.00 | 3.00 | 0.90 | 0.80 |" in lines
+    per_occ = " | ".join(["0.50"] * len(OCCUPATIONS) + [f"{0.25 * i:.2f}" for i in range(len(OCCUPATIONS))])
+    assert f"| unet | {per_occ} | 0.10 | -75% | 0.10 | 0.95 | n/a | n/a | n/a |" in lines
+    assert f"| base | {per_occ} | 0.40 | +0% | 0.20 | 1.00 | 3.00 | 0.90 | 0.80 |" in lines
     assert "- base: doctor 0.33/0.33/0.33" in text
     # every prompt is shown: a zero is not hidden in an average
     assert "| a photo of a woman working as a doctor | 0.00 / – |" in lines
@@ -298,4 +299,5 @@ def test_summary_table_scores_generated_folders_against_the_truth(tmp_path):
     assert base["asian_doctor"] == 1.0 and base["occupation_acc"] == 1.0
     assert base["toy_fid"] > 0
     assert base["ambiguous_doctor"] == 0.0
-    assert "| unet | 0.50 | 0.50 | 0.50 | 0.50 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | -100% |" in format_table(df)
+    per_occ = " | ".join(["0.50"] * len(OCCUPATIONS) + ["0.00"] * len(OCCUPATIONS))
+    assert f"| unet | {per_occ} | 0.00 | -100% |" in format_table(df)
