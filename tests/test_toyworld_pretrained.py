@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from t2i_debias.config import load_config
+from t2i_debias.tiny.cache import spec_key
 from t2i_debias.toyworld import base_model, pretrained
 from t2i_debias.toyworld.classifier import classifier_spec
 
@@ -35,7 +36,7 @@ def test_shipped_spec_hash_equals_the_codes_spec(name: str) -> None:
     record = pretrained.shipped_record(name)
     assert record is not None, f"{name} is not shipped under {pretrained.PRETRAINED_DIR}: run `make toy-models`"
     spec = _code_specs()[name]
-    assert record["spec_hash"] == pretrained.spec_hash(spec), (
+    assert record["spec_hash"] == spec_key(spec), (
         f"shipped {name} was built for another spec: run `make toy-models` (weights must not drift from the recipe)")
     assert record["spec"] == json.loads(json.dumps(spec))
     build = record["build"]
@@ -80,7 +81,7 @@ def test_copy_upcasts_fp16_to_fp32_exactly(tmp_path: Path) -> None:
 def _fake_shipped(root: Path, name: str, spec: dict) -> None:
     (root / name).mkdir(parents=True)
     (root / name / "weights.txt").write_text("shipped")
-    (root / name / pretrained.SHIPPED_JSON).write_text(json.dumps({"spec_hash": pretrained.spec_hash(spec)}))
+    (root / name / pretrained.SHIPPED_JSON).write_text(json.dumps({"spec_hash": spec_key(spec)}))
 
 
 def test_loader_copies_a_matching_shipped_model_without_building(tmp_path: Path, monkeypatch) -> None:
@@ -127,9 +128,9 @@ def test_a_changed_drawing_changes_every_toy_models_spec(monkeypatch) -> None:
     """The pictures are part of each model's spec: a new skin tone never reuses a model trained on the old one."""
     from t2i_debias.toyworld import render
 
-    before = {k: pretrained.spec_hash(v) for k, v in _code_specs().items()}
+    before = {k: spec_key(v) for k, v in _code_specs().items()}
     monkeypatch.setitem(render.SKIN_TONES, "asian", (1, 2, 3))
-    after = {k: pretrained.spec_hash(v) for k, v in _code_specs().items()}
+    after = {k: spec_key(v) for k, v in _code_specs().items()}
     assert all(before[k] != after[k] for k in before)
 
 
@@ -146,5 +147,5 @@ def test_ship_writes_fp16_parts_leaves_out_rebuilt_parts_and_records_the_spec(tm
                                                       "unet"]
     assert load_file(str(out / "unet" / "model.safetensors"))["w"].dtype == torch.float16
     rec = pretrained.shipped_record("base-seed9", tmp_path / "shipped")
-    assert rec["spec_hash"] == pretrained.spec_hash(spec) and rec["build"]["cpu_seconds"] == 2.5
+    assert rec["spec_hash"] == spec_key(spec) and rec["build"]["cpu_seconds"] == 2.5
     assert rec["commit"] == "abc" and not (tmp_path / "shipped" / ".base-seed9.new").exists()

@@ -17,11 +17,11 @@ import argparse
 import json
 import logging
 import math
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from t2i_debias import provenance
 from t2i_debias.csv_cells import unescape_frame
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,7 @@ class ReadmeError(ValueError):
 # ----------------------------------------------------------------------------- provenance
 def git_commit(root: Path = ROOT) -> str:
     """Short commit of the repository at `root`, `+dirty` when tracked files differ; "unknown" outside git."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=root, capture_output=True).returncode
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("+dirty" if dirty else "")
+    return provenance.git_commit(root)
 
 
 def config_hash(cfg: Any) -> str:

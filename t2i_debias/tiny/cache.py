@@ -19,10 +19,15 @@ def cache_root() -> Path:
     return Path(os.environ.get("T2I_DEBIAS_CACHE", Path.cwd() / ".cache" / "t2i_debias"))
 
 
+def spec_key(spec: dict[str, Any]) -> str:
+    """The content hash of a builder spec: it names the spec's cache folder (its first 16 digits)."""
+    return hash_obj({"v": BUILDER_VERSION, **spec})
+
+
 def cached_dir(kind: str, spec: dict[str, Any], build: Callable[[Path], None], root: Path | None = None) -> Path:
     """Return `<root>/<kind>-<hash(spec)>`, building it with `build(tmpdir)` then renaming when missing."""
     root = Path(root) if root is not None else cache_root()
-    final = root / f"{kind}-{hash_obj({'v': BUILDER_VERSION, **spec})[:16]}"
+    final = root / f"{kind}-{spec_key(spec)[:16]}"
     if final.exists():
         return final
     root.mkdir(parents=True, exist_ok=True)

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.runs import atomic_write_json, hash_obj
-from t2i_debias.tiny.cache import BUILDER_VERSION, cached_dir
+from t2i_debias.runs import atomic_write_json
+from t2i_debias.tiny.cache import cached_dir, spec_key
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,8 @@ REBUILD_HINT = "make toy-models"
 # CLIP vocabulary when the copy is made (they would triple the size of each base).
 NOT_SHIPPED = ("vae", "tokenizer")
 FP16_PARTS = ("unet", "text_encoder")
-SHIPPED_SEEDS: tuple[int, ...] = (0, 1, 2)
-HELDOUT_SEED = 2  # no choice of the method's recipe may be tuned on this seed
+SHIPPED_SEEDS: tuple[int, ...] = (0, 1, 2)  # seed 2 is held out: no choice of the method's recipe is tuned on it
 USE_SHIPPED = True  # False only while `make toy-models` retrains them from scratch
-
-
-def spec_hash(spec: dict[str, Any]) -> str:
-    """The hash that names a model's cache folder (the same key, shipped or built)."""
-    return hash_obj({"v": BUILDER_VERSION, **spec})
 
 
 def shipped_record(name: str, root: Path | None = None) -> dict[str, Any] | None:
@@ -75,7 +69,7 @@ def cached_or_shipped(kind: str, name: str, spec: dict[str, Any], build: Callabl
                       finish: Callable[[Path], None] | None = None, root: Path | None = None) -> Path:
     """Cache folder of `spec`: copied from the shipped model `name` when its spec hash matches, else built."""
     record = shipped_record(name, root) if USE_SHIPPED else None
-    want = spec_hash(spec)
+    want = spec_key(spec)
     if record is not None and record.get("spec_hash") == want:
         src = (root or PRETRAINED_DIR) / name
         return cached_dir(kind, spec, lambda d: copy_shipped(src, d, finish))
@@ -108,7 +102,7 @@ def ship(src: Path, name: str, spec: dict[str, Any], extra: dict[str, Any] | Non
             state = load_file(str(f))
             save_file({k: v.half().contiguous() if v.dtype == torch.float32 else v for k, v in state.items()},
                       str(f), metadata={"format": "pt"})
-    record = {"name": name, "spec_hash": spec_hash(spec), "spec": spec, "build": read_build_record(src),
+    record = {"name": name, "spec_hash": spec_key(spec), "spec": spec, "build": read_build_record(src),
               "stored_fp16": [p for p in FP16_PARTS if (tmp / p).is_dir()], "not_shipped": list(NOT_SHIPPED)}
     atomic_write_json(tmp / SHIPPED_JSON, record | (extra or {}))
     replace_dir(tmp, root / name)

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from t2i_debias.provenance import git_commit
 from t2i_debias.toyworld import pretrained
 
 log = logging.getLogger(__name__)
@@ -27,23 +28,12 @@ RESULTS_MD = REPO / "docs" / "results" / "toy_base.md"
 TOY_README = Path(__file__).with_name("README.md")
 
 
-def _commit() -> str:
-    """The git commit the models were built from ("unknown" outside a checkout)."""
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def build_and_ship(seeds: list[int], cache: Path | None = None) -> None:
     """Train every toy model from scratch (in a fresh cache, or reusing the builds in `cache`) and ship them."""
     from t2i_debias.toyworld import base_model
     from t2i_debias.toyworld.classifier import classifier_dir, classifier_spec
 
-    extra = {"commit": _commit()}
+    extra = {"commit": git_commit(REPO, short=None, mark_dirty=False)}
     with tempfile.TemporaryDirectory(prefix="toy-build-") as fresh:
         os.environ["T2I_DEBIAS_CACHE"] = str(cache or fresh)
         pretrained.USE_SHIPPED = False
