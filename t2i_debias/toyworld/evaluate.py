@@ -37,9 +37,10 @@ BASE_GATES = {"min_mean_gender_tvd": 0.3, "min_gender_obedience": 0.9, "min_skin
               "max_ambiguous_rate": 0.1}
 
 
-def _mean(by_occupation: dict[str, float]) -> float:
-    """Mean over the occupations with a value (an all-hybrid occupation has NaN); NaN when none has one."""
-    vals = [v for v in by_occupation.values() if v == v]
+def _mean(by_occupation: dict[str, float], occupations: tuple[str, ...] | None = None) -> float:
+    """Mean over the occupations (all, or those in `occupations`) with a value (an all-hybrid occupation has
+    NaN); NaN when none has one."""
+    vals = [v for o, v in by_occupation.items() if v == v and (occupations is None or o in occupations)]
     return float(np.mean(vals)) if vals else float("nan")
 
 
@@ -66,24 +67,20 @@ class ToyScore:
     def mean_race_tvd(self) -> float:
         return _mean(self.race_tvd)
 
-    def gender_tvd_over(self, occupations: tuple[str, ...]) -> float:
-        """Mean gender tvd over those of `occupations` that were scored (NaN when none was)."""
-        return _mean({o: v for o, v in self.gender_tvd.items() if o in occupations})
-
     @property
     def mpii_gender_tvd(self) -> float:
         """Mean gender tvd over the occupations of the toy MPII copy (those fine-tuning sees)."""
-        return self.gender_tvd_over(MPII_OCCUPATIONS)
+        return _mean(self.gender_tvd, MPII_OCCUPATIONS)
 
     @property
     def heldout_gender_tvd(self) -> float:
         """Mean gender tvd over the held-out occupations (the base knows them; fine-tuning never sees them)."""
-        return self.gender_tvd_over(HELDOUT_OCCUPATIONS)
+        return _mean(self.gender_tvd, HELDOUT_OCCUPATIONS)
 
     @property
     def mpii_race_tvd(self) -> float:
         """Mean skin-tone tvd over the occupations of the toy MPII copy."""
-        return _mean({o: v for o, v in self.race_tvd.items() if o in MPII_OCCUPATIONS})
+        return _mean(self.race_tvd, MPII_OCCUPATIONS)
 
     @property
     def max_ambiguous_rate(self) -> float:
