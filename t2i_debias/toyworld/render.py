@@ -14,7 +14,7 @@ Cues:
   the toy labels fit `attributes.RACES`; it says nothing about real people. The middle tone is off the
   light-dark line on purpose: a tone halfway between the other two is pushed into "dark" by
   classifier-free guidance (guidance 4 amplifies a small error of the conditional prediction 4x), so
-  the base could not draw it when asked (measured: 2 of 32 asked-for medium doctors at guidance 4).
+  the base could not draw it when asked.
 """
 
 from __future__ import annotations
