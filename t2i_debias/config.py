@@ -158,7 +158,7 @@ class TrainSection:
     lang_similarity: str = "tokens"  # tokens | pooled
     vision_reduction: str = "triplet"  # triplet (each MSE per triplet) | batch (upstream: over the batch)
     snr_gamma: float = 0.0  # 0 = off
-    # Loss weights; empty = the mode's reference weights (DESIGN.md §2). Keys: denoise, lang, vision, preserve.
+    # Loss weights; empty = the mode's reference weights (DESIGN.md §2). Keys: train.losses.LOSS_NAMES.
     weights: dict[str, float] = field(default_factory=dict)
     control: bool = False  # also train models/control: the same options on the biased anchors only
     resume_from_checkpoint: str = "latest"  # latest | a checkpoint folder | "" (start fresh)
@@ -191,7 +191,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         "num_train_epochs": 5, "mixed_precision": "auto", "use_ema": False, "snr_gamma": 0.0,
     },
     "recommended": {
-        "schedule": "sequential", "modes": ["unet"], "weights": {"denoise": 1.0, "vision": 0.0},
+        "schedule": "sequential", "modes": ["unet"], "weights": {"denoise": 1.0, "vision": 0.0, "prior": 1.0},
         "denoise_members": "both", "denoise_caption": "neutral", "attribute_share": 0.3, "caption_dropout": 0.1,
         "verified_only": True, "balance": "cell", "balance_by": ["gender"], "guidance_target": -1.0,
         "uncond_weight": 1.0, "independent_noise": False, "input_perturbation": 0.0, "random_flip": False,

@@ -18,9 +18,12 @@ from train_fixtures import make_enriched, small_config  # noqa: E402
 
 # ----------------------------------------------------------------------------- options (no models)
 def test_resolve_weights_defaults_overrides_and_skips():
-    assert engine.resolve_weights("text") == {"denoise": 0.0, "lang": 0.1, "vision": 0.0, "preserve": 0.0}
-    assert engine.resolve_weights("unet") == {"denoise": 0.0, "lang": 0.0, "vision": 1.0, "preserve": 0.0}
-    assert engine.resolve_weights("both") == {"denoise": 0.5, "lang": 0.1, "vision": 0.4, "preserve": 0.0}
+    assert engine.resolve_weights("text") == {"denoise": 0.0, "lang": 0.1, "vision": 0.0, "preserve": 0.0,
+                                              "prior": 0.0}
+    assert engine.resolve_weights("unet") == {"denoise": 0.0, "lang": 0.0, "vision": 1.0, "preserve": 0.0,
+                                              "prior": 0.0}
+    assert engine.resolve_weights("both") == {"denoise": 0.5, "lang": 0.1, "vision": 0.4, "preserve": 0.0,
+                                              "prior": 0.0}
     assert engine.resolve_weights("both", {"vision": 0, "preserve": 0.2})["vision"] == 0.0
     assert engine.resolve_weights("both", {"preserve": 0.2})["preserve"] == 0.2
     # lang/preserve reach only the text encoder: frozen in unet mode, so they are not computed
@@ -171,8 +174,8 @@ def test_sequential_stage_trains_each_mode_and_keeps_the_rest(tmp_path, tiny_sd_
         with open(out / "training_log.csv") as fh:
             rows = list(csv.DictReader(fh))
         assert [r["step"] for r in rows] == ["1", "2", "3"]
-        assert list(rows[0]) == ["step", "loss", "denoise", "lang", "vision", "preserve", "lr"]
-        active = {k for k in ("denoise", "lang", "vision", "preserve") if rows[0][k] != ""}
+        assert list(rows[0]) == ["step", "loss", "denoise", "lang", "vision", "preserve", "prior", "lr"]
+        active = {k for k in ("denoise", "lang", "vision", "preserve", "prior") if rows[0][k] != ""}
         assert active == {k for k, v in engine.resolve_weights(mode).items() if v > 0}
         assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         card = (out / "README.md").read_text()

@@ -147,6 +147,51 @@ def test_guided_target_batches_the_unconditional_pass(tiny_sd_path, tmp_path):
     assert split["denoise"].item() == pytest.approx(want.item(), rel=1e-4)
 
 
+def test_prior_preservation_distils_the_frozen_unet_under_attribute_captions(tiny_sd_path, tmp_path):
+    from t2i_debias.train.losses import prior_loss
+
+    root = make_enriched(tmp_path / "enriched", n=2)
+    weights = engine.resolve_weights("unet", {"vision": 0.0, "denoise": 1.0, "prior": 1.0})
+    parts = engine.load_parts(str(tiny_sd_path), "unet", weights)
+    assert parts.frozen_unet is not None and not any(p.requires_grad for p in parts.frozen_unet.parameters())
+    ds = TripletDataset(read_triplets(root), parts.tokenizer, 32, denoise_caption="neutral")
+    batch = torch.utils.data.default_collate([ds[0], ds[1]])
+    train = small_config().train
+    # the prior caption is the positive's or the negative's (attribute) caption, drawn per sample, seeded
+    many = {k: torch.stack([v[0]] * 200) for k, v in batch.items() if torch.is_tensor(v)}
+    many["index"] = torch.arange(200)
+    ids = engine.prior_captions(many, seed=0, batch_number=1)
+    share_p = sum(torch.equal(r, batch["ids_p"][0]) for r in ids) / 200
+    assert 0.4 < share_p < 0.6 and all(torch.equal(r, batch["ids_p"][0]) or torch.equal(r, batch["ids_n"][0])
+                                       for r in ids)
+    assert torch.equal(ids, engine.prior_captions(many, seed=0, batch_number=1))
+    # untrained: the fine-tune is the base, so the term is 0 (up to the batched call's rounding)
+    with torch.no_grad():
+        terms = engine.compute_losses(parts, batch, weights, train, seed=0, batch_number=0)
+    assert terms["prior"].item() < 1e-10
+    assert terms["loss"].item() == pytest.approx(terms["denoise"].item())
+    # move the trained U-Net: the term is the MSE to the frozen U-Net's prediction on the same input
+    with torch.no_grad():
+        for p in parts.unet.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    captured = []
+    parts.frozen_unet.register_forward_hook(lambda m, i, o: captured.append((i, o[0])))
+    trained_out = []
+    parts.unet.register_forward_hook(lambda m, i, o: trained_out.append(o[0]))
+    with torch.no_grad():
+        terms = engine.compute_losses(parts, batch, weights, train, seed=0, batch_number=0)
+    (args, frozen_pred), = captured
+    q = trained_out[0].split(2)[-1]  # passes d then q in one call: q is the last block
+    # the frozen pass sees the prior captions (not the denoise captions) on the denoised member's latent
+    with torch.no_grad():
+        want_hidden = parts.text_encoder(engine.prior_captions(batch, seed=0, batch_number=0)).last_hidden_state
+        d_hidden = parts.text_encoder(engine.choose_captions(batch, train, seed=0, batch_number=0)).last_hidden_state
+    assert torch.allclose(args[2], want_hidden, atol=1e-5) and not torch.allclose(args[2], d_hidden, atol=1e-3)
+    assert terms["prior"].item() == pytest.approx(prior_loss(q, frozen_pred).item(), rel=1e-6)
+    assert terms["prior"].item() > 0
+    assert terms["loss"].item() == pytest.approx(terms["denoise"].item() + terms["prior"].item(), rel=1e-5)
+
+
 def test_presets_apply_first_and_explicit_options_win(tmp_path):
     from t2i_debias.cli import config_from_args
 
@@ -190,6 +235,8 @@ def test_control_config_denoises_only_anchors():
     c = engine.control_config(cfg, "both")
     assert (c.train.denoise_members, c.train.balance) == ("anchor", "none")
     assert c.train.weights == {"denoise": 1.0, "lang": 0.0, "vision": 0.0, "preserve": 0.0}
+    with_prior = small_config(weights={"denoise": 1.0, "prior": 0.5})
+    assert engine.control_config(with_prior, "unet").train.weights["prior"] == 0.5  # the same objective
     assert cfg.train.denoise_members == "both"  # a copy
     # reference weights of `both` (denoise 0.5) keep their denoise weight
     assert engine.control_config(small_config(), "both").train.weights["denoise"] == 0.5

@@ -1,4 +1,4 @@
-"""Known answers for the four losses (DESIGN.md §2), worked out by hand, and which parameters each reaches."""
+"""Known answers for the five losses (DESIGN.md §2), worked out by hand, and which parameters each reaches."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from t2i_debias.train.losses import (
+    LOSS_NAMES,
     denoise_loss,
     denoise_target,
     lang_loss,
     min_snr_weights,
     preserve_loss,
+    prior_loss,
     vision_loss,
 )
 
@@ -105,6 +107,17 @@ def test_preserve_mse_and_frozen_side_gets_no_gradient():
     assert frozen.grad is None
 
 
+def test_prior_mse_against_the_frozen_prediction_which_gets_no_gradient():
+    pred = torch.tensor([[0.5, -1.0], [2.0, 0.0]], requires_grad=True)
+    frozen = torch.tensor([[0.5, 1.0], [0.0, 0.0]], requires_grad=True)
+    loss = prior_loss(pred, frozen)
+    assert loss.item() == pytest.approx(2.0)  # (0 + 4 + 4 + 0) / 4
+    loss.backward()
+    assert pred.grad.flatten().tolist() == pytest.approx([0.0, -1.0, 1.0, 0.0])  # 2·(pred − frozen)/4
+    assert frozen.grad is None
+    assert prior_loss(frozen.detach(), frozen.detach()).item() == 0.0
+
+
 # ----------------------------------------------------------------------------- gradient reach
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory, tiny_sd_path):
@@ -125,17 +138,19 @@ def _touched(module) -> bool:
 @pytest.mark.parametrize("mode,term,text,unet", [
     ("both", "lang", True, False),
     ("both", "preserve", True, False),
+    ("both", "prior", True, True),
     ("both", "vision", True, True),
     ("both", "denoise", True, True),
     ("unet", "vision", False, True),
     ("unet", "denoise", False, True),
+    ("unet", "prior", False, True),
     ("text", "lang", True, False),
 ])
 def test_each_loss_reaches_only_its_parameters(tiny_sd_path, batch, mode, term, text, unet):
     from t2i_debias.train.data import tokenize
     from t2i_debias.train.engine import compute_losses, load_parts
 
-    weights = {k: 0.0 for k in ("denoise", "lang", "vision", "preserve")}
+    weights = {k: 0.0 for k in LOSS_NAMES}
     weights[term] = 1.0
     parts = load_parts(str(tiny_sd_path), mode, weights)
     if mode == "text":
@@ -149,6 +164,11 @@ def test_each_loss_reaches_only_its_parameters(tiny_sd_path, batch, mode, term, 
         with torch.no_grad():
             next(p for n, p in parts.text_encoder.named_parameters() if n.endswith("final_layer_norm.bias")).add_(0.1)
         terms = compute_losses(parts, batch, weights, cfg.train, seed=0, batch_number=0, ref_ids=ref)
+    if term == "prior":  # likewise: the frozen U-Net equals the start point
+        assert terms["prior"].item() == 0.0
+        with torch.no_grad():
+            next(p for n, p in parts.unet.named_parameters() if n.endswith("conv_out.bias")).add_(0.1)
+        terms = compute_losses(parts, batch, weights, cfg.train, seed=0, batch_number=0, ref_ids=ref)
     terms["loss"].backward()
     assert _touched(parts.text_encoder) == text
     if parts.unet is not None:
@@ -156,6 +176,8 @@ def test_each_loss_reaches_only_its_parameters(tiny_sd_path, batch, mode, term, 
         assert not _touched(parts.vae)
     if parts.frozen_text_encoder is not None:
         assert not _touched(parts.frozen_text_encoder)
+    if parts.frozen_unet is not None:
+        assert not _touched(parts.frozen_unet)
 
 
 # ----------------------------------------------------------------------------- guided target, vision over the batch

@@ -40,6 +40,7 @@ from t2i_debias.train.losses import (
     guided_denoise_loss,
     lang_loss,
     preserve_loss,
+    prior_loss,
     vision_loss,
 )
 
@@ -47,9 +48,9 @@ log = logging.getLogger(__name__)
 
 # Reference weights (DESIGN.md §2); cfg.train.weights overrides any of them.
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
-    "text": {"denoise": 0.0, "lang": 0.1, "vision": 0.0, "preserve": 0.0},
-    "unet": {"denoise": 0.0, "lang": 0.0, "vision": 1.0, "preserve": 0.0},
-    "both": {"denoise": 0.5, "lang": 0.1, "vision": 0.4, "preserve": 0.0},
+    "text": {"denoise": 0.0, "lang": 0.1, "vision": 0.0, "preserve": 0.0, "prior": 0.0},
+    "unet": {"denoise": 0.0, "lang": 0.0, "vision": 1.0, "preserve": 0.0, "prior": 0.0},
+    "both": {"denoise": 0.5, "lang": 0.1, "vision": 0.4, "preserve": 0.0, "prior": 0.0},
 }
 TRAINED: dict[str, tuple[str, ...]] = {"text": ("text_encoder",), "unet": ("unet",), "both": ("text_encoder", "unet")}
 # Losses that only reach the text encoder; denoise and vision reach both parts (through E(c)).
@@ -186,6 +187,7 @@ class Parts:
     unet: Any = None
     vae: Any = None
     frozen_text_encoder: Any = None
+    frozen_unet: Any = None  # the U-Net the mode starts from (the base for the first mode), for the `prior` loss
     trained: tuple[str, ...] = ()
     lora: bool = False
     weight_dtype: torch.dtype = torch.float32
@@ -193,7 +195,7 @@ class Parts:
 
 
 def needs_unet(weights: dict[str, float]) -> bool:
-    return weights["denoise"] > 0 or weights["vision"] > 0
+    return weights["denoise"] > 0 or weights["vision"] > 0 or weights["prior"] > 0
 
 
 def load_parts(base: str, mode: str, weights: dict[str, float], lora_rank: int = 0,
@@ -216,8 +218,10 @@ def load_parts(base: str, mode: str, weights: dict[str, float], lora_rank: int =
     for m in (p.text_encoder, p.unet, p.vae):
         if m is not None:
             m.requires_grad_(False)
-    if weights["preserve"] > 0:
+    if weights["preserve"] > 0 or (weights["prior"] > 0 and "text_encoder" in trained):
         p.frozen_text_encoder = _cast(copy.deepcopy(p.text_encoder).eval(), weight_dtype)
+    if weights["prior"] > 0:  # the base's own predictions, the target of prior preservation
+        p.frozen_unet = _cast(copy.deepcopy(p.unet).eval(), weight_dtype)
     prior = _read_adapter_state(init_lora) if init_lora else {}
     for name in ("text_encoder", "unet"):
         module = getattr(p, name)
@@ -306,13 +310,26 @@ def row_generator(seed: int, batch_number: int, index: int, stream: str) -> torc
 
 def unet_passes(weights: dict[str, float], guidance_target: float = 0.0) -> list[str]:
     """The U-Net passes the active losses need: a/p/n (vision, own captions), d (the denoised member under
-    its chosen caption) and u (the same noisy latent under the empty caption, for `guidance_target`)."""
+    its chosen caption), u (the same noisy latent under the empty caption, for `guidance_target`) and q
+    (the same noisy latent under an attribute caption, for `prior`)."""
     out = ["a", "p", "n"] if weights["vision"] > 0 else []
     if weights["denoise"] > 0:
         out.append("d")
         if guidance_target > 0:
             out.append("u")
+    if weights["prior"] > 0:
+        out.append("q")
     return out
+
+
+def prior_captions(batch: dict[str, Any], seed: int, batch_number: int) -> torch.Tensor:
+    """Per sample, the caption of the prior-preservation pass: the positive's or the negative's attribute
+    caption (p = 0.5 each, from the sample's own generator), so both genders are asked of every image."""
+    rows = []
+    for r, idx in enumerate(batch["index"].tolist()):
+        u = torch.rand((), generator=row_generator(seed, batch_number, idx, "prior")).item()
+        rows.append(batch["ids_p" if u < 0.5 else "ids_n"][r])
+    return torch.stack(rows)
 
 
 def choose_captions(batch: dict[str, Any], train: Any, seed: int, batch_number: int) -> torch.Tensor:
@@ -355,6 +372,9 @@ def compute_losses(parts: Parts, batch: dict[str, Any], weights: dict[str, float
     if "u" in passes:
         captions.append("u")
         ids.append(batch["ids_empty"])
+    if "q" in passes:
+        captions.append("q")
+        ids.append(prior_captions(batch, seed, batch_number).to(device))
     if weights["preserve"] > 0:
         ids.append(ref_ids.to(device))
     text_trained = "text_encoder" in parts.trained
@@ -377,7 +397,7 @@ def compute_losses(parts: Parts, batch: dict[str, Any], weights: dict[str, float
         sched = parts.noise_scheduler
         member = batch["member"].to(device)
         rows = torch.arange(bsz, device=device)
-        images = [m for m in ("a", "p", "n", "d") if m in passes]
+        images = [m for m in ("a", "p", "n", "d") if m in passes or (m == "d" and "q" in passes)]
         pix_by = {m: batch[f"pixels_{m}"] for m in MEMBERS}
         if "d" in images:
             pix_by["d"] = torch.stack([pix_by[m] for m in MEMBERS], 1)[rows, member]
@@ -407,8 +427,9 @@ def compute_losses(parts: Parts, batch: dict[str, Any], weights: dict[str, float
                                      for i in indices]).to(device)
                 noisy_with = nm[m] + train.input_perturbation * extra
             zt[m] = sched.add_noise(z0[m], noisy_with, tm[m])
-        if "u" in passes:
-            zt["u"], tm["u"] = zt["d"], tm["d"]
+        for m in ("u", "q"):  # the denoised member's noisy latent under another caption
+            if m in passes:
+                zt[m], tm[m] = zt["d"], tm["d"]
         # the denoised member is the positive under its own caption, unperturbed: reuse the vision pass
         reuse = ("p" in passes and "d" in passes and bool((member == 1).all()) and train.input_perturbation == 0
                  and torch.equal(hidden["d"], hidden["p"]))
@@ -423,6 +444,14 @@ def compute_losses(parts: Parts, batch: dict[str, Any], weights: dict[str, float
             preds = {m: parts.unet(*x, return_dict=False)[0] for m, x in zip(run, unet_in, strict=True)}
         if reuse:
             preds["d"] = preds["p"]
+        if weights["prior"] > 0:
+            hidden_q = hidden["q"]
+            if parts.frozen_text_encoder is not None and "text_encoder" in parts.trained:
+                with torch.no_grad():
+                    hidden_q = parts.frozen_text_encoder(ids[captions.index("q")], return_dict=True).last_hidden_state
+            with torch.no_grad():
+                frozen = parts.frozen_unet(zt["q"].to(wd), tm["q"], hidden_q.to(wd), return_dict=False)[0]
+            terms["prior"] = prior_loss(preds["q"], frozen)
         if weights["vision"] > 0:
             terms["vision"] = vision_loss(preds["a"], preds["p"], preds["n"], train.vision_reduction)
         if weights["denoise"] > 0:
@@ -541,7 +570,7 @@ def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: st
             te = parts.text_encoder  # transformers 5 renamed the method; 4.x has only the old name
             (getattr(te, "activation_checkpointing_enable", None) or te.gradient_checkpointing_enable)()
     device = accelerator.device
-    for name in ("text_encoder", "unet", "vae", "frozen_text_encoder"):
+    for name in ("text_encoder", "unet", "vae", "frozen_text_encoder", "frozen_unet"):
         if getattr(parts, name) is not None:
             getattr(parts, name).to(device)
     params = trainable_parameters(parts)
@@ -848,11 +877,14 @@ def train_stage(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: s
 
 def control_config(cfg: Any, mode: str) -> Any:
     """The control's config: the same [train] options, but only the biased anchors (own, neutral captions)
-    are denoised, unweighted; lang and vision are off (they need the counterfactual members)."""
+    are denoised, unweighted; lang and vision are off (they need the counterfactual members). Prior
+    preservation stays: its target is the frozen base, and its captions name no counterfactual image."""
     c = copy.deepcopy(cfg)
     t = c.train
     w = resolve_weights(mode, t.weights)
     t.weights = {"denoise": w["denoise"] or 1.0, "lang": 0.0, "vision": 0.0, "preserve": w["preserve"]}
+    if w["prior"] > 0:  # only then: a control without it keeps the train hash it had before the term existed
+        t.weights["prior"] = w["prior"]
     t.denoise_members, t.balance = "anchor", "none"
     return c
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSS_NAMES: tuple[str, ...] = ("denoise", "lang", "vision", "preserve")
+LOSS_NAMES: tuple[str, ...] = ("denoise", "lang", "vision", "preserve", "prior")
 
 
 def denoise_target(prediction_type: str, latents: torch.Tensor, noise: torch.Tensor,
@@ -102,3 +102,9 @@ def vision_loss(eps_a: torch.Tensor, eps_p: torch.Tensor, eps_n: torch.Tensor,
 def preserve_loss(e_ref: torch.Tensor, e_ref_frozen: torch.Tensor) -> torch.Tensor:
     """MSE(E(c_r), E_frozen(c_r)) on reference prompts: keeps the text encoder from drifting."""
     return F.mse_loss(e_ref.float(), e_ref_frozen.detach().float(), reduction="mean")
+
+
+def prior_loss(pred: torch.Tensor, pred_frozen: torch.Tensor) -> torch.Tensor:
+    """MSE(ε_θ(z_t, t, c_attr), ε_frozen(z_t, t, c_attr)): prior preservation as distillation. The base
+    already obeys attribute captions ("a woman working as a nurse"); this keeps the fine-tune doing so."""
+    return F.mse_loss(pred.float(), pred_frozen.detach().float(), reduction="mean")

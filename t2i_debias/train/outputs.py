@@ -20,8 +20,9 @@ from t2i_debias.runs import (
     atomic_write_csv,
     atomic_write_text,
 )
+from t2i_debias.train.losses import LOSS_NAMES
 
-LOG_COLUMNS = ["step", "loss", "denoise", "lang", "vision", "preserve", "lr"]
+LOG_COLUMNS = ["step", "loss", *LOSS_NAMES, "lr"]
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 ADAPTER_STATE = "adapter_state.safetensors"  # peft-format adapters, to continue training in the next mode
 
