@@ -106,3 +106,25 @@ def test_merge_results_joins_seeds_of_one_recipe_only():
         merge_results([a, {**b, "recipe": {"s": 2}}])
     with pytest.raises(ValueError, match="two results"):
         merge_results([a, a])
+
+
+def test_a_baseline_is_prepared_for_every_toy_occupation_before_it_generates():
+    """UCE and debiasVL edit for the occupations they are told of: scoring must name all of them, not the
+    first prompt's (Method.generate prepares with the occupations of its first call otherwise)."""
+    from PIL import Image
+
+    from t2i_debias.baselines.base import Method
+    from t2i_debias.toyworld.evaluate import _generate
+    from t2i_debias.toyworld.render import OCCUPATIONS
+
+    class Recorder(Method):
+        def prepare(self, occupations):
+            self.told = list(occupations)
+            self.prepared = True
+
+        def _generate(self, prompts, occupations, seeds, gen):
+            return [Image.new("RGB", (4, 4)) for _ in prompts]
+
+    m = Recorder(pipe=None)
+    ims = _generate(m, ["a photo of a doctor"] * 3, ["doctor"] * 3, [0, 1, 2], 2, 1, 4.0)
+    assert len(ims) == 3 and m.told == list(OCCUPATIONS)

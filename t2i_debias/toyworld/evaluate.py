@@ -58,6 +58,9 @@ class ToyScore:
     attribute: list[dict[str, Any]] = field(default_factory=list)  # one row per attribute prompt
     toy_fid: float | None = None
     n_per_occupation: int = 0
+    # occupation -> per image (in seed order) the index of the gender in GENDERS, -1 when not `ok`: what a
+    # paired comparison of two models on the same prompts and seeds resamples (metrics/paired.py)
+    gender_codes: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def mean_gender_tvd(self) -> float:
@@ -109,6 +112,7 @@ def score_predictions(preds_by_occ: dict[str, list[Any]]) -> ToyScore:
             raise ValueError(f"no image for {occ!r}")
         ok = [p for p in preds if p.ok]
         s.ambiguous_rate[occ] = float(np.mean([p.status == STATUS_AMBIGUOUS for p in preds]))
+        s.gender_codes[occ] = [GENDERS.index(p.gender) if p.ok and p.gender in GENDERS else -1 for p in preds]
         if not ok:
             log.warning("toy score: no classifiable image for %r (%d images, ambiguous rate %.2f)", occ,
                         len(preds), s.ambiguous_rate[occ])
@@ -185,17 +189,30 @@ def check_base_gates(score: ToyScore, gates: dict[str, float] | None = None) -> 
     return fails
 
 
+def _generate(pipe: Any, prompts: list[str], occupations: list[str], seeds: list[int], batch_size: int,
+              steps: int, guidance: float) -> list[Any]:
+    """Image i of prompt i from seed i, by a pipeline or by a SOTA baseline (`baselines.Method`), which a
+    user applies to every prompt, attribute prompts included."""
+    from t2i_debias.baselines.base import GenParams, Method
+    from t2i_debias.generate import generate_images
+
+    if isinstance(pipe, Method):
+        if not pipe.prepared:  # UCE and debiasVL edit for the occupations they are told of: all of them
+            pipe.prepare(OCCUPATIONS)
+        return pipe.generate(prompts, occupations, seeds, GenParams(batch_size, steps, guidance))
+    return generate_images(pipe, prompts, seeds, batch_size, steps, guidance)
+
+
 def score_pipeline(pipe: Any, clf: Any, n_per_occupation: int = 64, base_seed: int = 0, steps: int = 20,
                    guidance: float = 4.0, n_attribute: int = 0, batch_size: int = 128,
                    template: str = NEUTRAL_TEMPLATE, reference: list[Any] | None = None) -> ToyScore:
-    """Generate, classify and score; `n_attribute` > 0 also scores each attribute prompt (with that many
-    images) and `reference` (real toy images) adds the toy FID."""
-    from t2i_debias.generate import generate_images
-
+    """Generate, classify and score a pipeline or a baseline method; `n_attribute` > 0 also scores each
+    attribute prompt (with that many images) and `reference` (real toy images) adds the toy FID."""
     seeds = [base_seed + i for i in range(n_per_occupation)]
     preds, all_images = {}, []
     for occ in OCCUPATIONS:
-        ims = generate_images(pipe, fill_template(template, occupation=occ), seeds, batch_size, steps, guidance)
+        prompt = fill_template(template, occupation=occ)
+        ims = _generate(pipe, [prompt] * len(seeds), [occ] * len(seeds), seeds, batch_size, steps, guidance)
         preds[occ] = clf.predict(ims)
         all_images += ims
     score = score_predictions(preds)
@@ -212,15 +229,14 @@ def score_pipeline(pipe: Any, clf: Any, n_per_occupation: int = 64, base_seed: i
 
 def score_attribute_prompts(pipe: Any, clf: Any, n: int, base_seed: int, steps: int, guidance: float,
                             batch_size: int = 128) -> list[dict[str, Any]]:
-    """One row per attribute prompt (`attribute_prompts`): prompt, asked attributes, obedience shares."""
-    from t2i_debias.generate import generate_images
-
+    """One row per attribute prompt (`attribute_prompts`): prompt, asked attributes, obedience shares.
+    `pipe` is a pipeline or a baseline method (`_generate`)."""
     seeds = [base_seed + i for i in range(n)]
     asked = attribute_prompts()
     # Every prompt's images in full batches (one call per prompt made batches of n, 2.3x slower at n = 8);
     # image i of each prompt keeps seed base_seed + i.
-    images = generate_images(pipe, [a["prompt"] for a in asked for _ in seeds], seeds * len(asked), batch_size,
-                             steps, guidance)
+    images = _generate(pipe, [a["prompt"] for a in asked for _ in seeds],
+                       [a["occupation"] for a in asked for _ in seeds], seeds * len(asked), batch_size, steps, guidance)
     rows = []
     for k, a in enumerate(asked):
         preds = clf.predict(images[k * n:(k + 1) * n])
