@@ -195,33 +195,40 @@ def summarize(pred: pd.DataFrame, attributes: dict[str, tuple[str, ...]] | None 
     return pd.DataFrame(by_prompt), summary
 
 
-def paired_vs_base(pred: pd.DataFrame, base_pred: pd.DataFrame, attributes: dict[str, tuple[str, ...]] | None = None,
-                   n_bootstrap: int = 1000, seed: int = 0, ci: float = 0.95, resample: str = "prompts_and_seeds",
-                   against: str = "base") -> dict[str, Any]:
-    """Paired bootstrap of (model − base) per attribute and metric on the (prompt_id, seed) pairs both have.
+def read_predictions(path: Path) -> pd.DataFrame:
+    """A bias/<model>/predictions.csv as written (empty cells stay "", prompt ids stay text)."""
+    return unescape_frame(pd.read_csv(path, keep_default_na=False, dtype={"prompt_id": str}))
 
-    Images only one model has are left out of the pairing and counted (`n_only_model`, `n_only_base`).
+
+def paired_comparison(pred: pd.DataFrame, ref_pred: pd.DataFrame, attributes: dict[str, tuple[str, ...]] | None = None,
+                      n_bootstrap: int = 1000, seed: int = 0, ci: float = 0.95, resample: str = "prompts_and_seeds",
+                      against: str = "base") -> dict[str, Any]:
+    """Paired bootstrap of (model − reference) per attribute and metric on the (prompt_id, seed) pairs both have.
+
+    `ref_pred` holds the predictions of the reference model named `against` (the base, ours, any model).
+    Images only one model has are left out of the pairing and counted (`n_only_model`; `n_only_base`: the
+    reference's, a key kept for readers of existing summaries).
     """
     attributes = attributes or bias_attributes()
     order, groups = _group(pred)
-    _, base_groups = _group(base_pred)
+    _, ref_groups = _group(ref_pred)
     pairs: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
     only_model = only_base = 0
     for pid in order:
         mine = {int(r["seed"]): r for r in groups[pid]}
-        theirs = {int(r["seed"]): r for r in base_groups.get(pid, [])}
+        theirs = {int(r["seed"]): r for r in ref_groups.get(pid, [])}
         common = sorted(set(mine) & set(theirs))
         only_model += len(mine) - len(common)
         only_base += len(theirs) - len(common)
         if common:
             pairs.append(([theirs[s] for s in common], [mine[s] for s in common]))
-    only_base += sum(len(g) for pid, g in base_groups.items() if pid not in groups)
+    only_base += sum(len(g) for pid, g in ref_groups.items() if pid not in groups)
     out: dict[str, Any] = {"against": against, "n_pairs": sum(len(b) for b, _ in pairs), "n_prompts": len(pairs),
                            "n_only_model": only_model, "n_only_base": only_base, "resample": resample,
                            "n_bootstrap": n_bootstrap, "ci_level": ci, "seed": seed, "attributes": {}}
     if only_model or only_base:
-        log.warning("paired comparison: %d model and %d base images have no partner (same prompt and seed); "
-                    "they are left out of the pairing", only_model, only_base)
+        log.warning("paired comparison against %s: %d model and %d %s images have no partner (same prompt and "
+                    "seed); they are left out of the pairing", against, only_model, only_base, against)
     for attr, classes in attributes.items():
         codes = [(codes_of([attribute_label(r, attr) for r in b], classes),
                   codes_of([attribute_label(r, attr) for r in m], classes)) for b, m in pairs]
@@ -328,9 +335,8 @@ def evaluate_model(cfg: Any, name: str, classifier_factory: Callable[[], Demogra
         summary.update(model=name, classifier=clf.describe(), generation=generation_settings(gen_dir),
                        not_measured=[a for a in every if a not in attrs])
         if base_pred_path is not None:
-            base_pred = unescape_frame(pd.read_csv(base_pred_path, keep_default_na=False, dtype={"prompt_id": str}))
-            summary["paired_vs_base"] = paired_vs_base(pred, base_pred, attrs, b.n_bootstrap, cfg.run.seed, b.ci,
-                                                       b.paired_resample)
+            summary["paired_vs_base"] = paired_comparison(pred, read_predictions(base_pred_path), attrs, b.n_bootstrap,
+                                                          cfg.run.seed, b.ci, b.paired_resample)
         else:
             summary["paired_vs_base"] = None
         outs = [atomic_write_csv(out_dir / "predictions.csv", pred),

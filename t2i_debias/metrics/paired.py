@@ -1,11 +1,11 @@
-"""Paired bootstrap of (model − base) for the bias metrics (DESIGN.md §3).
+"""Paired bootstrap of (model − reference) for the bias metrics (DESIGN.md §3).
 
-Two models evaluated on the same prompts and seeds are paired: image (prompt j, seed s) of both comes
-from the same initial noise. One resample draws prompts with replacement and, within each prompt, its
-seeds with replacement (`resample="prompts_and_seeds"`; `"seeds"` keeps the prompt set fixed), and
-applies the *same* (prompt, seed) indices to both models. The difference of the two aggregates (mean
-over prompts) per resample gives the CI and a two-sided bootstrap p-value; two independent CIs that
-overlap are not that test.
+Any two models evaluated on the same prompts and seeds are paired, the reference being the base, ours
+or any other model: image (prompt j, seed s) of both comes from the same initial noise. One resample
+draws prompts with replacement and, within each prompt, its seeds with replacement
+(`resample="prompts_and_seeds"`; `"seeds"` keeps the prompt set fixed), and applies the *same*
+(prompt, seed) indices to both models. The difference of the two aggregates (mean over prompts) per
+resample gives the CI and a two-sided bootstrap p-value; two independent CIs that overlap are not that test.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from t2i_debias.metrics.bias import (
 )
 
 RESAMPLE_MODES: tuple[str, ...] = ("prompts_and_seeds", "seeds")
+NOT_COMPUTED = "not computed"  # the verdict where no paired CI exists (no pairs, no bootstrap, no reference)
 
 
 def _weighted_nanmean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -49,9 +50,10 @@ def bootstrap_p(diffs: np.ndarray) -> float | None:
 
 
 def verdict(metric: str, ci: Sequence[float] | None) -> str:
-    """'less biased' / 'more biased' when the paired CI of (model − base) excludes 0, else 'no significant difference'."""
+    """'less biased' / 'more biased' (than the reference) when the paired CI of (model − reference) excludes 0,
+    else 'no significant difference'."""
     if ci is None:
-        return "not computed"
+        return NOT_COMPUTED
     lo, hi = ci
     if lo <= 0 <= hi:
         return "no significant difference"
@@ -59,29 +61,29 @@ def verdict(metric: str, ci: Sequence[float] | None) -> str:
     return "less biased" if lower != METRIC_INFO[metric].higher_is_better else "more biased"
 
 
-def paired_bootstrap(base_codes: Sequence[np.ndarray], model_codes: Sequence[np.ndarray], k: int,
+def paired_bootstrap(reference_codes: Sequence[np.ndarray], model_codes: Sequence[np.ndarray], k: int,
                      n_bootstrap: int = 1000, seed: int = 0, ci: float = 0.95,
                      resample: str = "prompts_and_seeds") -> dict[str, Any]:
-    """Mean difference (model − base), its paired bootstrap CI and p-value, for every metric.
+    """Mean difference (model − reference), its paired bootstrap CI and p-value, for every metric.
 
-    `base_codes[j]` and `model_codes[j]` hold one class index per image of prompt j (−1: no face), in
-    the same seed order, so index i of both is the same (prompt, seed). The aggregate of a model is the
+    `reference_codes[j]` and `model_codes[j]` hold one class index per image of prompt j (−1: no face),
+    in the same seed order, so index i of both is the same (prompt, seed). The aggregate of a model is the
     mean over prompts with a value, as in `bias.evaluate_attribute`.
     """
     if resample not in RESAMPLE_MODES:
         raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
-    if len(base_codes) != len(model_codes):
-        raise ValueError(f"{len(base_codes)} base prompts vs {len(model_codes)} model prompts: not paired")
-    for j, (b, m) in enumerate(zip(base_codes, model_codes, strict=True)):
-        if len(b) != len(m):
-            raise ValueError(f"prompt {j}: {len(b)} base images vs {len(m)} model images: not paired")
-    n_prompts = len(base_codes)
-    out: dict[str, Any] = {"n_prompts": n_prompts, "n_pairs": int(sum(len(b) for b in base_codes)),
+    if len(reference_codes) != len(model_codes):
+        raise ValueError(f"{len(reference_codes)} reference prompts vs {len(model_codes)} model prompts: not paired")
+    for j, (r, m) in enumerate(zip(reference_codes, model_codes, strict=True)):
+        if len(r) != len(m):
+            raise ValueError(f"prompt {j}: {len(r)} reference images vs {len(m)} model images: not paired")
+    n_prompts = len(reference_codes)
+    out: dict[str, Any] = {"n_prompts": n_prompts, "n_pairs": int(sum(len(r) for r in reference_codes)),
                            "n_bootstrap": n_bootstrap, "seed": seed, "ci_level": ci, "resample": resample,
                            "metrics": {}}
     if n_prompts == 0:
         for m in METRIC_NAMES:
-            out["metrics"][m] = {"diff": None, "ci": None, "p": None, "verdict": "not computed"}
+            out["metrics"][m] = {"diff": None, "ci": None, "p": None, "verdict": NOT_COMPUTED}
         return out
 
     def per_prompt(codes: Sequence[np.ndarray], idx: Sequence[np.ndarray | None], rows: int) -> dict[str, np.ndarray]:
@@ -95,7 +97,7 @@ def paired_bootstrap(base_codes: Sequence[np.ndarray], model_codes: Sequence[np.
         return vals
 
     ones = np.ones((1, n_prompts))
-    obs_b, obs_m = (per_prompt(c, [None] * n_prompts, 1) for c in (base_codes, model_codes))
+    obs_r, obs_m = (per_prompt(c, [None] * n_prompts, 1) for c in (reference_codes, model_codes))
     if n_bootstrap > 0:
         rng = np.random.default_rng(seed)
         weights = np.ones((n_bootstrap, n_prompts))
@@ -103,13 +105,13 @@ def paired_bootstrap(base_codes: Sequence[np.ndarray], model_codes: Sequence[np.
             pick = rng.integers(0, n_prompts, size=(n_bootstrap, n_prompts))
             weights = np.zeros((n_bootstrap, n_prompts))
             np.add.at(weights, (np.arange(n_bootstrap)[:, None], pick), 1.0)
-        idx = [rng.integers(0, len(c), size=(n_bootstrap, len(c))) if len(c) else None for c in base_codes]
-        boot_b, boot_m = (per_prompt(c, idx, n_bootstrap) for c in (base_codes, model_codes))
+        idx = [rng.integers(0, len(c), size=(n_bootstrap, len(c))) if len(c) else None for c in reference_codes]
+        boot_r, boot_m = (per_prompt(c, idx, n_bootstrap) for c in (reference_codes, model_codes))
     for m in METRIC_NAMES:
-        d_obs = float((_weighted_nanmean(obs_m[m], ones) - _weighted_nanmean(obs_b[m], ones))[0])
+        d_obs = float((_weighted_nanmean(obs_m[m], ones) - _weighted_nanmean(obs_r[m], ones))[0])
         res: dict[str, Any] = {"diff": none_if_nan(d_obs), "ci": None, "p": None}
         if n_bootstrap > 0:
-            diffs = _weighted_nanmean(boot_m[m], weights) - _weighted_nanmean(boot_b[m], weights)
+            diffs = _weighted_nanmean(boot_m[m], weights) - _weighted_nanmean(boot_r[m], weights)
             res["ci"] = percentile_interval(diffs, ci)
             res["p"] = bootstrap_p(diffs)
         res["verdict"] = verdict(m, res["ci"])

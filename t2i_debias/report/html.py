@@ -25,9 +25,14 @@ import pandas as pd
 from t2i_debias.attributes import NOT_MEASURED
 from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.report.sota import (
+    NO_OURS,
+    OURS_COLUMN,
     TOY_NOTE,
     TOY_QUALITY,
+    VS_BASE,
+    VS_OURS,
     best_values,
+    ours_of,
     settings_flag,
     settings_header,
     table_columns,
@@ -215,15 +220,16 @@ def floor_span(floor: Any, excess: Any) -> str:
     return f' <span class="d fl">floor {esc(fmt(floor))}{e}</span>'
 
 
-def paired_span(pm: dict[str, Any] | None) -> str:
-    """The paired difference to the base: 'Δ d [lo, hi] p=…', green/red with ✓/✗ only when its CI excludes 0."""
+def paired_span(pm: dict[str, Any] | None, label: str = "Δ") -> str:
+    """The paired difference to the base (or to the model `label` names): 'Δ d [lo, hi] p=…', green/red with ✓/✗
+    only when its CI excludes 0."""
     if not isinstance(pm, dict) or _num(pm.get("diff")) is None:
         return ""
     ci = pm.get("ci")
     lo_hi = f" [{esc(fmt(ci[0]))}, {esc(fmt(ci[1]))}]" if isinstance(ci, (list, tuple)) and len(ci) == 2 else ""
     p = f" p={esc(fmt(pm.get('p')))}" if _num(pm.get("p")) is not None else ""
     cls, mark = {"less biased": ("better", " ✓"), "more biased": ("worse", " ✗")}.get(str(pm.get("verdict")), ("", ""))
-    return f' <span class="d {cls}">Δ {esc(fmt_delta(pm["diff"]))}{lo_hi}{p}{mark}</span>'
+    return f' <span class="d {cls}">{esc(label)} {esc(fmt_delta(pm["diff"]))}{lo_hi}{p}{mark}</span>'
 
 
 def bias_cell(blk: dict[str, Any] | None, m: str, base_blk: dict[str, Any] | None = None,
@@ -949,6 +955,16 @@ def sota_table(df: pd.DataFrame) -> str:
         if c in best and vals and all(fmt(v) == fmt(best[c]) for v in vals):
             tied.add(c)
     mixed = "settings" in df.columns and (df["settings"].map(settings_flag) != "").any()
+    ours = ours_of(df)
+
+    def paired(r: Any, c: str, suffixes: dict[str, str], against: str) -> str:
+        """The span of row r's paired Δ of column c against `against` (nothing for that model itself)."""
+        if c + suffixes["diff"] not in df.columns or r["method"] == against:
+            return ""
+        pm = {k: r.get(c + suffixes[k]) for k in ("diff", "p", "verdict")}
+        return paired_span({**pm, "ci": [r.get(c + suffixes["lo"]), r.get(c + suffixes["hi"])]},
+                           "Δ" if against == "base" else f"Δ vs {against}")
+
     rows = []
     for i, r in df.iterrows():
         row = [_td_key(r["method"])] + ([_td_key(r.get("kind", ""))] if "kind" in df.columns else [])
@@ -961,9 +977,7 @@ def sota_table(df: pd.DataFrame) -> str:
                        and fmt(v) == fmt(best[c]))
             ci = [r.get(f"{c}_lo"), r.get(f"{c}_hi")] if f"{c}_lo" in df.columns else None
             extra = floor_span(r.get(f"{c}_floor"), r.get(f"{c}_excess")) if f"{c}_floor" in df.columns else ""
-            if f"{c}_diff" in df.columns and r["method"] != "base":
-                extra += paired_span({"diff": r.get(f"{c}_diff"), "ci": [r.get(f"{c}_diff_lo"), r.get(f"{c}_diff_hi")],
-                                      "p": r.get(f"{c}_p"), "verdict": r.get(f"{c}_verdict")})
+            extra += paired(r, c, VS_BASE, "base") + (paired(r, c, VS_OURS, ours) if ours else "")
             row.append(value_cell(v, c, ci=ci, bold=is_best, ci_below=True, extra=extra))
         if mixed:
             flag = settings_flag(r.get("settings"))
@@ -979,10 +993,13 @@ def sota_table(df: pd.DataFrame) -> str:
     out.append(html_table(head, rows, left=2 if "kind" in df.columns else 1))
     note = ("Bias: lower is better (entropy, CLIP, face rate: higher); 95% bootstrap CI below each value, then the "
             "noise floor and excess, then Δ = method − base (paired 95% CI, p; ✓ / ✗ only where the CI excludes "
-            "0); <b>bold</b> = best of the column")
+            "0)" + (f", then Δ vs {esc(ours)} = method − ours ({esc(ours)}), paired the same way" if ours else "")
+            + "; <b>bold</b> = best of the column")
     if tied:
         note += f" (no bold where all methods tie: {esc(', '.join(sorted(tied)))})"
     out.append(f'<p class="note">{note}.</p>')
+    if OURS_COLUMN in df.columns and ours is None:
+        out.append(f'<p class="note">{esc(NO_OURS)}</p>')
     if set(TOY_QUALITY) & set(cols):
         out.append(f'<p class="note">{esc(TOY_NOTE)}</p>')
     not_run = [(r["method"], status[i]) for i, r in df.iterrows() if status[i] != "ok"]

@@ -7,6 +7,8 @@ classifier and metrics -> `sota/comparison.csv`, `sota/comparison.md` and plots.
   (images/<prompt_id>/<seed>.png + metadata.csv), through the same folder generator (resume and
   sharding included), then goes through the same bias and quality code as any model.
 - A method that cannot run on this base (Shen et al. off SD 1.5) is a row with its reason, never a gap.
+- Every row carries two paired comparisons on the same (prompt, seed) pairs: against the base (from its
+  bias summary) and against ours (the last trained mode, computed here from the bias predictions).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pandas as pd
 
 from t2i_debias.baselines import METHODS, GenParams, NotApplicable, make_method
 from t2i_debias.metrics.bias import METRIC_INFO
+from t2i_debias.metrics.paired import NOT_COMPUTED
 from t2i_debias.plots import plot_or_warn, whiskers
 from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, atomic_write_text
 from t2i_debias.runs import run_stage as _run_stage
@@ -214,23 +217,41 @@ def _pair(v: Any) -> tuple[Any, Any]:
     return tuple(v) if isinstance(v, list | tuple) and len(v) == 2 else (None, None)
 
 
+# Column suffixes (after `<attribute>_<metric>`) of a paired comparison (row − reference): its difference, 95% CI,
+# p-value and verdict. Against the base: bias/<model>/summary.json `paired_vs_base`; against ours: `paired_vs_ours`.
+VS_BASE: dict[str, str] = {"diff": "_diff", "lo": "_diff_lo", "hi": "_diff_hi", "p": "_p", "verdict": "_verdict"}
+VS_OURS: dict[str, str] = {"diff": "_vs_ours", "lo": "_vs_ours_lo", "hi": "_vs_ours_hi", "p": "_vs_ours_p",
+                           "verdict": "_vs_ours_verdict"}
+OURS_COLUMN = "ours_model"  # comparison.csv: the row every row is paired with as "ours" (empty: none trained)
+
+
+def paired_cells(c: str, pm: dict[str, Any] | None, suffixes: dict[str, str]) -> dict[str, Any]:
+    """Columns `<c><suffix>` of one paired result {diff, ci, p, verdict} of bias column `c` (None: all empty)."""
+    pm = pm or {}
+    lo, hi = _pair(pm.get("ci"))
+    return {c + suffixes["diff"]: pm.get("diff"), c + suffixes["lo"]: lo, c + suffixes["hi"]: hi,
+            c + suffixes["p"]: pm.get("p"), c + suffixes["verdict"]: pm.get("verdict")}
+
+
+def paired_columns(paired: dict[str, Any] | None, suffixes: dict[str, str]) -> dict[str, Any]:
+    """Flat columns `<attribute>_<metric><suffix>` from the `attributes` of a paired comparison (None: all empty)."""
+    return {k: v for a in ATTRIBUTES for m in BIAS_METRICS
+            for k, v in paired_cells(f"{a}_{m}", _get(paired, a, m), suffixes).items()}
+
+
 def bias_columns(summary: dict[str, Any]) -> dict[str, Any]:
     """Flat columns from a bias/<model>/summary.json: `<attribute>_<metric>` with `_lo`/`_hi` (bootstrap CI),
-    `_floor`/`_excess` (noise floor), `_diff`/`_diff_lo`/`_diff_hi`/`_p`/`_verdict` (paired against the
-    base), the face-found and ambiguous rates, and the generation settings."""
+    `_floor`/`_excess` (noise floor), the VS_BASE columns (paired against the base), the face-found and
+    ambiguous rates, and the generation settings."""
     row: dict[str, Any] = {}
     attrs = summary.get("attributes", summary)
-    paired = _get(summary, "paired_vs_base", "attributes") or {}
     for a in ATTRIBUTES:
         for m in BIAS_METRICS:
             c = f"{a}_{m}"
             row[c] = _get(attrs, a, "aggregate", m)
             row[f"{c}_lo"], row[f"{c}_hi"] = _pair(_get(attrs, a, "ci", m))
             row[f"{c}_floor"], row[f"{c}_excess"] = _get(attrs, a, "floor", m), _get(attrs, a, "excess", m)
-            pm = _get(paired, a, m) or {}
-            row[f"{c}_diff"] = pm.get("diff")
-            row[f"{c}_diff_lo"], row[f"{c}_diff_hi"] = _pair(pm.get("ci"))
-            row[f"{c}_p"], row[f"{c}_verdict"] = pm.get("p"), pm.get("verdict")
+            row.update(paired_cells(c, _get(summary, "paired_vs_base", "attributes", a, m), VS_BASE))
     row["face_rate"] = summary.get("face_rate", summary.get("face_found_rate"))
     row["ambiguous_rate"] = summary.get("ambiguous_rate")
     row["n_images"] = summary.get("n_images")
@@ -294,26 +315,70 @@ def check_settings(df: pd.DataFrame, allow_mixed: bool = False) -> pd.DataFrame:
     return df
 
 
+def ours_name(names: Sequence[str], kinds: dict[str, str], skipped: dict[str, str]) -> str | None:
+    """The row every row is paired with as "ours": the last trained mode that ran (both > unet > text), else None."""
+    from t2i_debias.config import MODES
+
+    trained = [n for n in names if kinds.get(n) == "ours" and n in MODES and n not in skipped]
+    return max(trained, key=MODES.index) if trained else None
+
+
+def paired_vs_ours(cfg: Any, summaries: dict[str, dict[str, Any]], ours: str | None) -> dict[str, dict[str, Any] | None]:
+    """Model -> `evaluate.paired_comparison` of (model − ours) for every model of `summaries` but ours (None).
+
+    Paired on the same (prompt, seed) pairs of the bias stage's bias/<model>/predictions.csv (no new images),
+    with its bootstrap settings and class vocabulary, over the attributes both summaries have. Computed at
+    table time because which model is ours is the comparison's choice, not the bias stage's; without ours
+    (no trained mode ran) every verdict is NOT_COMPUTED.
+    """
+    from t2i_debias.evaluate import bias_attributes, paired_comparison, race_classes_of, read_predictions
+
+    if ours is None:
+        missing = {"against": None, "attributes": {a: {m: {"verdict": NOT_COMPUTED} for m in BIAS_METRICS}
+                                                   for a in ATTRIBUTES}}
+        return {n: missing for n in summaries}
+
+    def measured(name: str) -> set[str]:
+        return set(summaries[name].get("attributes") or {})
+
+    bias_dir, b, every = cfg.run_dir / "bias", cfg.bias, bias_attributes(race_classes_of(cfg))
+    ours_pred = read_predictions(bias_dir / ours / "predictions.csv")
+    out: dict[str, dict[str, Any] | None] = {}
+    for name in summaries:
+        if name == ours:
+            out[name] = None
+            continue
+        attrs = {a: c for a, c in every.items() if a in measured(name) & measured(ours)}
+        out[name] = paired_comparison(read_predictions(bias_dir / name / "predictions.csv"), ours_pred, attrs,
+                                      b.n_bootstrap, cfg.run.seed, b.ci, b.paired_resample, against=ours)
+    return out
+
+
 def comparison_rows(cfg: Any, names: Sequence[str], skipped: dict[str, str], kinds: dict[str, str],
                     extra: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
-    """One row per method: status, bias metrics with CIs, quality metrics (+ `extra[name]`, e.g. toy quality).
+    """One row per method: status, bias metrics with CIs and paired Δ against the base and ours (OURS_COLUMN),
+    quality metrics (+ `extra[name]`, e.g. toy quality).
 
     `base_model` is the model as the config names it (`toy:base`, a hub id); `base_model_path` where it was loaded.
     """
     from t2i_debias.models import base_model, model_name
 
+    summaries = {n: json.loads((cfg.run_dir / "bias" / n / "summary.json").read_text())
+                 for n in names if n not in skipped}
+    ours = ours_name(names, kinds, skipped)
+    vs_ours = paired_vs_ours(cfg, summaries, ours)
     rows = []
     for name in names:
         row: dict[str, Any] = {"method": name, "kind": kinds.get(name, "baseline"), "base_model": model_name(cfg),
-                               "base_model_path": base_model(cfg)}
+                               "base_model_path": base_model(cfg), OURS_COLUMN: ours}
         if name in skipped:
             row["status"] = f"not applicable: {skipped[name]}"
             rows.append(row)
             continue
         row["status"] = "ok"
-        summary_path = cfg.run_dir / "bias" / name / "summary.json"
         quality_path = cfg.run_dir / "quality" / f"{name}.json"
-        row.update(bias_columns(json.loads(summary_path.read_text())))
+        row.update(bias_columns(summaries[name]))
+        row.update(paired_columns(_get(vs_ours[name], "attributes"), VS_OURS))
         q = json.loads(quality_path.read_text()) if quality_path.is_file() else {}
         for m in QUALITY_METRICS:
             row[m] = q.get(m)
@@ -377,38 +442,59 @@ def md_cell(value: Any) -> str:
     return " ".join(str(value).splitlines()).replace("|", "\\|")
 
 
-def paired_markdown(df: pd.DataFrame, cols: Sequence[str]) -> list[str]:
-    """Lines of the paired table: per method and bias column, Δ = method − base, its 95% CI and p-value."""
-    cols = [c for c in cols if f"{c}_diff" in df.columns and df[f"{c}_diff"].map(_num).notna().any()]
-    rows = [r for _, r in df.iterrows() if r.get("status", "ok") == "ok" and r.get("method") != "base"
-            and any(_num(r.get(f"{c}_diff")) is not None for c in cols)]
+def paired_markdown(df: pd.DataFrame, cols: Sequence[str], suffixes: dict[str, str] = VS_BASE,
+                    against: str = "base", title: str = "the base") -> list[str]:
+    """Lines of a paired table: per method and bias column, Δ = method − `against` (columns `suffixes`), its
+    95% CI and p-value."""
+    d_, lo_, hi_, p_, v_ = (suffixes[k] for k in ("diff", "lo", "hi", "p", "verdict"))
+    cols = [c for c in cols if c + d_ in df.columns and df[c + d_].map(_num).notna().any()]
+    rows = [r for _, r in df.iterrows() if r.get("status", "ok") == "ok" and r.get("method") != against
+            and any(_num(r.get(c + d_)) is not None for c in cols)]
     if not cols or not rows:
         return []
-    lines = ["", "## Paired comparison against the base", "",
-             "Δ = method − base on the same (prompt, seed) pairs; 95% paired bootstrap CI in brackets; two-sided "
-             "bootstrap p. ✓ = significantly less biased (the CI excludes 0), ✗ = significantly more biased; "
-             "no mark = no significant difference.", "",
+    lines = ["", f"## Paired comparison against {md_cell(title)}", "",
+             f"Δ = method − {md_cell(against)} on the same (prompt, seed) pairs; 95% paired bootstrap CI in brackets; "
+             f"two-sided bootstrap p. ✓ = significantly less biased than {md_cell(against)} (the CI excludes 0), ✗ = "
+             "significantly more biased; no mark = no significant difference.", "",
              "| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for r in rows:
         cells = []
         for c in cols:
-            d = _num(r.get(f"{c}_diff"))
+            d = _num(r.get(c + d_))
             if d is None:
                 cells.append("–")
                 continue
-            lo, hi, p = _num(r.get(f"{c}_diff_lo")), _num(r.get(f"{c}_diff_hi")), _num(r.get(f"{c}_p"))
+            lo, hi, p = _num(r.get(c + lo_)), _num(r.get(c + hi_)), _num(r.get(c + p_))
             cell = f"{d:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else "")
             cell += f" p={p:.3g}" if p is not None else ""
-            mark = SIG_MARK.get(str(r.get(f"{c}_verdict")))
+            mark = SIG_MARK.get(str(r.get(c + v_)))
             cells.append(cell + (f" {mark}" if mark else ""))
         lines.append(f"| {md_cell(r['method'])} | " + " | ".join(cells) + " |")
     return lines
 
 
+def ours_of(df: pd.DataFrame) -> str | None:
+    """The model the table pairs every row with as ours (OURS_COLUMN; None when none was trained or not recorded)."""
+    return next((v for v in df.get(OURS_COLUMN, []) if isinstance(v, str) and v), None)
+
+
+NO_OURS = "Δ against ours: not computed, this run trained no model of ours (no [train] mode ran)."
+
+
+def ours_markdown(df: pd.DataFrame, cols: Sequence[str]) -> list[str]:
+    """Lines of the paired table against ours (VS_OURS columns); a note saying so where the run trained none."""
+    if OURS_COLUMN not in df.columns:
+        return []
+    ours = ours_of(df)
+    if ours is None:
+        return ["", "## Paired comparison against ours", "", NO_OURS]
+    return paired_markdown(df, cols, VS_OURS, ours, f"ours ({ours})")
+
+
 def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] | None = None) -> str:
     """Method × metric table, best value per column in bold, CIs in brackets, the base model and the generation
     settings stated; each bias value with its noise floor and excess and ✓/✗ when the paired CI against the
-    base excludes 0; then the paired table. Columns: `columns`, else `table_columns(df)` (the toy world's
+    base excludes 0; then the paired tables against the base and against ours. Columns: `columns`, else `table_columns(df)` (the toy world's
     quality columns when present)."""
     columns = table_columns(df) if columns is None else columns
     cols = [c for c in columns if c in df.columns and df[c].map(_num).notna().any()]
@@ -448,7 +534,7 @@ def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] | None = Non
                 s += f" [{lo:.3f}, {hi:.3f}]"
             cells.append(s + _bias_cell(r, c))
         lines.append(f"| {md_cell(r['method'])} | " + " | ".join(cells + flag) + " |")
-    lines += paired_markdown(df, cols)
+    lines += paired_markdown(df, cols) + ours_markdown(df, cols)
     notes = [f"- **{md_cell(r['method'])}**: {md_cell(r['status'])}" for _, r in df.iterrows() if r.get("status", "ok") != "ok"]
     if notes:
         lines += ["", "Not run:", *notes]
@@ -601,11 +687,13 @@ def write_comparison(cfg: Any, force: bool = False) -> Path:
     inputs = [prompts_path(cfg), out / SKIPPED]
     for n in names:
         if n not in skipped:
-            inputs += [cfg.run_dir / "bias" / n / "summary.json"]
+            inputs += [cfg.run_dir / "bias" / n / f for f in ("summary.json", "predictions.csv")]  # + Δ vs ours
             inputs += [cfg.run_dir / "generated" / n / "metadata.csv"] if is_toy(cfg) else []
             q = cfg.run_dir / "quality" / f"{n}.json"
             inputs += [q] if q.is_file() else []
-    config = {**cfg.section_dict("sota"), "rows": names, "base_model": model_name(cfg)}
+    config = {**cfg.section_dict("sota"), "rows": names, "base_model": model_name(cfg),
+              "paired_vs_ours": {"n_bootstrap": cfg.bias.n_bootstrap, "ci": cfg.bias.ci,
+                                 "resample": cfg.bias.paired_resample, "seed": cfg.run.seed}}
     if is_toy(cfg):
         config["toy_quality"] = {"images_dir": cfg.mpii.images_dir, "labels": cfg.section_dict("labels")["labels"]}
     stage = Stage("sota", out, config, inputs)
