@@ -25,6 +25,20 @@ def test_committed_readme_block_equals_what_the_script_writes():
         "`python -m t2i_debias.report.readme_block --from docs/results/toy_seed0.json`")
 
 
+def test_committed_readme_method_table_equals_what_the_ablation_writes():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ablation", ROOT / "scripts" / "ablation.py")
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    want = ablation.readme_block(ROOT / "docs" / "results" / "ablation.csv")
+    assert rb.current_block(readme, begin=ablation.README_BEGIN, end=ablation.README_END) == want, (
+        "README's method table differs from docs/results/ablation.csv: run `python scripts/ablation.py --report`")
+    for name in ablation.README_ROWS.values():  # every row the issue asks for, on the tuning seeds
+        assert sum(f"| {name} |" in line for line in want.splitlines()) >= len(ablation.TUNING_SEEDS), name
+
+
 def _summary_df() -> pd.DataFrame:
     """A synthetic toy/summary.csv (the columns summary_table writes), with a missing value."""
     rows = []

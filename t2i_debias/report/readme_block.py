@@ -130,19 +130,19 @@ def expected_block(results: Path, source: str | None = None) -> str:
     return render_block(load_results(results), source) if results.is_file() else pending_block(source)
 
 
-def replace_block(text: str, block: str, where: str = "README") -> str:
-    """`text` with the part from BEGIN to END (markers included) replaced by `block`."""
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        raise ReadmeError(f"{where}: needs exactly one {BEGIN} followed by one {END} (put them where the toy "
+def replace_block(text: str, block: str, where: str = "README", begin: str = BEGIN, end: str = END) -> str:
+    """`text` with the part from `begin` to `end` (markers included) replaced by `block`."""
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise ReadmeError(f"{where}: needs exactly one {begin} followed by one {end} (put them where the "
                           "table goes)")
-    start, stop = text.index(BEGIN), text.index(END) + len(END)
+    start, stop = text.index(begin), text.index(end) + len(end)
     return text[:start] + block + text[stop:]
 
 
-def current_block(text: str, where: str = "README") -> str:
+def current_block(text: str, where: str = "README", begin: str = BEGIN, end: str = END) -> str:
     """The block as it stands in `text` (markers included)."""
-    replace_block(text, "", where)  # validates the markers
-    return text[text.index(BEGIN):text.index(END) + len(END)]
+    replace_block(text, "", where, begin, end)  # validates the markers
+    return text[text.index(begin):text.index(end) + len(end)]
 
 
 def update_readme(results: Path, readme: Path, check: bool = False, source: str | None = None) -> bool:
