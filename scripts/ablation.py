@@ -219,8 +219,7 @@ def score(model: Any, clf: Any, guidance: float, n: int, n_attr: int, reference:
     import numpy as np
 
     from t2i_debias.metrics.floor import floor_value
-    from t2i_debias.metrics.paired import paired_bootstrap
-    from t2i_debias.toyworld.evaluate import score_pipeline
+    from t2i_debias.toyworld.evaluate import paired_gender_tvd, score_pipeline
     from t2i_debias.toyworld.render import MPII_OCCUPATIONS
 
     s = score_pipeline(model, clf, n, base_seed=1000, steps=20, guidance=guidance, n_attribute=n_attr,
@@ -235,10 +234,8 @@ def score(model: Any, clf: Any, guidance: float, n: int, n_attr: int, reference:
            "images_per_occupation": n, "attribute_images": n_attr,
            "gender_floor": floor_value("tvd", n, 2), "male_share": s.male_share,
            "gender_codes": {o: s.gender_codes[o] for o in MPII_OCCUPATIONS}}
-    if base_codes is not None:  # both on seeds 1000 + i: a model scored with fewer images pairs with the first n
-        occs = list(MPII_OCCUPATIONS)
-        res = paired_bootstrap([np.array(base_codes[o][:n]) for o in occs], [np.array(s.gender_codes[o]) for o in occs],
-                               k=2, n_bootstrap=1000, seed=0, resample="seeds")["metrics"]["tvd"]
+    if base_codes is not None:
+        res = paired_gender_tvd(base_codes, row["gender_codes"])
         row["paired_diff"], (row["paired_lo"], row["paired_hi"]) = res["diff"], res["ci"]
     return row
 

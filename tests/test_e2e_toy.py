@@ -24,7 +24,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -55,13 +54,11 @@ def test_toy_world_bias_is_learned_then_reduced(tmp_path, seed):
     import torch
 
     from t2i_debias.baselines.registry import make_method
-    from t2i_debias.metrics.paired import paired_bootstrap
     from t2i_debias.models import load_pipeline
     from t2i_debias.pipeline import run_pipeline
     from t2i_debias.toyworld import ensure_toy_world
     from t2i_debias.toyworld.classifier import make_classifier
-    from t2i_debias.toyworld.evaluate import score_pipeline
-    from t2i_debias.toyworld.render import MPII_OCCUPATIONS
+    from t2i_debias.toyworld.evaluate import paired_gender_tvd, score_pipeline
     from t2i_debias.train.engine import modes_to_run
 
     torch.set_num_threads(1)
@@ -82,9 +79,7 @@ def test_toy_world_bias_is_learned_then_reduced(tmp_path, seed):
               for name, model, n_attr in (("base", base_pipe, N_ATTRIBUTE),
                                           ("ours", load_pipeline(cfg.run_dir / "models" / mode), N_ATTRIBUTE),
                                           ("fair_diffusion", fair, 0))}
-    paired = paired_bootstrap([np.array(scores["fair_diffusion"].gender_codes[o]) for o in MPII_OCCUPATIONS],
-                              [np.array(scores["ours"].gender_codes[o]) for o in MPII_OCCUPATIONS],
-                              k=2, n_bootstrap=1000, seed=0, resample="seeds")["metrics"]["tvd"]
+    paired = paired_gender_tvd(scores["fair_diffusion"].gender_codes, scores["ours"].gender_codes)
     report = {k: {"male_share": s.male_share, "gender_tvd": s.mpii_gender_tvd, "skin_tvd": s.mpii_race_tvd,
                   "heldout_gender_tvd": s.heldout_gender_tvd, "occupation_accuracy": s.occupation_accuracy,
                   "obedience": s.attribute_following}

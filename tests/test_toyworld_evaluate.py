@@ -128,3 +128,15 @@ def test_a_baseline_is_prepared_for_every_toy_occupation_before_it_generates():
     m = Recorder(pipe=None)
     ims = _generate(m, ["a photo of a doctor"] * 3, ["doctor"] * 3, [0, 1, 2], 2, 1, 4.0)
     assert len(ims) == 3 and m.told == list(OCCUPATIONS)
+
+
+def test_paired_gender_tvd_is_model_minus_reference_on_the_first_n_seeds():
+    from t2i_debias.toyworld.evaluate import paired_gender_tvd
+    from t2i_debias.toyworld.render import MPII_OCCUPATIONS
+
+    balanced = {o: [0, 1] * 8 for o in MPII_OCCUPATIONS}  # 16 images, half men: tvd 0
+    all_men = {o: [0] * 32 for o in MPII_OCCUPATIONS}  # 32 images (the first 16 pair), all men: tvd 0.5
+    res = paired_gender_tvd(all_men, balanced)
+    assert res["diff"] == -0.5 and res["ci"][1] < 0  # the model is less biased than the reference
+    same = paired_gender_tvd(balanced, balanced)
+    assert same["diff"] == 0.0 and same["ci"] == [0.0, 0.0]

@@ -99,6 +99,17 @@ class ToyScore:
         return d
 
 
+def paired_gender_tvd(reference: dict[str, list[int]], model: dict[str, list[int]], n_bootstrap: int = 1000,
+                      seed: int = 0) -> dict[str, Any]:
+    """(model − reference) mean gender tvd over the toy MPII occupations with its paired bootstrap CI, from two
+    `ToyScore.gender_codes` on seeds base_seed + i (a model scored with fewer images pairs with the first n)."""
+    from t2i_debias.metrics.paired import paired_bootstrap
+
+    occs = list(MPII_OCCUPATIONS)
+    return paired_bootstrap([np.array(reference[o][:len(model[o])]) for o in occs], [np.array(model[o]) for o in occs],
+                            k=len(GENDERS), n_bootstrap=n_bootstrap, seed=seed, resample="seeds")["metrics"]["tvd"]
+
+
 def score_predictions(preds_by_occ: dict[str, list[Any]]) -> ToyScore:
     """Shares, tvd, ambiguous rate and occupation accuracy from toy-classifier predictions by prompted occupation.
 
