@@ -39,7 +39,8 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
                            "contrastive terms do once they move the weights",
                            {"preset": "reference", "resolution": 32, "learning_rate": 3e-4,
                             "mode_learning_rates": {}}),
-    "recommended": ("preset recommended (prior preservation λ = 1 included)", {}),
+    "recommended": ("preset recommended (prior preservation λ = 1, every (occupation, gender, skin tone) cell "
+                    "weighted the same)", {}),
     "- prior preservation": ("prior weight 0 (the recommended preset before prior preservation)",
                              {"weights": {"denoise": 1.0, "vision": 0.0, "prior": 0.0}}),
     "prior λ 0.3": ("prior weight 0.3 instead of 1", {"weights": {"denoise": 1.0, "vision": 0.0, "prior": 0.3}}),
@@ -53,8 +54,8 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     "+ lang": ("mode both: text encoder trained too, + 0.1·lang",
                {"modes": ["both"], "schedule": "joint",
                 "weights": {"denoise": 1.0, "lang": 0.1, "vision": 0.0, "prior": 1.0}}),
-    "balance gender+race": ("every (occupation, gender, skin tone) cell weighted the same",
-                            {"balance_by": ["gender", "race"]}),
+    "- race balance": ("every (occupation, gender) cell weighted the same, skin tone left as the data has it "
+                       "(the recommended preset before race balance)", {"balance_by": ["gender"]}),
 }
 # The SOTA baselines (t2i_debias.baselines), applied to the base of the seed as a user would apply them to
 # every prompt, attribute prompts included; settings from configs/toy.toml's [sota].
@@ -76,6 +77,8 @@ README_END = "<!-- toy-method:end -->"
 README_ROWS: dict[str, str] = {"base": "base", "reference": "reference (paper's recipe)", "recommended": "ours",
                                "control": "control", "fair_diffusion": "Fair Diffusion", "uce": "UCE",
                                "ethical_intervention": "ethical intervention", "debiasvl": "debiasVL"}
+# Every recorded score with its per-image gender codes, committed so that a fresh clone resumes and extends it.
+COMMITTED_SCORES = ROOT / "docs" / "results" / "ablation_scores.jsonl"
 TUNING_SEEDS: tuple[int, ...] = (0, 1)  # the recipe is chosen on these
 HELDOUT_SEED = 2  # scored once with the chosen recipe, never tuned on
 CSV_COLUMNS = ["seed", "arm", "steps", "guidance", "gender_tvd", "gender_floor", "paired_diff", "paired_lo",
@@ -249,7 +252,12 @@ def read_scores(path: Path) -> list[dict[str, Any]]:
 
 def run(root: Path, seeds: list[int], arms: list[str], steps: list[int], n: int, n_mid: int, n_attr: int,
         guidances: list[float], extra_guidances: list[float], extra_arms: list[str]) -> None:
-    """Every arm of every seed (each model scored once: scores.jsonl is the resume point)."""
+    """Every arm of every seed (each model scored once: scores.jsonl is the resume point, started from the
+    committed docs/results/ablation_scores.jsonl on a fresh machine)."""
+    if not (root / "scores.jsonl").exists() and COMMITTED_SCORES.is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "scores.jsonl").write_text(COMMITTED_SCORES.read_text())
+        log.info("started %s from %s", root / "scores.jsonl", COMMITTED_SCORES)
     for seed in seeds:
         run_seed(root, seed, arms, steps, n, n_mid, n_attr, guidances, extra_guidances, extra_arms)
         write_report(root)
@@ -271,15 +279,33 @@ def run_seed(root: Path, seed: int, arms: list[str], steps: list[int], n: int, n
     run_pipeline(cfg, only=["toy", "mpii", "labels", "enriched"])
     recipes = {a: recipe_of(cfg, a, steps) for a in ("base", *arms)}
     # a score counts as done only under the arm's current recipe: a changed preset is scored again
-    recorded = [r for r in read_scores(scores_path) if r["seed"] != seed or r.get("recipe") == recipes.get(r["arm"])]
+    every = read_scores(scores_path)
+    recorded = [r for r in every if r["seed"] != seed or r.get("recipe") == recipes.get(r["arm"])]
     done = {(r["seed"], r["arm"], r["steps"], r["guidance"]) for r in recorded}
+    # an arm renamed (or a preset that now equals another arm) keeps the score of its recipe: not trained again
+    by_recipe = {(r["recipe"], r["steps"], r["guidance"]): r for r in every if r["seed"] == seed and r.get("recipe")}
     base_codes = {r["guidance"]: r["gender_codes"] for r in recorded if r["seed"] == seed and r["arm"] == "base"}
     clf = make_classifier(cfg.labels)
     reference = [Image.open(p).convert("RGB") for p in sorted(Path(cfg.mpii.images_dir).glob("*.jpg"))[:1024]]
     triplets = sum(1 for line in (cfg.run_dir / "enriched" / "metadata.jsonl").read_text().splitlines() if line)
 
+    def wanted(arm: str) -> list[float]:
+        return guidances + (extra_guidances if arm in ("base", *extra_arms) else [])
+
+    def reuse(arm: str) -> bool:
+        """Record the arm's scores from rows of the same recipe under another name; True when none is missing."""
+        for g in wanted(arm):
+            for k in steps:
+                old = by_recipe.get((recipes[arm], k, g))
+                if (seed, arm, k, g) not in done and old is not None:
+                    with open(scores_path, "a") as fh:
+                        fh.write(json.dumps({**old, "arm": arm}) + "\n")
+                    done.add((seed, arm, k, g))
+                    log.info("seed %d %s step %d g %g: the score of %r, the same recipe", seed, arm, k, g, old["arm"])
+        return all((seed, arm, max(steps), g) in done for g in wanted(arm))
+
     def record(arm: str, k: int, model: Any, seconds: float, cpu: float, count: int) -> None:
-        for g in guidances + (extra_guidances if arm in ("base", *extra_arms) else []):
+        for g in wanted(arm):
             if (seed, arm, k, g) in done:
                 continue
             t0 = time.time()
@@ -305,7 +331,7 @@ def run_seed(root: Path, seed: int, arms: list[str], steps: list[int], n: int, n
                 return make_method(name, load_pipeline(base_model(cfg)), cfg)
 
             record(arm, 0, method, 0.0, 0.0, n)
-        else:
+        elif not reuse(arm):
             models, seconds, cpu = train_arm(cfg, arm, steps)
             last = max(models)
             for k in sorted(models):
@@ -364,18 +390,23 @@ def write_report(root: Path) -> None:
     import pandas as pd
 
     from t2i_debias.provenance import git_commit
+    from t2i_debias.runs import atomic_write_text
 
     rows = read_scores(root / "scores.jsonl")
     if not rows:
         raise SystemExit(f"{root / 'scores.jsonl'}: no scores recorded yet")
     # a rescored model (changed recipe) appends a new row: the last one stands
     df = pd.DataFrame(rows).drop_duplicates(subset=["seed", "arm", "steps", "guidance"], keep="last")
+    # rows under a retired arm name stay in the scores (reused by recipe) but not in the tables
+    df = df[df.arm.isin(["base", *ARMS, *BASELINES])]
     for c in CSV_COLUMNS:
         if c not in df.columns:
             df[c] = None
     out = ROOT / "docs" / "results"
     out.mkdir(parents=True, exist_ok=True)
     df[CSV_COLUMNS].to_csv(out / "ablation.csv", index=False, float_format="%.4f")
+    kept = {(r["seed"], r["arm"], r["steps"], r["guidance"]): r for r in rows}  # the last row stands, as above
+    atomic_write_text(COMMITTED_SCORES, "".join(json.dumps(r) + "\n" for r in kept.values()))
     md = report_lines(df, root, git_commit(ROOT, short=7, mark_dirty=False))
     (out / "ablation.md").write_text("\n".join(md) + "\n")
     update_readme()
@@ -473,7 +504,7 @@ def report_lines(df: Any, root: Path, commit: str) -> list[str]:
         "# Training ablation (toy world)",
         "",
         f"Generated by `python scripts/ablation.py` (commit {commit}); every number, and each model's per-image "
-        "gender codes, is in `ablation.csv` and the run's `scores.jsonl`.",
+        "gender codes, is in `ablation.csv` and `ablation_scores.jsonl` (from which a rerun resumes).",
         "",
         f"- Toy seeds {', '.join(map(str, seeds))}, on the shipped toy bases ({toy[0]['base_steps']} steps)"
         if toy else f"- Toy seeds {', '.join(map(str, seeds))}",
@@ -488,7 +519,8 @@ def report_lines(df: Any, root: Path, commit: str) -> list[str]:
         "- Obedience: the share of images giving the asked gender over the 48 attribute prompts (6 occupations × 2 "
         "genders × (no skin tone + 3)), mean and minimum over prompts; skin obedience over the 36 that name a skin "
         "tone. Baselines are applied to these prompts as a user would apply them to every prompt.",
-        "- `train s`: wall seconds of the arm's training, one job on the 2-core machine (CPU seconds beside it).",
+        "- `train s`: wall seconds of the arm's training on the 2-core machine (CPU seconds beside it); other jobs "
+        "may have shared the machine (the load is not recorded), so read them as rough.",
         "",
         "Arms:",
         "",

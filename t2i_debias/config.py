@@ -193,7 +193,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "recommended": {
         "schedule": "sequential", "modes": ["unet"], "weights": {"denoise": 1.0, "vision": 0.0, "prior": 1.0},
         "denoise_members": "both", "denoise_caption": "neutral", "attribute_share": 0.3, "caption_dropout": 0.1,
-        "verified_only": True, "balance": "cell", "balance_by": ["gender"], "guidance_target": -1.0,
+        "verified_only": True, "balance": "cell", "balance_by": ["gender", "race"], "guidance_target": -1.0,
         "uncond_weight": 1.0, "independent_noise": False, "input_perturbation": 0.0, "random_flip": False,
         "num_train_epochs": 0, "mode_learning_rates": {},
     },
