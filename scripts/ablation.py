@@ -558,9 +558,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--report", action="store_true", help="only rewrite docs/results/ablation.{md,csv}")
     args = p.parse_args(argv)
     from t2i_debias.cli import setup_env, setup_logging
+    from t2i_debias.toyworld import plugin
 
     setup_env()
     setup_logging()
+    plugin.register()  # `toy:base` and the "toy" labels backend, also where a step runs outside run_pipeline
     unknown = [a for a in [*args.arms, *args.extra_arms] if a not in ARMS and a not in BASELINES]
     if unknown:
         p.error(f"unknown arms {unknown}; known: {[*ARMS, *BASELINES]}")

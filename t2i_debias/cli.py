@@ -167,6 +167,9 @@ def parse(description: str, sections: list[str], other_sections: list[str] | Non
         cfg = config_from_args(args)
     except ConfigError as e:
         parser.error(str(e))
+    from t2i_debias.toyworld import plugin
+
+    plugin.register()  # the toy world plugs in from above: `toy:` models and the "toy" labels backend
     from t2i_debias.runs import claim_run
 
     claim_run(cfg.run_dir)  # one writer per run: locked when the first stage starts (DESIGN.md §6)

@@ -5,41 +5,64 @@ A spec is a hub id (`stabilityai/stable-diffusion-2-1`), a local folder, or an o
 - `tiny:sd-v`         the same with v-prediction (like SD 2.1);
 - `tiny:sdxl`         a tiny random-weight SDXL pipeline (two text encoders, pooled embeddings, time ids);
 - `shape:sd21` ...    a real architecture (sd21, sd21base, sd15, sdxl) with random weights (t2i_debias.shapes);
-- `toy:base`          the toy world's trained base model (t2i_debias.toyworld), for `make demo`.
+- `toy:base`          the toy world's trained base model, for `make demo`: its plug-in registers `toy:`.
+
+Each prefix maps to a resolver in `RESOLVERS`; a plug-in adds its own with `register_resolver`, so this
+module names no plug-in.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
+Resolver = Callable[[str, Any], str]  # (spec, cfg) -> a hub id or a local folder
+
+
+def _tiny(spec: str, cfg: Any = None) -> str:
+    """`tiny:sd`, `tiny:sd-v`, `tiny:sdxl`: the tiny random-weight pipelines, built once and cached."""
+    from t2i_debias import tiny
+
+    kind = spec.split(":", 1)[1]
+    if kind == "sd":
+        return str(tiny.tiny_sd_dir())
+    if kind == "sd-v":
+        return str(tiny.tiny_sd_dir(prediction_type="v_prediction"))
+    if kind == "sdxl":
+        from t2i_debias.tiny.sdxl import tiny_sdxl_dir
+
+        return str(tiny_sdxl_dir())
+    raise ValueError(f"unknown tiny model {spec!r}; known: tiny:sd, tiny:sd-v, tiny:sdxl")
+
+
+def _shape(spec: str, cfg: Any = None) -> str:
+    """`shape:<name>`: a real architecture with random weights."""
+    from t2i_debias.shapes import resolve_shape
+
+    return resolve_shape(spec)
+
+
+# Spec prefix -> resolver. Plug-ins add theirs with `register_resolver` (the toy world adds `toy:`).
+RESOLVERS: dict[str, Resolver] = {"tiny:": _tiny, "shape:": _shape}
+
+
+def register_resolver(prefix: str, resolver: Resolver) -> None:
+    """Let specs starting with `prefix` (e.g. "toy:") resolve through `resolver`; registering again replaces it."""
+    if not prefix.endswith(":"):
+        raise ValueError(f"a model prefix ends with ':', got {prefix!r}")
+    RESOLVERS[prefix] = resolver
+
+
 def resolve_model(spec: str, cfg: Any = None) -> str:
     """Return a hub id or a local folder path for `spec` (building offline models on demand)."""
-    if spec.startswith("tiny:"):
-        from t2i_debias import tiny
-
-        kind = spec.split(":", 1)[1]
-        if kind == "sd":
-            return str(tiny.tiny_sd_dir())
-        if kind == "sd-v":
-            return str(tiny.tiny_sd_dir(prediction_type="v_prediction"))
-        if kind == "sdxl":
-            from t2i_debias.tiny.sdxl import tiny_sdxl_dir
-
-            return str(tiny_sdxl_dir())
-        raise ValueError(f"unknown tiny model {spec!r}; known: tiny:sd, tiny:sd-v, tiny:sdxl")
-    if spec.startswith("shape:"):
-        from t2i_debias.shapes import resolve_shape
-
-        return resolve_shape(spec)
-    if spec.startswith("toy:"):
-        from t2i_debias.toyworld import base_model
-
-        return str(base_model.resolve(spec, cfg))
+    for prefix, resolver in RESOLVERS.items():
+        if spec.startswith(prefix):
+            return resolver(spec, cfg)
     p = Path(spec).expanduser()
     if p.exists():
         return str(p)
@@ -48,6 +71,10 @@ def resolve_model(spec: str, cfg: Any = None) -> str:
 
         raise MissingInputError(f"no such folder: {spec} (looked for {p.resolve()}); give an existing diffusers "
                                 "pipeline folder, or a hub id like stabilityai/stable-diffusion-2-1")
+    head = spec.split(":", 1)[0]
+    if ":" in spec and "/" not in head:  # hub ids have no ':'
+        raise ValueError(f"unknown model prefix {head + ':'!r} in {spec!r}; known: {', '.join(RESOLVERS)} "
+                         "(a plug-in adds its own with models.register_resolver)")
     check_hub_model(spec)
     return spec  # a hub id: from_pretrained resolves it (offline runs need it in HF_HOME)
 

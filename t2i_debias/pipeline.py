@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 # (stage name, module exposing run_stage) in run order (DESIGN.md §6).
 STAGES: list[tuple[str, str]] = [
-    ("toy", "t2i_debias.toyworld"),  # no-op unless [toy] enabled: writes the toy data, trains toy models
+    ("toy", "t2i_debias.stages.toy"),  # no-op unless [toy] enabled: writes the toy data, trains toy models
     ("mpii", "t2i_debias.data.mpii"),
     ("labels", "t2i_debias.labels.runner"),
     ("analysis", "t2i_debias.analysis"),
@@ -32,7 +32,7 @@ STAGES: list[tuple[str, str]] = [
     ("quality", "t2i_debias.metrics.quality"),
     ("sota", "t2i_debias.report.sota"),
     ("report", "t2i_debias.report.html"),
-    ("toy_summary", "t2i_debias.toyworld.summary"),  # no-op unless [toy] enabled: the demo's closing table
+    ("toy_summary", "t2i_debias.stages.toy_summary"),  # no-op unless [toy] enabled: the demo's closing table
     ("results", "t2i_debias.report.readme_block"),  # no-op unless [toy] enabled: results/toy_seed<N>.json
 ]
 TOY_ONLY: frozenset[str] = frozenset({"toy", "toy_summary", "results"})  # stages that do nothing outside the toy world
@@ -58,6 +58,9 @@ def run_pipeline(cfg: Config, force: bool = False, only: list[str] | None = None
     Prints one line per stage with its elapsed time (to `out`, default stdout) and, at the end, where
     report.html is.
     """
+    from t2i_debias.toyworld import plugin
+
+    plugin.register()  # the toy world plugs in from above: `toy:` models and the "toy" labels backend
     out = out or sys.stdout
     names = [n for n, _ in STAGES]
     for n in (only or []) + ([until] if until else []):

@@ -3,15 +3,21 @@
 A user's `OMP_NUM_THREADS` wins (the tests set 1: one thread per xdist worker). Otherwise a single
 process (`make demo`) takes every core it may run on, and under `accelerate launch` / `torchrun`
 the cores are split among the `LOCAL_WORLD_SIZE` processes of the machine.
+
+The toy world's one-process model builds (`training_threads`, `all_cores`) follow `$T2I_DEBIAS_THREADS`
+instead, else one thread under pytest, else every available core. Every variable is read by one parser.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
+
+THREADS_ENV = "T2I_DEBIAS_THREADS"
 
 
 def available_cores() -> int:
@@ -55,3 +61,28 @@ def use_available_cores() -> int:
     log.info("torch uses %d thread%s (%d core%s available)", n, "" if n == 1 else "s", available_cores(),
              "" if available_cores() == 1 else "s")
     return n
+
+
+def training_threads(env: Mapping[str, str] | None = None, cores: int | None = None) -> int:
+    """Threads for a toy model build: $T2I_DEBIAS_THREADS if set, 1 under pytest, else the available cores."""
+    env = os.environ if env is None else env
+    asked = _positive_int(env, THREADS_ENV)
+    if asked is not None:
+        return asked
+    if "PYTEST_CURRENT_TEST" in env or "PYTEST_XDIST_WORKER" in env:
+        return 1
+    return available_cores() if cores is None else cores
+
+
+@contextmanager
+def all_cores() -> Iterator[int]:
+    """Run the block with `training_threads()` torch threads, then restore the previous setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    n = training_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)

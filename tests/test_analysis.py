@@ -121,7 +121,9 @@ def test_the_log_line_rounds_its_figures(tmp_path: Path, caplog) -> None:
 def test_backends_declare_what_they_measure() -> None:
     """The toy world draws no age: its labeller's "young" is a placeholder, not a measurement."""
     from t2i_debias.labels.registry import backend_measures
+    from t2i_debias.toyworld import plugin
 
+    plugin.register()  # the toy backend plugs in from above
     assert backend_measures("toy") == ("gender", "race")
     assert backend_measures("deepface") == backend_measures("clip") == ("gender", "race", "age_group")
     with pytest.raises(ValueError, match="known: deepface, clip, toy"):
@@ -131,7 +133,9 @@ def test_backends_declare_what_they_measure() -> None:
 def test_an_attribute_not_measured_has_no_tvd_no_plot_and_says_so(tmp_path: Path) -> None:
     """Every toy person is labelled "young": that was shown as an age-group tvd of 0.75 and a one-colour plot."""
     from t2i_debias.report import html as report
+    from t2i_debias.toyworld import plugin
 
+    plugin.register()  # the toy backend plugs in from above
     cfg = Config()
     cfg.run.root, cfg.run.name, cfg.labels.backend = str(tmp_path), "r", "toy"
     (cfg.run_dir / "labels").mkdir(parents=True)

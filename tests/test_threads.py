@@ -63,3 +63,26 @@ def test_script_uses_every_core_unless_told(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     assert int(out[-1]) == 1
+
+
+def test_toy_training_threads_all_cores_outside_tests_one_inside(monkeypatch):
+    import torch
+
+    from t2i_debias.threads import THREADS_ENV, all_cores, training_threads
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    assert training_threads() == 1  # under pytest: one thread per worker
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    assert training_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert training_threads() == 3
+    before = torch.get_num_threads()
+    with all_cores() as n:
+        assert n == 3 and torch.get_num_threads() == 3
+    assert torch.get_num_threads() == before
+    for bad in ("two", "0"):
+        monkeypatch.setenv(THREADS_ENV, bad)
+        with pytest.raises(ValueError, match=THREADS_ENV):
+            training_threads()
+    assert training_threads({}, cores=6) == 6 and training_threads({"PYTEST_XDIST_WORKER": "gw0"}, cores=6) == 1

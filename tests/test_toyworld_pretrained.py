@@ -112,7 +112,9 @@ def test_demo_loads_the_shipped_seed0_base_offline(tmp_path: Path, monkeypatch) 
     from diffusers import StableDiffusionPipeline
 
     from t2i_debias.models import resolve_model
+    from t2i_debias.toyworld import plugin
 
+    plugin.register()  # `toy:` resolves through the toy world's plug-in
     monkeypatch.setenv("T2I_DEBIAS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(base_model, "build_base", lambda *a, **k: pytest.fail("the shipped base was not used"))
     monkeypatch.setattr(base_model, "build_vae", lambda *a, **k: pytest.fail("the shipped VAE was not used"))
@@ -149,3 +151,14 @@ def test_ship_writes_fp16_parts_leaves_out_rebuilt_parts_and_records_the_spec(tm
     rec = pretrained.shipped_record("base-seed9", tmp_path / "shipped")
     assert rec["spec_hash"] == spec_key(spec) and rec["build"]["cpu_seconds"] == 2.5
     assert rec["commit"] == "abc" and not (tmp_path / "shipped" / ".base-seed9.new").exists()
+
+
+def test_build_record_writes_wall_and_cpu_seconds(tmp_path):
+    from t2i_debias.toyworld.pretrained import build_record, read_build_record
+
+    assert read_build_record(tmp_path) is None
+    with build_record(tmp_path, "toy thing") as rec:
+        sum(i * i for i in range(200_000))
+    got = read_build_record(tmp_path)
+    assert got == rec and got["what"] == "toy thing" and got["threads"] == 1
+    assert got["wall_seconds"] >= 0 and got["cpu_seconds"] >= 0

@@ -1,16 +1,30 @@
-"""Backend name -> DemographicClassifier factory, so a `[labels] backend` switch swaps the classifier.
+"""Backend name -> how to build its classifier and what it returns, so a `[labels] backend` switch swaps the classifier.
 
-Backends are imported lazily: DeepFace, CLIP and the toy world each pull in heavy dependencies.
+`BACKENDS[name] = Backend(factory, races, measures)`. DeepFace and CLIP are registered here; a plug-in
+registers its own with `register_backend` (the toy world adds "toy" from its plug-in). The
+classifiers are imported lazily: each pulls in heavy dependencies.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from t2i_debias.attributes import MEASURABLE, RACES
 from t2i_debias.labels.base import DemographicClassifier
 from t2i_debias.models import resolve_device
+
+Factory = Callable[[Any, str, bool], DemographicClassifier]  # (labels section, device, smoke) -> classifier
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A labels backend: its factory, the race labels it can return, the attributes it measures."""
+
+    factory: Factory
+    races: tuple[str, ...] = RACES
+    measures: tuple[str, ...] = MEASURABLE
 
 
 def _deepface(section: Any, device: str, smoke: bool) -> DemographicClassifier:
@@ -34,32 +48,31 @@ def _clip(section: Any, device: str, smoke: bool) -> DemographicClassifier:
                           device=device)
 
 
-def _toy(section: Any, device: str, smoke: bool) -> DemographicClassifier:
-    make = importlib.import_module("t2i_debias.toyworld.classifier").make_classifier
-    return make(section, device=device)
+BACKENDS: dict[str, Backend] = {"deepface": Backend(_deepface), "clip": Backend(_clip)}
 
 
-# Backend name -> (module, class), so what a backend measures is read without building it.
-CLASSES: dict[str, tuple[str, str]] = {
-    "deepface": ("t2i_debias.labels.deepface_backend", "DeepFaceClassifier"),
-    "clip": ("t2i_debias.labels.clip_backend", "ClipClassifier"),
-    "toy": ("t2i_debias.toyworld.classifier", "ToyClassifier"),
-}
+def register_backend(name: str, entry: Backend) -> None:
+    """Make `[labels] backend = name` build `entry`; registering a name again replaces it."""
+    BACKENDS[name] = entry
 
 
-def backend_measures(backend: str) -> tuple[str, ...]:
-    """The attributes backend `backend` measures (its class's `measures`); unknown backends raise ValueError."""
-    if backend not in CLASSES:
-        raise ValueError(f"[labels] backend = {backend!r} is unknown; known: {', '.join(CLASSES)}")
-    module, cls = CLASSES[backend]
-    return tuple(getattr(importlib.import_module(module), cls).measures)
+def backend(name: str) -> Backend:
+    """The registered backend `name`; unknown names raise ValueError listing the known ones."""
+    if name not in BACKENDS:
+        raise ValueError(f"[labels] backend = {name!r} is unknown; known: {', '.join(BACKENDS)}")
+    return BACKENDS[name]
 
 
-BACKENDS: dict[str, Callable[[Any, str, bool], DemographicClassifier]] = {
-    "deepface": _deepface,
-    "clip": _clip,
-    "toy": _toy,
-}
+def backend_measures(name: str) -> tuple[str, ...]:
+    """The attributes backend `name` measures; unknown backends raise ValueError."""
+    return backend(name).measures
+
+
+def race_classes(name: str, override: Sequence[str] = ()) -> tuple[str, ...]:
+    """The race vocabulary of a run: `override` ([analysis] race_classes) when given, else backend `name`'s races."""
+    if override:
+        return tuple(override)
+    return backend(name).races
 
 
 def make_classifier(labels_section: Any, device: str = "cpu", smoke: bool = False) -> DemographicClassifier:
@@ -68,7 +81,4 @@ def make_classifier(labels_section: Any, device: str = "cpu", smoke: bool = Fals
     `smoke=True` swaps in the offline random-weight models (DeepFace weights, tiny CLIP).
     """
     device = resolve_device(device)
-    backend = labels_section.backend
-    if backend not in BACKENDS:
-        raise ValueError(f"[labels] backend = {backend!r} is unknown; known: {', '.join(BACKENDS)}")
-    return BACKENDS[backend](labels_section, device, smoke)
+    return backend(labels_section.backend).factory(labels_section, device, smoke)

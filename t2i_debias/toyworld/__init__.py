@@ -5,10 +5,11 @@
 - `classifier`  the "toy" labels backend (three small CNNs) and toy-FID features;
 - `base_model`  a tiny StableDiffusionPipeline trained from scratch on the biased data ("toy:base");
 - `evaluate`    bias / occupation / attribute-prompt scores of a pipeline against the truth;
-- `summary`     the demo's closing table.
+- `summary`     the demo's closing table;
+- `plugin`      `register()`: the `toy:` model prefix and the "toy" labels backend, plugged in from above.
 
-`ensure_toy_world(cfg)` prepares everything a toy run needs before the pipeline's first stage;
-`run_stage(cfg)` is the same as a pipeline stage ("toy", before "mpii"), a no-op unless `[toy] enabled`.
+`ensure_toy_world(cfg)` prepares everything a toy run needs before the pipeline's first stage; the
+pipeline stages "toy" and "toy_summary" are `t2i_debias.stages.toy` and `t2i_debias.stages.toy_summary`.
 """
 
 from __future__ import annotations
@@ -76,10 +77,3 @@ def ensure_toy_world(cfg: Any) -> dict[str, Any]:
     # The biased-data control is trained by the engine in the models stage ([train] control).
     return {"mat_file": mat, "images_dir": images, "classifier": clf, "base_model": base}
 
-
-def run_stage(cfg: Any, force: bool = False) -> None:
-    """Pipeline stage "toy" (before "mpii"): prepare the toy world when `[toy] enabled`, else do nothing."""
-    if not cfg.toy.enabled:
-        return
-    paths = ensure_toy_world(cfg)
-    log.info("toy world ready: %s", ", ".join(f"{k}={v}" for k, v in paths.items()))

@@ -26,9 +26,8 @@ import numpy as np
 
 from t2i_debias.text import with_article
 from t2i_debias.toyworld.dataset import MALE_SHARE, RACE_SHARE, Sample, balanced_population, biased_population
-from t2i_debias.toyworld.pretrained import cached_or_shipped
+from t2i_debias.toyworld.pretrained import build_record, cached_or_shipped
 from t2i_debias.toyworld.render import OCCUPATIONS, TOY_RACES, world_spec
-from t2i_debias.toyworld.threads import build_record
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from PIL import Image
 
 from t2i_debias.attributes import GENDERS, STATUS_AMBIGUOUS
 from t2i_debias.labels.base import Box, DemographicClassifier, Prediction
-from t2i_debias.toyworld.pretrained import cached_or_shipped
+from t2i_debias.toyworld.pretrained import build_record, cached_or_shipped
 from t2i_debias.toyworld.render import OCCUPATIONS, SIZE, TOY_RACES, world_spec
 
 log = logging.getLogger(__name__)
@@ -174,8 +174,6 @@ def _cue_checks(nets: dict[str, Any], xh: Any, held: list[Any]) -> dict[str, flo
 
 def build_classifier(out_dir: Path, spec: dict[str, Any]) -> Path:
     """Train the four CNNs on fresh renders; save weights (safetensors), held-out accuracies and build.json."""
-    from t2i_debias.toyworld.threads import build_record
-
     with build_record(out_dir, "toy classifier"):
         _train_classifier(out_dir, spec)
     return out_dir

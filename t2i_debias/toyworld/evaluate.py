@@ -271,7 +271,7 @@ def evaluate_bases(seeds: list[int], n: int = 64, n_attribute: int = 64, steps: 
     from t2i_debias.runs import hash_obj
     from t2i_debias.toyworld import base_model
     from t2i_debias.toyworld.classifier import classifier_dir, make_classifier
-    from t2i_debias.toyworld.threads import read_build_record
+    from t2i_debias.toyworld.pretrained import read_build_record
 
     clf_dir = classifier_dir()
     clf = make_classifier(None)
@@ -407,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vae-steps", type=int)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from t2i_debias.toyworld import plugin
+
+    plugin.register()
     if args.from_json:
         try:
             res = merge_results([json.loads(p.read_text()) for p in args.from_json])

@@ -8,7 +8,8 @@ cache; the gates in docs/results/toy_base.md are measured on exactly that copy.
 
 `cached_or_shipped` is the one front door: a shipped copy whose spec hash equals the code's spec is
 copied into the cache; a stale one is named with the command that rebuilds it (`make toy-models`),
-and the model is then trained into the cache as before.
+and the model is then trained into the cache as before. `build_record` writes what a build cost
+(`build.json`), which travels with the model into the cache and the shipped copy.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from t2i_debias.runs import atomic_write_json
+from t2i_debias.threads import all_cores
 from t2i_debias.tiny.cache import cached_dir, spec_key
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,29 @@ NOT_SHIPPED = ("vae", "tokenizer")
 FP16_PARTS = ("unet", "text_encoder")
 SHIPPED_SEEDS: tuple[int, ...] = (0, 1, 2)  # seed 2 is held out: no choice of the method's recipe is tuned on it
 USE_SHIPPED = True  # False only while `make toy-models` retrains them from scratch
+
+
+@contextmanager
+def build_record(folder: Path, what: str) -> Iterator[dict[str, Any]]:
+    """Time a model build on all cores and write `<folder>/build.json` (wall and CPU seconds, threads).
+
+    The record travels with the cached model, so a results table can quote what training cost even
+    when the model comes from the cache.
+    """
+    with all_cores() as n:
+        rec: dict[str, Any] = {"what": what, "threads": n}
+        t0, c0 = time.time(), time.process_time()
+        yield rec
+        rec |= {"wall_seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1)}
+    (Path(folder) / "build.json").write_text(json.dumps(rec, indent=2))
+
+
+def read_build_record(folder: Path) -> dict[str, Any] | None:
+    """The build record of a cached model folder, or None when it was built before records existed."""
+    try:
+        return json.loads((Path(folder) / "build.json").read_text())
+    except FileNotFoundError:
+        return None
 
 
 def shipped_record(name: str, root: Path | None = None) -> dict[str, Any] | None:
@@ -90,7 +117,6 @@ def ship(src: Path, name: str, spec: dict[str, Any], extra: dict[str, Any] | Non
     from safetensors.torch import load_file, save_file
 
     from t2i_debias.runs import replace_dir
-    from t2i_debias.toyworld.threads import read_build_record
 
     root = root or PRETRAINED_DIR
     root.mkdir(parents=True, exist_ok=True)

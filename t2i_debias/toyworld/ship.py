@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="reuse models already trained from the same specs in this cache (default: train all afresh)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from t2i_debias.toyworld import plugin
+
+    plugin.register()
     if not args.measure_only:
         build_and_ship(args.seeds, args.reuse_cache)
     res = measure_shipped(args.seeds, args.n, args.n_attribute)

@@ -7,7 +7,8 @@ skin-tone shares per occupation, the share of hybrid figures (hair and clothes d
 of the toy MPII copy (and the change against base), the held-out occupations' mean gender tvd apart,
 occupation accuracy, toy-FID (FID on toy-classifier features against the toy data), and, for plain pipeline folders, how often each attribute prompt ("a photo of a woman working as a
 doctor") gives the asked gender and skin tone: the lowest over the prompts in the table, every prompt
-below it. Written to <run_dir>/toy/summary.csv, attribute_prompts.csv and summary.md, and printed.
+below it. The pipeline stage "toy_summary" (`t2i_debias.stages.toy_summary`) writes it to
+<run_dir>/toy/summary.csv, attribute_prompts.csv and summary.md, and prints it.
 """
 
 from __future__ import annotations
@@ -175,28 +176,3 @@ def _attribute_lines(attribute: pd.DataFrame | None) -> list[str]:
         out.append(f"| {prompt} | " + " | ".join(cells) + " |")
     return out
 
-
-def run_stage(cfg: Any, force: bool = False) -> None:
-    """Pipeline stage "toy_summary" (after "report"): write and print the table when `[toy] enabled`."""
-    if not cfg.toy.enabled:
-        return
-    from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_text
-    from t2i_debias.runs import run_stage as run
-
-    folder = cfg.run_dir / "toy"
-    gen = cfg.run_dir / "generated"
-    inputs = sorted(p for p in gen.glob("*/metadata.csv")) if gen.is_dir() else []
-    stage = Stage("toy_summary", folder, cfg.section_dict("toy", "generate"), inputs)
-
-    def body(st: Stage) -> list[Path]:
-        rows: list[dict[str, Any]] = []
-        df = summary_table(cfg, attribute_out=rows)
-        attr = pd.DataFrame(rows, columns=["model", "prompt", "occupation", "gender", "race", "n", "gender_ok",
-                                           "skin_ok", "ambiguous"])
-        table = format_table(df, attr)
-        return [atomic_write_csv(st.folder / "summary.csv", df),
-                atomic_write_csv(st.folder / "attribute_prompts.csv", attr),
-                atomic_write_text(st.folder / "summary.md", table)]
-
-    run(stage, body, force=force, log=log.info)
-    print((folder / "summary.md").read_text())

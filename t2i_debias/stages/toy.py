@@ -1,0 +1,18 @@
+"""Pipeline stage "toy" (before "mpii"): prepare the toy world when `[toy] enabled`, else do nothing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from t2i_debias.toyworld import ensure_toy_world
+
+log = logging.getLogger(__name__)
+
+
+def run_stage(cfg: Any, force: bool = False) -> None:
+    """Write the toy data and fetch (or train) the toy classifier and base; a no-op unless `[toy] enabled`."""
+    if not cfg.toy.enabled:
+        return
+    paths = ensure_toy_world(cfg)
+    log.info("toy world ready: %s", ", ".join(f"{k}={v}" for k, v in paths.items()))
