@@ -31,7 +31,7 @@ STAGES: list[tuple[str, str]] = [
     ("sweep", "t2i_debias.sweep"),  # no-op unless [bias] guidance_sweep: bias at several guidance scales
     ("quality", "t2i_debias.metrics.quality"),
     ("sota", "t2i_debias.report.sota"),
-    ("report", "t2i_debias.report.html"),
+    ("report", "t2i_debias.stages.report"),
     ("toy_summary", "t2i_debias.stages.toy_summary"),  # no-op unless [toy] enabled: the demo's closing table
     ("results", "t2i_debias.report.readme_block"),  # no-op unless [toy] enabled: results/toy_seed<N>.json
 ]
@@ -82,7 +82,7 @@ def run_pipeline(cfg: Config, force: bool = False, only: list[str] | None = None
             print(f"[{i}/{len(todo)}] {name:<12} {_clock(time.time() - t):>8}   (total {_clock(time.time() - t0)})",
                   file=out, flush=True)
     log.info("pipeline finished in %.1fs: %s", time.time() - t0, cfg.run_dir)
-    from t2i_debias.report.html import REPORT_HTML
+    from t2i_debias.report.page import REPORT_HTML
 
     report = cfg.run_dir / REPORT_HTML
     print(f"done in {_clock(time.time() - t0)}. "

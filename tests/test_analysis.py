@@ -132,7 +132,7 @@ def test_backends_declare_what_they_measure() -> None:
 
 def test_an_attribute_not_measured_has_no_tvd_no_plot_and_says_so(tmp_path: Path) -> None:
     """Every toy person is labelled "young": that was shown as an age-group tvd of 0.75 and a one-colour plot."""
-    from t2i_debias.report import html as report
+    from t2i_debias.report import sections_run as report
     from t2i_debias.toyworld import plugin
 
     plugin.register()  # the toy backend plugs in from above

@@ -163,7 +163,7 @@ def test_fidelity_csv_known_answers(dropped) -> None:
 
 
 def test_report_names_the_occupations_the_data_could_not_balance(dropped) -> None:
-    from t2i_debias.report.html import build_report
+    from t2i_debias.report.page import build_report
 
     _, out = dropped
     page = build_report(out.parent)

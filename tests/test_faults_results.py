@@ -189,7 +189,8 @@ def test_a_stale_mode_folder_is_not_generated_scored_or_shown(tmp_path, monkeypa
     """[train] modes changed from unet to text: the old models/unet (in the repro, NaN weights) was generated,
     scored and shown next to models/text. Now it is reported as stale and left out."""
     from t2i_debias import evaluate, generate
-    from t2i_debias.report import html, sota
+    from t2i_debias.report import sections_results as html
+    from t2i_debias.report import sota
     from t2i_debias.runs import Stage
 
     cfg = _run_with_models(tmp_path, ("unet", "text", "control"))

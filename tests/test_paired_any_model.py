@@ -85,7 +85,7 @@ def _run(tmp_path, preds: dict[str, pd.DataFrame]):
 
 
 def test_comparison_table_and_csv_carry_delta_against_ours(tmp_path):
-    from t2i_debias.report.html import sota_table
+    from t2i_debias.report.sections_sota import sota_table
 
     cfg = _run(tmp_path, {"base": all_men("base"), "unet": balanced(), "uce": all_men("uce")})
     names, kinds = ["base", "unet", "uce"], {"base": "base", "unet": "ours", "uce": "baseline"}
@@ -113,7 +113,7 @@ def test_comparison_table_and_csv_carry_delta_against_ours(tmp_path):
 
 
 def test_without_ours_the_column_says_not_computed(tmp_path):
-    from t2i_debias.report.html import sota_table
+    from t2i_debias.report.sections_sota import sota_table
 
     cfg = _run(tmp_path, {"base": all_men("base"), "uce": balanced()})
     df = comparison_rows(cfg, ["base", "uce"], {}, {"base": "base", "uce": "baseline"})

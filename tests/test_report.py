@@ -15,8 +15,11 @@ from _fake_run import ANALYSIS_SUMMARY, BIAS_SUMMARY, QUALITY, make_fake_run, nu
 from PIL import Image
 
 from t2i_debias.config import Config
-from t2i_debias.report import html as report
-from t2i_debias.runs import MANIFEST
+from t2i_debias.report import kit
+from t2i_debias.report.page import build_report
+from t2i_debias.report.sections_run import stage_status
+from t2i_debias.runs import MANIFEST, STAGE_DIRS
+from t2i_debias.stages import report as report_stage
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 APT_HINT = "apt-get update && apt-get install -y chromium chromium-driver"
@@ -58,7 +61,7 @@ def fake_run(tmp_path: Path) -> Config:
 
 
 def test_report_shows_every_section(fake_run: Config) -> None:
-    report.run_stage(fake_run)
+    report_stage.run_stage(fake_run)
     page = (fake_run.run_dir / "report.html").read_text()
     _assert_self_contained(page)
     text, vis = _text(page), _visible(page)
@@ -123,16 +126,16 @@ def test_report_shows_every_section(fake_run: Config) -> None:
 def test_run_table_aggregates_subfolder_manifests(fake_run: Config) -> None:
     """Stages written per sub-folder (models/<mode>, generated/<model>, bias/<model>) are not "not run"."""
     rd = fake_run.run_dir
-    st = report.stage_status(rd, "models")
+    st = stage_status(rd, "models")
     assert st["status"] == "complete (2/2: text, both)" and st["wall_time_s"] == pytest.approx(6.75)
-    assert report.stage_status(rd, "bias")["status"] == "partial (1/2: base; not finished: both)"
-    assert report.stage_status(rd, "sota") == {"status": "complete (+ quality)", "wall_time_s": pytest.approx(7.25),
+    assert stage_status(rd, "bias")["status"] == "partial (1/2: base; not finished: both)"
+    assert stage_status(rd, "sota") == {"status": "complete (+ quality)", "wall_time_s": pytest.approx(7.25),
                                                "finished": "2026-01-02T03:04:05+0000"}
-    assert report.stage_status(rd, "quality")["status"] == "incomplete (files but no manifest)"
-    assert report.stage_status(rd, "mpii") == {"status": "not run", "wall_time_s": None, "finished": ""}
+    assert stage_status(rd, "quality")["status"] == "incomplete (files but no manifest)"
+    assert stage_status(rd, "mpii") == {"status": "not run", "wall_time_s": None, "finished": ""}
     write_manifest(rd / "bias" / "both", 4.25, finished_at="2026-01-02T05:00:00+0000")
     (rd / "models" / "text" / MANIFEST).write_text("{not json")
-    vis = _visible(report.build_report(rd))
+    vis = _visible(build_report(rd))
     assert "models partial (1/2: both; not finished: text); unreadable manifest: text" in vis
     assert "generated complete (2/2: base, both) 2026-01-02T03:04:05+0000 22.5" in vis
     assert "bias complete (2/2: base, both) 2026-01-02T05:00:00+0000 7.25" in vis  # latest finish, summed time
@@ -140,7 +143,7 @@ def test_run_table_aggregates_subfolder_manifests(fake_run: Config) -> None:
 
 
 def test_dataset_summary_at_a_glance(fake_run: Config) -> None:
-    page = report.build_report(fake_run.run_dir)
+    page = build_report(fake_run.run_dir)
     vis = _visible(page)
     assert "n_persons 1234, n_occupations 3, n_ok 987, face_rate 0.8; labelling status: ok 987, no_face 247" in vis
     m = ANALYSIS_SUMMARY["overall"]["attributes"]
@@ -166,12 +169,12 @@ def test_dataset_summary_at_a_glance(fake_run: Config) -> None:
 def test_missing_sections_say_not_computed(tmp_path: Path) -> None:
     cfg = Config()
     cfg.run.root, cfg.run.name = str(tmp_path), "empty"
-    report.run_stage(cfg)
+    report_stage.run_stage(cfg)
     page = (cfg.run_dir / "report.html").read_text()
     text = _text(page)
     assert text.count("not computed yet") == 8  # dataset, counterfactuals, training, bias, sweep, quality, sota, figure
     assert "not computed yet: sweep/sweep.csv (optional stage: set [bias] guidance_sweep" in text
-    assert text.count(" not run ") == len(report.STAGE_DIRS) - 1  # every stage but this page
+    assert text.count(" not run ") == len(STAGE_DIRS) - 1  # every stage but this page
     assert "<img" not in page
 
 
@@ -180,7 +183,7 @@ def test_partial_and_corrupt_inputs(fake_run: Config) -> None:
     shutil.rmtree(rd / "sota")
     (rd / "quality" / "both.json").write_text("{broken")
     (rd / "analysis" / "summary.json").write_text("[1, 2]")
-    page = report.build_report(rd)
+    page = build_report(rd)
     text = _text(page)
     assert "not computed yet: sota/comparison.csv" in text
     assert "unreadable JSON" in text and "both.json" in text
@@ -194,7 +197,7 @@ def test_quality_ignores_manifest_and_notes_shared_settings(fake_run: Config) ->
     for m in ("base", "both"):
         d = json.loads((q / f"{m}.json").read_text())
         (q / f"{m}.json").write_text(json.dumps({**d, "clip_model": "tiny:clip", "fid": None, "kid": None}))
-    page = report.build_report(fake_run.run_dir)
+    page = build_report(fake_run.run_dir)
     vis = _visible(page)
     assert "_manifest" not in _visible(page[page.index('id="quality"'):page.index('id="sota"')])
     assert "clip_model: tiny:clip" in vis and "FID/KID not computed" in vis
@@ -202,7 +205,7 @@ def test_quality_ignores_manifest_and_notes_shared_settings(fake_run: Config) ->
 
 
 def test_sota_table_from_comparison_csv(fake_run: Config) -> None:
-    page = report.build_report(fake_run.run_dir)
+    page = build_report(fake_run.run_dir)
     sota = page[page.index('id="sota"'):page.index('id="figure"')]
     vis = _visible(sota)
     assert "Base model of every method: tiny:sd" in vis
@@ -220,17 +223,17 @@ def test_sota_table_from_comparison_csv(fake_run: Config) -> None:
     assert NEG_ZERO.search(vis) is None
 
 
-def test_sota_falls_back_to_comparison_md(fake_run: Config) -> None:
+def test_sota_needs_comparison_csv(fake_run: Config) -> None:
+    """The table is rendered from comparison.csv only: comparison.md alone is no SOTA section."""
     (fake_run.run_dir / "sota" / "comparison.csv").unlink()
-    page = report.build_report(fake_run.run_dir)
+    page = build_report(fake_run.run_dir)
     sota = page[page.index('id="sota"'):page.index('id="figure"')]
-    assert "<b>0.0625</b>" in sota and "<code>tiny:sd</code>" in sota
-    assert "<li><b>shen2024</b>: not applicable &lt;SD 1.5&gt;</li>" in sota
+    assert "not computed yet: sota/comparison.csv" in sota and "<table" not in sota
 
 
 def test_stage_skips_then_reruns_when_an_input_changes(fake_run: Config) -> None:
     rd = fake_run.run_dir
-    report.run_stage(fake_run)
+    report_stage.run_stage(fake_run)
     m = json.loads((rd / "report" / MANIFEST).read_text())
     assert m["stage"] == "report"
     assert any(i["path"].endswith("bias/base/summary.json") for i in m["inputs"])
@@ -238,52 +241,45 @@ def test_stage_skips_then_reruns_when_an_input_changes(fake_run: Config) -> None
     assert not any("/report/" in i["path"] for i in m["inputs"])  # never its own manifest
     assert {Path(o["path"]).name for o in m["outputs"]} == {"report.html", "OursVsBaseline.png"}
     mtime = (rd / "report.html").stat().st_mtime_ns
-    report.run_stage(fake_run)
+    report_stage.run_stage(fake_run)
     assert (rd / "report.html").stat().st_mtime_ns == mtime  # skipped
     s = json.loads((rd / "bias" / "both" / "summary.json").read_text())
     s["face_rate"] = 0.543
     (rd / "bias" / "both" / "summary.json").write_text(json.dumps(s))
-    report.run_stage(fake_run)
+    report_stage.run_stage(fake_run)
     assert "0.543" in (rd / "report.html").read_text()
     write_manifest(rd / "bias" / "both", 1.0)  # a stage finishing later also refreshes the Run table
-    report.run_stage(fake_run)
+    report_stage.run_stage(fake_run)
     assert "bias complete (2/2: base, both)" in _visible((rd / "report.html").read_text())
 
 
 def test_stale_figure_is_removed(fake_run: Config) -> None:
     rd = fake_run.run_dir
-    report.run_stage(fake_run)
+    report_stage.run_stage(fake_run)
     shutil.rmtree(rd / "generated" / "both")
-    report.run_stage(fake_run, force=True)
+    report_stage.run_stage(fake_run, force=True)
     assert not (rd / "report" / "OursVsBaseline.png").exists()
     assert "not computed yet: OursVsBaseline" in _text((rd / "report.html").read_text())
 
 
-def test_markdown_table_escapes_and_bolds() -> None:
-    out = report.markdown_table("| a | b |\n|---|---|\n| <x> | **1.5** [1.0, 2.0] |\ntext **b** & `c`\n- item\n")
-    assert "<th" in out and "&lt;x&gt;" in out and "<b>1.5</b>" in out
-    assert ' <span class="ci">[1.0, 2.0]</span>' in out
-    assert "<p>text <b>b</b> &amp; <code>c</code></p>" in out and "<ul><li>item</li></ul>" in out
-
-
 def test_fmt() -> None:
-    assert report.fmt(0.123456) == "0.123" and report.fmt(0.0001234) == "0.000123"
-    assert report.fmt(12.34) == "12.3" and report.fmt(1234.7) == "1235" and report.fmt(2.0) == "2"
-    assert report.fmt(-0.0) == "0" and report.fmt(-1e-17) == "0" and report.fmt(-0.0625) == "-0.0625"
-    assert report.fmt(1.0000000000000002) == "1" and report.fmt(1e-05) == "1e-05"
-    assert report.fmt(float("nan")) == "—" and report.fmt(None) == "—"
-    assert report.fmt(3) == "3" and report.fmt(True) == "true"
-    assert report.fmt([0.5, 1.25]) == "[0.5, 1.25]"
-    assert report.fmt_delta(-0.375) == "-0.375" and report.fmt_delta(0.125) == "+0.125"
-    assert report.fmt_delta(-0.0) == "0" and report.fmt_delta(None) == "—"
+    assert kit.fmt(0.123456) == "0.123" and kit.fmt(0.0001234) == "0.000123"
+    assert kit.fmt(12.34) == "12.3" and kit.fmt(1234.7) == "1235" and kit.fmt(2.0) == "2"
+    assert kit.fmt(-0.0) == "0" and kit.fmt(-1e-17) == "0" and kit.fmt(-0.0625) == "-0.0625"
+    assert kit.fmt(1.0000000000000002) == "1" and kit.fmt(1e-05) == "1e-05"
+    assert kit.fmt(float("nan")) == "—" and kit.fmt(None) == "—"
+    assert kit.fmt(3) == "3" and kit.fmt(True) == "true"
+    assert kit.fmt([0.5, 1.25]) == "[0.5, 1.25]"
+    assert kit.fmt_delta(-0.375) == "-0.375" and kit.fmt_delta(0.125) == "+0.125"
+    assert kit.fmt_delta(-0.0) == "0" and kit.fmt_delta(None) == "—"
 
 
 def test_value_cell_delta_direction() -> None:
-    assert 'class="d better">Δ -0.1<' in report.value_cell(0.2, "gender_tvd", 0.3)
-    assert 'class="d worse">Δ +0.1<' in report.value_cell(0.4, "gender_tvd", 0.3)
-    assert 'class="d better">Δ +0.1<' in report.value_cell(0.9, "entropy", 0.8)
+    assert 'class="d better">Δ -0.1<' in kit.value_cell(0.2, "gender_tvd", 0.3)
+    assert 'class="d worse">Δ +0.1<' in kit.value_cell(0.4, "gender_tvd", 0.3)
+    assert 'class="d better">Δ +0.1<' in kit.value_cell(0.9, "entropy", 0.8)
     # a difference invisible at 3 significant digits is 0, uncoloured
-    assert 'class="d ">Δ 0<' in report.value_cell(0.9999997, "clip_i", 1.0)
+    assert 'class="d ">Δ 0<' in kit.value_cell(0.9999997, "clip_i", 1.0)
 
 
 # ----------------------------------------------------------------------------- headless Chromium
@@ -297,7 +293,7 @@ def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason=f"chromium is not installed (Debian: {APT_HINT})")
 def test_report_renders_in_headless_chromium(fake_run: Config, tmp_path: Path) -> None:
-    report.run_stage(fake_run)
+    report_stage.run_stage(fake_run)
     url = (fake_run.run_dir / "report.html").resolve().as_uri()
 
     dom = _chromium(["--dump-dom", url], tmp_path / "profile1")
@@ -336,7 +332,7 @@ def test_sota_table_flags_rows_with_other_settings(fake_run: Config) -> None:
     df = pd.read_csv(path).astype({"settings": object})
     df.loc[df["method"] == "debiasvl", ["guidance_scale", "settings"]] = [4.0, "differs: guidance_scale 4 (vs 7.5)"]
     df.to_csv(path, index=False)
-    sota = report.build_report(fake_run.run_dir)
+    sota = build_report(fake_run.run_dir)
     sota = sota[sota.index('id="sota"'):sota.index('id="figure"')]
     vis = _visible(sota)
     assert "Generation settings: mixed (allowed with --allow_mixed): guidance scale 7.5" in vis

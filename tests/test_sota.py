@@ -39,7 +39,7 @@ def test_markdown_bolds_best_per_column_and_states_base():
 
 
 def test_toy_table_shows_occupation_accuracy_and_toy_fid_not_clip():
-    from t2i_debias.report.html import sota_table
+    from t2i_debias.report.sections_sota import sota_table
     from t2i_debias.report.sota import TABLE_COLUMNS, TOY_TABLE_COLUMNS, table_columns
 
     df = pd.DataFrame([

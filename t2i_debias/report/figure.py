@@ -19,6 +19,7 @@ from PIL import Image
 
 from t2i_debias.attributes import GENDERS, RACES
 from t2i_debias.csv_cells import unescape_frame
+from t2i_debias.report.kit import MODE_ORDER
 from t2i_debias.runs import atomic_write_bytes, safe_join
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ RACE_COLORS: dict[str, str] = {
     "latino hispanic": "#009988",
 }
 NO_FACE = "#CCCCCC"
-MODE_ORDER: tuple[str, ...] = ("text", "unet", "both")
 
 Pred = Mapping[str, Any] | None
 
@@ -43,22 +43,10 @@ def _color(value: Any, palette: Mapping[str, str]) -> str:
     return palette.get(str(value), NO_FACE) if isinstance(value, str) else NO_FACE
 
 
-def ours_vs_baseline(base_images: Sequence[Sequence[Image.Image]], ours_images: Sequence[Sequence[Image.Image]],
-                     occupations: Sequence[str], base_preds: Sequence[Sequence[Pred]],
-                     ours_preds: Sequence[Sequence[Pred]], out_path: str | Path,
-                     base_label: str = "base", ours_label: str = "ours", seeds: Sequence[int] | None = None,
-                     cell_inches: float = 1.3, dpi: int = 150) -> Path:
-    """Write the figure as a PNG: per occupation one row of base images and one of ours (same seeds).
-
-    `*_images[i][j]` is image j of occupation i; `*_preds[i][j]` is a dict with `gender` and `race`
-    (None or missing keys = no face). Returns `out_path`.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch, Rectangle
-
+def _grid_size(base_images: Sequence[Sequence[Image.Image]], ours_images: Sequence[Sequence[Image.Image]],
+               occupations: Sequence[str], base_preds: Sequence[Sequence[Pred]],
+               ours_preds: Sequence[Sequence[Pred]]) -> tuple[int, int]:
+    """(occupations k, images per row n) of the figure; ValueError when the rows do not fit together."""
     k = len(occupations)
     if k == 0:
         raise ValueError("ours_vs_baseline: no occupations to show")
@@ -75,6 +63,50 @@ def ours_vs_baseline(base_images: Sequence[Sequence[Image.Image]], ours_images: 
                              f"and {len(ours_images[i])} ours images; the rows must share seeds")
         if len(base_preds[i]) != len(base_images[i]) or len(ours_preds[i]) != len(ours_images[i]):
             raise ValueError(f"ours_vs_baseline: occupation {occupations[i]!r}: one prediction per image needed")
+    return k, n
+
+
+def _draw_image(ax: Any, image: Image.Image, pred: Pred, bar_h: float = 0.09, gap: float = 0.025) -> None:
+    """One image and under it its two bars: predicted gender, then race (grey = no face)."""
+    from matplotlib.patches import Rectangle
+
+    ax.imshow(image.convert("RGB"))
+    pred = pred or {}
+    for b, (key, palette) in enumerate((("gender", GENDER_COLORS), ("race", RACE_COLORS))):
+        ax.add_patch(Rectangle((0, -gap - (b + 1) * bar_h - b * gap / 2), 1, bar_h,
+                               transform=ax.transAxes, clip_on=False, lw=0,
+                               facecolor=_color(pred.get(key), palette)))
+
+
+def _legends(fig: Any) -> None:
+    """The two colour legends at the bottom: gender (upper bar) left, race (lower bar) right."""
+    from matplotlib.patches import Patch
+
+    none = Patch(facecolor=NO_FACE, label="no face")
+    g_handles = [Patch(facecolor=c, label=g) for g, c in GENDER_COLORS.items() if g in GENDERS] + [none]
+    r_handles = [Patch(facecolor=c, label=r) for r, c in RACE_COLORS.items() if r in RACES]
+    fig.legend(handles=g_handles, loc="lower left", ncol=1, fontsize=7, frameon=False,
+               title="gender (upper bar)", title_fontsize=7, bbox_to_anchor=(0.01, 0.0))
+    fig.legend(handles=r_handles, loc="lower right", ncol=3, fontsize=7, frameon=False,
+               title="race (lower bar)", title_fontsize=7, bbox_to_anchor=(0.99, 0.0))
+
+
+def ours_vs_baseline(base_images: Sequence[Sequence[Image.Image]], ours_images: Sequence[Sequence[Image.Image]],
+                     occupations: Sequence[str], base_preds: Sequence[Sequence[Pred]],
+                     ours_preds: Sequence[Sequence[Pred]], out_path: str | Path,
+                     base_label: str = "base", ours_label: str = "ours", seeds: Sequence[int] | None = None,
+                     cell_inches: float = 1.3, dpi: int = 150) -> Path:
+    """Write the figure as a PNG: per occupation one row of base images and one of ours (same seeds).
+
+    `*_images[i][j]` is image j of occupation i; `*_preds[i][j]` is a dict with `gender` and `race`
+    (None or missing keys = no face). Returns `out_path`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k, n = _grid_size(base_images, ours_images, occupations, base_preds, ours_preds)
 
     label_w, legend_h = 1.6, 0.9
     row_h = cell_inches * 1.32  # image + two bars + gap
@@ -84,7 +116,6 @@ def ours_vs_baseline(base_images: Sequence[Sequence[Image.Image]], ours_images: 
     top = 1 - (0.3 / fig_h if seeds is not None else 0.05 / fig_h)
     gs = fig.add_gridspec(2 * k, n, left=label_w / fig_w, right=0.99, top=top, bottom=legend_h / fig_h,
                           hspace=0.42, wspace=0.06)
-    bar_h, gap = 0.09, 0.025
     for i, occ in enumerate(occupations):
         for r, (images, preds, row_label) in enumerate(((base_images[i], base_preds[i], base_label),
                                                         (ours_images[i], ours_preds[i], ours_label))):
@@ -97,12 +128,7 @@ def ours_vs_baseline(base_images: Sequence[Sequence[Image.Image]], ours_images: 
                 if j >= len(images):
                     ax.axis("off")
                     continue
-                ax.imshow(images[j].convert("RGB"))
-                pred = preds[j] or {}
-                for b, (key, palette) in enumerate((("gender", GENDER_COLORS), ("race", RACE_COLORS))):
-                    ax.add_patch(Rectangle((0, -gap - (b + 1) * bar_h - b * gap / 2), 1, bar_h,
-                                           transform=ax.transAxes, clip_on=False, lw=0,
-                                           facecolor=_color(pred.get(key), palette)))
+                _draw_image(ax, images[j], preds[j])
                 if j == 0:
                     ax.set_ylabel(row_label, fontsize=8, rotation=0, ha="right", va="center", labelpad=4)
                 if seeds is not None and i == 0 and r == 0 and j < len(seeds):
@@ -116,13 +142,7 @@ def ours_vs_baseline(base_images: Sequence[Sequence[Image.Image]], ours_images: 
             y_sep = (fig.axes[-(2 * n) - 1].get_position().y0 + a0.get_position().y1) / 2
             fig.add_artist(plt.Line2D([0.01, 0.99], [y_sep, y_sep], color="#999999", lw=0.6))
 
-    none = Patch(facecolor=NO_FACE, label="no face")
-    g_handles = [Patch(facecolor=c, label=g) for g, c in GENDER_COLORS.items() if g in GENDERS] + [none]
-    r_handles = [Patch(facecolor=c, label=r) for r, c in RACE_COLORS.items() if r in RACES]
-    fig.legend(handles=g_handles, loc="lower left", ncol=1, fontsize=7, frameon=False,
-               title="gender (upper bar)", title_fontsize=7, bbox_to_anchor=(0.01, 0.0))
-    fig.legend(handles=r_handles, loc="lower right", ncol=3, fontsize=7, frameon=False,
-               title="race (lower bar)", title_fontsize=7, bbox_to_anchor=(0.99, 0.0))
+    _legends(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
