@@ -43,9 +43,9 @@ def cached(kind: str, spec: dict[str, Any]) -> Path:
 def measure(seed: int, n: int, tries: int, batch: int, arms: list[str]) -> list[dict[str, Any]]:
     """One row per arm x occupation x requested (gender, race): verified-within-k counts over n requests."""
     from t2i_debias.attributes import GENDERS, other_gender
-    from t2i_debias.augment.build import agrees
     from t2i_debias.augment.captions import CaptionComposer
     from t2i_debias.augment.counterfactual import Demographics
+    from t2i_debias.augment.verify import agrees
     from t2i_debias.config import load_config
     from t2i_debias.generate import generate_images
     from t2i_debias.models import load_pipeline

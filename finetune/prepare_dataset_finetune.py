@@ -11,8 +11,8 @@ Example:  python finetune/prepare_dataset_finetune.py --config configs/toy.toml
 
 from __future__ import annotations
 
-from t2i_debias.augment.build import run_stage
 from t2i_debias.cli import parse
+from t2i_debias.stages.enriched import run_stage
 
 
 def main(argv: list[str] | None = None) -> None:

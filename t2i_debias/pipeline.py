@@ -23,7 +23,7 @@ STAGES: list[tuple[str, str]] = [
     ("mpii", "t2i_debias.data.mpii"),
     ("labels", "t2i_debias.labels.runner"),
     ("analysis", "t2i_debias.analysis"),
-    ("enriched", "t2i_debias.augment.build"),
+    ("enriched", "t2i_debias.stages.enriched"),
     ("models", "t2i_debias.train.engine"),
     ("prompts", "t2i_debias.prompts"),
     ("generated", "t2i_debias.generate"),

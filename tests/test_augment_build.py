@@ -19,21 +19,15 @@ from PIL import Image
 
 from t2i_debias import models
 from t2i_debias.attributes import RACES
-from t2i_debias.augment import build
-from t2i_debias.augment.build import (
-    METADATA_FIELDS,
-    AugmentInputError,
-    BuildSettings,
-    TripletPlanner,
-    anchor_crop_box,
-    build_enriched,
-    load_people,
-    plan_triplets,
-)
+from t2i_debias.augment.build import BuildSettings, build_enriched
 from t2i_debias.augment.captions import CaptionComposer
+from t2i_debias.augment.inputs import AugmentInputError, load_people
+from t2i_debias.augment.planner import TripletPlanner, anchor_crop_box, plan_triplets
 from t2i_debias.augment.reader import read_metadata
+from t2i_debias.augment.schema import METADATA_FIELDS
 from t2i_debias.config import Config
 from t2i_debias.generate import generate_images
+from t2i_debias.stages import enriched
 
 ROOT = Path(__file__).resolve().parents[1]
 RES = 32
@@ -214,12 +208,12 @@ def test_run_stage_writes_manifest_and_skips_when_complete(tmp_path: Path, tiny_
     cfg.augment.verify_attributes, cfg.augment.on_unverified = False, "keep"
     _, _, images = write_inputs(cfg.run_dir, skewed_people(3))
     cfg.mpii.images_dir = str(images)
-    build.run_stage(cfg)
+    enriched.run_stage(cfg)
     manifest = json.loads((cfg.run_dir / "enriched" / "_manifest.json").read_text())
     assert manifest["extra"]["n_triplets"] == 3 and manifest["stage"] == "enriched"
     assert read_metadata(cfg.run_dir / "enriched")[0].generator == str(tiny_sd_path)
     before = (cfg.run_dir / "enriched" / "_manifest.json").stat().st_mtime_ns
-    build.run_stage(cfg)  # complete: skipped
+    enriched.run_stage(cfg)  # complete: skipped
     assert (cfg.run_dir / "enriched" / "_manifest.json").stat().st_mtime_ns == before
 
 
@@ -233,7 +227,7 @@ def test_run_stage_verifies_with_the_labels_backend(tmp_path: Path) -> None:
     cfg.labels.backend = "clip"
     _, _, images = write_inputs(cfg.run_dir, skewed_people(3))
     cfg.mpii.images_dir = str(images)
-    build.run_stage(cfg)
+    enriched.run_stage(cfg)
     trips = read_metadata(cfg.run_dir / "enriched")
     assert len(trips) == 3 and all(t.generator == "tiny:sd" for t in trips)
     for t in trips:
@@ -249,9 +243,11 @@ from pathlib import Path
 from t2i_debias import models
 from t2i_debias.augment import build
 from t2i_debias.augment.captions import CaptionComposer
+from t2i_debias.augment.inputs import load_people
+from t2i_debias.augment.planner import TripletPlanner
 root, model, slow = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-people, _ = build.load_people(root / "mpii/persons.csv", root / "labels/labels.csv")
-planner = build.TripletPlanner(CaptionComposer(), seed=0)
+people, _ = load_people(root / "mpii/persons.csv", root / "labels/labels.csv")
+planner = TripletPlanner(CaptionComposer(), seed=0)
 pipe = models.load_pipeline(model)
 settings = build.BuildSettings("tiny", {"spec": "tiny"}, 32, 2, 7.5, 1.0, 0.3, 1, None, False, "keep")
 build.build_enriched(people, planner, root / "enriched", root / "images", pipe, settings, batch_size=2,
@@ -308,8 +304,8 @@ def test_prepare_script_help_shows_defaults() -> None:
 
 def test_agrees_ignores_age_when_none_was_requested() -> None:
     """A member with an unknown age group (no age words in its caption) must not fail every try on age."""
-    from t2i_debias.augment.build import agrees
     from t2i_debias.augment.counterfactual import Demographics
+    from t2i_debias.augment.verify import agrees
     from t2i_debias.labels.base import Prediction
 
     pred = Prediction(gender="woman", race="asian", age_group="young")

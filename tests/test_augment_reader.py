@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 from t2i_debias.augment.reader import MetadataError, Triplet, read_metadata
-from t2i_debias.augment.schema import METADATA_FIELDS
+from t2i_debias.augment.schema import FILE_FIELDS, GENERATED, METADATA_FIELDS, measured_fields
 
 
 def _record(pid: str) -> dict[str, Any]:
@@ -114,6 +115,16 @@ def test_reader_does_not_load_the_generation_stack() -> None:
             "print(sorted(m for m in ('t2i_debias.augment.build', 'diffusers', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_schema_is_stated_once_by_triplet_record() -> None:
+    """METADATA_FIELDS is TripletRecord's field order: file names first, each member's measured fields in order."""
+    assert METADATA_FIELDS[:len(FILE_FIELDS)] == FILE_FIELDS
+    for m in GENERATED:
+        names = measured_fields(m)
+        start = METADATA_FIELDS.index(names[0])
+        assert METADATA_FIELDS[start:start + len(names)] == names
+    assert tuple(f.name for f in fields(Triplet)) == (*METADATA_FIELDS, "anchor_path", "positive_path", "negative_path")
 
 
 def test_missing_metadata_file(tmp_path: Path) -> None:

@@ -22,10 +22,11 @@ from PIL import Image
 
 from t2i_debias import models
 from t2i_debias.attributes import STATUS_AMBIGUOUS
-from t2i_debias.augment import build
-from t2i_debias.augment.build import BuildSettings, TripletPlanner, build_enriched, check_options, load_people
+from t2i_debias.augment.build import BuildSettings, build_enriched, check_options
 from t2i_debias.augment.captions import CaptionComposer
 from t2i_debias.augment.counterfactual import CounterfactualChooser, Demographics
+from t2i_debias.augment.inputs import load_people
+from t2i_debias.augment.planner import TripletPlanner, plan_triplets
 from t2i_debias.augment.reader import read_metadata
 from t2i_debias.augment.schema import BALANCE, FIDELITY, REJECTED, REJECTED_COLUMNS
 from t2i_debias.config import Config, ConfigError
@@ -268,7 +269,7 @@ def test_negative_prompt_and_retry_guidance_reach_the_pipeline(tmp_path, pipe) -
                            _settings(clf, max_tries=2, retry_guidance_scale=12.0), 4, clf)
     assert stats["n_triplets"] == 2 and clf.calls == 8  # 4 members x 2 tries
     assert all(t.positive_tries == 2 and t.negative_tries == 2 for t in read_metadata(out))
-    t = build.plan_triplets(people, comp, 0, races=["white"], negative_prompt="opposite_gender")[0]
+    t = plan_triplets(people, comp, 0, races=["white"], negative_prompt="opposite_gender")[0]
     assert t.positive_prompt.startswith("a photo of the face of a White woman working as a chef")
     assert t.positive_avoid.startswith("a photo of the face of a White man working as a chef")
     assert t.negative_avoid.startswith("a photo of the face of a White woman working as a chef")
@@ -313,11 +314,13 @@ from test_augment_verify import RULES, settings_for
 from t2i_debias import models
 from t2i_debias.augment import build
 from t2i_debias.augment.captions import CaptionComposer
+from t2i_debias.augment.inputs import load_people
+from t2i_debias.augment.planner import TripletPlanner
 root, model, slow = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-people, _ = build.load_people(root / "mpii/persons.csv", root / "labels/labels.csv")
+people, _ = load_people(root / "mpii/persons.csv", root / "labels/labels.csv")
 pipe = models.load_pipeline(model)
 clf = WorldClassifier(world_references(pipe, people, CaptionComposer(), 0, RACES, 2, 32, 2, 7.5), RULES)
-build.build_enriched(people, build.TripletPlanner(CaptionComposer(), 0, races=RACES), root / "enriched",
+build.build_enriched(people, TripletPlanner(CaptionComposer(), 0, races=RACES), root / "enriched",
                      root / "images", pipe, settings_for(clf), batch_size=2, classifier=clf,
                      on_chunk_done=lambda i: time.sleep(slow))
 """.replace("RACES", '["white", "black"]')
@@ -371,7 +374,7 @@ def test_rerun_after_sigkill_gives_the_same_metadata_and_rejects(tmp_path: Path,
 
 
 def test_reject_reason_names_only_the_attributes_that_were_checked() -> None:
-    from t2i_debias.augment.build import _member_outcome
+    from t2i_debias.augment.verify import _member_outcome
 
     want = Demographics("woman", "black", "senior")
     pred = Prediction(gender="woman", race="white", race_conf=0.4, age_group="young")

@@ -14,6 +14,7 @@ from _augment_inputs import skewed_people, write_inputs  # noqa: E402
 from t2i_debias.augment import build  # noqa: E402
 from t2i_debias.config import Config  # noqa: E402
 from t2i_debias.runs import MANIFEST  # noqa: E402
+from t2i_debias.stages import enriched  # noqa: E402
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -30,7 +31,7 @@ def finished(tmp_path: Path, tiny_sd_path: Path) -> tuple[Config, Path, dict]:
     cfg.augment.verify_attributes, cfg.augment.on_unverified = False, "keep"  # no classifier: reliability only
     _, _, images = write_inputs(cfg.run_dir, skewed_people(3))
     cfg.mpii.images_dir = str(images)
-    build.run_stage(cfg)
+    enriched.run_stage(cfg)
     out = cfg.run_dir / "enriched"
     assert (out / MANIFEST).is_file()
     return cfg, out, _snapshot(out)
@@ -54,10 +55,10 @@ def test_a_failed_rerun_leaves_the_finished_folder_intact(finished, monkeypatch)
     cfg.augment.guidance_scale = 3.0  # every triplet changes
     monkeypatch.setattr(build, "generate_images", _fail_on_call(2))  # the first chunk succeeds, the second fails
     with pytest.raises(RuntimeError, match="injected"):
-        build.run_stage(cfg)
+        enriched.run_stage(cfg)
     assert _snapshot(out) == before  # no image of the old version was overwritten or removed
     monkeypatch.undo()
-    build.run_stage(cfg)  # resumes the staged build, then swaps it in
+    enriched.run_stage(cfg)  # resumes the staged build, then swaps it in
     after = _snapshot(out)
     assert (out / MANIFEST).is_file() and after["metadata.jsonl"] == before["metadata.jsonl"]
     assert after["images/positive/0_1.png"] != before["images/positive/0_1.png"]
@@ -67,5 +68,5 @@ def test_a_failed_rerun_leaves_the_finished_folder_intact(finished, monkeypatch)
 def test_force_reuses_the_journal(finished, monkeypatch) -> None:
     cfg, out, before = finished
     monkeypatch.setattr(build, "generate_images", _fail_on_call(1))  # nothing may need generating
-    build.run_stage(cfg, force=True)
+    enriched.run_stage(cfg, force=True)
     assert _snapshot(out) == before and (out / MANIFEST).is_file()

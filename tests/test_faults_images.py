@@ -82,15 +82,18 @@ def test_enriched_stage_skips_a_bomb_with_its_reason(tmp_path, bad_images) -> No
     from t2i_debias.augment import build
     from t2i_debias.augment.captions import CaptionComposer
     from t2i_debias.augment.counterfactual import Demographics
+    from t2i_debias.augment.inputs import Person
+    from t2i_debias.augment.planner import TripletPlanner
+    from t2i_debias.augment.schema import SKIPPED
     from t2i_debias.config import Config
 
-    people = [build.Person(f"{i}_1", p.name, "chef", Demographics("man", "white", "young"), (2, 2, 10, 10), None,
+    people = [Person(f"{i}_1", p.name, "chef", Demographics("man", "white", "young"), (2, 2, 10, 10), None,
                            None) for i, p in enumerate(bad_images.values()) if p != bad_images["ok"]]
-    planner = build.TripletPlanner(CaptionComposer.from_config(Config().augment), 0)
+    planner = TripletPlanner(CaptionComposer.from_config(Config().augment), 0)
     settings = build.BuildSettings("none", {}, 16, 1, 1.0, 1.0, 0.3, 1, None, False, on_unverified="keep")
     stats = build.build_enriched(people, planner, tmp_path / "enriched", bad_images["ok"].parent, None, settings)
     assert stats["n_triplets"] == 0 and stats["n_skipped"] == 4
-    skipped = pd.read_csv(tmp_path / "enriched" / build.SKIPPED)
+    skipped = pd.read_csv(tmp_path / "enriched" / SKIPPED)
     reasons = dict(zip(skipped["person_id"], skipped["reason"], strict=True))
     assert reasons["1_1"].startswith(f"too_large: {bad_images['too_large']}")
     assert reasons["2_1"].startswith(f"truncated: {bad_images['truncated']}")

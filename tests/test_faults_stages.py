@@ -12,11 +12,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _augment_inputs import skewed_people, write_inputs  # noqa: E402
 
 from t2i_debias import analysis  # noqa: E402
-from t2i_debias.augment import build  # noqa: E402
 from t2i_debias.config import Config  # noqa: E402
 from t2i_debias.errors import MissingInputError  # noqa: E402
 from t2i_debias.labels import runner  # noqa: E402
 from t2i_debias.runs import MANIFEST  # noqa: E402
+from t2i_debias.stages import enriched  # noqa: E402
 
 
 @pytest.fixture()
@@ -45,7 +45,7 @@ def test_analysis_refuses_an_unfinished_labels_stage(cfg) -> None:
 def test_enriched_refuses_an_unfinished_labels_stage(cfg) -> None:
     (cfg.run_dir / "labels" / MANIFEST).unlink()
     with pytest.raises(MissingInputError, match=r"^labels is incomplete \(no manifest\): rerun the labels stage$"):
-        build.run_stage(cfg)
+        enriched.run_stage(cfg)
     assert not (cfg.run_dir / "enriched" / "metadata.jsonl").exists()
 
 

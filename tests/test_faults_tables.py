@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from t2i_debias import analysis
-from t2i_debias.augment import build, reader
+from t2i_debias.augment import inputs as augment_inputs
+from t2i_debias.augment import reader
 from t2i_debias.errors import InputError, UserError
 from t2i_debias.labels import runner
 
@@ -47,8 +48,8 @@ def test_non_utf8_persons_csv_in_labels_names_file_and_line(inputs) -> None:
 def test_non_utf8_labels_csv_in_augment_names_file_and_line(inputs) -> None:
     persons, labels, _ = inputs
     _latin1_on_line(labels, 2)
-    with pytest.raises(build.AugmentInputError, match=rf"^{labels}:2: not UTF-8"):
-        build.load_people(persons, labels)
+    with pytest.raises(augment_inputs.AugmentInputError, match=rf"^{labels}:2: not UTF-8"):
+        augment_inputs.load_people(persons, labels)
 
 
 def test_non_utf8_labels_csv_in_analysis_names_file_and_line(inputs, tmp_path) -> None:

@@ -12,8 +12,11 @@ import pytest
 from t2i_debias import models
 from t2i_debias.augment import build
 from t2i_debias.augment.captions import CaptionComposer
+from t2i_debias.augment.inputs import load_people
+from t2i_debias.augment.planner import TripletPlanner
 from t2i_debias.augment.reader import read_metadata
 from t2i_debias.config import Config
+from t2i_debias.stages import enriched
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _augment_inputs import skewed_people, write_inputs  # noqa: E402
@@ -43,8 +46,8 @@ def test_tiny_sdxl_loads_as_an_sdxl_pipeline(sdxl):
 def test_generator_resolution_and_guidance_are_its_own(tmp_path, sdxl):
     pipe, calls = sdxl
     persons, labels, images = write_inputs(tmp_path, skewed_people(2))
-    people, _ = build.load_people(persons, labels)
-    planner = build.TripletPlanner(CaptionComposer(), seed=0)
+    people, _ = load_people(persons, labels)
+    planner = TripletPlanner(CaptionComposer(), seed=0)
     settings = build.BuildSettings("tiny:sdxl", {"spec": "tiny:sdxl"}, RES, 2, 3.0, 1.0, 0.3, 1, None, False,
                                    on_unverified="keep", generator_resolution=GEN_RES)
     calls.clear()
@@ -71,10 +74,10 @@ def test_augment_stage_with_sdxl_generator(tmp_path):
     cfg.augment.verify_attributes, cfg.augment.on_unverified = False, "keep"  # the generator path only
     _, _, images = write_inputs(cfg.run_dir, skewed_people(2))
     cfg.mpii.images_dir = str(images)
-    build.run_stage(cfg)
+    enriched.run_stage(cfg)
     manifest = json.loads((cfg.run_dir / "enriched" / "_manifest.json").read_text())
     assert manifest["extra"]["n_triplets"] == 2
     assert {r.generator for r in read_metadata(cfg.run_dir / "enriched")} == {"tiny:sdxl"}
     cfg.augment.generator_resolution = 36
     with pytest.raises(ValueError, match="generator_resolution must be 0 or a positive multiple of 8"):
-        build.run_stage(cfg)
+        enriched.run_stage(cfg)

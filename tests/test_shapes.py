@@ -253,6 +253,8 @@ def test_sdxl_counterfactual_generator_one_call(tmp_path):
     from t2i_debias import models
     from t2i_debias.augment import build
     from t2i_debias.augment.captions import CaptionComposer
+    from t2i_debias.augment.inputs import load_people
+    from t2i_debias.augment.planner import TripletPlanner
 
     pipe = models.load_pipeline(models.resolve_model("shape:sdxl"), "cpu", "bfloat16")
     assert type(pipe).__name__ == "StableDiffusionXLPipeline"
@@ -261,10 +263,10 @@ def test_sdxl_counterfactual_generator_one_call(tmp_path):
         lambda m, a, kw: calls.append((a[0].shape, kw["encoder_hidden_states"].shape, kw["added_cond_kwargs"])),
         with_kwargs=True)
     persons, labels, images = write_inputs(tmp_path, skewed_people(1))
-    people, _ = build.load_people(persons, labels)
+    people, _ = load_people(persons, labels)
     settings = build.BuildSettings("shape:sdxl", {"spec": "shape:sdxl"}, RES, 1, 5.0, 1.0, 0.3, 1, None, False,
                                    on_unverified="keep", generator_resolution=RES)
-    out = build.build_enriched(people, build.TripletPlanner(CaptionComposer(), seed=0), tmp_path / "enriched",
+    out = build.build_enriched(people, TripletPlanner(CaptionComposer(), seed=0), tmp_path / "enriched",
                                images, pipe, settings, batch_size=2)
     assert out is not None and len(calls) == 1  # one call: positive and negative in one batch, one step
     latent, ctx, added = calls[0]

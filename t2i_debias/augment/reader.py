@@ -22,6 +22,7 @@ from t2i_debias.augment.schema import (
     MEASURED_CONFS,
     METADATA,
     METADATA_FIELDS,
+    TripletRecord,
     measured_fields,
 )
 from t2i_debias.errors import InputError
@@ -38,46 +39,12 @@ class MetadataError(InputError):
 
 
 @dataclass(frozen=True)
-class Triplet:
-    """One validated triplet; `*_path` are absolute paths of the three images."""
+class Triplet(TripletRecord):
+    """One validated metadata.jsonl line plus the absolute paths of its three images."""
 
     anchor_path: Path
     positive_path: Path
     negative_path: Path
-    anchor_text: str
-    positive_text: str
-    negative_text: str
-    occupation: str
-    person_id: str
-    anchor_gender: str
-    anchor_race: str
-    anchor_age_group: str | None
-    positive_gender: str
-    positive_race: str
-    positive_age_group: str | None
-    negative_gender: str
-    negative_race: str
-    negative_age_group: str | None
-    generator: str
-    seed: int
-    positive_tries: int
-    positive_agreement: bool | None
-    negative_tries: int
-    negative_agreement: bool | None
-    positive_measured_gender: str | None
-    positive_measured_race: str | None
-    positive_measured_age_group: str | None
-    positive_measured_gender_conf: float | None
-    positive_measured_race_conf: float | None
-    positive_measured_age_conf: float | None
-    positive_verified: bool
-    negative_measured_gender: str | None
-    negative_measured_race: str | None
-    negative_measured_age_group: str | None
-    negative_measured_gender_conf: float | None
-    negative_measured_race_conf: float | None
-    negative_measured_age_conf: float | None
-    negative_verified: bool
 
 
 def _validate(rec: Any, root: Path, check_files: bool) -> Triplet:
@@ -135,8 +102,8 @@ def _validate(rec: Any, root: Path, check_files: bool) -> Triplet:
             raise ValueError(f"{m}_verified must be true or false, got {rec[f'{m}_verified']!r}")
         if rec[f"{m}_verified"] and (rec[f"{m}_measured_gender"] is None or rec[f"{m}_measured_race"] is None):
             raise ValueError(f"{m}_verified is true but nothing was measured ({m}_measured_gender/race null)")
-    values = {k: rec[k] for k in METADATA_FIELDS if k not in FILE_FIELDS}
-    return Triplet(anchor_path=paths[0], positive_path=paths[1], negative_path=paths[2], **values)
+    values = {k: rec[k] for k in METADATA_FIELDS}
+    return Triplet(**values, anchor_path=paths[0], positive_path=paths[1], negative_path=paths[2])
 
 
 def read_metadata(enriched_dir: str | Path, check_files: bool = True) -> list[Triplet]:

@@ -11,6 +11,8 @@ only when the measurement agrees with the request.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 METADATA = "metadata.jsonl"
 JOURNAL = "_journal.jsonl"
 SKIPPED = "_skipped.csv"
@@ -33,17 +35,50 @@ def measured_fields(member: str) -> tuple[str, ...]:
             *(f"{member}_measured_{c}" for c in MEASURED_CONFS), f"{member}_verified")
 
 
-METADATA_FIELDS: tuple[str, ...] = (
-    *FILE_FIELDS,
-    "anchor_text", "positive_text", "negative_text",
-    "occupation", "person_id",
-    "anchor_gender", "anchor_race", "anchor_age_group",
-    "positive_gender", "positive_race", "positive_age_group",
-    "negative_gender", "negative_race", "negative_age_group",
-    "generator", "seed",
-    "positive_tries", "positive_agreement", "negative_tries", "negative_agreement",
-    *measured_fields("positive"), *measured_fields("negative"),
-)
+@dataclass(frozen=True)
+class TripletRecord:
+    """One metadata.jsonl line; the field order is the line's key order (METADATA_FIELDS)."""
+
+    file_name: str  # the anchor, as HF imagefolder names its image column's file
+    positive_file_name: str
+    negative_file_name: str
+    anchor_text: str
+    positive_text: str
+    negative_text: str
+    occupation: str
+    person_id: str
+    anchor_gender: str
+    anchor_race: str
+    anchor_age_group: str | None
+    positive_gender: str
+    positive_race: str
+    positive_age_group: str | None
+    negative_gender: str
+    negative_race: str
+    negative_age_group: str | None
+    generator: str
+    seed: int
+    positive_tries: int
+    positive_agreement: bool | None
+    negative_tries: int
+    negative_agreement: bool | None
+    positive_measured_gender: str | None  # measured_fields("positive")
+    positive_measured_race: str | None
+    positive_measured_age_group: str | None
+    positive_measured_gender_conf: float | None
+    positive_measured_race_conf: float | None
+    positive_measured_age_conf: float | None
+    positive_verified: bool
+    negative_measured_gender: str | None  # measured_fields("negative")
+    negative_measured_race: str | None
+    negative_measured_age_group: str | None
+    negative_measured_gender_conf: float | None
+    negative_measured_race_conf: float | None
+    negative_measured_age_conf: float | None
+    negative_verified: bool
+
+
+METADATA_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TripletRecord))
 
 # _rejected.csv: one row per generated member that failed verification in a dropped triplet.
 REJECTED_COLUMNS: tuple[str, ...] = (
