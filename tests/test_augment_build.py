@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _augment_inputs import ColourClassifier, skewed_people, write_inputs
 from PIL import Image
 
 from t2i_debias import models
@@ -34,6 +33,7 @@ from t2i_debias.augment.captions import CaptionComposer
 from t2i_debias.augment.reader import read_metadata
 from t2i_debias.config import Config
 from t2i_debias.generate import generate_images
+from tests.helpers.augment_inputs import ColourClassifier, skewed_people, write_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 RES = 32
