@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests package
 
 GOALS = {"text": 0.5, "both": 3.0}
 
@@ -41,11 +41,10 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_env()
     torch.set_num_threads(1) if args.device == "cpu" else None
-    from train_fixtures import make_enriched, small_config
-
     from t2i_debias.models import resolve_model
     from t2i_debias.train import engine
     from t2i_debias.train.data import TripletDataset, read_triplets
+    from tests.helpers.train_fixtures import make_enriched, small_config
 
     base = resolve_model(args.model)
     cfg = small_config(resolution=args.resolution)

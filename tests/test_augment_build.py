@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _augment_inputs import ColourClassifier, skewed_people, write_inputs
 from PIL import Image
 
 from t2i_debias import models
@@ -28,6 +27,7 @@ from t2i_debias.augment.schema import METADATA_FIELDS
 from t2i_debias.config import Config
 from t2i_debias.generate import generate_images
 from t2i_debias.stages import enriched
+from tests.helpers.augment_inputs import ColourClassifier, skewed_people, write_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 RES = 32

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from _augment_inputs import WorldClassifier, as_asked, world_references, write_inputs
 from PIL import Image
 
 from t2i_debias import models
@@ -31,6 +30,7 @@ from t2i_debias.augment.reader import read_metadata
 from t2i_debias.augment.schema import BALANCE, FIDELITY, REJECTED, REJECTED_COLUMNS
 from t2i_debias.config import Config, ConfigError
 from t2i_debias.labels.base import Prediction
+from tests.helpers.augment_inputs import WorldClassifier, as_asked, world_references, write_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 RES, STEPS, GUIDANCE = 32, 2, 7.5
@@ -308,9 +308,8 @@ def test_drop_without_verification_is_a_config_error() -> None:
 _CHILD = r"""
 import sys, time
 from pathlib import Path
-sys.path.insert(0, sys.argv[4])
-from _augment_inputs import WorldClassifier, world_references
-from test_augment_verify import RULES, settings_for
+from tests.helpers.augment_inputs import WorldClassifier, world_references
+from tests.test_augment_verify import RULES, settings_for
 from t2i_debias import models
 from t2i_debias.augment import build
 from t2i_debias.augment.captions import CaptionComposer
@@ -342,8 +341,8 @@ def test_rerun_after_sigkill_gives_the_same_metadata_and_rejects(tmp_path: Path,
     write_inputs(killed, people)
     journal = killed / "enriched" / "_journal.jsonl"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(killed), str(tiny_sd_path), "2.0",
-                             str(ROOT / "tests")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(killed), str(tiny_sd_path), "2.0"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 300
         while not (journal.exists() and journal.read_text().count("\n") >= 4):

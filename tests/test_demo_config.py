@@ -7,7 +7,6 @@ moved and the sizes cut (images per prompt, triplets, training steps, bootstrap 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -23,10 +22,10 @@ SIZES = ["--generate.images_per_prompt", "8", "--bias.sweep_images_per_prompt", 
 
 
 def test_make_demos_config_runs_every_stage(tmp_path: Path, monkeypatch, capsys) -> None:
-    sys.path.insert(0, str(ROOT / "finetune"))
-    import finetune_sd
-
     from t2i_debias.pipeline import STAGES
+    from tests.helpers.scripts import load_script
+
+    finetune_sd = load_script("finetune/finetune_sd.py")
 
     monkeypatch.chdir(ROOT)  # as `make demo` runs it; only the run folder and the toy data move
     data = tmp_path / "runs" / "toy-data"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,7 @@ import torch
 
 from t2i_debias.train import engine
 from t2i_debias.train.data import TripletDataset, read_triplets
-
-sys.path.insert(0, str(Path(__file__).parent))
-from train_fixtures import make_enriched, small_config  # noqa: E402
+from tests.helpers.train_fixtures import make_enriched, small_config
 
 
 # ----------------------------------------------------------------------------- options (no models)

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from train_fixtures import make_enriched  # noqa: E402
+from tests.helpers.train_fixtures import make_enriched
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "finetune" / "train_text_to_image_both.py"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,9 +17,7 @@ from t2i_debias.train.data import (
     read_triplets,
     select_items,
 )
-
-sys.path.insert(0, str(Path(__file__).parent))
-from train_fixtures import make_enriched, small_config  # noqa: E402
+from tests.helpers.train_fixtures import make_enriched, small_config
 
 
 def _triplet(occ: str, a: tuple[str, str], p: tuple[str, str], p_ok: bool | None = True,

@@ -3,18 +3,15 @@ and --force reuses the journal like the labels cache (issue 13, "enriched" and t
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _augment_inputs import skewed_people, write_inputs  # noqa: E402
-
-from t2i_debias.augment import build  # noqa: E402
-from t2i_debias.config import Config  # noqa: E402
-from t2i_debias.runs import MANIFEST  # noqa: E402
-from t2i_debias.stages import enriched  # noqa: E402
+from t2i_debias.augment import build
+from t2i_debias.config import Config
+from t2i_debias.runs import MANIFEST
+from t2i_debias.stages import enriched
+from tests.helpers.augment_inputs import skewed_people, write_inputs
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

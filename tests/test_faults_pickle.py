@@ -5,16 +5,13 @@ planted in a checkpoint cannot run code (issue 23, defect 3)."""
 from __future__ import annotations
 
 import pickle
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from train_fixtures import make_enriched, small_config  # noqa: E402
-
-from t2i_debias.train import engine  # noqa: E402
+from t2i_debias.train import engine
+from tests.helpers.train_fixtures import make_enriched, small_config
 
 
 class _Planted:

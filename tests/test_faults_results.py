@@ -115,13 +115,9 @@ def test_sweep_plot_draws_an_interval_that_excludes_its_value(tmp_path) -> None:
 def test_a_failing_plot_costs_no_table(tmp_path, monkeypatch, caplog) -> None:
     """The SOTA stage writes comparison.csv/md and finishes when its plot raises; the failure is a warning."""
     import json
-    import sys
-    from pathlib import Path
 
     from t2i_debias.report import sota
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from _fake_run import make_fake_run
+    from tests.helpers.fake_run import make_fake_run
 
     cfg = make_fake_run(tmp_path)
     cfg.run.base_model = str(tmp_path)  # a local folder: no hub look-up

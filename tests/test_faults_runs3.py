@@ -16,15 +16,13 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _augment_inputs import skewed_people, write_inputs  # noqa: E402
-from train_fixtures import make_enriched, small_config  # noqa: E402
-
-from t2i_debias import analysis, prompts  # noqa: E402
-from t2i_debias.config import Config, ConfigError, load_config  # noqa: E402
-from t2i_debias.errors import MissingInputError, UserError  # noqa: E402
-from t2i_debias.labels import runner  # noqa: E402
-from t2i_debias.runs import MANIFEST, STAGING_MARK, Stage, Staged, hash_file  # noqa: E402
+from t2i_debias import analysis, prompts
+from t2i_debias.config import Config, ConfigError, load_config
+from t2i_debias.errors import MissingInputError, UserError
+from t2i_debias.labels import runner
+from t2i_debias.runs import MANIFEST, STAGING_MARK, Stage, Staged, hash_file
+from tests.helpers.augment_inputs import skewed_people, write_inputs
+from tests.helpers.train_fixtures import make_enriched, small_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH") or str(ROOT)}

@@ -3,20 +3,17 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _augment_inputs import skewed_people, write_inputs  # noqa: E402
-
-from t2i_debias import analysis  # noqa: E402
-from t2i_debias.config import Config  # noqa: E402
-from t2i_debias.errors import MissingInputError  # noqa: E402
-from t2i_debias.labels import runner  # noqa: E402
-from t2i_debias.runs import MANIFEST  # noqa: E402
-from t2i_debias.stages import enriched  # noqa: E402
+from t2i_debias import analysis
+from t2i_debias.config import Config
+from t2i_debias.errors import MissingInputError
+from t2i_debias.labels import runner
+from t2i_debias.runs import MANIFEST
+from t2i_debias.stages import enriched
+from tests.helpers.augment_inputs import skewed_people, write_inputs
 
 
 @pytest.fixture()

@@ -4,7 +4,6 @@ errors naming the file and line (issue 13, defects 5 and 6)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,9 +14,7 @@ from t2i_debias.augment import inputs as augment_inputs
 from t2i_debias.augment import reader
 from t2i_debias.errors import InputError, UserError
 from t2i_debias.labels import runner
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _augment_inputs import write_inputs  # noqa: E402
+from tests.helpers.augment_inputs import write_inputs
 
 PEOPLE = [{"occupation": "chef", "gender": "man", "race": "white"},
           {"occupation": "chef", "gender": "woman", "race": "asian"},

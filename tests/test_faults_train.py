@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from train_fixtures import make_enriched, small_config  # noqa: E402
-
-from t2i_debias.runs import MANIFEST, hash_file  # noqa: E402
-from t2i_debias.train import outputs  # noqa: E402
+from t2i_debias.runs import MANIFEST, hash_file
+from t2i_debias.train import outputs
+from tests.helpers.train_fixtures import make_enriched, small_config
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ("text_encoder/model.safetensors", "unet/diffusion_pytorch_model.safetensors")
@@ -24,14 +22,13 @@ WEIGHTS = ("text_encoder/model.safetensors", "unet/diffusion_pytorch_model.safet
 # the text encoder is moved into the mode folder, or right after a rename that replaces the folder itself.
 KILLER = r"""
 import json, os, signal, sys
-sys.path.insert(0, sys.argv[1])
 import torch
 torch.set_num_threads(1)
 from pathlib import Path
-from train_fixtures import small_config
+from tests.helpers.train_fixtures import small_config
 from t2i_debias import runs
 from t2i_debias.train import engine
-args = json.loads(sys.argv[2])
+args = json.loads(sys.argv[1])
 out = Path(args["out"]).resolve()
 
 def _die(src, dst):
@@ -74,7 +71,7 @@ def test_kill_during_final_save_keeps_one_version_and_the_rerun_is_byte_identica
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     args = {"out": str(out), "lr": 2e-3, "base": base, "data": str(data)}
-    r = subprocess.run([sys.executable, "-c", KILLER, str(ROOT / "tests"), json.dumps(args)], env=env,
+    r = subprocess.run([sys.executable, "-c", KILLER, json.dumps(args)], env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == -9, (r.returncode, r.stdout, r.stderr[-3000:])
     after = _weights(out)

@@ -5,20 +5,17 @@ bias stage, never reported as a result (issue 23, defect 2)."""
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from train_fixtures import make_enriched, small_config  # noqa: E402
-
-from t2i_debias import evaluate, generate, prompts  # noqa: E402
-from t2i_debias.errors import UserError  # noqa: E402
-from t2i_debias.runs import MANIFEST  # noqa: E402
-from t2i_debias.train import engine  # noqa: E402
+from t2i_debias import evaluate, generate, prompts
+from t2i_debias.errors import UserError
+from t2i_debias.runs import MANIFEST
+from t2i_debias.train import engine
+from tests.helpers.train_fixtures import make_enriched, small_config
 
 
 @pytest.mark.slow

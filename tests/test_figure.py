@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _fake_run import OCCUPATIONS, SEEDS, make_fake_run
 from PIL import Image
 
 from t2i_debias.report import figure as F
+from tests.helpers.fake_run import OCCUPATIONS, SEEDS, make_fake_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.scripts import load_script
 
 
 @pytest.mark.slow
 def test_gpu_check_runs_on_cpu_at_tiny_shapes(tmp_path):
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("bench/gpu_check.py")
     out = tmp_path / "gpu_check.md"
     rc = mod.main(["--model", "tiny:sd-v", "--device", "cpu", "--precisions", "no", "--resolution", "32",
                    "--gen_resolution", "32", "--gen_steps", "1", "--images", "2", "--out", str(out)])

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,9 +17,7 @@ from t2i_debias.train.losses import (
     prior_loss,
     vision_loss,
 )
-
-sys.path.insert(0, str(Path(__file__).parent))
-from train_fixtures import make_enriched, small_config  # noqa: E402
+from tests.helpers.train_fixtures import make_enriched, small_config
 
 R2 = math.sqrt(2.0)
 

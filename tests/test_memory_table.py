@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def mt():
-    spec = importlib.util.spec_from_file_location("memory_table", ROOT / "bench" / "memory_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench/memory_table.py")
 
 
 def test_live_bytes_known_answers(mt):

@@ -5,17 +5,12 @@ At real shapes bf16 is too slow on this CPU (no native bf16); test_shapes.py che
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from t2i_debias.train import engine
-
-sys.path.insert(0, str(Path(__file__).parent))
-from train_fixtures import make_enriched, small_config  # noqa: E402
+from tests.helpers.train_fixtures import make_enriched, small_config
 
 
 @pytest.fixture(autouse=True)

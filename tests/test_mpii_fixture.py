@@ -151,12 +151,10 @@ def test_run_stage_rejects_bad_split_and_missing_file(tmp_path, small_fixture):
 
 
 def test_load_dataset_script_from_flags(tmp_path, small_fixture):
-    import importlib.util
+    from tests.helpers.scripts import load_script
 
     mat_path, images_dir, _ = small_fixture
-    spec = importlib.util.spec_from_file_location("load_dataset", Path(__file__).parents[1] / "mpii_dataset" / "load_dataset.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("mpii_dataset/load_dataset.py")
     run_dir = tmp_path / "r"
     mod.main(["--mat_file", str(mat_path), "--images_dir", str(images_dir), "--split", "test",
               "--no-occupations_only", "--run_dir", str(run_dir)])

@@ -67,10 +67,9 @@ def test_read_prompts_rejects_unsafe_ids(tmp_path):
 
 
 def test_stage_script_from_flags(tmp_path):
-    import sys
+    from tests.helpers.scripts import load_script
 
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "evaluation"))
-    import generate_prompts
+    generate_prompts = load_script("evaluation/generate_prompts.py")
 
     generate_prompts.main(["--run_dir", str(tmp_path / "run"), "--heldout", "nurse", "doctor"])
     df = read_prompts(tmp_path / "run" / "prompts.csv")

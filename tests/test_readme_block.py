@@ -26,11 +26,9 @@ def test_committed_readme_block_equals_what_the_script_writes():
 
 
 def test_committed_readme_method_table_equals_what_the_ablation_writes():
-    import importlib.util
+    from tests.helpers.scripts import load_script
 
-    spec = importlib.util.spec_from_file_location("ablation", ROOT / "scripts" / "ablation.py")
-    ablation = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ablation)
+    ablation = load_script("scripts/ablation.py")
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     want = ablation.readme_block(ROOT / "docs" / "results" / "ablation.csv")
     assert rb.current_block(readme, begin=ablation.README_BEGIN, end=ablation.README_END) == want, (

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from _fake_run import ANALYSIS_SUMMARY, BIAS_SUMMARY, QUALITY, make_fake_run, numeric_leaves, write_manifest
 from PIL import Image
 
 from t2i_debias.config import Config
@@ -20,6 +19,14 @@ from t2i_debias.report.page import build_report
 from t2i_debias.report.sections_run import stage_status
 from t2i_debias.runs import MANIFEST, STAGE_DIRS
 from t2i_debias.stages import report as report_stage
+from tests.helpers.fake_run import (
+    ANALYSIS_SUMMARY,
+    BIAS_SUMMARY,
+    QUALITY,
+    make_fake_run,
+    numeric_leaves,
+    write_manifest,
+)
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 APT_HINT = "apt-get update && apt-get install -y chromium chromium-driver"

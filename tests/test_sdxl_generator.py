@@ -4,8 +4,6 @@ its own resolution and guidance, through the same loader as every other model.""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,9 +15,7 @@ from t2i_debias.augment.planner import TripletPlanner
 from t2i_debias.augment.reader import read_metadata
 from t2i_debias.config import Config
 from t2i_debias.stages import enriched
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _augment_inputs import skewed_people, write_inputs  # noqa: E402
+from tests.helpers.augment_inputs import skewed_people, write_inputs
 
 RES, GEN_RES = 32, 48
 

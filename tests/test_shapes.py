@@ -17,7 +17,6 @@ fixture handed freed memory back to the OS between tests (what earlier tests lef
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,9 +26,7 @@ import torch
 
 from t2i_debias import shapes
 from t2i_debias.train import engine
-
-sys.path.insert(0, str(Path(__file__).parent))
-from train_fixtures import make_enriched, small_config  # noqa: E402
+from tests.helpers.train_fixtures import make_enriched, small_config
 
 RES = 64  # px: an 8x8 latent, down to 1x1 at the U-Net's deepest level; every width is the real one
 
@@ -220,11 +217,10 @@ def test_sd21_lora_params_stay_fp32_under_bf16(sd21):
 def test_sd15_trains_loads_lora_generates_and_runs_shen2024(tmp_path, data):
     """SD 1.5 (CLIP ViT-L, 768 wide): a `both` LoRA step, its output through pipe.load_lora_weights, one
     image, then Shen et al.'s adapters (diffusers-0.19 naming), which exist for SD 1.5 only."""
-    from test_baselines_editing import _save, _shen_state
-
     from t2i_debias.baselines import GenParams, make_method
     from t2i_debias.generate import generate_images
     from t2i_debias.models import load_pipeline, resolve_model
+    from tests.test_baselines_editing import _save, _shen_state
 
     path = resolve_model("shape:sd15")
     result = engine.train_mode(_cfg(tmp_path / "run", lora_rank=4), "both", path, data, tmp_path / "both")
@@ -248,13 +244,12 @@ def test_sd15_trains_loads_lora_generates_and_runs_shen2024(tmp_path, data):
 def test_sdxl_counterfactual_generator_one_call(tmp_path):
     """SDXL base 1.0's shapes (2.6B U-Net, two text encoders: 768 + 1280 wide, pooled 1280 + 6 time ids),
     in bf16 (7 GB; 14 GB in fp32 would not fit), generating one triplet's counterfactuals at 64 px."""
-    from _augment_inputs import skewed_people, write_inputs
-
     from t2i_debias import models
     from t2i_debias.augment import build
     from t2i_debias.augment.captions import CaptionComposer
     from t2i_debias.augment.inputs import load_people
     from t2i_debias.augment.planner import TripletPlanner
+    from tests.helpers.augment_inputs import skewed_people, write_inputs
 
     pipe = models.load_pipeline(models.resolve_model("shape:sdxl"), "cpu", "bfloat16")
     assert type(pipe).__name__ == "StableDiffusionXLPipeline"

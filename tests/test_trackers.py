@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 from t2i_debias.train import engine, trackers
-
-sys.path.insert(0, str(Path(__file__).parent))
-from train_fixtures import make_enriched, small_config  # noqa: E402
+from tests.helpers.train_fixtures import make_enriched, small_config
 
 
 def _events(folder: Path):
