@@ -91,7 +91,7 @@ def test_sota_plot_draws_an_interval_that_excludes_its_value(tmp_path) -> None:
     """A CI wholly above its value (as the percentile bootstrap gave) made matplotlib raise on a negative yerr."""
     import pandas as pd
 
-    from t2i_debias.report import sota
+    from t2i_debias.report import comparison as sota
 
     df = pd.DataFrame([{"method": "base", "status": "ok", "gender_tvd": 0.048, "gender_tvd_lo": 0.052,
                         "gender_tvd_hi": 0.077},
@@ -118,7 +118,7 @@ def test_a_failing_plot_costs_no_table(tmp_path, monkeypatch, caplog) -> None:
     import sys
     from pathlib import Path
 
-    from t2i_debias.report import sota
+    from t2i_debias.stages import sota
 
     sys.path.insert(0, str(Path(__file__).parent))
     from _fake_run import make_fake_run
@@ -152,7 +152,7 @@ def test_generate_models_without_base_still_generate_the_base_for_the_comparison
     """`[generate] models = ["unet=..."]` with `base` in the default [sota] methods: KeyError 'base' mid-stage."""
     from t2i_debias import generate
     from t2i_debias.config import Config
-    from t2i_debias.report import sota
+    from t2i_debias.stages import sota
 
     base, unet = tmp_path / "base_model", tmp_path / "my_unet"
     base.mkdir()
@@ -269,7 +269,7 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_written_quoted_and_read_back
 def test_a_pipe_in_a_method_name_does_not_break_comparison_md() -> None:
     import pandas as pd
 
-    from t2i_debias.report.sota import to_markdown
+    from t2i_debias.report.comparison import to_markdown
 
     df = pd.DataFrame([{"method": "base", "status": "ok", "gender_tvd": 0.5},
                        {"method": "a|b", "status": "ok", "gender_tvd": 0.25}])

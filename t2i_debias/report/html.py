@@ -24,11 +24,9 @@ import pandas as pd
 
 from t2i_debias.attributes import NOT_MEASURED
 from t2i_debias.csv_cells import unescape_frame
-from t2i_debias.report.sota import (
+from t2i_debias.report.comparison import (
     NO_OURS,
     OURS_COLUMN,
-    TOY_NOTE,
-    TOY_QUALITY,
     VS_BASE,
     VS_OURS,
     best_values,
@@ -39,6 +37,7 @@ from t2i_debias.report.sota import (
 )
 from t2i_debias.runs import MANIFEST, STAGE_DIRS, Stage, atomic_write_text
 from t2i_debias.runs import run_stage as _run_stage
+from t2i_debias.toyworld.quality import TOY_NOTE, TOY_QUALITY  # (importing it registers the toy columns)
 
 log = logging.getLogger(__name__)
 
