@@ -104,7 +104,6 @@ def classify_model(cfg: Any, name: str, force: bool = False, factory: Any = None
     evaluate.evaluate_model(cfg, name, factory, force=force)
 
 
-
 # ----------------------------------------------------------------------------- the stage
 def method_names(cfg: Any) -> tuple[list[str], dict[str, str]]:
     """Rows of the table in order: base, ours (each trained mode), then the baselines.
