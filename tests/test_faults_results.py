@@ -189,8 +189,9 @@ def test_a_stale_mode_folder_is_not_generated_scored_or_shown(tmp_path, monkeypa
     """[train] modes changed from unet to text: the old models/unet (in the repro, NaN weights) was generated,
     scored and shown next to models/text. Now it is reported as stale and left out."""
     from t2i_debias import evaluate, generate
-    from t2i_debias.report import html, sota
+    from t2i_debias.report import html
     from t2i_debias.runs import Stage
+    from t2i_debias.stages import sota
 
     cfg = _run_with_models(tmp_path, ("unet", "text", "control"))
     cfg.train.modes, cfg.train.control = ["text"], False
