@@ -9,7 +9,7 @@ from __future__ import annotations
 from t2i_debias.cli import parse
 from t2i_debias.config import SECTIONS
 from t2i_debias.pipeline import STAGES, run_pipeline
-from t2i_debias.report.sota import MixedSettingsError
+from t2i_debias.report.comparison import MixedSettingsError
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,7 +7,7 @@ same prompt and seed) for every method, plus FID/KID when [quality] reference is
 from __future__ import annotations
 
 from t2i_debias.cli import parse
-from t2i_debias.report.sota import quality_all
+from t2i_debias.stages.sota import quality_all
 
 OTHER = ["run", "prompts", "generate", "quality"]
 

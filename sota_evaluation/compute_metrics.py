@@ -9,7 +9,8 @@ Run gen-images.py, eval-generated-images.py and compute_CLIP.py first (or the pi
 from __future__ import annotations
 
 from t2i_debias.cli import parse
-from t2i_debias.report.sota import MixedSettingsError, write_comparison
+from t2i_debias.report.comparison import MixedSettingsError
+from t2i_debias.stages.sota import write_comparison
 
 OTHER = ["run", "prompts", "generate", "bias", "quality"]
 

@@ -8,7 +8,7 @@ Run sota_evaluation/gen-images.py first.
 from __future__ import annotations
 
 from t2i_debias.cli import parse
-from t2i_debias.report.sota import classify_all
+from t2i_debias.stages.sota import classify_all
 
 OTHER = ["run", "prompts", "generate", "labels", "bias"]
 

@@ -9,7 +9,7 @@ Example:  python sota_evaluation/gen-images.py --config configs/toy.toml --metho
 from __future__ import annotations
 
 from t2i_debias.cli import parse
-from t2i_debias.report.sota import generate_all
+from t2i_debias.stages.sota import generate_all
 
 OTHER = ["run", "prompts", "generate", "labels"]
 

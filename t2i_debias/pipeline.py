@@ -30,10 +30,10 @@ STAGES: list[tuple[str, str]] = [
     ("bias", "t2i_debias.evaluate"),
     ("sweep", "t2i_debias.sweep"),  # no-op unless [bias] guidance_sweep: bias at several guidance scales
     ("quality", "t2i_debias.metrics.quality"),
-    ("sota", "t2i_debias.report.sota"),
+    ("sota", "t2i_debias.stages.sota"),
     ("report", "t2i_debias.stages.report"),
     ("toy_summary", "t2i_debias.stages.toy_summary"),  # no-op unless [toy] enabled: the demo's closing table
-    ("results", "t2i_debias.report.readme_block"),  # no-op unless [toy] enabled: results/toy_seed<N>.json
+    ("results", "t2i_debias.stages.results"),  # no-op unless [toy] enabled: results/toy_seed<N>.json
 ]
 TOY_ONLY: frozenset[str] = frozenset({"toy", "toy_summary", "results"})  # stages that do nothing outside the toy world
 

@@ -91,7 +91,7 @@ def test_sota_plot_draws_an_interval_that_excludes_its_value(tmp_path) -> None:
     """A CI wholly above its value (as the percentile bootstrap gave) made matplotlib raise on a negative yerr."""
     import pandas as pd
 
-    from t2i_debias.report import sota
+    from t2i_debias.report import comparison as sota
 
     df = pd.DataFrame([{"method": "base", "status": "ok", "gender_tvd": 0.048, "gender_tvd_lo": 0.052,
                         "gender_tvd_hi": 0.077},
@@ -116,7 +116,7 @@ def test_a_failing_plot_costs_no_table(tmp_path, monkeypatch, caplog) -> None:
     """The SOTA stage writes comparison.csv/md and finishes when its plot raises; the failure is a warning."""
     import json
 
-    from t2i_debias.report import sota
+    from t2i_debias.stages import sota
     from tests.helpers.fake_run import make_fake_run
 
     cfg = make_fake_run(tmp_path)
@@ -148,7 +148,7 @@ def test_generate_models_without_base_still_generate_the_base_for_the_comparison
     """`[generate] models = ["unet=..."]` with `base` in the default [sota] methods: KeyError 'base' mid-stage."""
     from t2i_debias import generate
     from t2i_debias.config import Config
-    from t2i_debias.report import sota
+    from t2i_debias.stages import sota
 
     base, unet = tmp_path / "base_model", tmp_path / "my_unet"
     base.mkdir()
@@ -186,8 +186,9 @@ def test_a_stale_mode_folder_is_not_generated_scored_or_shown(tmp_path, monkeypa
     scored and shown next to models/text. Now it is reported as stale and left out."""
     from t2i_debias import evaluate, generate
     from t2i_debias.report import sections_results as html
-    from t2i_debias.report import sota
+    from t2i_debias.stages import sota
     from t2i_debias.runs import Stage
+    from t2i_debias.stages import sota
 
     cfg = _run_with_models(tmp_path, ("unet", "text", "control"))
     cfg.train.modes, cfg.train.control = ["text"], False
@@ -266,7 +267,7 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_written_quoted_and_read_back
 def test_a_pipe_in_a_method_name_does_not_break_comparison_md() -> None:
     import pandas as pd
 
-    from t2i_debias.report.sota import to_markdown
+    from t2i_debias.report.comparison import to_markdown
 
     df = pd.DataFrame([{"method": "base", "status": "ok", "gender_tvd": 0.5},
                        {"method": "a|b", "status": "ok", "gender_tvd": 0.25}])

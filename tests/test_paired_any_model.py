@@ -11,7 +11,7 @@ from t2i_debias.attributes import GENDERS
 from t2i_debias.evaluate import paired_comparison, summarize
 from t2i_debias.metrics.bias import METRIC_NAMES
 from t2i_debias.metrics.paired import NOT_COMPUTED
-from t2i_debias.report.sota import NO_OURS, OURS_COLUMN, comparison_rows, ours_name, to_markdown
+from t2i_debias.report.comparison import NO_OURS, OURS_COLUMN, comparison_rows, ours_name, to_markdown
 
 PROMPTS = ("p0", "p1", "p2", "p3")
 SEEDS = tuple(range(10))

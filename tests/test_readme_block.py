@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from t2i_debias.config import Config
-from t2i_debias.report import readme_block as rb
+from t2i_debias.report.readme_block import current_block
+from t2i_debias.stages.results import run_stage as results_stage
+from t2i_debias.toyworld import readme_block as rb
 from t2i_debias.toyworld.render import OCCUPATIONS, TOY_RACES
 from t2i_debias.toyworld.summary import format_table
 
@@ -20,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_committed_readme_block_equals_what_the_script_writes():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     want = rb.expected_block(ROOT / rb.DEFAULT_RESULTS, rb.DEFAULT_RESULTS.as_posix())
-    assert rb.current_block(readme) == want, (
+    assert current_block(readme, "README", rb.BEGIN, rb.END) == want, (
         "README's toy table differs from docs/results/toy_seed0.json: run "
         "`python -m t2i_debias.report.readme_block --from docs/results/toy_seed0.json`")
 
@@ -31,7 +33,7 @@ def test_committed_readme_method_table_equals_what_the_ablation_writes():
     ablation = load_script("scripts/ablation.py")
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     want = ablation.readme_block(ROOT / "docs" / "results" / "ablation.csv")
-    assert rb.current_block(readme, begin=ablation.README_BEGIN, end=ablation.README_END) == want, (
+    assert current_block(readme, "README", ablation.README_BEGIN, ablation.README_END) == want, (
         "README's method table differs from docs/results/ablation.csv: run `python scripts/ablation.py --report`")
     for name in ablation.README_ROWS.values():  # every row the issue asks for, on the tuning seeds
         assert sum(f"| {name} |" in line for line in want.splitlines()) >= len(ablation.TUNING_SEEDS), name
@@ -78,7 +80,7 @@ def test_block_is_summary_md_with_provenance(tmp_path):
     assert rb.main(["--from", str(results), "--readme", str(readme), "--check"]) == 1
     assert rb.main(["--from", str(results), "--readme", str(readme)]) == 0
     text = readme.read_text()
-    block = rb.current_block(text)
+    block = current_block(text, "README", rb.BEGIN, rb.END)
     assert format_table(df) in block  # digit for digit toy/summary.md
     assert "| both | 0.70 | 0.65 |" in block and "| uce |" in block and "n/a" in block and "-12%" in block
     assert f"commit `{res['commit']}`" in block and f"hash `{res['config_hash']}`" in block
@@ -117,17 +119,17 @@ def test_results_stage_writes_the_file_the_readme_reads(tmp_path, capsys):
     cfg = _cfg(tmp_path)
     (cfg.run_dir / "toy").mkdir(parents=True)
     _summary_df().to_csv(cfg.run_dir / "toy" / "summary.csv", index=False)
-    rb.run_stage(cfg)
+    results_stage(cfg)
     out = cfg.run_dir / "results" / "toy_seed0.json"
     res = rb.load_results(out)
     assert [r["model"] for r in res["rows"]] == ["base", "control", "both", "uce"]
     assert "cp " in capsys.readouterr().out
     mtime = out.stat().st_mtime_ns
-    rb.run_stage(cfg)  # complete: skipped
+    results_stage(cfg)  # complete: skipped
     assert out.stat().st_mtime_ns == mtime
     other = _cfg(tmp_path / "plain")
     other.toy.enabled = False
-    rb.run_stage(other)  # not a toy run: nothing to write, no error
+    results_stage(other)  # not a toy run: nothing to write, no error
     assert not (other.run_dir / "results").exists()
     with pytest.raises(rb.ReadmeError, match="no model rows"):
         (tmp_path / "empty.csv").write_text("model,gender_tvd\n")

@@ -8,7 +8,13 @@ import shutil
 import pandas as pd
 import pytest
 
-from t2i_debias.report.sota import MixedSettingsError, best_values, bias_columns, check_settings, to_markdown
+from t2i_debias.report.comparison import (
+    MixedSettingsError,
+    best_values,
+    bias_columns,
+    check_settings,
+    to_markdown,
+)
 
 
 def _summary(tvd, ci):
@@ -39,8 +45,9 @@ def test_markdown_bolds_best_per_column_and_states_base():
 
 
 def test_toy_table_shows_occupation_accuracy_and_toy_fid_not_clip():
+    from t2i_debias.report.comparison import TABLE_COLUMNS, table_columns
     from t2i_debias.report.sections_sota import sota_table
-    from t2i_debias.report.sota import TABLE_COLUMNS, TOY_TABLE_COLUMNS, table_columns
+    from t2i_debias.toyworld.quality import TOY_TABLE_COLUMNS
 
     df = pd.DataFrame([
         {"method": "base", "status": "ok", "gender_tvd": 0.4, "clip_t": 0.0, "clip_i": 1.0,
@@ -61,7 +68,7 @@ def test_toy_table_shows_occupation_accuracy_and_toy_fid_not_clip():
 
 
 def test_occupation_accuracy_known_answer():
-    from t2i_debias.report.toy_quality import occupation_accuracy
+    from t2i_debias.toyworld.quality import occupation_accuracy
 
     preds = pd.DataFrame({"status": ["ok", "ok", "ok", "ambiguous", "ok"],
                           "occupation": ["doctor", "doctor", "nurse", "nurse", "chef"],
@@ -76,7 +83,7 @@ def test_occupation_accuracy_known_answer():
 def test_sota_stage_on_tiny_pipeline(tmp_path, tiny_sd_path):
     from t2i_debias import prompts as prompts_stage
     from t2i_debias.config import Config
-    from t2i_debias.report import sota
+    from t2i_debias.stages import sota
 
     cfg = Config()
     cfg.run.root, cfg.run.name, cfg.run.smoke, cfg.run.device = str(tmp_path), "sota", True, "cpu"
@@ -134,8 +141,8 @@ def test_no_bold_when_every_method_ties():
 
 def test_rows_name_trained_modes_ours_and_other_model_folders_control(tmp_path, monkeypatch):
     from t2i_debias.config import Config
-    from t2i_debias.report.sota import method_names
     from t2i_debias.runs import Stage
+    from t2i_debias.stages.sota import method_names
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # an uncached hub id is refused offline (models.check_hub_model)
     cfg = Config()
@@ -238,9 +245,9 @@ def test_toy_quality_on_rendered_and_noise_images(tmp_path):
 
     from t2i_debias.config import Config
     from t2i_debias.evaluate import classify_generated
-    from t2i_debias.report.toy_quality import toy_quality
     from t2i_debias.toyworld.classifier import make_classifier
     from t2i_debias.toyworld.dataset import biased_population
+    from t2i_debias.toyworld.quality import toy_quality
 
     cfg = Config()
     cfg.run.root, cfg.run.name, cfg.labels.backend = str(tmp_path), "toy", "toy"
@@ -264,3 +271,39 @@ def test_toy_quality_on_rendered_and_noise_images(tmp_path):
     assert q["good"]["occupation_acc"] >= 0.9
     assert q["good"]["toy_fid"] < 0.5 * q["noise"]["toy_fid"]
     assert q["noise"]["occupation_acc"] is None or q["noise"]["occupation_acc"] < q["good"]["occupation_acc"]
+
+
+def test_each_baseline_declares_its_settings_and_applicability():
+    """The [sota] settings, manifest extras and the not-applicable reason come from the method classes."""
+    from t2i_debias.baselines import method_class
+    from t2i_debias.baselines.registry import method_params
+    from t2i_debias.config import Config
+
+    cfg = Config()
+    cfg.sota.debiasvl_lambda, cfg.sota.fair_diffusion_edit_guidance, cfg.run.seed = 250.0, 3.0, 7
+    assert method_params("base", cfg) == {} and method_params("ethical_intervention", cfg) == {}
+    assert method_params("debiasvl", cfg) == {"lam": 250.0}
+    assert method_params("fair_diffusion", cfg) == {"edit_guidance_scale": 3.0, "seed": 7}
+    assert method_params("uce", cfg)["iterations"] == cfg.sota.uce_iterations
+    assert method_params("shen2024", cfg) == {"weights_dir": cfg.sota.shen2024_dir}
+    assert method_params("uce", None) == {}
+    assert set(method_class("uce").settings_from(cfg)) == {"labels", "uce"}
+    assert method_class("debiasvl").settings_from(cfg) == {}
+
+    def never() -> None:
+        raise AssertionError("the base is not loaded when the adapter files are missing")
+
+    assert method_class("shen2024").applicable(cfg, never).startswith("no adapter folder given")
+    assert method_class("uce").applicable(cfg, never) is None
+
+
+def test_column_directions_come_from_the_metric_specs_and_the_registry():
+    from t2i_debias.metrics import columns
+
+    assert columns.higher_is_better("gender_entropy") and not columns.higher_is_better("race_tvd")
+    assert columns.higher_is_better("clip_t") and not columns.higher_is_better("fid")
+    assert columns.self_row("clip_i") == "base" and columns.self_row("clip_t") is None
+    df = pd.DataFrame([{"method": "base", "status": "ok", "clip_i": 1.0, "gender_tvd": 0.2},
+                       {"method": "uce", "status": "ok", "clip_i": 0.8, "gender_tvd": 0.2}])
+    assert best_values(df, ["clip_i", "gender_tvd"]) == {"clip_i": 0.8, "gender_tvd": 0.2}
+    assert best_values(df, ["clip_i", "gender_tvd"], shown=lambda v: f"{v:.3f}") == {}  # one contestant / a tie

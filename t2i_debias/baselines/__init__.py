@@ -5,6 +5,6 @@ gives one PIL image per item, image i from seed `seeds[i]`, like every evaluated
 """
 
 from t2i_debias.baselines.base import GenParams, Method, NotApplicable
-from t2i_debias.baselines.registry import METHODS, make_method
+from t2i_debias.baselines.registry import METHODS, make_method, method_class
 
-__all__ = ["METHODS", "GenParams", "Method", "NotApplicable", "make_method"]
+__all__ = ["METHODS", "GenParams", "Method", "NotApplicable", "make_method", "method_class"]

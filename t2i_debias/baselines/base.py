@@ -7,10 +7,11 @@ table and the manifests can record exactly what ran.
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,10 @@ def _generate_images_fallback(pipe: Any, prompts: list[str], seeds: list[int], b
 class Method:
     """A debiasing method applied to one base pipeline.
 
-    Subclasses set `name`/`citation`, keep their settings in `params` (recorded in manifests and the
-    table), and override `prepare` (one-off work that needs the occupations, e.g. a weight edit) and/or
-    `_generate`.
+    Subclasses set `name`/`citation` and `DEFAULTS`, keep their settings in `params` (recorded in manifests
+    and the table), say which settings come from the run's config (`params_from`) and whether they can run
+    on its base (`applicable`), and override `prepare` (one-off work that needs the occupations, e.g. a
+    weight edit) and/or `_generate`. The SOTA stage asks these and branches on no method name.
     """
 
     pipe: Any
@@ -79,6 +81,30 @@ class Method:
     name: str = "base"
     citation: str = "the unmodified base model"
     prepared: bool = False
+    DEFAULTS: ClassVar[dict[str, Any]] = {}  # the paper's settings; `params` given override them
+
+    def __post_init__(self) -> None:
+        self.params = {**copy.deepcopy(self.DEFAULTS), **self.params}  # no list shared between methods
+
+    @classmethod
+    def params_from(cls, cfg: Any) -> dict[str, Any]:
+        """Settings taken from the run's config ([sota], and what the method reads beside it); none here."""
+        return {}
+
+    @classmethod
+    def settings_from(cls, cfg: Any) -> dict[str, Any]:
+        """What else determines the method's images (recorded in its generation manifest); nothing here."""
+        return {}
+
+    @classmethod
+    def applicable(cls, cfg: Any, load_base: Callable[[], Any]) -> str | None:
+        """None when the method can run on this run's base (`load_base()` gives a fresh copy), else why not."""
+        return None
+
+    @classmethod
+    def build(cls, pipe: Any, params: dict[str, Any], cfg: Any = None) -> Method:
+        """The method on `pipe` with `params` (DEFAULTS fill the rest); `cfg` for what a method builds from it."""
+        return cls(pipe=pipe, params=params)
 
     def prepare(self, occupations: Sequence[str]) -> None:
         """One-off set-up for the evaluation occupations (no-op unless the method needs it)."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from diffusers import StableDiffusionPipeline
@@ -116,9 +116,14 @@ class DebiasVL(Method):
 
     name: str = "debiasvl"
     citation: str = "Chuang et al., arXiv:2302.00070 (2023)"
+    DEFAULTS: ClassVar[dict[str, Any]] = {"lam": 500.0, "attributes": ["gender", "race"], "use_projection": True}
+
+    @classmethod
+    def params_from(cls, cfg: Any) -> dict[str, Any]:
+        return {"lam": cfg.sota.debiasvl_lambda}
 
     def __post_init__(self) -> None:
-        self.params = {"lam": 500.0, "attributes": ["gender", "race"], "use_projection": True, **self.params}
+        super().__post_init__()
         unknown = set(self.params["attributes"]) - set(ATTRIBUTE_WORDS)
         if unknown:
             raise ValueError(f"debiasvl: unknown attributes {sorted(unknown)}; known: {sorted(ATTRIBUTE_WORDS)}")

@@ -11,7 +11,7 @@ and race", with the article fixed to the occupation ("an engineer").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from t2i_debias.baselines.base import GenParams, Method, generate_images
 from t2i_debias.text import fill_template
@@ -34,9 +34,7 @@ class EthicalIntervention(Method):
 
     name: str = "ethical_intervention"
     citation: str = "Bansal et al., EMNLP 2022"
-
-    def __post_init__(self) -> None:
-        self.params = {"suffix": DEFAULT_SUFFIX, **self.params}
+    DEFAULTS: ClassVar[dict[str, Any]] = {"suffix": DEFAULT_SUFFIX}
 
     def prompts_for(self, prompts: list[str], occupations: list[str]) -> list[str]:
         """The prompts actually sent to the model."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -57,10 +57,16 @@ class FairDiffusion(Method):
 
     name: str = "fair_diffusion"
     citation: str = "Friedrich et al., arXiv:2302.10893 (2023)"
+    DEFAULTS: ClassVar[dict[str, Any]] = {"edit_guidance_scale": 4.0, "edit_threshold": 0.95,
+                                          "edit_momentum_scale": 0.5, "edit_mom_beta": 0.6,
+                                          "edit_warmup_fraction": 0.1, "seed": 0}
+
+    @classmethod
+    def params_from(cls, cfg: Any) -> dict[str, Any]:
+        return {"edit_guidance_scale": cfg.sota.fair_diffusion_edit_guidance, "seed": cfg.run.seed}
 
     def __post_init__(self) -> None:
-        self.params = {"edit_guidance_scale": 4.0, "edit_threshold": 0.95, "edit_momentum_scale": 0.5,
-                       "edit_mom_beta": 0.6, "edit_warmup_fraction": 0.1, "seed": 0, **self.params}
+        super().__post_init__()
         self.sega = semantic_pipeline(self.pipe)
 
     def targets(self, prompts: list[str], seeds: list[int]) -> list[str]:

@@ -1,4 +1,8 @@
-"""Name -> baseline factory, so the SOTA stage treats every method alike (DESIGN.md §5)."""
+"""Name -> baseline class, so the SOTA stage treats every method alike (DESIGN.md §5).
+
+Adding a baseline: its module with a `Method` subclass (`DEFAULTS`, `params_from`, `applicable`), one
+`METHODS` line here and its `[sota]` options. Nothing else branches on a method's name.
+"""
 
 from __future__ import annotations
 
@@ -18,55 +22,27 @@ METHODS: dict[str, tuple[str, str]] = {
 }
 
 
+def method_class(name: str) -> type[Method]:
+    """The `Method` subclass of `name` (its module is imported only now); ValueError for an unknown name."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    module, cls_name = METHODS[name]
+    return getattr(importlib.import_module(module), cls_name)
+
+
 def method_params(name: str, cfg: Any) -> dict[str, Any]:
-    """Settings of `name` taken from the [sota] section (only those that differ per run)."""
-    if cfg is None:
-        return {}
-    s = cfg.sota
-    if name == "debiasvl":
-        return {"lam": s.debiasvl_lambda}
-    if name == "fair_diffusion":
-        return {"edit_guidance_scale": s.fair_diffusion_edit_guidance, "seed": cfg.run.seed}
-    if name == "uce":  # race balance over the races the run's classifier can return
-        from t2i_debias.analysis import race_classes_for
-
-        return {"iterations": s.uce_iterations, "races": list(race_classes_for(cfg))}
-    if name == "shen2024":
-        return {"weights_dir": s.shen2024_dir}
-    return {}
-
-
-def uce_ratio_fn(cfg: Any, device: str = "cpu") -> Any:
-    """UCE's ratio measurement with the run's own classifier ([labels]) and sampling settings."""
-    from t2i_debias.baselines.uce import classifier_ratio_fn
-    from t2i_debias.labels.registry import make_classifier
-
-    s = cfg.sota
-    gen = GenParams(batch_size=cfg.generate.batch_size, num_inference_steps=s.uce_steps,
-                    guidance_scale=cfg.generate.guidance_scale,
-                    height=cfg.generate.resolution or None, width=cfg.generate.resolution or None)
-    seeds = [cfg.generate.base_seed + 10_000 + i for i in range(s.uce_samples)]  # not the evaluation seeds
-    classifier = make_classifier(cfg.labels, device=device, smoke=bool(cfg.run.smoke))
-    return classifier_ratio_fn(classifier, seeds, gen)
+    """Settings of `name` taken from the run's config (only those that differ per run); none without one."""
+    return {} if cfg is None else method_class(name).params_from(cfg)
 
 
 def make_method(name: str, base_pipe: Any, cfg: Any = None, **params: Any) -> Method:
     """Build method `name` on `base_pipe` (which it may modify in place: pass a pipeline it can own).
 
-    Settings come from `cfg` ([sota]), then `params`. Raises NotApplicable (with the reason) when the
-    method cannot run on this base model, and ValueError for an unknown name.
+    Settings come from `cfg` (`Method.params_from`), then `params`. Raises NotApplicable (with the reason)
+    when the method cannot run on this base model, and ValueError for an unknown name.
     """
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
-    module, cls_name = METHODS[name]
-    cls = getattr(importlib.import_module(module), cls_name)
-    merged = {**method_params(name, cfg), **params}
-    extra: dict[str, Any] = {}
-    if name == "uce":
-        extra["ratio_fn"] = merged.pop("ratio_fn", None)
-        if extra["ratio_fn"] is None and cfg is not None:
-            extra["ratio_fn"] = uce_ratio_fn(cfg, device=str(base_pipe.device))
-    return cls(pipe=base_pipe, params=merged, **extra)
+    cls = method_class(name)
+    return cls.build(base_pipe, {**method_params(name, cfg), **params}, cfg)
 
 
-__all__ = ["METHODS", "GenParams", "Method", "NotApplicable", "make_method"]
+__all__ = ["METHODS", "GenParams", "Method", "NotApplicable", "make_method", "method_class", "method_params"]

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -146,9 +147,26 @@ class Shen2024(Method):
 
     name: str = "shen2024"
     citation: str = "Shen et al., ICLR 2024"
+    DEFAULTS: ClassVar[dict[str, Any]] = {"weights_dir": ""}
+
+    @classmethod
+    def params_from(cls, cfg: Any) -> dict[str, Any]:
+        return {"weights_dir": cfg.sota.shen2024_dir}
+
+    @classmethod
+    def applicable(cls, cfg: Any, load_base: Callable[[], Any]) -> str | None:
+        """Why not: no adapter files, or adapters whose shapes do not fit the base's modules (checked on a copy)."""
+        reason = missing_files(cfg.sota.shen2024_dir)
+        if reason:
+            return reason
+        try:
+            cls.build(load_base(), cls.params_from(cfg), cfg)
+        except NotApplicable as e:
+            return str(e)
+        return None
 
     def __post_init__(self) -> None:
-        self.params = {"weights_dir": "", **self.params}
+        super().__post_init__()
         reason = missing_files(self.params["weights_dir"])
         if reason:
             raise NotApplicable(reason)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -176,6 +176,19 @@ def classifier_ratio_fn(classifier: Any, seeds: Sequence[int], gen: GenParams,
     return ratio
 
 
+def uce_ratio_fn(cfg: Any, device: str = "cpu") -> RatioFn:
+    """UCE's ratio measurement with the run's own classifier ([labels]) and sampling settings."""
+    from t2i_debias.labels.registry import make_classifier
+
+    s = cfg.sota
+    gen = GenParams(batch_size=cfg.generate.batch_size, num_inference_steps=s.uce_steps,
+                    guidance_scale=cfg.generate.guidance_scale,
+                    height=cfg.generate.resolution or None, width=cfg.generate.resolution or None)
+    seeds = [cfg.generate.base_seed + 10_000 + i for i in range(s.uce_samples)]  # not the evaluation seeds
+    classifier = make_classifier(cfg.labels, device=device, smoke=bool(cfg.run.smoke))
+    return classifier_ratio_fn(classifier, seeds, gen)
+
+
 @dataclass
 class UCE(Method):
     """Closed-form cross-attention edit whose attribute weights are tuned until the classes balance."""
@@ -183,11 +196,34 @@ class UCE(Method):
     name: str = "uce"
     citation: str = "Gandikota et al., WACV 2024"
     ratio_fn: RatioFn | None = None
+    DEFAULTS: ClassVar[dict[str, Any]] = {"lamb": 0.5, "erase_scale": 1.0, "preserve_scale": 0.1, "with_to_k": True,
+                                          "attributes": list(ATTRIBUTES), "races": list(RACES), "iterations": 10,
+                                          "weight_step": 0.1, "max_gap": 0.05}
+
+    @classmethod
+    def params_from(cls, cfg: Any) -> dict[str, Any]:
+        """Race balance over the races the run's classifier can return."""
+        from t2i_debias.analysis import race_classes_for
+
+        return {"iterations": cfg.sota.uce_iterations, "races": list(race_classes_for(cfg))}
+
+    @classmethod
+    def settings_from(cls, cfg: Any) -> dict[str, Any]:
+        """Its edit is tuned with the run's classifier and sampling settings."""
+        return {"labels": cfg.section_dict("labels")["labels"],
+                "uce": {k: getattr(cfg.sota, k) for k in ("uce_samples", "uce_steps")}}
+
+    @classmethod
+    def build(cls, pipe: Any, params: dict[str, Any], cfg: Any = None) -> UCE:
+        """`params["ratio_fn"]`, else one measuring with the run's classifier (`cfg`)."""
+        params = dict(params)
+        ratio_fn = params.pop("ratio_fn", None)
+        if ratio_fn is None and cfg is not None:
+            ratio_fn = uce_ratio_fn(cfg, device=str(pipe.device))
+        return cls(pipe=pipe, params=params, ratio_fn=ratio_fn)
 
     def __post_init__(self) -> None:
-        self.params = {"lamb": 0.5, "erase_scale": 1.0, "preserve_scale": 0.1, "with_to_k": True,
-                       "attributes": list(ATTRIBUTES), "races": list(RACES), "iterations": 10, "weight_step": 0.1,
-                       "max_gap": 0.05, **self.params}
+        super().__post_init__()
         self.groups = attribute_groups(self.params["races"])
         unknown = set(self.params["attributes"]) - set(self.groups)
         if unknown:

@@ -28,11 +28,9 @@ from t2i_debias.report.kit import (
     td_key,
     value_cell,
 )
-from t2i_debias.report.sota import (
+from t2i_debias.report.comparison import (
     NO_OURS,
     OURS_COLUMN,
-    TOY_NOTE,
-    TOY_QUALITY,
     VS_BASE,
     VS_OURS,
     best_values,
@@ -40,6 +38,7 @@ from t2i_debias.report.sota import (
     settings_flag,
     settings_header,
     table_columns,
+    view_notes,
 )
 
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
@@ -98,8 +97,7 @@ def _sota_notes(df: pd.DataFrame, cols: list[str], tied: set[str], ours: str | N
     out.append(f'<p class="note">{note}.</p>')
     if OURS_COLUMN in df.columns and ours is None:
         out.append(f'<p class="note">{esc(NO_OURS)}</p>')
-    if set(TOY_QUALITY) & set(cols):
-        out.append(f'<p class="note">{esc(TOY_NOTE)}</p>')
+    out += [f'<p class="note">{esc(note)}</p>' for note in view_notes(cols)]  # registered views, e.g. the toy's
     not_run = [(r["method"], status[i]) for i, r in df.iterrows() if status[i] != "ok"]
     if not_run:
         out.append("<p>Not run:</p><ul>" + "".join(f"<li><b>{esc(m)}</b>: {esc(s)}</li>" for m, s in not_run)

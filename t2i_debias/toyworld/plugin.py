@@ -28,10 +28,13 @@ def _toy_classifier(section: Any, device: str, smoke: bool) -> DemographicClassi
 
 
 def register() -> None:
-    """Register the `toy:` model prefix and the "toy" labels backend; calling it again changes nothing."""
+    """Register the `toy:` model prefix, the "toy" labels backend and the toy quality columns; calling it again
+    changes nothing."""
     from t2i_debias.labels.registry import Backend, register_backend
     from t2i_debias.models import register_resolver
+    from t2i_debias.toyworld import quality
     from t2i_debias.toyworld.classifier import ToyClassifier
 
     register_resolver("toy:", resolve_toy_model)
     register_backend("toy", Backend(_toy_classifier, races=ToyClassifier.races, measures=ToyClassifier.measures))
+    quality.register()

@@ -17,7 +17,7 @@ SEEDS = [0, 1, 2]
 MODELS = ["base", "both"]
 
 # Numbers with <= 3 significant digits, so they print the same in the report (which shows 3).
-# Layouts follow the real files (t2i_debias.analysis, t2i_debias.evaluate, t2i_debias.report.sota).
+# Layouts follow the real files (t2i_debias.analysis, t2i_debias.evaluate, t2i_debias.stages.sota).
 _SHARES = {"gender": {"man": 0.75, "woman": 0.25},
            "race": {"asian": 0.0, "indian": 0.125, "black": 0.125, "white": 0.5, "middle eastern": 0.125,
                     "latino hispanic": 0.125},

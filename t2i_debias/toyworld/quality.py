@@ -3,7 +3,8 @@
 In the toy world CLIP has random weights (CLIP-T and CLIP-I measure nothing there) and Inception FID
 is off. What says whether a method kept the image is whether the toy classifier still sees the
 prompted occupation, and how far the images' toy-classifier features lie from the toy data's
-(FID on those features), the same two numbers as `toy/summary.md`.
+(FID on those features), the same two numbers as `toy/summary.md`. `register()` declares these columns
+and the toy view of the table (metrics.columns), so the report shows them with no toy code of its own.
 """
 
 from __future__ import annotations
@@ -15,12 +16,29 @@ from typing import Any
 import pandas as pd
 
 from t2i_debias.csv_cells import unescape_frame
+from t2i_debias.metrics import columns
 from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
 
 REFERENCE_IMAGES = 1024  # toy data images the toy FID compares against (first by file name)
 OCCUPATION_COLUMN = "extra_occupation"  # the toy classifier's occupation in bias/<model>/predictions.csv
+# CLIP has random weights here, so occupation accuracy and the toy FID take its place in the table.
+TOY_QUALITY: tuple[str, ...] = ("occupation_acc", "toy_fid")
+TOY_TABLE_COLUMNS: tuple[str, ...] = ("gender_tvd", "race_tvd", "gender_race_tvd", "gender_kl", "race_kl",
+                                      "face_rate", *TOY_QUALITY)
+TOY_NOTE = ("Toy world: quality is occupation accuracy (the toy classifier sees the prompted occupation; "
+            "higher is better) and the toy FID (FID on toy-classifier features against the toy data; lower is "
+            "better). CLIP-T/CLIP-I are left out: the toy world's CLIP has random weights.")
+
+
+def register() -> None:
+    """Declare the toy quality columns and the toy view of the comparison table (idempotent)."""
+    columns.register(columns.Column("occupation_acc", True, "occupation accuracy"),
+                     columns.Column("toy_fid", False, "toy FID"))
+    columns.register_view(columns.TableView(
+        "toy", TOY_QUALITY, TOY_TABLE_COLUMNS, TOY_NOTE,
+        (("quality_occupation.png", ("occupation_acc",)), ("quality_toy_fid.png", ("toy_fid",)))))
 
 
 def is_toy(cfg: Any) -> bool:
@@ -77,3 +95,6 @@ def toy_quality(cfg: Any, names: list[str]) -> dict[str, dict[str, float | None]
                  figure(fid))
     return out
 
+
+
+register()  # the toy world's columns are known wherever it is imported

@@ -1,200 +1,51 @@
-"""The SOTA comparison stage (DESIGN.md §5): every method on the same base model, prompts, seeds,
-classifier and metrics -> `sota/comparison.csv`, `sota/comparison.md` and plots.
+"""The SOTA comparison table (DESIGN.md §5), rendered from the bias and quality files of every row.
 
-- "base" and "ours" (each trained mode under models/) are the evaluation stage's own models: their
-  images, bias and quality come from t2i_debias.generate / evaluate / metrics.quality, per model.
-- Each baseline in `sota.methods` generates into `generated/<method>/` with the same layout
-  (images/<prompt_id>/<seed>.png + metadata.csv), through the same folder generator (resume and
-  sharding included), then goes through the same bias and quality code as any model.
-- A method that cannot run on this base (Shen et al. off SD 1.5) is a row with its reason, never a gap.
-- Every row carries two paired comparisons on the same (prompt, seed) pairs: against the base (from its
-  bias summary) and against ours (the last trained mode, computed here from the bias predictions).
+- `comparison_rows`: one row per method from bias/<m>/summary.json, quality/<m>.json and the paired
+  comparison against ours; `check_settings` flags (or refuses) rows generated with other settings.
+- `to_markdown` / `plot`: comparison.md and the bar charts. Which columns they show, which way each is
+  better and what note goes with them come from the column registry (`metrics.columns`): whichever
+  registered columns the CSV holds, with no world (the toy one) named here.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
 
-from t2i_debias.baselines import METHODS, GenParams, NotApplicable, make_method
-from t2i_debias.metrics.bias import METRIC_INFO
+from t2i_debias.metrics import columns as registry
+from t2i_debias.metrics.columns import BIAS_CHART, QUALITY_CHARTS, TABLE_COLUMNS, TableView
 from t2i_debias.metrics.paired import NOT_COMPUTED
-from t2i_debias.plots import plot_or_warn, whiskers
-from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, atomic_write_text
-from t2i_debias.runs import run_stage as _run_stage
-
-log = logging.getLogger(__name__)
+from t2i_debias.plots import whiskers
 
 ATTRIBUTES: tuple[str, ...] = ("gender", "race", "race4", "gender_race")
 BIAS_METRICS: tuple[str, ...] = ("tvd", "pairwise", "kl", "entropy")
 QUALITY_METRICS: tuple[str, ...] = ("fid", "kid", "clip_t", "clip_i")
-HIGHER_IS_BETTER: frozenset[str] = frozenset({m for m, info in METRIC_INFO.items() if info.higher_is_better}
-                                             | {"clip_t", "clip_i", "face_rate", "occupation_acc"})
-# Columns of comparison.md (all bias/quality columns are in comparison.csv).
-TABLE_COLUMNS: tuple[str, ...] = ("gender_tvd", "race_tvd", "gender_race_tvd", "gender_kl", "race_kl",
-                                  "race4_pairwise", "face_rate", "fid", "kid", "clip_t", "clip_i")
-# The toy world's: CLIP has random weights there, so occupation accuracy and the toy FID take its place.
-TOY_QUALITY: tuple[str, ...] = ("occupation_acc", "toy_fid")
-TOY_TABLE_COLUMNS: tuple[str, ...] = ("gender_tvd", "race_tvd", "gender_race_tvd", "gender_kl", "race_kl",
-                                      "face_rate", *TOY_QUALITY)
-TOY_NOTE = ("Toy world: quality is occupation accuracy (the toy classifier sees the prompted occupation; "
-            "higher is better) and the toy FID (FID on toy-classifier features against the toy data; lower is "
-            "better). CLIP-T/CLIP-I are left out: the toy world's CLIP has random weights.")
 
 
-def table_columns(df: pd.DataFrame) -> tuple[str, ...]:
-    """The columns comparison.md and report.html show: the toy world's when its quality columns are there."""
-    if any(c in df.columns and df[c].map(_num).notna().any() for c in TOY_QUALITY):
-        return TOY_TABLE_COLUMNS
-    return TABLE_COLUMNS
-
-
-# ----------------------------------------------------------------------------- generation of a baseline
-class MethodPipe:
-    """Makes a Method look like a diffusers pipeline to the shared folder generator.
-
-    The generator calls `pipe(prompt=[...], generator=[...], ...)` with one CPU generator per image,
-    seeded with that image's seed; the seed is read back (`initial_seed`) so the method sees it.
-    """
-
-    def __init__(self, method: Any, occupation_of: dict[str, str]) -> None:
-        self.method = method
-        self.occupation_of = occupation_of
-
-    @property
-    def scheduler(self) -> Any:
-        """The sampler of the method's pipeline (recorded with its images)."""
-        return getattr(getattr(self.method, "pipe", None), "scheduler", None)
-
-    def __call__(self, prompt: Sequence[str], generator: Sequence[Any], num_inference_steps: int,
-                 guidance_scale: float, height: int | None = None, width: int | None = None,
-                 output_type: str = "pil", **kw: Any) -> Any:
-        if kw:
-            raise TypeError(f"unsupported pipeline arguments for a baseline: {sorted(kw)}")
-        seeds = [int(g.initial_seed()) for g in generator]
-        occs = [self.occupation_of[p] for p in prompt]
-        gen = GenParams(batch_size=len(prompt), num_inference_steps=num_inference_steps,
-                        guidance_scale=guidance_scale, height=height, width=width)
-        return SimpleNamespace(images=self.method.generate(list(prompt), occs, seeds, gen))
-
-
-def _device_dtype(cfg: Any) -> tuple[str, Any]:
-    from t2i_debias.models import resolve_device, resolve_dtype
-
-    device = resolve_device(cfg.run.device)
-    return device, resolve_dtype(cfg.generate.dtype, device)
-
-
-def load_base(cfg: Any) -> Any:
-    """A fresh copy of the run's base pipeline (methods may change it in place)."""
-    from t2i_debias.generate import load_model
-    from t2i_debias.models import base_model
-
-    device, dtype = _device_dtype(cfg)
-    base = base_model(cfg)
-    return load_model(base, base, device=device, dtype=dtype)
-
-
-def build_method(cfg: Any, name: str, prompts: pd.DataFrame) -> MethodPipe:
-    """Load the base, build method `name` on it, and prepare it for the run's occupations."""
-    method = make_method(name, load_base(cfg), cfg)
-    method.prepare(sorted(set(prompts["occupation"])))
-    return MethodPipe(method, dict(zip(prompts["prompt"], prompts["occupation"], strict=True)))
-
-
-def check_applicable(cfg: Any, name: str) -> str | None:
-    """None when `name` can run here, else the reason (checked without generating anything)."""
-    if name == "shen2024":
-        from t2i_debias.baselines.shen2024 import missing_files
-
-        reason = missing_files(cfg.sota.shen2024_dir)
-        if reason:
-            return reason
-        try:  # the adapters' shapes against the base model's modules
-            make_method(name, load_base(cfg), cfg)
-        except NotApplicable as e:
-            return str(e)
+def table_view(df: pd.DataFrame) -> TableView | None:
+    """The registered view whose columns hold a number in `df` (the toy world's), else None (the default)."""
+    for view in registry.VIEWS.values():
+        if any(c in df.columns and df[c].map(_num).notna().any() for c in view.when):
+            return view
     return None
 
 
-def method_config(cfg: Any, name: str) -> dict[str, Any]:
-    """What determines a baseline's images: generation settings, the base model and the method's settings."""
-    from t2i_debias.baselines.registry import method_params
-    from t2i_debias.generate import generation_config
-    from t2i_debias.models import base_model
-
-    conf = generation_config(cfg, name, base_model(cfg))
-    conf["method"] = {"name": name, "params": method_params(name, cfg)}
-    if name == "uce":  # its edit is tuned with the run's classifier
-        conf["method"]["labels"] = cfg.section_dict("labels")["labels"]
-        conf["method"]["uce"] = {k: getattr(cfg.sota, k) for k in ("uce_samples", "uce_steps")}
-    return conf
+def table_columns(df: pd.DataFrame) -> tuple[str, ...]:
+    """The columns comparison.md and report.html show: a registered view's when its columns are there."""
+    view = table_view(df)
+    return view.columns if view else TABLE_COLUMNS
 
 
-def generate_method(cfg: Any, name: str, force: bool = False) -> Path:
-    """generated/<name>/ for baseline `name` (same layout and seeds as every evaluated model)."""
-    from t2i_debias.generate import SETTINGS, generate_folder
-    from t2i_debias.prompts import prompts_path, read_prompts
-
-    out_dir = cfg.run_dir / "generated" / name
-    config = method_config(cfg, name)
-    stage = Stage(f"generated:{name}", out_dir, config, [prompts_path(cfg)])
-
-    def body(st: Stage) -> Any:
-        prompts = read_prompts(prompts_path(cfg))
-        g = cfg.generate
-        size = g.resolution or None
-        settings = {"fingerprint": config["fingerprint"], "method": config["method"]}
-        built: dict[str, MethodPipe] = {}
-
-        def load() -> MethodPipe:
-            built["pipe"] = build_method(cfg, name, prompts)
-            return built["pipe"]
-
-        meta = generate_folder(load, out_dir, prompts, name, g.images_per_prompt, g.base_seed, g.batch_size,
-                               g.num_inference_steps, g.guidance_scale, size, size, settings=settings)
-        extra: dict[str, Any] = {"n_images": len(prompts) * g.images_per_prompt}
-        if "pipe" in built:  # what ran, e.g. UCE's measured ratios per tuning round
-            extra["method"] = built["pipe"].method.info()
-        return [meta, out_dir / SETTINGS], extra
-
-    _run_stage(stage, body, force=force, log=log.info)
-    return out_dir
+def view_notes(cols: Sequence[str]) -> list[str]:
+    """The notes of the registered views whose own columns are among the shown `cols`."""
+    return [v.note for v in registry.VIEWS.values() if set(v.when) & set(cols)]
 
 
-# ----------------------------------------------------------------------------- per-model evaluation (E's code)
-def ours_models(cfg: Any) -> dict[str, str]:
-    """The evaluation stage's models: "base" and each trained mode ("text", "unet", "both", ...).
-
-    The base is always one of them: every row is compared with it. A `[generate] models` list without a
-    `base` entry gets the run's base model as "base" (first), not a KeyError in the middle of the stage.
-    """
-    from t2i_debias.generate import models_to_evaluate
-    from t2i_debias.models import base_model
-
-    models = models_to_evaluate(cfg)
-    if "base" in models:
-        return models
-    log.info("[sota] [generate] models has no 'base' entry: the run's base model is generated as 'base' for the "
-             "comparison")
-    return {"base": base_model(cfg), **models}
-
-
-def classify_model(cfg: Any, name: str, force: bool = False, factory: Any = None) -> None:
-    """bias/<name>/ (predictions, per-prompt metrics, summary with CIs) with the evaluation stage's code."""
-    from t2i_debias import evaluate
-
-    evaluate.evaluate_model(cfg, name, factory, force=force)
-
-
-# ----------------------------------------------------------------------------- the table
 def _get(d: Any, *keys: str) -> Any:
     for k in keys:
         if not isinstance(d, dict) or k not in d:
@@ -395,14 +246,29 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def best_values(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, float]:
-    """Best value per column over the rows that ran (lowest, or highest for entropy/CLIP/face rate)."""
+def _ran(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df.get("status", pd.Series("ok", index=df.index)).fillna("ok") == "ok"]
+
+
+def best_values(df: pd.DataFrame, columns: Sequence[str], shown: Callable[[float], str] | None = None
+                ) -> dict[str, float]:
+    """Best value per column (lowest, or highest where the column says so), its own reference row left out
+    (CLIP-I of the base is 1). With `shown` (how a value is printed), a column where every row that ran
+    prints the same value has no best: the tie rule of comparison.md and report.html."""
     out = {}
     for c in columns:
-        rows = df[df["method"] != "base"] if c == "clip_i" and "method" in df else df  # base vs itself = 1
+        ref = registry.self_row(c)
+        rows = df[df["method"] != ref] if ref and "method" in df else df
         vals = [v for v in (_num(x) for x in rows.get(c, [])) if v is not None]
         if vals:
-            out[c] = max(vals) if c.rsplit("_", 1)[-1] in HIGHER_IS_BETTER or c in HIGHER_IS_BETTER else min(vals)
+            out[c] = max(vals) if registry.higher_is_better(c) else min(vals)
+    if shown is not None:
+        ran = _ran(df)
+        for c in list(out):
+            printed = {shown(v) for m, x in zip(ran["method"], ran[c], strict=True)
+                       if (v := _num(x)) is not None and m != registry.self_row(c)}
+            if len(printed) <= 1:
+                del out[c]
     return out
 
 
@@ -498,20 +364,14 @@ def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] | None = Non
     quality columns when present)."""
     columns = table_columns(df) if columns is None else columns
     cols = [c for c in columns if c in df.columns and df[c].map(_num).notna().any()]
-    best = best_values(df, cols)
-    ran = df[df.get("status", pd.Series("ok", index=df.index)).fillna("ok") == "ok"]
-    for c in list(best):  # a column where every method ties (as printed) has no winner to bold
-        vals = {f"{v:.3f}" for m, x in zip(ran["method"], ran[c], strict=True)
-                if (v := _num(x)) is not None and not (c == "clip_i" and m == "base")}
-        if len(vals) <= 1:
-            del best[c]
+    best = best_values(df, cols, shown=lambda v: f"{v:.3f}")  # every method tied as printed: no bold
     mixed = "settings" in df.columns and (df["settings"].map(settings_flag) != "").any()
     lines = [f"# SOTA comparison\n\nBase model of every method: `{md_cell(base)}`. Same prompts, seeds, classifier "
              f"and metrics for all rows. {settings_header(df)}\n\n"
              "Bias: lower is better (entropy, CLIP and face rate: higher); 95% bootstrap CI in brackets; floor = "
              "the expected value of a perfectly balanced model with as many labelled images (sampling noise), "
              "excess = value − floor; ✓ / ✗ = significantly less / more biased than the base (paired 95% CI "
-             "of the difference excludes 0).\n" + (f"\n{TOY_NOTE}\n" if set(TOY_QUALITY) & set(cols) else ""),
+             "of the difference excludes 0).\n" + "".join(f"\n{n}\n" for n in view_notes(cols)),
              "| method | " + " | ".join(cols) + (" | settings |" if mixed else " |"),
              "|---|" + "---|" * (len(cols) + mixed)]
     for _, r in df.iterrows():
@@ -526,8 +386,8 @@ def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] | None = Non
                 cells.append("–")
                 continue
             s = f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
-            if c in best and math.isclose(v, best[c], rel_tol=1e-9, abs_tol=1e-12) and not (
-                    c == "clip_i" and r["method"] == "base"):
+            if c in best and math.isclose(v, best[c], rel_tol=1e-9, abs_tol=1e-12) and (
+                    r["method"] != registry.self_row(c)):
                 s = f"**{s}**"
             lo, hi = _num(r.get(f"{c}_lo")), _num(r.get(f"{c}_hi"))
             if lo is not None and hi is not None:
@@ -542,8 +402,8 @@ def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] | None = Non
 
 
 def plot(df: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Bar charts with CI whiskers: gender and race TVD per method; CLIP-T/CLIP-I per method (toy world:
-    occupation accuracy and toy FID)."""
+    """Bar charts with CI whiskers: gender and race TVD per method; CLIP-T/CLIP-I per method, or the charts
+    of the registered view the table shows (the toy world: occupation accuracy and toy FID)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -553,12 +413,9 @@ def plot(df: pd.DataFrame, out_dir: Path) -> list[Path]:
 
     ok = df[df["status"] == "ok"] if "status" in df else df
     paths = []
-    toy = table_columns(df) == TOY_TABLE_COLUMNS
-    charts = [("bias_tvd.png", ["gender_tvd", "race_tvd", "gender_race_tvd"])]
-    charts += ([("quality_occupation.png", ["occupation_acc"]), ("quality_toy_fid.png", ["toy_fid"])] if toy
-               else [("quality_clip.png", ["clip_t", "clip_i"])])
-    for fname, cols in charts:
-        cols = [c for c in cols if c in ok and ok[c].map(_num).notna().any()]
+    view = table_view(df)
+    for fname, chart in (BIAS_CHART, *(view.charts if view else QUALITY_CHARTS)):
+        cols = [c for c in chart if c in ok and ok[c].map(_num).notna().any()]
         if not cols or ok.empty:
             continue
         fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(ok) * len(cols) / 2, 3.2))
@@ -583,154 +440,3 @@ def plot(df: pd.DataFrame, out_dir: Path) -> list[Path]:
     return paths
 
 
-# ----------------------------------------------------------------------------- the stage
-def method_names(cfg: Any) -> tuple[list[str], dict[str, str]]:
-    """Rows of the table in order: base, ours (each trained mode), then the baselines.
-
-    Another model folder under models/ (e.g. the toy world's biased-data fine-tune) is a "control".
-    """
-    from t2i_debias.train.engine import MODES
-
-    names: list[str] = []
-    kinds: dict[str, str] = {}
-    for n in ours_models(cfg):
-        names.append(n)
-        kinds[n] = "base" if n == "base" else ("ours" if n in MODES else "control")
-    for m in cfg.sota.methods:
-        if m not in METHODS:
-            raise ValueError(f"[sota] methods: unknown method {m!r}; known: {', '.join(METHODS)}")
-        if m not in names:
-            names.append(m)
-            kinds[m] = "base" if m == "base" else "baseline"
-    return names, kinds
-
-
-SKIPPED = "skipped.json"
-
-
-def generate_all(cfg: Any, force: bool = False) -> tuple[list[str], dict[str, str], dict[str, str]]:
-    """generated/<name>/ for every row (base and ours via the evaluation stage); records the skips.
-
-    `force` reruns the baselines' stages (their folder generator keeps valid images made with the same
-    settings); base and ours are the generation stage's and are not remade here, so a forced pipeline
-    run does not generate the same (model, prompt, seed) twice.
-    """
-    names, kinds = method_names(cfg)
-    ours = ours_models(cfg)
-    skipped: dict[str, str] = {}
-    for name in names:
-        if kinds[name] == "baseline":
-            reason = check_applicable(cfg, name)
-            if reason:
-                log.warning("[sota] %s not applicable: %s", name, reason)
-                skipped[name] = reason
-                continue
-            generate_method(cfg, name, force=force)
-        else:  # the generation stage's own images: made once, not again under --force (their manifest decides)
-            from t2i_debias.generate import generate_model
-
-            generate_model(cfg, name, ours[name], force=False)
-    atomic_write_json(cfg.run_dir / "sota" / SKIPPED, skipped)
-    return names, kinds, skipped
-
-
-def _rows(cfg: Any) -> tuple[list[str], dict[str, str], dict[str, str]]:
-    """Rows, kinds and the skips recorded by `generate_all` (which must have run)."""
-    names, kinds = method_names(cfg)
-    path = cfg.run_dir / "sota" / SKIPPED
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run sota_evaluation/gen-images.py first")
-    return names, kinds, json.loads(path.read_text())
-
-
-def classify_all(cfg: Any, force: bool = False) -> None:
-    """Classify the images of every row that ran (bias/<name>/)."""
-    from t2i_debias.evaluate import base_first, classifier_factory_for
-
-    names, kinds, skipped = _rows(cfg)
-    factory = classifier_factory_for(cfg)  # one classifier for every method, built only if needed
-    for n in base_first(names):  # the base first: every other row is paired with its predictions
-        if n not in skipped:  # base and ours are the bias stage's (as in generate_all)
-            classify_model(cfg, n, force=force and kinds[n] == "baseline", factory=factory)
-
-
-def quality_all(cfg: Any, force: bool = False) -> None:
-    """quality/<name>.json (+ .csv) for every row that ran, with the quality stage's per-model code:
-    CLIP-T, CLIP-I against generated/base (same prompt and seed), FID/KID when [quality] reference is set.
-
-    Its manifest is sota/quality/_manifest.json, apart from the evaluation stage's quality/ manifest.
-    """
-    from t2i_debias.metrics.quality import quality_for
-
-    names, _, skipped = _rows(cfg)
-    names = [n for n in names if n not in skipped]
-    q = cfg.quality
-    gen_root = cfg.run_dir / "generated"
-    inputs = [gen_root / n / "metadata.csv" for n in names] + ([Path(q.reference)] if q.reference else [])
-    config = {**cfg.section_dict("quality"), "smoke": cfg.run.smoke, "models": names}
-    stage = Stage("sota:quality", cfg.run_dir / "sota" / "quality", config, inputs)
-
-    def body(st: Stage) -> Any:
-        return quality_for(cfg, names, cfg.run_dir / "quality"), {"models": names}
-
-    _run_stage(stage, body, force=force, log=log.info)
-
-
-def write_comparison(cfg: Any, force: bool = False) -> Path:
-    """sota/comparison.csv, comparison.md, methods.json and plots from bias/ and quality/."""
-    from t2i_debias.models import model_name
-    from t2i_debias.prompts import prompts_path
-    from t2i_debias.report.toy_quality import is_toy
-
-    names, kinds, skipped = _rows(cfg)
-    out = cfg.run_dir / "sota"
-    inputs = [prompts_path(cfg), out / SKIPPED]
-    for n in names:
-        if n not in skipped:
-            inputs += [cfg.run_dir / "bias" / n / f for f in ("summary.json", "predictions.csv")]  # + Δ vs ours
-            inputs += [cfg.run_dir / "generated" / n / "metadata.csv"] if is_toy(cfg) else []
-            q = cfg.run_dir / "quality" / f"{n}.json"
-            inputs += [q] if q.is_file() else []
-    config = {**cfg.section_dict("sota"), "rows": names, "base_model": model_name(cfg),
-              "paired_vs_ours": {"n_bootstrap": cfg.bias.n_bootstrap, "ci": cfg.bias.ci,
-                                 "resample": cfg.bias.paired_resample, "seed": cfg.run.seed}}
-    if is_toy(cfg):
-        config["toy_quality"] = {"images_dir": cfg.mpii.images_dir, "labels": cfg.section_dict("labels")["labels"]}
-    stage = Stage("sota", out, config, inputs)
-
-    def body(st: Stage) -> Any:
-        ran = [n for n in names if n not in skipped]
-        extra = None
-        if is_toy(cfg):
-            from t2i_debias.report.toy_quality import toy_quality
-
-            extra = toy_quality(cfg, ran)
-        df = check_settings(comparison_rows(cfg, names, skipped, kinds, extra), cfg.sota.allow_mixed)
-        outs = [atomic_write_csv(out / "comparison.csv", df),
-                atomic_write_text(out / "comparison.md", to_markdown(df, model_name(cfg))),
-                atomic_write_json(out / "methods.json", {n: _method_info(n, kinds[n], skipped) for n in names}),
-                out / SKIPPED]
-        outs += plot_or_warn(lambda: plot(df, out), f"{out}/*.png") or []
-        return outs, {"methods": names, "skipped": skipped}
-
-    _run_stage(stage, body, force=force, log=log.info)
-    return out / "comparison.csv"
-
-
-def run_stage(cfg: Any, force: bool = False) -> None:
-    """Generate, classify and measure every method, then write sota/comparison.{csv,md} and plots."""
-    generate_all(cfg, force=force)
-    classify_all(cfg, force=force)
-    quality_all(cfg, force=force)
-    write_comparison(cfg, force=force)
-
-
-def _method_info(name: str, kind: str, skipped: dict[str, str]) -> dict[str, Any]:
-    if kind != "baseline":
-        return {"kind": kind}
-    module, cls = METHODS[name]
-    import importlib
-
-    c = getattr(importlib.import_module(module), cls)
-    return {"kind": kind, "citation": c.citation, "doc": (importlib.import_module(module).__doc__ or "").strip(),
-            "skipped": skipped.get(name)}

@@ -1,0 +1,253 @@
+"""The SOTA comparison stage (DESIGN.md §5): every method on the same base model, prompts, seeds,
+classifier and metrics -> `sota/comparison.csv`, `sota/comparison.md` and plots.
+
+- "base" and "ours" (each trained mode under models/) are the evaluation stage's own models: their
+  images, bias and quality come from t2i_debias.generate / evaluate / metrics.quality, per model.
+- Each baseline in `sota.methods` generates into `generated/<method>/` with the same layout
+  (images/<prompt_id>/<seed>.png + metadata.csv), through the same folder generator (resume and
+  sharding included), then goes through the same bias and quality code as any model.
+- A method that cannot run on this base (Shen et al. off SD 1.5) is a row with its reason, never a gap:
+  each method says so itself (`Method.applicable`), as it says its settings (`Method.params_from`).
+- Every row carries two paired comparisons on the same (prompt, seed) pairs: against the base (from its
+  bias summary) and against ours (the last trained mode, computed here from the bias predictions).
+- The table itself is `report.comparison`'s; a toy run adds the toy world's quality columns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from t2i_debias.baselines import METHODS, method_class
+from t2i_debias.baselines.pipe import MethodPipe, build_method, load_base
+from t2i_debias.baselines.registry import method_params
+from t2i_debias.plots import plot_or_warn
+from t2i_debias.report.comparison import check_settings, comparison_rows, plot, to_markdown
+from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, atomic_write_text
+from t2i_debias.runs import run_stage as _run_stage
+from t2i_debias.toyworld.quality import is_toy, toy_quality  # (importing it registers the toy columns)
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- generation of a baseline
+def check_applicable(cfg: Any, name: str) -> str | None:
+    """None when `name` can run here, else the reason (checked without generating anything)."""
+    return method_class(name).applicable(cfg, lambda: load_base(cfg))
+
+
+def method_config(cfg: Any, name: str) -> dict[str, Any]:
+    """What determines a baseline's images: generation settings, the base model and the method's settings."""
+    from t2i_debias.generate import generation_config
+    from t2i_debias.models import base_model
+
+    conf = generation_config(cfg, name, base_model(cfg))
+    conf["method"] = {"name": name, "params": method_params(name, cfg), **method_class(name).settings_from(cfg)}
+    return conf
+
+
+def generate_method(cfg: Any, name: str, force: bool = False) -> Path:
+    """generated/<name>/ for baseline `name` (same layout and seeds as every evaluated model)."""
+    from t2i_debias.generate import SETTINGS, generate_folder
+    from t2i_debias.prompts import prompts_path, read_prompts
+
+    out_dir = cfg.run_dir / "generated" / name
+    config = method_config(cfg, name)
+    stage = Stage(f"generated:{name}", out_dir, config, [prompts_path(cfg)])
+
+    def body(st: Stage) -> Any:
+        prompts = read_prompts(prompts_path(cfg))
+        g = cfg.generate
+        size = g.resolution or None
+        settings = {"fingerprint": config["fingerprint"], "method": config["method"]}
+        built: dict[str, MethodPipe] = {}
+
+        def load() -> MethodPipe:
+            built["pipe"] = build_method(cfg, name, prompts)
+            return built["pipe"]
+
+        meta = generate_folder(load, out_dir, prompts, name, g.images_per_prompt, g.base_seed, g.batch_size,
+                               g.num_inference_steps, g.guidance_scale, size, size, settings=settings)
+        extra: dict[str, Any] = {"n_images": len(prompts) * g.images_per_prompt}
+        if "pipe" in built:  # what ran, e.g. UCE's measured ratios per tuning round
+            extra["method"] = built["pipe"].method.info()
+        return [meta, out_dir / SETTINGS], extra
+
+    _run_stage(stage, body, force=force, log=log.info)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- per-model evaluation (E's code)
+def ours_models(cfg: Any) -> dict[str, str]:
+    """The evaluation stage's models: "base" and each trained mode ("text", "unet", "both", ...).
+
+    The base is always one of them: every row is compared with it. A `[generate] models` list without a
+    `base` entry gets the run's base model as "base" (first), not a KeyError in the middle of the stage.
+    """
+    from t2i_debias.generate import models_to_evaluate
+    from t2i_debias.models import base_model
+
+    models = models_to_evaluate(cfg)
+    if "base" in models:
+        return models
+    log.info("[sota] [generate] models has no 'base' entry: the run's base model is generated as 'base' for the "
+             "comparison")
+    return {"base": base_model(cfg), **models}
+
+
+def classify_model(cfg: Any, name: str, force: bool = False, factory: Any = None) -> None:
+    """bias/<name>/ (predictions, per-prompt metrics, summary with CIs) with the evaluation stage's code."""
+    from t2i_debias import evaluate
+
+    evaluate.evaluate_model(cfg, name, factory, force=force)
+
+
+# ----------------------------------------------------------------------------- the stage
+def method_names(cfg: Any) -> tuple[list[str], dict[str, str]]:
+    """Rows of the table in order: base, ours (each trained mode), then the baselines.
+
+    Another model folder under models/ (e.g. the toy world's biased-data fine-tune) is a "control".
+    """
+    from t2i_debias.config import MODES
+
+    names: list[str] = []
+    kinds: dict[str, str] = {}
+    for n in ours_models(cfg):
+        names.append(n)
+        kinds[n] = "base" if n == "base" else ("ours" if n in MODES else "control")
+    for m in cfg.sota.methods:
+        if m not in METHODS:
+            raise ValueError(f"[sota] methods: unknown method {m!r}; known: {', '.join(METHODS)}")
+        if m not in names:
+            names.append(m)
+            kinds[m] = "base" if m == "base" else "baseline"
+    return names, kinds
+
+
+SKIPPED = "skipped.json"
+
+
+def generate_all(cfg: Any, force: bool = False) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """generated/<name>/ for every row (base and ours via the evaluation stage); records the skips.
+
+    `force` reruns the baselines' stages (their folder generator keeps valid images made with the same
+    settings); base and ours are the generation stage's and are not remade here, so a forced pipeline
+    run does not generate the same (model, prompt, seed) twice.
+    """
+    names, kinds = method_names(cfg)
+    ours = ours_models(cfg)
+    skipped: dict[str, str] = {}
+    for name in names:
+        if kinds[name] == "baseline":
+            reason = check_applicable(cfg, name)
+            if reason:
+                log.warning("[sota] %s not applicable: %s", name, reason)
+                skipped[name] = reason
+                continue
+            generate_method(cfg, name, force=force)
+        else:  # the generation stage's own images: made once, not again under --force (their manifest decides)
+            from t2i_debias.generate import generate_model
+
+            generate_model(cfg, name, ours[name], force=False)
+    atomic_write_json(cfg.run_dir / "sota" / SKIPPED, skipped)
+    return names, kinds, skipped
+
+
+def _rows(cfg: Any) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """Rows, kinds and the skips recorded by `generate_all` (which must have run)."""
+    names, kinds = method_names(cfg)
+    path = cfg.run_dir / "sota" / SKIPPED
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run sota_evaluation/gen-images.py first")
+    return names, kinds, json.loads(path.read_text())
+
+
+def classify_all(cfg: Any, force: bool = False) -> None:
+    """Classify the images of every row that ran (bias/<name>/)."""
+    from t2i_debias.evaluate import base_first, classifier_factory_for
+
+    names, kinds, skipped = _rows(cfg)
+    factory = classifier_factory_for(cfg)  # one classifier for every method, built only if needed
+    for n in base_first(names):  # the base first: every other row is paired with its predictions
+        if n not in skipped:  # base and ours are the bias stage's (as in generate_all)
+            classify_model(cfg, n, force=force and kinds[n] == "baseline", factory=factory)
+
+
+def quality_all(cfg: Any, force: bool = False) -> None:
+    """quality/<name>.json (+ .csv) for every row that ran, with the quality stage's per-model code:
+    CLIP-T, CLIP-I against generated/base (same prompt and seed), FID/KID when [quality] reference is set.
+
+    Its manifest is sota/quality/_manifest.json, apart from the evaluation stage's quality/ manifest.
+    """
+    from t2i_debias.metrics.quality import quality_for
+
+    names, _, skipped = _rows(cfg)
+    names = [n for n in names if n not in skipped]
+    q = cfg.quality
+    gen_root = cfg.run_dir / "generated"
+    inputs = [gen_root / n / "metadata.csv" for n in names] + ([Path(q.reference)] if q.reference else [])
+    config = {**cfg.section_dict("quality"), "smoke": cfg.run.smoke, "models": names}
+    stage = Stage("sota:quality", cfg.run_dir / "sota" / "quality", config, inputs)
+
+    def body(st: Stage) -> Any:
+        return quality_for(cfg, names, cfg.run_dir / "quality"), {"models": names}
+
+    _run_stage(stage, body, force=force, log=log.info)
+
+
+def write_comparison(cfg: Any, force: bool = False) -> Path:
+    """sota/comparison.csv, comparison.md, methods.json and plots from bias/ and quality/."""
+    from t2i_debias.models import model_name
+    from t2i_debias.prompts import prompts_path
+
+    names, kinds, skipped = _rows(cfg)
+    out = cfg.run_dir / "sota"
+    inputs = [prompts_path(cfg), out / SKIPPED]
+    for n in names:
+        if n not in skipped:
+            inputs += [cfg.run_dir / "bias" / n / f for f in ("summary.json", "predictions.csv")]  # + Δ vs ours
+            inputs += [cfg.run_dir / "generated" / n / "metadata.csv"] if is_toy(cfg) else []
+            q = cfg.run_dir / "quality" / f"{n}.json"
+            inputs += [q] if q.is_file() else []
+    config = {**cfg.section_dict("sota"), "rows": names, "base_model": model_name(cfg),
+              "paired_vs_ours": {"n_bootstrap": cfg.bias.n_bootstrap, "ci": cfg.bias.ci,
+                                 "resample": cfg.bias.paired_resample, "seed": cfg.run.seed}}
+    if is_toy(cfg):
+        config["toy_quality"] = {"images_dir": cfg.mpii.images_dir, "labels": cfg.section_dict("labels")["labels"]}
+    stage = Stage("sota", out, config, inputs)
+
+    def body(st: Stage) -> Any:
+        ran = [n for n in names if n not in skipped]
+        extra = None
+        if is_toy(cfg):
+            extra = toy_quality(cfg, ran)
+        df = check_settings(comparison_rows(cfg, names, skipped, kinds, extra), cfg.sota.allow_mixed)
+        outs = [atomic_write_csv(out / "comparison.csv", df),
+                atomic_write_text(out / "comparison.md", to_markdown(df, model_name(cfg))),
+                atomic_write_json(out / "methods.json", {n: _method_info(n, kinds[n], skipped) for n in names}),
+                out / SKIPPED]
+        outs += plot_or_warn(lambda: plot(df, out), f"{out}/*.png") or []
+        return outs, {"methods": names, "skipped": skipped}
+
+    _run_stage(stage, body, force=force, log=log.info)
+    return out / "comparison.csv"
+
+
+def run_stage(cfg: Any, force: bool = False) -> None:
+    """Generate, classify and measure every method, then write sota/comparison.{csv,md} and plots."""
+    generate_all(cfg, force=force)
+    classify_all(cfg, force=force)
+    quality_all(cfg, force=force)
+    write_comparison(cfg, force=force)
+
+
+def _method_info(name: str, kind: str, skipped: dict[str, str]) -> dict[str, Any]:
+    if kind != "baseline":
+        return {"kind": kind}
+    import sys
+
+    c = method_class(name)
+    return {"kind": kind, "citation": c.citation, "doc": (sys.modules[c.__module__].__doc__ or "").strip(),
+            "skipped": skipped.get(name)}
