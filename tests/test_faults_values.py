@@ -18,7 +18,7 @@ from train_fixtures import make_enriched, small_config  # noqa: E402
 from t2i_debias import evaluate, generate, prompts  # noqa: E402
 from t2i_debias.errors import UserError  # noqa: E402
 from t2i_debias.runs import MANIFEST  # noqa: E402
-from t2i_debias.train import engine  # noqa: E402
+from t2i_debias.stages import models as models_stage  # noqa: E402
 
 
 @pytest.mark.slow
@@ -27,7 +27,7 @@ def test_learning_rate_1e30_stops_at_the_step_the_loss_turns_nan_and_writes_no_m
     make_enriched(run / "enriched", n=2)
     cfg = small_config(run, learning_rate=1e30, max_train_steps=4, modes=["both"])
     with pytest.raises(UserError) as e:
-        engine.run_stage(cfg)
+        models_stage.run_stage(cfg)
     msg = str(e.value)
     assert "\n" not in msg and "mode both" in msg and "step 2" in msg and "1e+30" in msg, msg
     assert "nan" in msg.lower() and "learning_rate" in msg  # what went wrong, and the key to change
@@ -41,7 +41,7 @@ def test_no_checkpoint_and_no_snapshot_holds_non_finite_weights(tmp_path) -> Non
     cfg = small_config(run, learning_rate=1e30, max_train_steps=4, modes=["both"], checkpointing_steps=1,
                        snapshot_steps=[1, 2, 3])
     with pytest.raises(UserError):
-        engine.run_stage(cfg)
+        models_stage.run_stage(cfg)
     from safetensors.torch import load_file
 
     saved = sorted((run / "models" / "both").rglob("*.safetensors"))
