@@ -42,24 +42,26 @@ def main(argv: list[str] | None = None) -> int:
     setup_env()
     torch.set_num_threads(1) if args.device == "cpu" else None
     from t2i_debias.models import resolve_model
-    from t2i_debias.train import engine
+    from t2i_debias.train import modes
+    from t2i_debias.train import parts as train_parts
+    from t2i_debias.train import step as train_step
     from t2i_debias.train.data import TripletDataset, read_triplets
     from tests.helpers.train_fixtures import make_enriched, small_config
 
     base = resolve_model(args.model)
     cfg = small_config(resolution=args.resolution)
     variants = {"plain denoise": ("unet", {"denoise": 1.0, "vision": 0.0})}
-    variants.update({m: (m, {}) for m in engine.MODES})
+    variants.update({m: (m, {}) for m in modes.MODES})
     runners = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = make_enriched(Path(tmp) / "enriched", n=args.batch, size=args.resolution)
         for name, (mode, over) in variants.items():
-            weights = engine.resolve_weights(mode, over)
-            parts = engine.load_parts(base, mode, weights)
+            weights = modes.resolve_weights(mode, over)
+            parts = train_parts.load_parts(base, mode, weights)
             for n in ("text_encoder", "unet", "vae"):
                 if getattr(parts, n) is not None:
                     getattr(parts, n).to(args.device)
-            params = engine.trainable_parameters(parts)
+            params = train_parts.trainable_parameters(parts)
             opt = torch.optim.AdamW(params, lr=1e-6)
             ds = TripletDataset(read_triplets(data), parts.tokenizer, args.resolution)
             batch = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def step(name: str, i: int) -> None:
         parts, weights, opt, batch = runners[name]
-        terms = engine.compute_losses(parts, batch, weights, cfg.train, seed=0, batch_number=i)
+        terms = train_step.compute_losses(parts, batch, weights, cfg.train, seed=0, batch_number=i)
         terms["loss"].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

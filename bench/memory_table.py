@@ -180,7 +180,7 @@ def measure(out_csv: Path) -> list[dict[str, Any]]:
     from transformers import CLIPTextModel
 
     from t2i_debias.shapes import build_components
-    from t2i_debias.train.engine import _add_lora
+    from t2i_debias.train.parts import _add_lora
 
     rows: list[dict[str, Any]] = []
     ratio = validate()
@@ -233,7 +233,7 @@ def parameter_counts() -> dict[str, int]:
     import torch
 
     from t2i_debias.shapes import build_components
-    from t2i_debias.train.engine import _add_lora
+    from t2i_debias.train.parts import _add_lora
 
     parts = build_components("sd21", "meta")
     out = {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items()}

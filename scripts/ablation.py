@@ -123,7 +123,8 @@ def train_arm(cfg: Any, arm: str, steps: list[int]) -> tuple[dict[int, Path], fl
     """Train one arm; returns {steps: model folder}, the wall and the CPU seconds of training (read back from
     its train_cost.json when the arm was trained before)."""
     from t2i_debias.models import base_model
-    from t2i_debias.train import engine
+    from t2i_debias.stages.models import train_control, train_stage
+    from t2i_debias.train.modes import modes_to_run
 
     c = arm_config(cfg, arm, steps)
     base = base_model(c)
@@ -141,16 +142,16 @@ def train_arm(cfg: Any, arm: str, steps: list[int]) -> tuple[dict[int, Path], fl
     out = c.run_dir / "arms" / arm_folder(arm)
     t0, cpu0 = time.time(), _cpu_seconds()
     if arm == "control":
-        mode = engine.modes_to_run(c.train)[-1]
-        engine.train_control(c, base, data, out, mode)
+        mode = modes_to_run(c.train)[-1]
+        train_control(c, base, data, out, mode)
         folders = [out]
     else:
         folders = []
-        for mode in engine.modes_to_run(c.train):
+        for mode in modes_to_run(c.train):
             prev = folders[-1] if folders else None
             folders.append(out / mode)
-            engine.train_stage(c, mode, str(prev or base), data, folders[-1], origin=base,
-                               prev_manifest=(prev / "_manifest.json") if prev else None)
+            train_stage(c, mode, str(prev or base), data, folders[-1], origin=base,
+                        prev_manifest=(prev / "_manifest.json") if prev else None)
     seconds, cpu = time.time() - t0, _cpu_seconds() - cpu0
     cost = out / "train_cost.json"
     if seconds < 30 and cost.is_file():  # trained before (manifests matched): that run's cost

@@ -175,7 +175,7 @@ _WARNED_STALE: set[tuple[str, str]] = set()  # (run folder, model): each stale f
 def current_modes(cfg: Any) -> list[str]:
     """The model folders the config trains under models/: each mode of `[train] modes` (in schedule order), and
     "control" when `[train] control`."""
-    from t2i_debias.train.engine import modes_to_run
+    from t2i_debias.train.modes import modes_to_run
 
     return modes_to_run(cfg.train) + (["control"] if cfg.train.control else [])
 

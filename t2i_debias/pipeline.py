@@ -24,7 +24,7 @@ STAGES: list[tuple[str, str]] = [
     ("labels", "t2i_debias.labels.runner"),
     ("analysis", "t2i_debias.analysis"),
     ("enriched", "t2i_debias.stages.enriched"),
-    ("models", "t2i_debias.train.engine"),
+    ("models", "t2i_debias.stages.models"),
     ("prompts", "t2i_debias.prompts"),
     ("generated", "t2i_debias.generate"),
     ("bias", "t2i_debias.evaluate"),

@@ -8,97 +8,99 @@ from pathlib import Path
 import pytest
 import torch
 
-from t2i_debias.train import engine
+from t2i_debias.stages import models as models_stage
+from t2i_debias.train import checkpoints, engine, modes, step
+from t2i_debias.train import parts as train_parts
 from t2i_debias.train.data import TripletDataset, read_triplets
 from tests.helpers.train_fixtures import make_enriched, small_config
 
 
 # ----------------------------------------------------------------------------- options (no models)
 def test_resolve_weights_defaults_overrides_and_skips():
-    assert engine.resolve_weights("text") == {"denoise": 0.0, "lang": 0.1, "vision": 0.0, "preserve": 0.0,
+    assert modes.resolve_weights("text") == {"denoise": 0.0, "lang": 0.1, "vision": 0.0, "preserve": 0.0,
                                               "prior": 0.0}
-    assert engine.resolve_weights("unet") == {"denoise": 0.0, "lang": 0.0, "vision": 1.0, "preserve": 0.0,
+    assert modes.resolve_weights("unet") == {"denoise": 0.0, "lang": 0.0, "vision": 1.0, "preserve": 0.0,
                                               "prior": 0.0}
-    assert engine.resolve_weights("both") == {"denoise": 0.5, "lang": 0.1, "vision": 0.4, "preserve": 0.0,
+    assert modes.resolve_weights("both") == {"denoise": 0.5, "lang": 0.1, "vision": 0.4, "preserve": 0.0,
                                               "prior": 0.0}
-    assert engine.resolve_weights("both", {"vision": 0, "preserve": 0.2})["vision"] == 0.0
-    assert engine.resolve_weights("both", {"preserve": 0.2})["preserve"] == 0.2
+    assert modes.resolve_weights("both", {"vision": 0, "preserve": 0.2})["vision"] == 0.0
+    assert modes.resolve_weights("both", {"preserve": 0.2})["preserve"] == 0.2
     # lang/preserve reach only the text encoder: frozen in unet mode, so they are not computed
-    assert engine.resolve_weights("unet", {"lang": 0.3, "preserve": 1.0})["lang"] == 0.0
+    assert modes.resolve_weights("unet", {"lang": 0.3, "preserve": 1.0})["lang"] == 0.0
     with pytest.raises(ValueError, match="unknown loss weight 'clip'"):
-        engine.resolve_weights("text", {"clip": 1.0})
+        modes.resolve_weights("text", {"clip": 1.0})
     with pytest.raises(ValueError, match="nothing to train"):
-        engine.resolve_weights("text", {"lang": 0.0})
+        modes.resolve_weights("text", {"lang": 0.0})
     with pytest.raises(ValueError, match="unknown training mode"):
-        engine.resolve_weights("vae")
+        modes.resolve_weights("vae")
 
 
 def test_check_options_names_the_bad_option():
     cfg = small_config(lang_similarity="mean")
     with pytest.raises(ValueError, match="lang_similarity must be one of tokens | pooled"):
-        engine.check_options(cfg.train)
+        modes.check_options(cfg.train)
     with pytest.raises(ValueError, match="train_batch_size must be >= 1"):
-        engine.check_options(small_config(train_batch_size=0).train)
-    engine.check_options(small_config(mixed_precision="bf16", denoise_caption="anchor").train)
+        modes.check_options(small_config(train_batch_size=0).train)
+    modes.check_options(small_config(mixed_precision="bf16", denoise_caption="anchor").train)
     with pytest.raises(ValueError, match="ignores the warm-up for 'constant'"):
-        engine.check_options(small_config(lr_scheduler="constant", lr_warmup_steps=20).train)
-    engine.check_options(small_config(lr_scheduler="constant_with_warmup", lr_warmup_steps=20).train)
+        modes.check_options(small_config(lr_scheduler="constant", lr_warmup_steps=20).train)
+    modes.check_options(small_config(lr_scheduler="constant_with_warmup", lr_warmup_steps=20).train)
     with pytest.raises(ValueError, match="attribute_share \\+ caption_dropout must be <= 1"):
-        engine.check_options(small_config(attribute_share=0.8, caption_dropout=0.3).train)
+        modes.check_options(small_config(attribute_share=0.8, caption_dropout=0.3).train)
     with pytest.raises(ValueError, match="denoise_members must be one of positive | anchor | both"):
-        engine.check_options(small_config(denoise_members="negative").train)
+        modes.check_options(small_config(denoise_members="negative").train)
     with pytest.raises(ValueError, match="guidance_target"):
-        engine.check_options(small_config(guidance_target=-2.0).train)
+        modes.check_options(small_config(guidance_target=-2.0).train)
 
 
 def test_modes_to_run():
     cfg = small_config()
-    assert engine.modes_to_run(cfg.train) == ["text", "unet", "both"]
+    assert modes.modes_to_run(cfg.train) == ["text", "unet", "both"]
     cfg.train.modes = ["both", "text"]
-    assert engine.modes_to_run(cfg.train) == ["text", "both"]
+    assert modes.modes_to_run(cfg.train) == ["text", "both"]
     cfg.train.schedule = "joint"
-    assert engine.modes_to_run(cfg.train) == ["both"]
+    assert modes.modes_to_run(cfg.train) == ["both"]
     cfg.train.schedule = "parallel"
     with pytest.raises(ValueError, match="schedule"):
-        engine.modes_to_run(cfg.train)
+        modes.modes_to_run(cfg.train)
 
 
 def test_unet_passes_per_weights():
-    w = engine.resolve_weights
-    assert engine.unet_passes(w("text")) == []
-    assert engine.unet_passes(w("unet")) == ["a", "p", "n"]
+    w = modes.resolve_weights
+    assert step.unet_passes(w("text")) == []
+    assert step.unet_passes(w("unet")) == ["a", "p", "n"]
     # denoise is its own pass (the denoised member under its chosen caption); the guided target adds ε_u
-    assert engine.unet_passes(w("both")) == ["a", "p", "n", "d"]
-    assert engine.unet_passes(w("both", {"vision": 0})) == ["d"]
-    assert engine.unet_passes(w("both", {"vision": 0}), guidance_target=4.0) == ["d", "u"]
+    assert step.unet_passes(w("both")) == ["a", "p", "n", "d"]
+    assert step.unet_passes(w("both", {"vision": 0})) == ["d"]
+    assert step.unet_passes(w("both", {"vision": 0}), guidance_target=4.0) == ["d", "u"]
 
 
 def test_noise_shared_independent_and_layout_free():
-    lat, noise, ts = engine.draw_noise([3, 7], (4, 2, 2), 1000, seed=0, batch_number=5, independent=False)
+    lat, noise, ts = step.draw_noise([3, 7], (4, 2, 2), 1000, seed=0, batch_number=5, independent=False)
     assert lat.shape == (2, 3, 4, 2, 2) and noise.shape == (2, 1, 4, 2, 2) and ts.shape == (2, 1)
-    _, noise3, ts3 = engine.draw_noise([3, 7], (4, 2, 2), 1000, seed=0, batch_number=5, independent=True)
+    _, noise3, ts3 = step.draw_noise([3, 7], (4, 2, 2), 1000, seed=0, batch_number=5, independent=True)
     assert noise3.shape == (2, 3, 4, 2, 2) and not torch.equal(noise3[:, 0], noise3[:, 1])
     # a triplet's draws depend on (seed, batch number, index) only: not on the batch it shares
-    _, alone, t_alone = engine.draw_noise([7], (4, 2, 2), 1000, seed=0, batch_number=5, independent=False)
+    _, alone, t_alone = step.draw_noise([7], (4, 2, 2), 1000, seed=0, batch_number=5, independent=False)
     assert torch.equal(alone[0], noise[1]) and torch.equal(t_alone[0], ts[1])
-    _, other, _ = engine.draw_noise([7], (4, 2, 2), 1000, seed=0, batch_number=6, independent=False)
+    _, other, _ = step.draw_noise([7], (4, 2, 2), 1000, seed=0, batch_number=6, independent=False)
     assert not torch.equal(other[0], noise[1])
 
 
 def test_find_resume(tmp_path):
     ck = tmp_path / "checkpoints"
-    assert engine.find_resume(ck, "latest", "h") is None
+    assert checkpoints.find_resume(ck, "latest", "h") is None
     for s in (2, 10, 4):
         (ck / f"checkpoint-{s}").mkdir(parents=True)
     (ck / ".checkpoint-12.tmp").mkdir()  # an unfinished save is never resumed
     (ck / "_train_hash.txt").write_text("h\n")
-    assert engine.find_resume(ck, "latest", "h").name == "checkpoint-10"
-    assert engine.find_resume(ck, "latest", "other") is None  # made under another config
-    assert engine.find_resume(ck, "latest", "h", max_step=5).name == "checkpoint-4"  # never past the end
-    assert engine.find_resume(ck, "checkpoint-4", "h").name == "checkpoint-4"
-    assert engine.find_resume(ck, "", "h") is None
+    assert checkpoints.find_resume(ck, "latest", "h").name == "checkpoint-10"
+    assert checkpoints.find_resume(ck, "latest", "other") is None  # made under another config
+    assert checkpoints.find_resume(ck, "latest", "h", max_step=5).name == "checkpoint-4"  # never past the end
+    assert checkpoints.find_resume(ck, "checkpoint-4", "h").name == "checkpoint-4"
+    assert checkpoints.find_resume(ck, "", "h") is None
     with pytest.raises(FileNotFoundError):
-        engine.find_resume(ck, "checkpoint-3", "h")
+        checkpoints.find_resume(ck, "checkpoint-3", "h")
 
 
 # ----------------------------------------------------------------------------- one step on the tiny pipeline
@@ -113,17 +115,17 @@ def _batch(enriched, tokenizer):
 
 
 def test_both_mode_runs_one_batched_unet_call(tiny_sd_path, enriched):
-    weights = engine.resolve_weights("both")
-    parts = engine.load_parts(str(tiny_sd_path), "both", weights)
+    weights = modes.resolve_weights("both")
+    parts = train_parts.load_parts(str(tiny_sd_path), "both", weights)
     calls = []
     parts.unet.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     batch = _batch(enriched, parts.tokenizer)
     cfg = small_config()
     with torch.no_grad():
-        batched = engine.compute_losses(parts, batch, weights, cfg.train, seed=0, batch_number=0)
+        batched = step.compute_losses(parts, batch, weights, cfg.train, seed=0, batch_number=0)
         assert calls == [6]  # a, p, n of 2 triplets in one call
         cfg.train.batch_unet_passes = False
-        split = engine.compute_losses(parts, batch, weights, cfg.train, seed=0, batch_number=0)
+        split = step.compute_losses(parts, batch, weights, cfg.train, seed=0, batch_number=0)
     assert calls[1:] == [2, 2, 2]
     for k in ("denoise", "lang", "vision", "loss"):
         assert split[k].item() == pytest.approx(batched[k].item(), rel=1e-4, abs=1e-6)
@@ -146,10 +148,10 @@ def _identical(a: Path, b: Path) -> bool:
 
 
 def _fixed_loss(path: Path, mode: str, enriched: Path, cfg) -> float:
-    w = engine.resolve_weights(mode)
-    parts = engine.load_parts(str(path), mode, w)
+    w = modes.resolve_weights(mode)
+    parts = train_parts.load_parts(str(path), mode, w)
     with torch.no_grad():
-        return engine.compute_losses(parts, _batch(enriched, parts.tokenizer), w, cfg.train,
+        return step.compute_losses(parts, _batch(enriched, parts.tokenizer), w, cfg.train,
                                      seed=123, batch_number=0)["loss"].item()
 
 
@@ -158,7 +160,7 @@ def test_sequential_stage_trains_each_mode_and_keeps_the_rest(tmp_path, tiny_sd_
     run = tmp_path / "run"
     make_enriched(run / "enriched", n=2)
     cfg = small_config(run, max_train_steps=3)
-    engine.run_stage(cfg)
+    models_stage.run_stage(cfg)
     models = run / "models"
     base = Path(tiny_sd_path)
 
@@ -173,7 +175,7 @@ def test_sequential_stage_trains_each_mode_and_keeps_the_rest(tmp_path, tiny_sd_
         assert [r["step"] for r in rows] == ["1", "2", "3"]
         assert list(rows[0]) == ["step", "loss", "denoise", "lang", "vision", "preserve", "prior", "lr"]
         active = {k for k in ("denoise", "lang", "vision", "preserve", "prior") if rows[0][k] != ""}
-        assert active == {k for k, v in engine.resolve_weights(mode).items() if v > 0}
+        assert active == {k for k, v in modes.resolve_weights(mode).items() if v > 0}
         assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         card = (out / "README.md").read_text()
         assert f"mode `{mode}`" in card and "Steps:** 3" in card and str(base) in card
@@ -198,7 +200,7 @@ def test_sequential_stage_trains_each_mode_and_keeps_the_rest(tmp_path, tiny_sd_
 
     # a rerun skips every complete mode
     stamp = (models / "both" / "_manifest.json").stat().st_mtime_ns
-    engine.run_stage(cfg)
+    models_stage.run_stage(cfg)
     assert (models / "both" / "_manifest.json").stat().st_mtime_ns == stamp
 
 
@@ -231,7 +233,7 @@ def test_lora_chain_outputs_load(tmp_path, tiny_sd_path):
     run = tmp_path / "run"
     make_enriched(run / "enriched", n=2)
     cfg = small_config(run, lora_rank=4, max_train_steps=2, modes=["text", "unet"])
-    engine.run_stage(cfg)
+    models_stage.run_stage(cfg)
     text_out, unet_out = run / "models" / "text", run / "models" / "unet"
     for out in (text_out, unet_out):
         assert (out / "pytorch_lora_weights.safetensors").exists() and not (out / "unet").exists()
@@ -252,7 +254,7 @@ def test_lora_chain_outputs_load(tmp_path, tiny_sd_path):
     after = embed(pipe)
     assert not torch.allclose(before, after)
     # the diffusers-format file and the peft-format state give the same text encoder
-    parts = engine.load_parts(str(tiny_sd_path), "unet", engine.resolve_weights("unet"), 4, unet_out)
+    parts = train_parts.load_parts(str(tiny_sd_path), "unet", modes.resolve_weights("unet"), 4, unet_out)
     with torch.no_grad():
         ids = parts.tokenizer(["a photo of a chef"], padding="max_length", return_tensors="pt").input_ids
         assert torch.allclose(parts.text_encoder(ids)[0], after, atol=1e-5)
@@ -261,7 +263,7 @@ def test_lora_chain_outputs_load(tmp_path, tiny_sd_path):
 
 
 def test_text_script_accepts_diffusers_flags(tmp_path, tiny_sd_path, enriched):
-    from t2i_debias.train.scripts import main_for_mode
+    from t2i_debias.stages.models import main_for_mode
 
     out = main_for_mode("text", "test", [
         "--pretrained_model_name_or_path", "tiny:sd", "--train_data_dir", str(enriched),

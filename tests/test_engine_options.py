@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from t2i_debias.config import ConfigError, load_config
-from t2i_debias.train import engine
+from t2i_debias.stages import models as models_stage
+from t2i_debias.train import modes, step
+from t2i_debias.train import parts as train_parts
 from t2i_debias.train.data import (
     MemberInfo,
     TrainTriplet,
@@ -103,15 +105,15 @@ def test_caption_choice_shares_are_seeded_per_sample(tmp_path, tiny_sd_path):
     batch["index"] = torch.arange(n)
 
     def shares(**opts):
-        ids = engine.choose_captions(batch, small_config(**opts).train, seed=0, batch_number=3)
+        ids = step.choose_captions(batch, small_config(**opts).train, seed=0, batch_number=3)
         return {k: sum(torch.equal(r, one[k]) for r in ids) / n for k in ("ids_base", "ids_attr", "ids_empty")}
 
     assert shares() == {"ids_base": 1.0, "ids_attr": 0.0, "ids_empty": 0.0}
     assert shares(caption_dropout=1.0)["ids_empty"] == 1.0
     s = shares(attribute_share=0.3, caption_dropout=0.1)
     assert abs(s["ids_attr"] - 0.3) < 0.07 and abs(s["ids_empty"] - 0.1) < 0.05
-    a = engine.choose_captions(batch, small_config(attribute_share=0.5).train, seed=0, batch_number=3)
-    b = engine.choose_captions(batch, small_config(attribute_share=0.5).train, seed=0, batch_number=3)
+    a = step.choose_captions(batch, small_config(attribute_share=0.5).train, seed=0, batch_number=3)
+    b = step.choose_captions(batch, small_config(attribute_share=0.5).train, seed=0, batch_number=3)
     assert torch.equal(a, b)  # the same draw on a rerun (exact resume)
 
 
@@ -119,27 +121,27 @@ def test_guided_target_batches_the_unconditional_pass(tiny_sd_path, tmp_path):
     from t2i_debias.train.losses import guided_denoise_loss
 
     root = make_enriched(tmp_path / "enriched", n=2)
-    weights = engine.resolve_weights("unet", {"vision": 0.0, "denoise": 1.0})
-    parts = engine.load_parts(str(tiny_sd_path), "unet", weights)
+    weights = modes.resolve_weights("unet", {"vision": 0.0, "denoise": 1.0})
+    parts = train_parts.load_parts(str(tiny_sd_path), "unet", weights)
     calls = []
     parts.unet.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     ds = TripletDataset(read_triplets(root), parts.tokenizer, 32, denoise_caption="neutral")
     batch = torch.utils.data.default_collate([ds[0], ds[1]])
     cfg = small_config(guidance_target=4.0, uncond_weight=0.5)
     with torch.no_grad():
-        terms = engine.compute_losses(parts, batch, weights, cfg.train, seed=0, batch_number=0)
+        terms = step.compute_losses(parts, batch, weights, cfg.train, seed=0, batch_number=0)
     assert calls == [4]  # conditional and unconditional passes of 2 samples in one U-Net call
     # the same number by hand: recompute the two predictions with separate calls
     cfg.train.batch_unet_passes = False
     captured = []
     parts.unet.register_forward_hook(lambda m, i, o: captured.append(o[0]))
     with torch.no_grad():
-        split = engine.compute_losses(parts, batch, weights, cfg.train, seed=0, batch_number=0)
+        split = step.compute_losses(parts, batch, weights, cfg.train, seed=0, batch_number=0)
     assert calls[1:] == [2, 2]
     assert split["denoise"].item() == pytest.approx(terms["denoise"].item(), rel=1e-4)
     # known answer: with the target eps, guided_denoise_loss of the captured predictions
     assert captured[0].shape == captured[1].shape
-    lat_eps, noise, ts = engine.draw_noise([0, 1], tuple(captured[0].shape[1:]), 1000, 0, 0, False)
+    lat_eps, noise, ts = step.draw_noise([0, 1], tuple(captured[0].shape[1:]), 1000, 0, 0, False)
     want = guided_denoise_loss(captured[0], captured[1], noise[:, 0], 4.0, 0.5)
     assert split["denoise"].item() == pytest.approx(want.item(), rel=1e-4)
 
@@ -148,8 +150,8 @@ def test_prior_preservation_distils_the_frozen_unet_under_attribute_captions(tin
     from t2i_debias.train.losses import prior_loss
 
     root = make_enriched(tmp_path / "enriched", n=2)
-    weights = engine.resolve_weights("unet", {"vision": 0.0, "denoise": 1.0, "prior": 1.0})
-    parts = engine.load_parts(str(tiny_sd_path), "unet", weights)
+    weights = modes.resolve_weights("unet", {"vision": 0.0, "denoise": 1.0, "prior": 1.0})
+    parts = train_parts.load_parts(str(tiny_sd_path), "unet", weights)
     assert parts.frozen_unet is not None and not any(p.requires_grad for p in parts.frozen_unet.parameters())
     ds = TripletDataset(read_triplets(root), parts.tokenizer, 32, denoise_caption="neutral")
     batch = torch.utils.data.default_collate([ds[0], ds[1]])
@@ -157,14 +159,14 @@ def test_prior_preservation_distils_the_frozen_unet_under_attribute_captions(tin
     # the prior caption is the positive's or the negative's (attribute) caption, drawn per sample, seeded
     many = {k: torch.stack([v[0]] * 200) for k, v in batch.items() if torch.is_tensor(v)}
     many["index"] = torch.arange(200)
-    ids = engine.prior_captions(many, seed=0, batch_number=1)
+    ids = step.prior_captions(many, seed=0, batch_number=1)
     share_p = sum(torch.equal(r, batch["ids_p"][0]) for r in ids) / 200
     assert 0.4 < share_p < 0.6 and all(torch.equal(r, batch["ids_p"][0]) or torch.equal(r, batch["ids_n"][0])
                                        for r in ids)
-    assert torch.equal(ids, engine.prior_captions(many, seed=0, batch_number=1))
+    assert torch.equal(ids, step.prior_captions(many, seed=0, batch_number=1))
     # untrained: the fine-tune is the base, so the term is 0 (up to the batched call's rounding)
     with torch.no_grad():
-        terms = engine.compute_losses(parts, batch, weights, train, seed=0, batch_number=0)
+        terms = step.compute_losses(parts, batch, weights, train, seed=0, batch_number=0)
     assert terms["prior"].item() < 1e-10
     assert terms["loss"].item() == pytest.approx(terms["denoise"].item())
     # move the trained U-Net: the term is the MSE to the frozen U-Net's prediction on the same input
@@ -176,13 +178,13 @@ def test_prior_preservation_distils_the_frozen_unet_under_attribute_captions(tin
     trained_out = []
     parts.unet.register_forward_hook(lambda m, i, o: trained_out.append(o[0]))
     with torch.no_grad():
-        terms = engine.compute_losses(parts, batch, weights, train, seed=0, batch_number=0)
+        terms = step.compute_losses(parts, batch, weights, train, seed=0, batch_number=0)
     (args, frozen_pred), = captured
     q = trained_out[0].split(2)[-1]  # passes d then q in one call: q is the last block
     # the frozen pass sees the prior captions (not the denoise captions) on the denoised member's latent
     with torch.no_grad():
-        want_hidden = parts.text_encoder(engine.prior_captions(batch, seed=0, batch_number=0)).last_hidden_state
-        d_hidden = parts.text_encoder(engine.choose_captions(batch, train, seed=0, batch_number=0)).last_hidden_state
+        want_hidden = parts.text_encoder(step.prior_captions(batch, seed=0, batch_number=0)).last_hidden_state
+        d_hidden = parts.text_encoder(step.choose_captions(batch, train, seed=0, batch_number=0)).last_hidden_state
     assert torch.allclose(args[2], want_hidden, atol=1e-5) and not torch.allclose(args[2], d_hidden, atol=1e-3)
     assert terms["prior"].item() == pytest.approx(prior_loss(q, frozen_pred).item(), rel=1e-6)
     assert terms["prior"].item() > 0
@@ -220,23 +222,23 @@ def test_resolved_train_fills_guidance_and_precision():
     cfg = small_config(guidance_target=-1.0, mixed_precision="auto")
     cfg.generate.guidance_scale = 7.5
     cfg.run.device = "cpu"
-    t = engine.resolved_train(cfg)
+    t = modes.resolved_train(cfg)
     assert t.guidance_target == 7.5 and t.mixed_precision == "no"
     assert cfg.train.guidance_target == -1.0  # the config itself is not changed
-    assert engine.learning_rate_for(small_config(mode_learning_rates={"both": 2e-8}).train, "both") == 2e-8
-    assert engine.learning_rate_for(small_config(mode_learning_rates={"both": 2e-8}).train, "text") == 1e-3
+    assert modes.learning_rate_for(small_config(mode_learning_rates={"both": 2e-8}).train, "both") == 2e-8
+    assert modes.learning_rate_for(small_config(mode_learning_rates={"both": 2e-8}).train, "text") == 1e-3
 
 
 def test_control_config_denoises_only_anchors():
     cfg = small_config(denoise_members="both", balance="cell", weights={"denoise": 1.0, "lang": 0.1})
-    c = engine.control_config(cfg, "both")
+    c = modes.control_config(cfg, "both")
     assert (c.train.denoise_members, c.train.balance) == ("anchor", "none")
     assert c.train.weights == {"denoise": 1.0, "lang": 0.0, "vision": 0.0, "preserve": 0.0}
     with_prior = small_config(weights={"denoise": 1.0, "prior": 0.5})
-    assert engine.control_config(with_prior, "unet").train.weights["prior"] == 0.5  # the same objective
+    assert modes.control_config(with_prior, "unet").train.weights["prior"] == 0.5  # the same objective
     assert cfg.train.denoise_members == "both"  # a copy
     # reference weights of `both` (denoise 0.5) keep their denoise weight
-    assert engine.control_config(small_config(), "both").train.weights["denoise"] == 0.5
+    assert modes.control_config(small_config(), "both").train.weights["denoise"] == 0.5
 
 
 @pytest.mark.slow
@@ -252,7 +254,7 @@ def test_recommended_run_snapshots_card_and_control(tmp_path, tiny_sd_path):
     cfg.train.max_train_steps, cfg.train.snapshot_steps, cfg.train.checkpointing_steps = 3, [2], 0
     cfg.train.control = True
     cfg.generate.guidance_scale = 5.0
-    engine.run_stage(cfg)
+    models_stage.run_stage(cfg)
     out = run / "models" / "unet"
     assert load_pipeline(out / "step-2") is not None and (out / "step-2" / "training_log.csv").is_file()
     card = (out / "README.md").read_text()

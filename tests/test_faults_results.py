@@ -186,7 +186,6 @@ def test_a_stale_mode_folder_is_not_generated_scored_or_shown(tmp_path, monkeypa
     scored and shown next to models/text. Now it is reported as stale and left out."""
     from t2i_debias import evaluate, generate
     from t2i_debias.report import sections_results as html
-    from t2i_debias.stages import sota
     from t2i_debias.runs import Stage
     from t2i_debias.stages import sota
 

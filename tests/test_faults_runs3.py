@@ -165,16 +165,16 @@ def test_cut_exchange_is_finished_not_rebuilt(tmp_path) -> None:
 
 
 def test_cut_exchange_of_a_trained_mode_resumes_instead_of_retraining(tmp_path, tiny_sd_path, caplog) -> None:
-    from t2i_debias.train import engine
+    from t2i_debias.stages import models as models_stage
 
     data = make_enriched(tmp_path / "enriched", n=4)
     out = tmp_path / "models" / "both"
     cfg = small_config(checkpointing_steps=1)
-    assert engine.train_stage(cfg, "both", str(tiny_sd_path), data, out)
+    assert models_stage.train_stage(cfg, "both", str(tiny_sd_path), data, out)
     weights = hash_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     _cut_exchange(out)
     caplog.set_level(logging.INFO, logger="t2i_debias")
-    engine.train_stage(cfg, "both", str(tiny_sd_path), data, out)
+    models_stage.train_stage(cfg, "both", str(tiny_sd_path), data, out)
     assert "resumed from" in caplog.text and "(step 2)" in caplog.text  # no step trained again
     assert hash_file(out / "unet" / "diffusion_pytorch_model.safetensors") == weights
     assert sorted(p.name for p in out.parent.iterdir()) == ["both"]

@@ -27,7 +27,7 @@ torch.set_num_threads(1)
 from pathlib import Path
 from tests.helpers.train_fixtures import small_config
 from t2i_debias import runs
-from t2i_debias.train import engine
+from t2i_debias.stages import models as models_stage
 args = json.loads(sys.argv[1])
 out = Path(args["out"]).resolve()
 
@@ -47,7 +47,7 @@ os.replace, os.rename = wrap(os.replace), wrap(os.rename)
 if hasattr(runs, "_exchange"):
     runs._exchange = wrap(runs._exchange)
 cfg = small_config(learning_rate=args["lr"])
-engine.train_stage(cfg, "both", args["base"], Path(args["data"]), out)
+models_stage.train_stage(cfg, "both", args["base"], Path(args["data"]), out)
 print("no kill happened")
 """
 
@@ -58,14 +58,14 @@ def _weights(folder: Path) -> tuple[str, ...]:
 
 @pytest.mark.slow
 def test_kill_during_final_save_keeps_one_version_and_the_rerun_is_byte_identical(tmp_path, tiny_sd_path) -> None:
-    from t2i_debias.train import engine
+    from t2i_debias.stages import models as models_stage
 
     data = make_enriched(tmp_path / "enriched", n=2)
     base = str(tiny_sd_path)
     out, ref = tmp_path / "models" / "both", tmp_path / "ref" / "both"
-    engine.train_stage(small_config(learning_rate=1e-3), "both", base, data, out)  # the old, finished version
+    models_stage.train_stage(small_config(learning_rate=1e-3), "both", base, data, out)  # the old, finished version
     old = _weights(out)
-    engine.train_stage(small_config(learning_rate=2e-3), "both", base, data, ref)  # the new one, uninterrupted
+    models_stage.train_stage(small_config(learning_rate=2e-3), "both", base, data, ref)  # the new one, uninterrupted
     new = _weights(ref)
     assert old != new
 
@@ -78,7 +78,7 @@ def test_kill_during_final_save_keeps_one_version_and_the_rerun_is_byte_identica
     assert after in (old, new), "the mode folder mixes weights of two versions"
     assert not (out / MANIFEST).exists()  # unfinished: generation refuses it (test_faults_generate)
 
-    engine.train_stage(small_config(learning_rate=2e-3), "both", base, data, out)  # rerun after the kill
+    models_stage.train_stage(small_config(learning_rate=2e-3), "both", base, data, out)  # rerun after the kill
     assert (out / MANIFEST).is_file()
     assert _weights(out) == new
     for f in ("training_log.csv", "model_index.json", "unet/config.json", "text_encoder/config.json"):

@@ -14,7 +14,7 @@ import torch
 from t2i_debias import evaluate, generate, prompts
 from t2i_debias.errors import UserError
 from t2i_debias.runs import MANIFEST
-from t2i_debias.train import engine
+from t2i_debias.stages import models as models_stage
 from tests.helpers.train_fixtures import make_enriched, small_config
 
 
@@ -24,7 +24,7 @@ def test_learning_rate_1e30_stops_at_the_step_the_loss_turns_nan_and_writes_no_m
     make_enriched(run / "enriched", n=2)
     cfg = small_config(run, learning_rate=1e30, max_train_steps=4, modes=["both"])
     with pytest.raises(UserError) as e:
-        engine.run_stage(cfg)
+        models_stage.run_stage(cfg)
     msg = str(e.value)
     assert "\n" not in msg and "mode both" in msg and "step 2" in msg and "1e+30" in msg, msg
     assert "nan" in msg.lower() and "learning_rate" in msg  # what went wrong, and the key to change
@@ -38,7 +38,7 @@ def test_no_checkpoint_and_no_snapshot_holds_non_finite_weights(tmp_path) -> Non
     cfg = small_config(run, learning_rate=1e30, max_train_steps=4, modes=["both"], checkpointing_steps=1,
                        snapshot_steps=[1, 2, 3])
     with pytest.raises(UserError):
-        engine.run_stage(cfg)
+        models_stage.run_stage(cfg)
     from safetensors.torch import load_file
 
     saved = sorted((run / "models" / "both").rglob("*.safetensors"))

@@ -144,7 +144,8 @@ def _touched(module) -> bool:
 ])
 def test_each_loss_reaches_only_its_parameters(tiny_sd_path, batch, mode, term, text, unet):
     from t2i_debias.train.data import tokenize
-    from t2i_debias.train.engine import compute_losses, load_parts
+    from t2i_debias.train.parts import load_parts
+    from t2i_debias.train.step import compute_losses
 
     weights = {k: 0.0 for k in LOSS_NAMES}
     weights[term] = 1.0

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from t2i_debias.train import engine
+from t2i_debias.train import engine, modes
+from t2i_debias.train import parts as train_parts
 from tests.helpers.train_fixtures import make_enriched, small_config
 
 
@@ -42,13 +43,13 @@ def test_bf16_training_step(tmp_path, tiny_v, mode, lora):
 
 
 def test_lora_trainable_params_fp32_frozen_bf16(tiny_v):
-    parts = engine.load_parts(tiny_v, "both", engine.resolve_weights("both"), lora_rank=4,
+    parts = train_parts.load_parts(tiny_v, "both", modes.resolve_weights("both"), lora_rank=4,
                               weight_dtype=torch.bfloat16)
     for module in (parts.unet, parts.text_encoder):
         dtypes = {(p.requires_grad, p.dtype) for p in module.parameters()}
         assert dtypes == {(True, torch.float32), (False, torch.bfloat16)}
     # full fine-tuning keeps the trained part in fp32 (autocast does the bf16 compute)
-    full = engine.load_parts(tiny_v, "unet", engine.resolve_weights("unet"), weight_dtype=torch.bfloat16)
+    full = train_parts.load_parts(tiny_v, "unet", modes.resolve_weights("unet"), weight_dtype=torch.bfloat16)
     assert {p.dtype for p in full.unet.parameters()} == {torch.float32}
     assert {p.dtype for p in full.vae.parameters()} == {torch.bfloat16}
 

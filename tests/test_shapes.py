@@ -25,7 +25,8 @@ import pytest
 import torch
 
 from t2i_debias import shapes
-from t2i_debias.train import engine
+from t2i_debias.train import engine, modes, outputs
+from t2i_debias.train import parts as train_parts
 from tests.helpers.train_fixtures import make_enriched, small_config
 
 RES = 64  # px: an 8x8 latent, down to 1x1 at the U-Net's deepest level; every width is the real one
@@ -169,7 +170,7 @@ def test_sd21_trains_one_step(tmp_path, request, sd21, data, mode, precision):
 @pytest.mark.slow
 @pytest.mark.xdist_group("real_shapes")
 def _save_trained_parts(out_dir: Path, base: str, modules: dict) -> list[Path]:
-    """engine.save_pipeline without copying the untouched U-Net and VAE from `base` (that copy is tested at tiny
+    """outputs.save_pipeline without copying the untouched U-Net and VAE from `base` (that copy is tested at tiny
     shapes): at SD 2.1 it holds a second pipeline and its serialised bytes beside the training state, 12.8 GB."""
     from t2i_debias.train import outputs
 
@@ -185,7 +186,7 @@ def _save_trained_parts(out_dir: Path, base: str, modules: dict) -> list[Path]:
 def test_sd21_text_encoder_full_fine_tune(tmp_path, monkeypatch, sd21, data, precision):
     """Full fine-tuning of the 340M-parameter OpenCLIP-H text encoder (weights, grads, AdamW: 5.4 GB);
     the U-Net's (865M: ~14 GB) does not fit the bound, its memory is derived in the README table."""
-    monkeypatch.setattr(engine, "save_pipeline", _save_trained_parts)
+    monkeypatch.setattr(outputs, "save_pipeline", _save_trained_parts)
     cfg = _cfg(tmp_path / "run", lora_rank=0, mixed_precision=precision)
     result = engine.train_mode(cfg, "text", sd21, data, tmp_path / "text")
     assert result.steps == 1 and np.isfinite(result.log[0]["loss"])
@@ -197,8 +198,8 @@ def test_sd21_text_encoder_full_fine_tune(tmp_path, monkeypatch, sd21, data, pre
 @pytest.mark.xdist_group("real_shapes")
 def test_sd21_lora_params_stay_fp32_under_bf16(sd21):
     """Frozen weights in bf16, LoRA weights in fp32 (diffusers' cast_training_params), v-prediction target."""
-    w = engine.resolve_weights("both")
-    parts = engine.load_parts(sd21, "both", w, lora_rank=4, weight_dtype=torch.bfloat16)
+    w = modes.resolve_weights("both")
+    parts = train_parts.load_parts(sd21, "both", w, lora_rank=4, weight_dtype=torch.bfloat16)
     assert parts.noise_scheduler.config.prediction_type == "v_prediction"
     for name in ("unet", "text_encoder"):
         module = getattr(parts, name)

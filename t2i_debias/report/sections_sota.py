@@ -13,6 +13,18 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.report.comparison import (
+    NO_OURS,
+    OURS_COLUMN,
+    VS_BASE,
+    VS_OURS,
+    best_values,
+    ours_of,
+    settings_flag,
+    settings_header,
+    table_columns,
+    view_notes,
+)
 from t2i_debias.report.kit import (
     _num,
     error,
@@ -27,18 +39,6 @@ from t2i_debias.report.kit import (
     table,
     td_key,
     value_cell,
-)
-from t2i_debias.report.comparison import (
-    NO_OURS,
-    OURS_COLUMN,
-    VS_BASE,
-    VS_OURS,
-    best_values,
-    ours_of,
-    settings_flag,
-    settings_header,
-    table_columns,
-    view_notes,
 )
 
 _BOLD = re.compile(r"\*\*(.+?)\*\*")

@@ -1,7 +1,7 @@
 """The training losses of the contrastive fine-tuning (DESIGN.md §2), as pure tensor functions.
 
 Each takes already-computed embeddings / predictions, so it can be checked by hand on small tensors;
-`t2i_debias.train.engine` decides which forward passes to run for each loss.
+`t2i_debias.train.step` decides which forward passes to run for each loss.
 """
 
 from __future__ import annotations

@@ -162,3 +162,32 @@ Training curve: `loss.png`; per-step values: `training_log.csv`.
 def write_model_card(path: Path, **kw: Any) -> Path:
     """Write the model card README.md atomically."""
     return atomic_write_text(path, model_card(**kw))
+
+
+def save_pipeline(out_dir: Path, base: str, modules: dict[str, Any]) -> list[Path]:
+    """A full diffusers pipeline folder: the trained modules (fp32) plus every other component from `base`."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(base, **{k: v.float() for k, v in modules.items()})
+    return save_into(out_dir, lambda d: pipe.save_pretrained(d, safe_serialization=True))
+
+
+def save_lora(out_dir: Path, modules: dict[str, Any]) -> list[Path]:
+    """LoRA weights loadable by `pipe.load_lora_weights`, plus peft-format state to continue training."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    layers = {n: get_peft_model_state_dict(m) for n, m in modules.items()}
+
+    def write(d: Path) -> None:
+        StableDiffusionPipeline.save_lora_weights(
+            d, unet_lora_layers=convert_state_dict_to_diffusers(layers["unet"]) if "unet" in layers else None,
+            text_encoder_lora_layers=(convert_state_dict_to_diffusers(layers["text_encoder"])
+                                      if "text_encoder" in layers else None),
+            safe_serialization=True)
+        save_file({f"{n}::{k}": v.detach().contiguous().cpu() for n, sd in layers.items() for k, v in sd.items()},
+                  str(d / ADAPTER_STATE))
+
+    return save_into(out_dir, write)

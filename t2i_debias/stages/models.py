@@ -1,0 +1,114 @@
+"""The `models` stage: train every mode of the config into <run_dir>/models/<mode>/, and models/control.
+
+Sequential schedule: text -> unet -> both (those listed), each starting from the previous result (a LoRA
+chain loads the previous adapters); joint: both only. Each mode is a runs.Stage, skipped when its
+manifest matches. `main_for_mode` is the shared body of finetune/train_text_to_image_{text,unet,both}.py:
+diffusers-style flags, one mode. Flags of [train] are generated from the config (so --help shows
+defaults); the flags diffusers users know and that live elsewhere (--pretrained_model_name_or_path,
+--train_data_dir, --output_dir, --seed, --rank) are added here. Run under `accelerate launch` for
+several GPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from t2i_debias.cli import parse
+from t2i_debias.runs import Stage
+from t2i_debias.train.engine import TrainingDiverged, train_mode
+from t2i_debias.train.modes import control_config, modes_to_run, train_hash, use_cpu
+
+log = logging.getLogger(__name__)
+
+
+def train_stage(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: str | Path, force: bool = False,
+                init_lora: str | Path | None = None, prev_manifest: Path | None = None,
+                origin: str | None = None) -> bool:
+    """`train_mode` as a runs.Stage: skipped when its manifest matches; returns True when it trained."""
+    from accelerate import PartialState
+
+    state = PartialState(cpu=use_cpu(cfg))
+    out_dir, data_dir = Path(out_dir), Path(data_dir)
+    stage = Stage(name=f"models/{out_dir.name}", folder=out_dir,
+                  config={"train": train_hash(cfg, mode, base, data_dir, init_lora),
+                          "max_train_steps": cfg.train.max_train_steps},
+                  inputs=[data_dir / "metadata.jsonl"] + ([prev_manifest] if prev_manifest else []))
+    complete = stage.is_complete() and not force
+    state.wait_for_everyone()
+    if complete:
+        log.info("[models/%s] complete (manifest matches) - skipping; use --force to rerun", out_dir.name)
+        return False
+    if state.is_main_process:
+        stage.begin()
+    state.wait_for_everyone()
+    try:
+        result = train_mode(cfg, mode, base, data_dir, out_dir, init_lora, origin)
+    except TrainingDiverged:
+        if state.is_main_process:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # only when empty: a folder begin() made for this run leaves no trace
+        raise
+    if state.is_main_process:
+        stage.finish(result.outputs, {"steps": result.steps, "weights": result.weights, "base": str(base)})
+        log.info("[models/%s] done -> %s", out_dir.name, out_dir)
+    state.wait_for_everyone()
+    return True
+
+
+def train_control(cfg: Any, base: str, data_dir: Path, out_dir: Path, mode: str, force: bool = False) -> bool:
+    """models/control: `mode` trained from `base` with `control_config` (a runs.Stage, like every mode)."""
+    return train_stage(control_config(cfg, mode), mode, base, data_dir, out_dir, force=force, origin=base)
+
+
+def run_stage(cfg: Any, force: bool = False) -> None:
+    """Train every mode of the config into <run_dir>/models/<mode>/ (sequential or joint schedule), and
+    models/control when `[train] control`."""
+    from t2i_debias.models import base_model
+
+    base = base_model(cfg)
+    data_dir = cfg.run_dir / "enriched"
+    models_dir = cfg.run_dir / "models"
+    lora = cfg.train.lora_rank > 0
+    prev: Path | None = None
+    for mode in modes_to_run(cfg.train):
+        out = models_dir / mode
+        start = base if (lora or prev is None) else str(prev)
+        train_stage(cfg, mode, start, data_dir, out, force=force,
+                    init_lora=prev if (lora and prev is not None) else None,
+                    prev_manifest=(prev / "_manifest.json") if prev is not None else None, origin=base)
+        prev = out
+    if cfg.train.control:
+        train_control(cfg, base, data_dir, models_dir / "control", modes_to_run(cfg.train)[-1], force=force)
+
+
+# ----------------------------------------------------------------------------- finetune/ scripts
+def _extra(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("diffusers-style options")
+    g.add_argument("--pretrained_model_name_or_path", default=None,
+                   help="base pipeline: hub id, folder, or tiny:sd (default: [run] base_model)")
+    g.add_argument("--train_data_dir", type=Path, default=None,
+                   help="enriched/ folder with metadata.jsonl (default: <run_dir>/enriched)")
+    g.add_argument("--output_dir", type=Path, default=None, help="where to write (default: <run_dir>/models/<mode>)")
+    g.add_argument("--seed", type=int, default=None, help="training seed (default: [run] seed)")
+    g.add_argument("--rank", type=int, default=None, help="alias of --lora_rank")
+
+
+def main_for_mode(mode: str, description: str, argv: list[str] | None = None) -> Path:
+    """Parse flags, then train `mode` into the output folder (skipped when its manifest matches)."""
+    from t2i_debias.models import base_model, resolve_model
+
+    args, cfg = parse(description, ["train"], ["run"], argv, _extra)
+    if args.seed is not None:
+        cfg.run.seed = args.seed
+    if args.rank is not None:
+        cfg.train.lora_rank = args.rank
+    base = resolve_model(args.pretrained_model_name_or_path, cfg) if args.pretrained_model_name_or_path \
+        else base_model(cfg)
+    data = args.train_data_dir or cfg.run_dir / "enriched"
+    out = args.output_dir or cfg.run_dir / "models" / mode
+    train_stage(cfg, mode, base, data, out, force=args.force)
+    return Path(out)
