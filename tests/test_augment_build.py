@@ -33,7 +33,7 @@ from t2i_debias.augment.build import (
 from t2i_debias.augment.captions import CaptionComposer
 from t2i_debias.augment.reader import read_metadata
 from t2i_debias.config import Config
-from t2i_debias.generate import generate_images
+from t2i_debias.sampling import generate_images
 
 ROOT = Path(__file__).resolve().parents[1]
 RES = 32

@@ -11,12 +11,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _augment_inputs import skewed_people, write_inputs  # noqa: E402
 
-from t2i_debias import analysis  # noqa: E402
 from t2i_debias.augment import build  # noqa: E402
 from t2i_debias.config import Config  # noqa: E402
 from t2i_debias.errors import MissingInputError  # noqa: E402
-from t2i_debias.labels import runner  # noqa: E402
 from t2i_debias.runs import MANIFEST  # noqa: E402
+from t2i_debias.stages import analysis as analysis_stage  # noqa: E402  # noqa: E402
+from t2i_debias.stages import labels as labels_stage  # noqa: E402  # noqa: E402
 
 
 @pytest.fixture()
@@ -31,14 +31,14 @@ def cfg(tmp_path: Path) -> Config:
 def test_labels_refuses_an_unfinished_mpii_stage(cfg) -> None:
     (cfg.run_dir / "mpii" / MANIFEST).unlink()
     with pytest.raises(MissingInputError, match=r"^mpii is incomplete \(no manifest\): rerun the mpii stage$"):
-        runner.run_stage(cfg)
+        labels_stage.run_stage(cfg)
     assert not (cfg.run_dir / "labels" / ".journal.jsonl").exists()
 
 
 def test_analysis_refuses_an_unfinished_labels_stage(cfg) -> None:
     (cfg.run_dir / "labels" / MANIFEST).unlink()
     with pytest.raises(MissingInputError, match=r"^labels is incomplete \(no manifest\): rerun the labels stage$"):
-        analysis.run_stage(cfg)
+        analysis_stage.run_stage(cfg)
     assert not (cfg.run_dir / "analysis").exists()
 
 
@@ -50,5 +50,5 @@ def test_enriched_refuses_an_unfinished_labels_stage(cfg) -> None:
 
 
 def test_finished_inputs_are_accepted(cfg, tmp_path) -> None:
-    analysis.run_stage(cfg)
+    analysis_stage.run_stage(cfg)
     assert (cfg.run_dir / "analysis" / MANIFEST).is_file()

@@ -58,9 +58,8 @@ from t2i_debias.augment.schema import (
 )
 from t2i_debias.config import Config, ConfigError
 from t2i_debias.errors import InputError
-from t2i_debias.generate import generate_images, model_fingerprint
 from t2i_debias.image_files import ImageReadError, open_rgb
-from t2i_debias.models import load_pipeline, resolve_device
+from t2i_debias.models import load_pipeline, model_fingerprint, resolve_device
 from t2i_debias.runs import (
     Stage,
     Staged,
@@ -72,6 +71,7 @@ from t2i_debias.runs import (
     safe_join,
 )
 from t2i_debias.runs import run_stage as _run_stage
+from t2i_debias.sampling import generate_images
 from t2i_debias.tables import read_csv
 
 log = logging.getLogger(__name__)

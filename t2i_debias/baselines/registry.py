@@ -28,7 +28,7 @@ def method_params(name: str, cfg: Any) -> dict[str, Any]:
     if name == "fair_diffusion":
         return {"edit_guidance_scale": s.fair_diffusion_edit_guidance, "seed": cfg.run.seed}
     if name == "uce":  # race balance over the races the run's classifier can return
-        from t2i_debias.analysis import race_classes_for
+        from t2i_debias.metrics.dataset import race_classes_for
 
         return {"iterations": s.uce_iterations, "races": list(race_classes_for(cfg))}
     if name == "shen2024":

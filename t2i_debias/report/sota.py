@@ -2,7 +2,7 @@
 classifier and metrics -> `sota/comparison.csv`, `sota/comparison.md` and plots.
 
 - "base" and "ours" (each trained mode under models/) are the evaluation stage's own models: their
-  images, bias and quality come from t2i_debias.generate / evaluate / metrics.quality, per model.
+  images, bias and quality come from t2i_debias.sampling / metrics.summary / metrics.quality, per model.
 - Each baseline in `sota.methods` generates into `generated/<method>/` with the same layout
   (images/<prompt_id>/<seed>.png + metadata.csv), through the same folder generator (resume and
   sharding included), then goes through the same bias and quality code as any model.
@@ -94,8 +94,7 @@ def _device_dtype(cfg: Any) -> tuple[str, Any]:
 
 def load_base(cfg: Any) -> Any:
     """A fresh copy of the run's base pipeline (methods may change it in place)."""
-    from t2i_debias.generate import load_model
-    from t2i_debias.models import base_model
+    from t2i_debias.models import base_model, load_model
 
     device, dtype = _device_dtype(cfg)
     base = base_model(cfg)
@@ -127,8 +126,8 @@ def check_applicable(cfg: Any, name: str) -> str | None:
 def method_config(cfg: Any, name: str) -> dict[str, Any]:
     """What determines a baseline's images: generation settings, the base model and the method's settings."""
     from t2i_debias.baselines.registry import method_params
-    from t2i_debias.generate import generation_config
     from t2i_debias.models import base_model
+    from t2i_debias.sampling import generation_config
 
     conf = generation_config(cfg, name, base_model(cfg))
     conf["method"] = {"name": name, "params": method_params(name, cfg)}
@@ -140,8 +139,8 @@ def method_config(cfg: Any, name: str) -> dict[str, Any]:
 
 def generate_method(cfg: Any, name: str, force: bool = False) -> Path:
     """generated/<name>/ for baseline `name` (same layout and seeds as every evaluated model)."""
-    from t2i_debias.generate import SETTINGS, generate_folder
-    from t2i_debias.prompts import prompts_path, read_prompts
+    from t2i_debias.data.prompts import prompts_path, read_prompts
+    from t2i_debias.sampling import SETTINGS, generate_folder
 
     out_dir = cfg.run_dir / "generated" / name
     config = method_config(cfg, name)
@@ -176,8 +175,7 @@ def ours_models(cfg: Any) -> dict[str, str]:
     The base is always one of them: every row is compared with it. A `[generate] models` list without a
     `base` entry gets the run's base model as "base" (first), not a KeyError in the middle of the stage.
     """
-    from t2i_debias.generate import models_to_evaluate
-    from t2i_debias.models import base_model
+    from t2i_debias.models import base_model, models_to_evaluate
 
     models = models_to_evaluate(cfg)
     if "base" in models:
@@ -189,9 +187,9 @@ def ours_models(cfg: Any) -> dict[str, str]:
 
 def classify_model(cfg: Any, name: str, force: bool = False, factory: Any = None) -> None:
     """bias/<name>/ (predictions, per-prompt metrics, summary with CIs) with the evaluation stage's code."""
-    from t2i_debias import evaluate
+    from t2i_debias.metrics import summary
 
-    evaluate.evaluate_model(cfg, name, factory, force=force)
+    summary.evaluate_model(cfg, name, factory, force=force)
 
 
 # ----------------------------------------------------------------------------- the table
@@ -331,7 +329,12 @@ def paired_vs_ours(cfg: Any, summaries: dict[str, dict[str, Any]], ours: str | N
     table time because which model is ours is the comparison's choice, not the bias stage's; without ours
     (no trained mode ran) every verdict is NOT_COMPUTED.
     """
-    from t2i_debias.evaluate import bias_attributes, paired_comparison, race_classes_of, read_predictions
+    from t2i_debias.metrics.summary import (
+        bias_attributes,
+        paired_comparison,
+        race_classes_of,
+        read_predictions,
+    )
 
     if ours is None:
         missing = {"against": None, "attributes": {a: {m: {"verdict": NOT_COMPUTED} for m in BIAS_METRICS}
@@ -627,7 +630,7 @@ def generate_all(cfg: Any, force: bool = False) -> tuple[list[str], dict[str, st
                 continue
             generate_method(cfg, name, force=force)
         else:  # the generation stage's own images: made once, not again under --force (their manifest decides)
-            from t2i_debias.generate import generate_model
+            from t2i_debias.sampling import generate_model
 
             generate_model(cfg, name, ours[name], force=False)
     atomic_write_json(cfg.run_dir / "sota" / SKIPPED, skipped)
@@ -645,7 +648,7 @@ def _rows(cfg: Any) -> tuple[list[str], dict[str, str], dict[str, str]]:
 
 def classify_all(cfg: Any, force: bool = False) -> None:
     """Classify the images of every row that ran (bias/<name>/)."""
-    from t2i_debias.evaluate import base_first, classifier_factory_for
+    from t2i_debias.metrics.summary import base_first, classifier_factory_for
 
     names, kinds, skipped = _rows(cfg)
     factory = classifier_factory_for(cfg)  # one classifier for every method, built only if needed
@@ -678,8 +681,8 @@ def quality_all(cfg: Any, force: bool = False) -> None:
 
 def write_comparison(cfg: Any, force: bool = False) -> Path:
     """sota/comparison.csv, comparison.md, methods.json and plots from bias/ and quality/."""
+    from t2i_debias.data.prompts import prompts_path
     from t2i_debias.models import model_name
-    from t2i_debias.prompts import prompts_path
     from t2i_debias.report.toy_quality import is_toy
 
     names, kinds, skipped = _rows(cfg)
