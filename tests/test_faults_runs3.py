@@ -21,13 +21,13 @@ from _augment_inputs import skewed_people, write_inputs  # noqa: E402
 from train_fixtures import make_enriched, small_config  # noqa: E402
 
 from t2i_debias.config import Config, ConfigError, load_config  # noqa: E402
-from t2i_debias.data import prompts  # noqa: E402  # noqa: E402
+from t2i_debias.data import prompts  # noqa: E402
 from t2i_debias.errors import MissingInputError, UserError  # noqa: E402
-from t2i_debias.labels import runner  # noqa: E402  # noqa: E402
+from t2i_debias.labels import runner  # noqa: E402
 from t2i_debias.runs import MANIFEST, STAGING_MARK, Stage, Staged, hash_file  # noqa: E402
-from t2i_debias.stages import analysis as analysis_stage  # noqa: E402  # noqa: E402
-from t2i_debias.stages import labels as labels_stage  # noqa: E402  # noqa: E402
-from t2i_debias.stages import prompts as prompts_stage  # noqa: E402  # noqa: E402
+from t2i_debias.stages import analysis as analysis_stage  # noqa: E402
+from t2i_debias.stages import labels as labels_stage  # noqa: E402
+from t2i_debias.stages import prompts as prompts_stage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH") or str(ROOT)}

@@ -15,8 +15,8 @@ from t2i_debias.augment import build  # noqa: E402
 from t2i_debias.config import Config  # noqa: E402
 from t2i_debias.errors import MissingInputError  # noqa: E402
 from t2i_debias.runs import MANIFEST  # noqa: E402
-from t2i_debias.stages import analysis as analysis_stage  # noqa: E402  # noqa: E402
-from t2i_debias.stages import labels as labels_stage  # noqa: E402  # noqa: E402
+from t2i_debias.stages import analysis as analysis_stage  # noqa: E402
+from t2i_debias.stages import labels as labels_stage  # noqa: E402
 
 
 @pytest.fixture()

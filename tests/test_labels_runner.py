@@ -142,8 +142,8 @@ def test_journal_ignores_truncated_last_line(tmp_path: Path) -> None:
 
 _CHILD = """
 import sys, time
-from t2i_debias.labels import runner
 from t2i_debias.labels.clip_backend import ClipClassifier
+from t2i_debias.stages import labels as labels_stage
 
 class Slow(ClipClassifier):  # the real classifier, slowed so the parent can kill it mid-run
     def predict(self, images, boxes=None):
