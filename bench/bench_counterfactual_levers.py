@@ -47,8 +47,8 @@ def measure(seed: int, n: int, tries: int, batch: int, arms: list[str]) -> list[
     from t2i_debias.augment.counterfactual import Demographics
     from t2i_debias.augment.verify import agrees
     from t2i_debias.config import load_config
-    from t2i_debias.generate import generate_images
     from t2i_debias.models import load_pipeline
+    from t2i_debias.sampling import generate_images
     from t2i_debias.toyworld import base_model
     from t2i_debias.toyworld.classifier import ToyClassifier, classifier_spec
     from t2i_debias.toyworld.render import OCCUPATIONS

@@ -20,7 +20,7 @@ def main() -> None:
     import torch
 
     from t2i_debias import models, tiny
-    from t2i_debias.generate import generate_images
+    from t2i_debias.sampling import generate_images
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=16)

@@ -56,7 +56,7 @@ def child(root: Path, fid: bool = True) -> None:
 
     torch.set_num_threads(1)
     from t2i_debias.config import Config
-    from t2i_debias.metrics import quality
+    from t2i_debias.stages import quality
 
     cfg = Config()
     cfg.run.root, cfg.run.name, cfg.run.smoke = str(root), "r", True

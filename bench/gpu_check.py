@@ -117,8 +117,8 @@ def generation_rows(model: str, device: str, resolution: int, steps: int, n_imag
     """Same seeds on the CPU and on `device` (CPU-drawn noise); batched vs one-at-a-time throughput."""
     import numpy as np
 
-    from t2i_debias.generate import generate_images
     from t2i_debias.models import load_pipeline
+    from t2i_debias.sampling import generate_images
 
     prompts = ["Professional photo of a doctor"] * n_images
     seeds = list(range(n_images))

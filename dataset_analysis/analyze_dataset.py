@@ -9,8 +9,8 @@ Example:  python dataset_analysis/analyze_dataset.py --run_dir runs/demo
 
 from __future__ import annotations
 
-from t2i_debias.analysis import run_stage
 from t2i_debias.cli import parse
+from t2i_debias.stages.analysis import run_stage
 
 
 def main(argv: list[str] | None = None) -> None:

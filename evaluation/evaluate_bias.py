@@ -11,7 +11,7 @@ Example:  python evaluation/evaluate_bias.py --run_dir runs/demo --labels.backen
 from __future__ import annotations
 
 from t2i_debias.cli import parse
-from t2i_debias.evaluate import run_stage
+from t2i_debias.stages.bias import run_stage
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,7 @@ Examples:
 from __future__ import annotations
 
 from t2i_debias.cli import parse
-from t2i_debias.prompts import run_stage
+from t2i_debias.stages.prompts import run_stage
 
 
 def main(argv: list[str] | None = None) -> None:

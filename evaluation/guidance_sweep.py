@@ -11,7 +11,7 @@ Example:  python evaluation/guidance_sweep.py --run_dir runs/demo --guidance_swe
 from __future__ import annotations
 
 from t2i_debias.cli import parse
-from t2i_debias.sweep import run_stage
+from t2i_debias.stages.sweep import run_stage
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,7 @@ Example:  python mpii_dataset/generate_mpii_prediction_race.py --run_dir runs/de
 from __future__ import annotations
 
 from t2i_debias.cli import parse
-from t2i_debias.labels.runner import run_stage
+from t2i_debias.stages.labels import run_stage
 
 
 def main(argv: list[str] | None = None) -> None:

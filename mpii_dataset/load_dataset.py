@@ -13,7 +13,7 @@ Examples:
 from __future__ import annotations
 
 from t2i_debias.cli import parse
-from t2i_debias.data.mpii import run_stage
+from t2i_debias.stages.mpii import run_stage
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,7 +11,7 @@ Example:  python quality_evaluation/compute_metrics.py --run_dir runs/demo --ref
 from __future__ import annotations
 
 from t2i_debias.cli import parse
-from t2i_debias.metrics.quality import run_stage
+from t2i_debias.stages.quality import run_stage
 
 
 def main(argv: list[str] | None = None) -> None:

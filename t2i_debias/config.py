@@ -252,7 +252,7 @@ class BiasSection:
     floor_draws: int = 20_000
     # Paired bootstrap of (model - base): prompts_and_seeds (resample both) | seeds (prompt set fixed).
     paired_resample: str = "prompts_and_seeds"
-    # Guidance sweep (t2i_debias.sweep): every model again at each scale, same seeds; empty = off.
+    # Guidance sweep (t2i_debias.stages.sweep): every model again at each scale, same seeds; empty = off.
     guidance_sweep: list[float] = field(default_factory=list)
     sweep_images_per_prompt: int = 0  # 0 = generate.images_per_prompt
     sweep_models: list[str] = field(default_factory=list)  # empty = every evaluated model (base + trained)

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from t2i_debias.runs import MANIFEST, hash_obj
+
 log = logging.getLogger(__name__)
 
 
@@ -157,3 +159,124 @@ def check_hub_model(repo_id: str) -> None:
         f"model {repo_id!r} is not a local folder and is not in the Hugging Face cache ({cache}), and the hub "
         f"is offline (HF_HUB_OFFLINE=1): download it once with `huggingface-cli download {repo_id}` "
         f"(online, same HF_HOME), or point at a local pipeline folder (e.g. --run.base_model ./sd-2-1)")
+
+
+# ----------------------------------------------------------------------------- model folders, the run's models
+LORA_FILES: tuple[str, ...] = ("pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin")
+MODE_ORDER: tuple[str, ...] = ("text", "unet", "both")
+
+
+def is_pipeline_dir(path: str | Path) -> bool:
+    """True for a local diffusers pipeline folder."""
+    return (Path(path) / "model_index.json").is_file()
+
+
+def is_lora_dir(path: str | Path) -> bool:
+    """True for a local folder of diffusers LoRA weights (no model_index.json)."""
+    p = Path(path)
+    return p.is_dir() and not is_pipeline_dir(p) and any((p / f).is_file() for f in LORA_FILES)
+
+
+def load_model(spec: str, base: str, device: str = "cpu", dtype: Any = None) -> Any:
+    """A text-to-image pipeline for `spec`: a pipeline folder or hub id, or a LoRA folder applied on `base`."""
+    if is_lora_dir(spec):
+        pipe = load_pipeline(base, device=device, dtype=dtype)
+        pipe.load_lora_weights(str(spec))
+        log.info("loaded LoRA %s on %s", spec, base)
+        return pipe
+    return load_pipeline(spec, device=device, dtype=dtype)
+
+
+def model_fingerprint(spec: str) -> dict[str, Any]:
+    """Cheap identity of a model (file names, sizes, mtimes for a folder; the id for a hub model).
+
+    Hashing a multi-GB pipeline on every run would be slow; a retrained folder changes sizes/mtimes.
+    """
+    p = Path(spec)
+    if not p.exists():
+        return {"spec": spec}
+    files = sorted(f for f in p.rglob("*") if f.is_file() and f.name != MANIFEST) if p.is_dir() else [p]
+    stats = [(str(f.relative_to(p)) if p.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns)
+             for f in files]
+    return {"spec": str(p.resolve()), "files": hash_obj(stats)}
+
+
+def models_to_evaluate(cfg: Any) -> dict[str, str]:
+    """Name -> model spec: `generate.models` (NAME=SPEC) if set, else "base" plus each trained mode found.
+
+    A trained mode is a folder `<run_dir>/models/<mode>/` holding a pipeline (model_index.json) or
+    LoRA weights (applied on the base model when loaded). A mode folder whose training did not
+    finish (no manifest) is an error, never a model to load.
+    """
+    from t2i_debias.runs import require_finished
+
+    if cfg.generate.models:
+        out: dict[str, str] = {}
+        for item in cfg.generate.models:
+            if "=" not in item:
+                raise ValueError(f"generate.models entry {item!r} must be NAME=SPEC")
+            name, spec = (x.strip() for x in item.split("=", 1))
+            _check_name(name)
+            out[name] = resolve_model(spec, cfg)
+        return out
+    out = {"base": base_model(cfg)}
+    models_dir = cfg.run_dir / "models"
+    if models_dir.is_dir():
+        stale = stale_models(cfg)
+        for name, why in stale.items():
+            if (str(cfg.run_dir), name) not in _WARNED_STALE:
+                _WARNED_STALE.add((str(cfg.run_dir), name))
+                log.warning("models/%s is stale (%s): not generated, scored or shown", name, why)
+        dirs = [d for d in models_dir.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in stale]
+        for d in dirs:
+            require_finished(d, "models", cfg.run_dir)
+        found = [d for d in dirs if is_pipeline_dir(d) or is_lora_dir(d)]
+        order = {m: i for i, m in enumerate(MODE_ORDER)}
+        for d in sorted(found, key=lambda d: (order.get(d.name, len(order)), d.name)):
+            _check_name(d.name)
+            out[d.name] = str(d)
+    return out
+
+
+_WARNED_STALE: set[tuple[str, str]] = set()  # (run folder, model): each stale folder is warned about once
+
+
+def current_modes(cfg: Any) -> list[str]:
+    """The model folders the config trains under models/: each mode of `[train] modes` (in schedule order), and
+    "control" when `[train] control`."""
+    from t2i_debias.train.engine import modes_to_run
+
+    return modes_to_run(cfg.train) + (["control"] if cfg.train.control else [])
+
+
+def stale_models(cfg: Any) -> dict[str, str]:
+    """models/<name>/ folders the current config does not train -> why: left by an earlier config, never evaluated.
+
+    Empty when `[generate] models` names the models (then nothing under models/ is looked at).
+    """
+    models_dir = cfg.run_dir / "models"
+    if cfg.generate.models or not models_dir.is_dir():
+        return {}
+    current = current_modes(cfg)
+    why = (f"not in [train] modes = {list(cfg.train.modes)} (schedule {cfg.train.schedule!r})"
+           + ("" if cfg.train.control else " and [train] control is off"))
+    return {d.name: why for d in sorted(models_dir.iterdir())
+            if d.is_dir() and not d.name.startswith((".", "_")) and d.name not in current}
+
+
+def _check_name(name: str) -> None:
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"bad model name {name!r}: it names a folder")
+
+
+def check_model(spec: str, base: str) -> None:
+    """Fail early (before any folder is changed) when `spec` cannot be a model: a folder that is neither a
+    pipeline nor LoRA weights. Hub ids and missing paths are checked by models.resolve_model."""
+    from t2i_debias.errors import MissingInputError
+
+    p = Path(spec)
+    if p.exists() and not (is_pipeline_dir(p) or is_lora_dir(p)):
+        raise MissingInputError(f"{spec} is not a diffusers pipeline folder (no model_index.json) nor LoRA "
+                                f"weights ({', '.join(LORA_FILES)}): point at a pipeline folder or a hub id")
+    if is_lora_dir(p):
+        check_model(base, base)

@@ -20,16 +20,16 @@ log = logging.getLogger(__name__)
 # (stage name, module exposing run_stage) in run order (DESIGN.md §6).
 STAGES: list[tuple[str, str]] = [
     ("toy", "t2i_debias.stages.toy"),  # no-op unless [toy] enabled: writes the toy data, trains toy models
-    ("mpii", "t2i_debias.data.mpii"),
-    ("labels", "t2i_debias.labels.runner"),
-    ("analysis", "t2i_debias.analysis"),
+    ("mpii", "t2i_debias.stages.mpii"),
+    ("labels", "t2i_debias.stages.labels"),
+    ("analysis", "t2i_debias.stages.analysis"),
     ("enriched", "t2i_debias.stages.enriched"),
     ("models", "t2i_debias.stages.models"),
-    ("prompts", "t2i_debias.prompts"),
-    ("generated", "t2i_debias.generate"),
-    ("bias", "t2i_debias.evaluate"),
-    ("sweep", "t2i_debias.sweep"),  # no-op unless [bias] guidance_sweep: bias at several guidance scales
-    ("quality", "t2i_debias.metrics.quality"),
+    ("prompts", "t2i_debias.stages.prompts"),
+    ("generated", "t2i_debias.stages.generated"),
+    ("bias", "t2i_debias.stages.bias"),
+    ("sweep", "t2i_debias.stages.sweep"),  # no-op unless [bias] guidance_sweep: bias at several guidance scales
+    ("quality", "t2i_debias.stages.quality"),
     ("sota", "t2i_debias.stages.sota"),
     ("report", "t2i_debias.stages.report"),
     ("toy_summary", "t2i_debias.stages.toy_summary"),  # no-op unless [toy] enabled: the demo's closing table

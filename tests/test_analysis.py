@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from t2i_debias import analysis
 from t2i_debias.config import Config
+from t2i_debias.metrics import dataset
 from t2i_debias.runs import Stage
+from t2i_debias.stages import analysis as analysis_stage
 
 
 def _labels() -> pd.DataFrame:
@@ -28,7 +29,7 @@ def _labels() -> pd.DataFrame:
 
 
 def test_numbers_by_hand() -> None:
-    by_occ, skips, summary = analysis.analyze_labels(_labels())
+    by_occ, skips, summary = dataset.analyze_labels(_labels())
     assert list(by_occ.occupation) == ["carpenter", "chef", "all"]
     chef = by_occ.set_index("occupation").loc["chef"]
     assert (chef.n_persons, chef.n_ok, chef.face_rate) == (4, 3, 0.75)
@@ -64,7 +65,7 @@ def test_occupation_without_faces_has_no_metrics_not_zero() -> None:
     df = _labels()
     df.loc[len(df)] = {"person_id": "9_1", "image": "9.jpg", "occupation": "baker", "status": "no_face",
                        "gender": "", "race": "", "age_group": ""}
-    by_occ, _, summary = analysis.analyze_labels(df)
+    by_occ, _, summary = dataset.analyze_labels(df)
     baker = by_occ.set_index("occupation").loc["baker"]
     assert baker.n_ok == 0 and pd.isna(baker.gender_tvd) and pd.isna(baker["p_gender=man"])
     assert summary["by_occupation"]["baker"]["attributes"]["gender"]["metrics"]["tvd"] is None
@@ -75,7 +76,7 @@ def test_unknown_label_is_an_error_naming_the_file(tmp_path: Path) -> None:
     df.loc[0, "race"] = "martian"
     df.to_csv(tmp_path / "labels.csv", index=False)
     with pytest.raises(ValueError, match=r"labels\.csv.*martian"):
-        analysis.analyze_folder(tmp_path / "labels.csv", tmp_path / "out")
+        analysis_stage.analyze_folder(tmp_path / "labels.csv", tmp_path / "out")
 
 
 def test_run_stage_writes_all_outputs(tmp_path: Path) -> None:
@@ -84,7 +85,7 @@ def test_run_stage_writes_all_outputs(tmp_path: Path) -> None:
     (cfg.run_dir / "labels").mkdir(parents=True)
     _labels().to_csv(cfg.run_dir / "labels" / "labels.csv", index=False)
     Stage("labels", cfg.run_dir / "labels", {}).finish([cfg.run_dir / "labels" / "labels.csv"])
-    analysis.run_stage(cfg)
+    analysis_stage.run_stage(cfg)
     out = cfg.run_dir / "analysis"
     for name in ("by_occupation.csv", "skip_reasons.csv", "summary.json", "_manifest.json",
                  "gender_by_occupation.png", "race_by_occupation.png", "age_group_by_occupation.png"):
@@ -111,8 +112,8 @@ def test_the_log_line_rounds_its_figures(tmp_path: Path, caplog) -> None:
     df = pd.DataFrame([{"person_id": p, "image": f"{p}.jpg", "occupation": o, "status": s, "gender": g,
                         "race": r, "age_group": a} for p, o, s, g, r, a in rows])
     df.to_csv(tmp_path / "labels.csv", index=False)
-    with caplog.at_level(logging.INFO, logger="t2i_debias.analysis"):
-        analysis.analyze_folder(tmp_path / "labels.csv", tmp_path / "out")
+    with caplog.at_level(logging.INFO, logger="t2i_debias.stages.analysis"):
+        analysis_stage.analyze_folder(tmp_path / "labels.csv", tmp_path / "out")
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("analysis:"))
     assert line.endswith("overall gender tvd 0.167") and not _long_figures(line)
 
@@ -147,7 +148,7 @@ def test_an_attribute_not_measured_has_no_tvd_no_plot_and_says_so(tmp_path: Path
     out = cfg.run_dir / "analysis"
     (out).mkdir()
     (out / "age_group_by_occupation.png").write_bytes(b"stale")  # from a run before the backend said so
-    analysis.run_stage(cfg)
+    analysis_stage.run_stage(cfg)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["not_measured"] == ["age_group"]
     age = summary["overall"]["attributes"]["age_group"]

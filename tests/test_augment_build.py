@@ -25,7 +25,7 @@ from t2i_debias.augment.planner import TripletPlanner, anchor_crop_box, plan_tri
 from t2i_debias.augment.reader import read_metadata
 from t2i_debias.augment.schema import METADATA_FIELDS
 from t2i_debias.config import Config
-from t2i_debias.generate import generate_images
+from t2i_debias.sampling import generate_images
 from t2i_debias.stages import enriched
 from tests.helpers.augment_inputs import ColourClassifier, skewed_people, write_inputs
 

@@ -9,7 +9,7 @@ import torch
 
 from t2i_debias.baselines import GenParams, NotApplicable, make_method
 from t2i_debias.baselines.fair_diffusion import choose_target, edit_for
-from t2i_debias.generate import generate_images
+from t2i_debias.sampling import generate_images
 
 GEN = GenParams(batch_size=4, num_inference_steps=2, guidance_scale=7.5, height=32, width=32)
 

@@ -32,7 +32,7 @@ def test_intervention_text():
 
 
 def test_ethical_intervention_generates_from_suffixed_prompt(pipe):
-    from t2i_debias.generate import generate_images
+    from t2i_debias.sampling import generate_images
 
     m = make_method("ethical_intervention", pipe)
     prompts, occs, seeds = ["Professional photo of an engineer", "Professional photo of a doctor"], ["engineer", "doctor"], [3, 4]

@@ -73,11 +73,11 @@ def _make_run(tmp_path) -> Config:
 
 
 def test_bias_stage_outputs_and_known_values(tmp_path):
-    from t2i_debias import evaluate
+    from t2i_debias.stages import bias as bias_stage
 
     cfg = _make_run(tmp_path)
     clf = ColourClassifier()
-    evaluate.run_stage(cfg, classifier=clf)
+    bias_stage.run_stage(cfg, classifier=clf)
     out = cfg.run_dir / "bias" / "base"
     pred = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     assert len(pred) == 10  # every image, no-face ones kept
@@ -115,27 +115,27 @@ def test_bias_stage_outputs_and_known_values(tmp_path):
 
 
 def test_bias_stage_resumes_from_journal_and_skips(tmp_path):
-    from t2i_debias import evaluate
+    from t2i_debias.stages import bias as bias_stage
 
     cfg = _make_run(tmp_path)
     clf = ColourClassifier()
-    evaluate.run_stage(cfg, classifier=clf)
+    bias_stage.run_stage(cfg, classifier=clf)
     first = clf.calls
     assert first == 10
-    evaluate.run_stage(cfg, classifier=clf)  # manifest matches: skipped
-    evaluate.run_stage(cfg, force=True, classifier=clf)  # rerun: labels come from the journal
+    bias_stage.run_stage(cfg, classifier=clf)  # manifest matches: skipped
+    bias_stage.run_stage(cfg, force=True, classifier=clf)  # rerun: labels come from the journal
     assert clf.calls == first
     cfg.bias.n_bootstrap = 50  # other settings: rerun, still no new classification
-    evaluate.run_stage(cfg, classifier=clf)
+    bias_stage.run_stage(cfg, classifier=clf)
     assert clf.calls == first
     assert json.loads((cfg.run_dir / "bias/base/summary.json").read_text())["n_bootstrap"] == 50
 
 
 def test_bias_stage_floor_excess_and_generation_settings(tmp_path):
-    from t2i_debias import evaluate
+    from t2i_debias.stages import bias as bias_stage
 
     cfg = _make_run(tmp_path)
-    evaluate.run_stage(cfg, classifier=ColourClassifier())
+    bias_stage.run_stage(cfg, classifier=ColourClassifier())
     out = cfg.run_dir / "bias" / "base"
     bp = pd.read_csv(out / "by_prompt.csv").set_index("prompt_id")
     # chef: 4 faces -> floor 3/16 (binomial sum by hand); nurse: 3 faces -> (3,0),(0,3) 1/8 each with tvd ½,
@@ -156,11 +156,11 @@ def test_bias_stage_floor_excess_and_generation_settings(tmp_path):
 
 
 def test_ambiguous_is_left_out_of_proportions_and_its_rate_reported(tmp_path):
-    from t2i_debias import evaluate
+    from t2i_debias.stages import bias as bias_stage
 
     cfg = _make_run(tmp_path)
     _write_model(cfg, "base", {"chef": [(200, 10), (200, 10, 255), (50, 10), (50, 10, 255)]})
-    evaluate.run_stage(cfg, classifier=ColourClassifier())
+    bias_stage.run_stage(cfg, classifier=ColourClassifier())
     out = cfg.run_dir / "bias" / "base"
     bp = pd.read_csv(out / "by_prompt.csv").set_index("prompt_id")
     assert (bp.loc["chef", "n_ambiguous"], bp.loc["chef", "ambiguous_rate"]) == (2, 0.5)
@@ -171,7 +171,7 @@ def test_ambiguous_is_left_out_of_proportions_and_its_rate_reported(tmp_path):
 
 
 def test_paired_comparison_against_the_base(tmp_path):
-    from t2i_debias import evaluate
+    from t2i_debias.metrics import summary as bias_summary
 
     cfg = _make_run(tmp_path)
     # "both": chef 2 men 2 women (tvd 0, was 1/4); nurse unchanged; pilot still no face; one extra seed
@@ -179,10 +179,10 @@ def test_paired_comparison_against_the_base(tmp_path):
     _write_model(cfg, "both", both)
     clf = ColourClassifier()
     factory = lambda: clf  # noqa: E731
-    evaluate.evaluate_model(cfg, "both", factory)  # before the base: no pairing yet, said in the summary
+    bias_summary.evaluate_model(cfg, "both", factory)  # before the base: no pairing yet, said in the summary
     assert json.loads((cfg.run_dir / "bias/both/summary.json").read_text())["paired_vs_base"] is None
-    evaluate.evaluate_model(cfg, "base", factory)
-    evaluate.evaluate_model(cfg, "both", factory)  # the base's predictions are a new input: reruns
+    bias_summary.evaluate_model(cfg, "base", factory)
+    bias_summary.evaluate_model(cfg, "both", factory)  # the base's predictions are a new input: reruns
     paired = json.loads((cfg.run_dir / "bias/both/summary.json").read_text())["paired_vs_base"]
     assert paired["against"] == "base"
     assert (paired["n_pairs"], paired["n_only_model"], paired["n_only_base"]) == (10, 1, 0)
@@ -200,11 +200,11 @@ def test_the_bias_log_line_rounds_its_figures(tmp_path, caplog):
     import logging
     import re
 
-    from t2i_debias import evaluate
+    from t2i_debias.stages import bias as bias_stage
 
     cfg = _make_run(tmp_path)
-    with caplog.at_level(logging.INFO, logger="t2i_debias.evaluate"):
-        evaluate.run_stage(cfg, classifier=ColourClassifier())
+    with caplog.at_level(logging.INFO, logger="t2i_debias.metrics.summary"):
+        bias_stage.run_stage(cfg, classifier=ColourClassifier())
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("[bias] base:"))
     assert "face rate 0.7, gender tvd 0.208 (floor " in line
     assert not [m for m in re.findall(r"\d+\.\d+", line) if len(m.replace(".", "").lstrip("0")) > 3], line
@@ -214,14 +214,14 @@ def test_an_attribute_the_backend_does_not_measure_gets_no_metric(tmp_path, capl
     """A backend that measures gender only: race and its derivatives are listed as not measured, not scored."""
     import logging
 
-    from t2i_debias import evaluate
+    from t2i_debias.stages import bias as bias_stage
 
     class GenderOnly(ColourClassifier):
         measures = ("gender",)
 
     cfg = _make_run(tmp_path)
-    with caplog.at_level(logging.INFO, logger="t2i_debias.evaluate"):
-        evaluate.run_stage(cfg, classifier=GenderOnly())
+    with caplog.at_level(logging.INFO, logger="t2i_debias.metrics.summary"):
+        bias_stage.run_stage(cfg, classifier=GenderOnly())
     summary = json.loads((cfg.run_dir / "bias" / "base" / "summary.json").read_text())
     assert set(summary["attributes"]) == {"gender"}
     assert summary["not_measured"] == ["race", "race4", "gender_race"]

@@ -9,10 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from t2i_debias import evaluate, generate, prompts
+from t2i_debias import sampling
 from t2i_debias.config import Config, ConfigError, load_config
+from t2i_debias.data import prompts
 from t2i_debias.errors import MissingInputError, UserError
 from t2i_debias.runs import MANIFEST, describe_path
+from t2i_debias.stages import bias as bias_stage
+from t2i_debias.stages import generated as generated_stage
+from t2i_debias.stages import prompts as prompts_stage
 
 
 def _cfg(tmp_path: Path) -> Config:
@@ -29,8 +33,8 @@ def _cfg(tmp_path: Path) -> Config:
 def finished(tmp_path: Path) -> tuple[Config, Path, dict]:
     """A run whose generated/base finished: (cfg, folder, a snapshot of every file in it)."""
     cfg = _cfg(tmp_path)
-    prompts.run_stage(cfg)
-    generate.run_stage(cfg)
+    prompts_stage.run_stage(cfg)
+    generated_stage.run_stage(cfg)
     folder = cfg.run_dir / "generated" / "base"
     assert (folder / MANIFEST).is_file() and len(list(folder.rglob("*.png"))) == 2
     return cfg, folder, _snapshot(folder)
@@ -44,7 +48,7 @@ def test_typo_in_model_path_keeps_finished_images(finished) -> None:
     cfg, folder, before = finished
     cfg.generate.models = ["base=/data/sd-2-1-typo"]
     with pytest.raises(MissingInputError, match=r"no such folder: /data/sd-2-1-typo \(looked for /data/sd-2-1-typo\)"):
-        generate.run_stage(cfg)
+        generated_stage.run_stage(cfg)
     assert _snapshot(folder) == before  # images, metadata.csv and manifest untouched
 
 
@@ -55,13 +59,13 @@ def test_broken_model_folder_keeps_finished_images(finished, tmp_path: Path) -> 
     (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')  # no components
     cfg.generate.models = [f"base={broken}"]
     with pytest.raises(Exception):  # noqa: B017 - whatever diffusers raises for a folder without components
-        generate.run_stage(cfg)
+        generated_stage.run_stage(cfg)
     assert _snapshot(folder) == before
     not_a_model = tmp_path / "not-a-model"
     not_a_model.mkdir()
     cfg.generate.models = [f"base={not_a_model}"]
     with pytest.raises(MissingInputError, match="not a diffusers pipeline folder"):
-        generate.run_stage(cfg)
+        generated_stage.run_stage(cfg)
     assert _snapshot(folder) == before
 
 
@@ -72,21 +76,21 @@ def _failing_load(*a, **k):
 def test_force_and_changed_settings_keep_old_until_the_new_version_is_complete(finished, monkeypatch) -> None:
     cfg, folder, before = finished
     with monkeypatch.context() as m:
-        m.setattr(generate, "load_model", _failing_load)
+        m.setattr(sampling, "load_model", _failing_load)
         with pytest.raises(RuntimeError, match="injected"):
-            generate.run_stage(cfg, force=True)
+            generated_stage.run_stage(cfg, force=True)
         assert _snapshot(folder) == before
         cfg.generate.guidance_scale = 3.0  # a changed setting invalidates every image
         with pytest.raises(RuntimeError, match="injected"):
-            generate.run_stage(cfg)
+            generated_stage.run_stage(cfg)
         assert _snapshot(folder) == before
-    generate.run_stage(cfg)  # now the new version is built beside the old one and swapped in
+    generated_stage.run_stage(cfg)  # now the new version is built beside the old one and swapped in
     after = _snapshot(folder)
     assert after["metadata.csv"] != before["metadata.csv"] and (folder / MANIFEST).is_file()
     assert set(pd.read_csv(folder / "metadata.csv")["guidance_scale"]) == {3.0}
     assert not (folder.parent / ".base.new").exists()
     cfg.generate.guidance_scale = 7.5
-    generate.run_stage(cfg, force=True)  # --force regenerates the same images, byte for byte
+    generated_stage.run_stage(cfg, force=True)  # --force regenerates the same images, byte for byte
     again = _snapshot(folder)
     assert {k: v for k, v in again.items() if k.endswith(".png")} == {
         k: v for k, v in before.items() if k.endswith(".png")}
@@ -97,11 +101,11 @@ def test_changed_prompt_keeps_other_prompts_images_and_the_old_folder(finished, 
     occ = Path(cfg.prompts.occupations)
     occ.write_text("nurse\nchef\n")
     cfg.prompts.templates = ["Professional photo of a {occupation}", "A portrait of a {occupation}"]
-    prompts.run_stage(cfg)
+    prompts_stage.run_stage(cfg)
     with monkeypatch.context() as m:
-        m.setattr(generate, "load_model", _failing_load)
+        m.setattr(sampling, "load_model", _failing_load)
         with pytest.raises(RuntimeError, match="injected"):
-            generate.run_stage(cfg)
+            generated_stage.run_stage(cfg)
     assert _snapshot(folder) == before
 
 
@@ -115,7 +119,7 @@ def test_negative_counts_are_rejected_before_anything_runs(finished, tmp_path: P
             with pytest.raises(ConfigError, match=rf"\[{section}\] {key} must be in \[1, \d+\], got {bad}"):
                 load_config(p)
     with pytest.raises(ValueError, match="must be >= 1"):
-        generate.generate_folder(_failing_load, folder, prompts.read_prompts(prompts.prompts_path(cfg)), "base",
+        sampling.generate_folder(_failing_load, folder, prompts.read_prompts(prompts.prompts_path(cfg)), "base",
                                  -3, 0, 2, 2, 7.5)
     assert _snapshot(folder) == before
 
@@ -126,7 +130,7 @@ def test_generation_refuses_an_unfinished_trained_mode(finished, tiny_sd_path: P
     shutil.copytree(tiny_sd_path, both)  # a complete-looking pipeline, but training never wrote its manifest
     (both / MANIFEST).unlink(missing_ok=True)
     with pytest.raises(MissingInputError, match=r"^models/both is incomplete \(no manifest\): rerun the models stage$"):
-        generate.run_stage(cfg)
+        generated_stage.run_stage(cfg)
 
 
 def test_bias_stage_refuses_an_unfinished_generated_folder(finished) -> None:
@@ -135,14 +139,14 @@ def test_bias_stage_refuses_an_unfinished_generated_folder(finished) -> None:
     for png in folder.rglob("*.png"):  # the state a crash used to leave: no images, a stale metadata.csv
         png.unlink()
     with pytest.raises(MissingInputError, match=r"generated/base is incomplete \(no manifest\): rerun the generated"):
-        evaluate.run_stage(cfg)
+        bias_stage.run_stage(cfg)
     assert not (cfg.run_dir / "bias" / "base" / MANIFEST).exists()
 
 
 def test_bias_stage_says_when_nothing_was_generated(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
     with pytest.raises(UserError, match="no generated images"):
-        evaluate.run_stage(cfg)
+        bias_stage.run_stage(cfg)
 
 
 def test_a_kill_after_the_swap_leaves_no_resumable_stale_folder(finished) -> None:
@@ -151,6 +155,6 @@ def test_a_kill_after_the_swap_leaves_no_resumable_stale_folder(finished) -> Non
     stale = folder.parent / ".base.new"
     shutil.copytree(folder, stale)  # what an exchange leaves at the staging path: the old version, no mark
     cfg.generate.guidance_scale = 3.0
-    generate.run_stage(cfg)
+    generated_stage.run_stage(cfg)
     assert not stale.exists()
     assert describe_path(folder)["files"] == len(before) - 1  # 2 images, metadata, settings (manifest not counted)

@@ -13,8 +13,8 @@ from PIL import Image
 
 from t2i_debias.attributes import SKIP_STATUSES
 from t2i_debias.image_files import open_rgb
-from t2i_debias.labels import runner
 from t2i_debias.labels.base import DemographicClassifier, Prediction
+from t2i_debias.stages import labels as labels_stage
 
 STATUS_BLANK, STATUS_BOX_OUTSIDE = "blank_image", "box_outside_image"
 RAMP = np.tile(np.linspace(0.0, 1.0, 64), (32, 1))  # left black, right white
@@ -85,7 +85,7 @@ def test_blank_crops_and_boxes_outside_the_image_are_skips_not_ok(tmp_path) -> N
     pd.DataFrame([{"person_id": f"{i}_1", "image": img, "occupation": "chef",
                    **dict(zip(("head_x1", "head_y1", "head_x2", "head_y2"), box or ("",) * 4, strict=True))}
                   for i, (img, box, _) in enumerate(rows)]).to_csv(persons, index=False)
-    out, stats = runner.label_persons(persons, d, _FlatCrops(), tmp_path / "labels")
+    out, stats = labels_stage.label_persons(persons, d, _FlatCrops(), tmp_path / "labels")
     df = pd.read_csv(out, keep_default_na=False)
     assert list(df["status"]) == [want for _, _, want in rows]
     skipped = df[df["status"] != "ok"]

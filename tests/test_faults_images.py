@@ -15,8 +15,8 @@ from PIL import Image
 from t2i_debias.attributes import IMAGE_STATUSES, SKIP_STATUSES
 from t2i_debias.errors import UserError
 from t2i_debias.image_files import ImageReadError, open_rgb
-from t2i_debias.labels import runner
 from t2i_debias.labels.base import DemographicClassifier, Prediction
+from t2i_debias.stages import labels as labels_stage
 
 
 def bomb_jpeg(path: Path, side: int = 65000) -> Path:
@@ -72,7 +72,7 @@ def test_labels_stage_records_each_bad_image_as_a_skip_with_its_reason(tmp_path,
     rows = [{"person_id": f"{i}_1", "image": p.name, "occupation": "chef", "head_x1": "", "head_y1": "",
              "head_x2": "", "head_y2": ""} for i, p in enumerate(bad_images.values())]
     pd.DataFrame(rows).to_csv(persons, index=False)
-    out, stats = runner.label_persons(persons, bad_images["ok"].parent, _Flat(), tmp_path / "labels")
+    out, stats = labels_stage.label_persons(persons, bad_images["ok"].parent, _Flat(), tmp_path / "labels")
     got = dict(zip(pd.read_csv(out)["image"], pd.read_csv(out)["status"], strict=True))
     assert got == {p.name: ("ok" if k == "ok" else k) for k, p in bad_images.items()}
     assert stats.statuses["too_large"] == 1

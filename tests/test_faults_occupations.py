@@ -11,10 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from t2i_debias import prompts
 from t2i_debias.config import Config
+from t2i_debias.data import prompts
+from t2i_debias.data.prompts import read_occupation_file, read_prompts
 from t2i_debias.errors import InputError
-from t2i_debias.prompts import read_occupation_file, read_prompts
+from t2i_debias.stages import prompts as prompts_stage
 
 
 def _cfg(tmp_path: Path, occupations: str) -> Config:
@@ -42,7 +43,7 @@ def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path) -> None:
 
 def test_names_without_ascii_letters_get_prompts(tmp_path) -> None:
     cfg = _cfg(tmp_path, "医生\nطبيب\nnurse\n")
-    prompts.run_stage(cfg)
+    prompts_stage.run_stage(cfg)
     df = read_prompts(prompts.prompts_path(cfg))
     assert list(df["occupation"]) == ["医生", "طبيب", "nurse"]
     assert df["prompt_id"].str.startswith("xn_").sum() == 2 and df["prompt_id"].is_unique
@@ -52,7 +53,7 @@ def test_names_without_ascii_letters_get_prompts(tmp_path) -> None:
 def test_a_name_with_nothing_to_name_a_folder_by_is_one_line_naming_the_row(tmp_path) -> None:
     cfg = _cfg(tmp_path, "nurse\n---\n")
     with pytest.raises(InputError) as e:
-        prompts.run_stage(cfg)
+        prompts_stage.run_stage(cfg)
     assert "occ.txt line 2" in str(e.value) and "\n" not in str(e.value)
 
 
@@ -61,7 +62,7 @@ def test_nfd_and_nfc_spellings_are_one_occupation_with_a_warning(tmp_path, caplo
     assert nfc != nfd
     f = tmp_path / "o.txt"
     f.write_text(f"{nfc}\nchef\n{nfd}\n", encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="t2i_debias.prompts"):
+    with caplog.at_level(logging.WARNING, logger="t2i_debias.data.prompts"):
         assert read_occupation_file(f) == [nfc, "chef"]
     assert any("line 3" in r.getMessage() and "line 1" in r.getMessage() for r in caplog.records)
     g = tmp_path / "nfd_only.txt"
@@ -94,10 +95,10 @@ def test_a_prompt_over_the_tokenizer_limit_is_an_error_naming_the_occupation_row
     long_b = "senior principal " * 40 + "architect"  # the same first 77 tokens as long_a: same images
     cfg = _cfg(tmp_path, f"nurse\n{long_a}\n{long_b}\n")
     with pytest.raises(InputError) as e:
-        prompts.run_stage(cfg)
+        prompts_stage.run_stage(cfg)
     msg = str(e.value)
     assert "occ.txt line 2" in msg and "77" in msg and "senior principal" in msg and "\n" not in msg, msg
     assert not prompts.prompts_path(cfg).exists()
     _cfg(tmp_path, "nurse\nchef\n")
-    prompts.run_stage(cfg)  # short names pass the same check
+    prompts_stage.run_stage(cfg)  # short names pass the same check
     assert len(read_prompts(prompts.prompts_path(cfg))) == 2

@@ -104,11 +104,11 @@ def test_sota_plot_draws_an_interval_that_excludes_its_value(tmp_path) -> None:
 def test_sweep_plot_draws_an_interval_that_excludes_its_value(tmp_path) -> None:
     import pandas as pd
 
-    from t2i_debias import sweep
+    from t2i_debias import plots
 
     df = pd.DataFrame([{"model": "base", "guidance_scale": g, "attribute": "gender", "metric": "tvd", "value": 0.048,
                         "lo": 0.052, "hi": 0.077, "floor": 0.04} for g in (1.0, 4.0)])
-    path = sweep.plot_sweep(df, tmp_path / "bias_vs_guidance.png")
+    path = plots.plot_sweep(df, tmp_path / "bias_vs_guidance.png")
     assert path is not None and path.stat().st_size > 0
 
 
@@ -146,7 +146,7 @@ def pd_read(path):
 # ----------------------------------------------------------------------------- no base entry (defect 8)
 def test_generate_models_without_base_still_generate_the_base_for_the_comparison(tmp_path, monkeypatch) -> None:
     """`[generate] models = ["unet=..."]` with `base` in the default [sota] methods: KeyError 'base' mid-stage."""
-    from t2i_debias import generate
+    from t2i_debias import sampling
     from t2i_debias.config import Config
     from t2i_debias.stages import sota
 
@@ -158,7 +158,7 @@ def test_generate_models_without_base_still_generate_the_base_for_the_comparison
     cfg.generate.models = [f"unet={unet}"]
     cfg.sota.methods = ["base"]
     made: list[tuple[str, str]] = []
-    monkeypatch.setattr(generate, "generate_model", lambda cfg, name, spec, **kw: made.append((name, spec)))
+    monkeypatch.setattr(sampling, "generate_model", lambda cfg, name, spec, **kw: made.append((name, spec)))
     names, kinds, skipped = sota.generate_all(cfg)
     assert names == ["base", "unet"] and kinds["base"] == "base" and not skipped
     assert made == [("base", str(base)), ("unet", str(unet))]
@@ -184,17 +184,18 @@ def _run_with_models(tmp_path, names: tuple[str, ...]):
 def test_a_stale_mode_folder_is_not_generated_scored_or_shown(tmp_path, monkeypatch, caplog) -> None:
     """[train] modes changed from unet to text: the old models/unet (in the repro, NaN weights) was generated,
     scored and shown next to models/text. Now it is reported as stale and left out."""
-    from t2i_debias import evaluate, generate
+    from t2i_debias.models import models_to_evaluate, stale_models
     from t2i_debias.report import sections_results as html
     from t2i_debias.runs import Stage
+    from t2i_debias.stages import bias as bias_stage
     from t2i_debias.stages import sota
 
     cfg = _run_with_models(tmp_path, ("unet", "text", "control"))
     cfg.train.modes, cfg.train.control = ["text"], False
     with caplog.at_level("WARNING"):
-        models = generate.models_to_evaluate(cfg)
+        models = models_to_evaluate(cfg)
     assert list(models) == ["base", "text"]
-    assert set(generate.stale_models(cfg)) == {"unet", "control"}
+    assert set(stale_models(cfg)) == {"unet", "control"}
     assert any("models/unet is stale" in r.getMessage() and "[train] modes" in r.getMessage() for r in caplog.records)
     assert sota.method_names(cfg)[0][:2] == ["base", "text"] and "unet" not in sota.method_names(cfg)[0]
 
@@ -202,8 +203,8 @@ def test_a_stale_mode_folder_is_not_generated_scored_or_shown(tmp_path, monkeypa
     for m in ("base", "text", "unet"):
         Stage(f"generated/{m}", cfg.run_dir / "generated" / m, {}).finish()
     scored: list[str] = []
-    monkeypatch.setattr(evaluate, "evaluate_model", lambda cfg, name, factory, **kw: scored.append(name))
-    evaluate.run_stage(cfg, classifier=object())
+    monkeypatch.setattr(bias_stage, "evaluate_model", lambda cfg, name, factory, **kw: scored.append(name))
+    bias_stage.run_stage(cfg, classifier=object())
     assert scored == ["base", "text"]
     stale = json_of(cfg.run_dir / "bias" / "stale.json")
     assert set(stale) == {"unet", "control"} and "[train] control is off" in stale["unet"]
@@ -215,7 +216,7 @@ def test_a_stale_mode_folder_is_not_generated_scored_or_shown(tmp_path, monkeypa
     assert "<td>unet</td>" not in section.replace(" ", "") and ">unet<" not in section
 
     cfg.train.control = True  # control on: models/control is current again
-    assert list(generate.models_to_evaluate(cfg)) == ["base", "text", "control"]
+    assert list(models_to_evaluate(cfg)) == ["base", "text", "control"]
 
 
 def json_of(path):
@@ -235,7 +236,7 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_written_quoted_and_read_back
 
     import pandas as pd
 
-    from t2i_debias import prompts
+    from t2i_debias.data import prompts
     from t2i_debias.runs import atomic_write_csv
     from t2i_debias.tables import read_csv
 

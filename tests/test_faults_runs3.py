@@ -16,11 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from t2i_debias import analysis, prompts
 from t2i_debias.config import Config, ConfigError, load_config
+from t2i_debias.data import prompts
 from t2i_debias.errors import MissingInputError, UserError
 from t2i_debias.labels import runner
 from t2i_debias.runs import MANIFEST, STAGING_MARK, Stage, Staged, hash_file
+from t2i_debias.stages import analysis as analysis_stage
+from t2i_debias.stages import labels as labels_stage
+from t2i_debias.stages import prompts as prompts_stage
 from tests.helpers.augment_inputs import skewed_people, write_inputs
 from tests.helpers.train_fixtures import make_enriched, small_config
 
@@ -51,16 +54,16 @@ def _finished(cfg: Config, *stages: str) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- defect 4: a moved run is complete
 def test_moved_copied_or_relatively_addressed_run_skips_finished_stages(cfg, tmp_path, monkeypatch) -> None:
-    analysis.run_stage(cfg)
-    prompts.run_stage(cfg)
+    analysis_stage.run_stage(cfg)
+    prompts_stage.run_stage(cfg)
     before = _finished(cfg, "analysis", "prompts")
     # copied under another name (times kept, as cp -a / copytree do), then moved, then named by a relative root
     shutil.copytree(cfg.run_dir, tmp_path / "b" / "copy", symlinks=True)
     shutil.move(str(tmp_path / "b" / "copy"), str(tmp_path / "c" / "moved"))
     monkeypatch.chdir(tmp_path / "c")
     cfg.run.root, cfg.run.name = ".", "moved"
-    analysis.run_stage(cfg)
-    prompts.run_stage(cfg)
+    analysis_stage.run_stage(cfg)
+    prompts_stage.run_stage(cfg)
     assert _finished(cfg, "analysis", "prompts") == before  # nothing recomputed, no manifest rewritten
     manifest = json.loads((cfg.run_dir / "analysis" / MANIFEST).read_text())
     assert manifest["inputs"][0]["path"] == "labels/labels.csv" and manifest["root"] == ".."
@@ -75,7 +78,7 @@ def test_cut_labels_csv_no_longer_counts_as_finished(cfg) -> None:
     assert not Stage("labels", cfg.run_dir / "labels", {}).is_complete()  # its own rerun redoes it
     with pytest.raises(MissingInputError, match=r"^labels is incomplete \(labels/labels.csv changed since the "
                                                 r"stage finished .*\): rerun the labels stage$"):
-        analysis.run_stage(cfg)
+        analysis_stage.run_stage(cfg)
     assert not (cfg.run_dir / "analysis" / MANIFEST).exists()
 
 
@@ -95,11 +98,11 @@ def test_replaced_image_is_labelled_again(cfg) -> None:
     image = Path(cfg.mpii.images_dir) / "000000000.jpg"
     good = image.read_bytes()
     image.write_bytes(good[: len(good) // 3])  # truncated (a copy cut short)
-    runner.run_stage(cfg)
+    labels_stage.run_stage(cfg)
     labels = cfg.run_dir / "labels" / "labels.csv"
     assert labels.read_text().splitlines()[1].split(",")[3] != "ok"
     image.write_bytes(good)  # replaced by the whole file
-    runner.run_stage(cfg)
+    labels_stage.run_stage(cfg)
     assert labels.read_text().splitlines()[1].split(",")[3] == "ok"
 
 
@@ -182,8 +185,8 @@ def test_cut_exchange_of_a_trained_mode_resumes_instead_of_retraining(tmp_path, 
 
 # ----------------------------------------------------------------------------- defect 15: litter
 def test_next_run_of_a_stage_removes_its_own_litter(cfg, tmp_path) -> None:
-    analysis.run_stage(cfg)
-    prompts.run_stage(cfg)
+    analysis_stage.run_stage(cfg)
+    prompts_stage.run_stage(cfg)
     run = cfg.run_dir
     litter = [run / "analysis" / ".summary.json.a1b2c3d4.tmp", run / ".prompts.csv.k_9x8y7z.tmp"]
     for f in litter:
@@ -238,12 +241,12 @@ def test_no_triplets_is_a_user_error(tmp_path) -> None:
 
 @pytest.mark.parametrize("manifest", [b"\xff\xfe garbage", b"[1, 2]", b'{"stage": "analysis", "inputs": [{"x": 1}]}'])
 def test_malformed_manifest_means_rerun_not_traceback(cfg, manifest) -> None:
-    analysis.run_stage(cfg)
+    analysis_stage.run_stage(cfg)
     m = json.loads((cfg.run_dir / "analysis" / MANIFEST).read_text())
     if manifest.startswith(b"{"):  # the right stage and config, a malformed input entry
         manifest = json.dumps({**json.loads(manifest), "config_hash": m["config_hash"]}).encode()
     (cfg.run_dir / "analysis" / MANIFEST).write_bytes(manifest)
-    analysis.run_stage(cfg)  # reruns
+    analysis_stage.run_stage(cfg)  # reruns
     assert json.loads((cfg.run_dir / "analysis" / MANIFEST).read_text())["stage"] == "analysis"
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from t2i_debias import analysis
 from t2i_debias.config import Config
 from t2i_debias.errors import MissingInputError
-from t2i_debias.labels import runner
 from t2i_debias.runs import MANIFEST
+from t2i_debias.stages import analysis as analysis_stage
 from t2i_debias.stages import enriched
+from t2i_debias.stages import labels as labels_stage
 from tests.helpers.augment_inputs import skewed_people, write_inputs
 
 
@@ -28,14 +28,14 @@ def cfg(tmp_path: Path) -> Config:
 def test_labels_refuses_an_unfinished_mpii_stage(cfg) -> None:
     (cfg.run_dir / "mpii" / MANIFEST).unlink()
     with pytest.raises(MissingInputError, match=r"^mpii is incomplete \(no manifest\): rerun the mpii stage$"):
-        runner.run_stage(cfg)
+        labels_stage.run_stage(cfg)
     assert not (cfg.run_dir / "labels" / ".journal.jsonl").exists()
 
 
 def test_analysis_refuses_an_unfinished_labels_stage(cfg) -> None:
     (cfg.run_dir / "labels" / MANIFEST).unlink()
     with pytest.raises(MissingInputError, match=r"^labels is incomplete \(no manifest\): rerun the labels stage$"):
-        analysis.run_stage(cfg)
+        analysis_stage.run_stage(cfg)
     assert not (cfg.run_dir / "analysis").exists()
 
 
@@ -47,5 +47,5 @@ def test_enriched_refuses_an_unfinished_labels_stage(cfg) -> None:
 
 
 def test_finished_inputs_are_accepted(cfg, tmp_path) -> None:
-    analysis.run_stage(cfg)
+    analysis_stage.run_stage(cfg)
     assert (cfg.run_dir / "analysis" / MANIFEST).is_file()

@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from t2i_debias import analysis
 from t2i_debias.augment import inputs as augment_inputs
 from t2i_debias.augment import reader
 from t2i_debias.errors import InputError, UserError
 from t2i_debias.labels import runner
+from t2i_debias.stages import analysis as analysis_stage
 from tests.helpers.augment_inputs import write_inputs
 
 PEOPLE = [{"occupation": "chef", "gender": "man", "race": "white"},
@@ -53,7 +53,7 @@ def test_non_utf8_labels_csv_in_analysis_names_file_and_line(inputs, tmp_path) -
     _, labels, _ = inputs
     _latin1_on_line(labels, 4)
     with pytest.raises(InputError, match=rf"^{labels}:4: not UTF-8"):
-        analysis.analyze_folder(labels, tmp_path / "analysis")
+        analysis_stage.analyze_folder(labels, tmp_path / "analysis")
 
 
 def test_non_utf8_metadata_jsonl_names_file_and_line(tmp_path) -> None:
@@ -76,7 +76,7 @@ def test_analysis_missing_column_is_an_error_naming_it(inputs, tmp_path, column)
     labels, df = _labels(inputs)
     df.drop(columns=[column]).to_csv(labels, index=False)
     with pytest.raises(InputError, match=rf"^{labels}: missing column\(s\) \['{column}'\]"):
-        analysis.analyze_folder(labels, tmp_path / "analysis")
+        analysis_stage.analyze_folder(labels, tmp_path / "analysis")
     assert not (tmp_path / "analysis" / "summary.json").exists()
 
 
@@ -84,7 +84,7 @@ def test_analysis_duplicate_person_is_an_error_naming_both_lines(inputs, tmp_pat
     labels, df = _labels(inputs)
     pd.concat([df, df.iloc[[0]]]).to_csv(labels, index=False)
     with pytest.raises(InputError, match=rf"^{labels}:5: duplicate person_id '0_1' \(first on line 2\)"):
-        analysis.analyze_folder(labels, tmp_path / "analysis")
+        analysis_stage.analyze_folder(labels, tmp_path / "analysis")
 
 
 def test_analysis_unknown_class_names_the_csv_line(inputs, tmp_path) -> None:
@@ -92,12 +92,12 @@ def test_analysis_unknown_class_names_the_csv_line(inputs, tmp_path) -> None:
     df.loc[2, "race"] = "martian"
     df.to_csv(labels, index=False)
     with pytest.raises(InputError, match=rf"^{labels}:4: unknown race 'martian'"):
-        analysis.analyze_folder(labels, tmp_path / "analysis")
+        analysis_stage.analyze_folder(labels, tmp_path / "analysis")
 
 
 def test_analysis_still_accepts_a_good_file(inputs, tmp_path) -> None:
     labels, _ = _labels(inputs)
-    analysis.analyze_folder(labels, tmp_path / "analysis")
+    analysis_stage.analyze_folder(labels, tmp_path / "analysis")
     summary = json.loads((tmp_path / "analysis" / "summary.json").read_text())
     assert summary["n_persons"] == 3 and summary["overall"]["attributes"]["race"]["counts"]["black"] == 1
 

@@ -11,10 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from t2i_debias import evaluate, generate, prompts
 from t2i_debias.errors import UserError
 from t2i_debias.runs import MANIFEST
+from t2i_debias.stages import bias as bias_stage
+from t2i_debias.stages import generated as generated_stage
 from t2i_debias.stages import models as models_stage
+from t2i_debias.stages import prompts as prompts_stage
 from tests.helpers.train_fixtures import make_enriched, small_config
 
 
@@ -63,8 +65,8 @@ def test_generation_marks_constant_images_and_the_bias_stage_refuses_the_model(t
     cfg.prompts.occupations = str(occ)
     cfg.generate.images_per_prompt, cfg.generate.num_inference_steps, cfg.generate.batch_size = 2, 2, 2
     cfg.generate.models = ["base=tiny:sd", f"broken={_nan_model(Path(tiny_sd_path), tmp_path / 'broken')}"]
-    prompts.run_stage(cfg)
-    generate.run_stage(cfg)
+    prompts_stage.run_stage(cfg)
+    generated_stage.run_stage(cfg)
 
     base = pd.read_csv(cfg.run_dir / "generated" / "base" / "metadata.csv")
     broken = pd.read_csv(cfg.run_dir / "generated" / "broken" / "metadata.csv")
@@ -74,7 +76,7 @@ def test_generation_marks_constant_images_and_the_bias_stage_refuses_the_model(t
     assert broken["constant"].all()
 
     with pytest.raises(UserError) as e:
-        evaluate.run_stage(cfg)
+        bias_stage.run_stage(cfg)
     msg = str(e.value)
     assert "\n" not in msg and "broken" in msg and "2 of 2" in msg, msg
     assert (cfg.run_dir / "bias" / "base" / MANIFEST).is_file()  # the good model is still evaluated

@@ -7,16 +7,10 @@ import pandas as pd
 import pytest
 
 from t2i_debias.config import Config
-from t2i_debias.generate import (
-    generate_folder,
-    generate_images,
-    is_valid_png,
-    models_to_evaluate,
-    png_info,
-    read_metadata,
-)
-from t2i_debias.prompts import build_prompts
+from t2i_debias.data.prompts import build_prompts
+from t2i_debias.models import models_to_evaluate
 from t2i_debias.runs import Stage
+from t2i_debias.sampling import generate_folder, generate_images, is_valid_png, png_info, read_metadata
 
 STEPS = 2
 
@@ -131,7 +125,8 @@ def test_models_to_evaluate_finds_trained_modes(tmp_path, tiny_sd_path, monkeypa
 
 
 def test_run_stage_smoke_writes_manifest_and_skips(tmp_path):
-    from t2i_debias import generate, prompts
+    from t2i_debias.stages import generated as generated_stage
+    from t2i_debias.stages import prompts as prompts_stage
 
     cfg = Config()
     cfg.run.root, cfg.run.name, cfg.run.smoke = str(tmp_path), "r", True
@@ -139,16 +134,16 @@ def test_run_stage_smoke_writes_manifest_and_skips(tmp_path):
     occ.write_text("nurse\n")
     cfg.prompts.occupations = str(occ)
     cfg.generate.images_per_prompt, cfg.generate.num_inference_steps, cfg.generate.batch_size = 2, 2, 2
-    prompts.run_stage(cfg)
-    generate.run_stage(cfg)
+    prompts_stage.run_stage(cfg)
+    generated_stage.run_stage(cfg)
     folder = cfg.run_dir / "generated" / "base"
     assert (folder / "_manifest.json").is_file()
     assert len(pd.read_csv(folder / "metadata.csv")) == 2
     mtime = (folder / "_manifest.json").stat().st_mtime_ns
-    generate.run_stage(cfg)  # manifest matches: skipped
+    generated_stage.run_stage(cfg)  # manifest matches: skipped
     assert (folder / "_manifest.json").stat().st_mtime_ns == mtime
     cfg.generate.images_per_prompt = 3  # more images: the stage reruns and keeps the first two
     first = (folder / "images/nurse/0.png").read_bytes()
-    generate.run_stage(cfg)
+    generated_stage.run_stage(cfg)
     assert len(pd.read_csv(folder / "metadata.csv")) == 3
     assert (folder / "images/nurse/0.png").read_bytes() == first

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from t2i_debias.generate import is_valid_png, png_info
+from t2i_debias.sampling import is_valid_png, png_info
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "evaluation" / "generate_images.py"

@@ -20,6 +20,7 @@ from t2i_debias.labels.base import Prediction
 from t2i_debias.labels.clip_backend import ClipClassifier, label_prompts
 from t2i_debias.labels.crops import expand_box, make_crop
 from t2i_debias.runs import Stage
+from t2i_debias.stages import labels as labels_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,7 +101,7 @@ def test_label_prompts_are_grammatical() -> None:
 def test_clip_labels_reconcile_and_cache(tmp_path: Path, tiny_clip: Path) -> None:
     persons, images = _write_images_and_persons(tmp_path)
     clf = ClipClassifier(model=str(tiny_clip), batch_size=4)
-    out, stats = runner.label_persons(persons, images, clf, tmp_path / "labels", batch_size=4)
+    out, stats = labels_stage.label_persons(persons, images, clf, tmp_path / "labels", batch_size=4)
     df = pd.read_csv(out, keep_default_na=False)
     assert list(df.columns) == list(runner.LABEL_COLUMNS)
     n_in = len(pd.read_csv(persons))
@@ -118,7 +119,7 @@ def test_clip_labels_reconcile_and_cache(tmp_path: Path, tiny_clip: Path) -> Non
     assert tuple(float(first[c]) for c in ("face_x1", "face_y1", "face_x2", "face_y2")) == (0, 0, 28, 28)
     # a rerun computes nothing and writes the same file
     before = out.read_bytes()
-    out2, stats2 = runner.label_persons(persons, images, clf, tmp_path / "labels", batch_size=3)
+    out2, stats2 = labels_stage.label_persons(persons, images, clf, tmp_path / "labels", batch_size=3)
     assert stats2.computed == 0 and stats2.cached == 12
     assert out2.read_bytes() == before
 
@@ -141,8 +142,8 @@ def test_journal_ignores_truncated_last_line(tmp_path: Path) -> None:
 
 _CHILD = """
 import sys, time
-from t2i_debias.labels import runner
 from t2i_debias.labels.clip_backend import ClipClassifier
+from t2i_debias.stages import labels as labels_stage
 
 class Slow(ClipClassifier):  # the real classifier, slowed so the parent can kill it mid-run
     def predict(self, images, boxes=None):
@@ -151,7 +152,7 @@ class Slow(ClipClassifier):  # the real classifier, slowed so the parent can kil
         return out
 
 clf = Slow(model=sys.argv[1], batch_size=2)
-runner.label_persons(sys.argv[2], sys.argv[3], clf, sys.argv[4], batch_size=2)
+labels_stage.label_persons(sys.argv[2], sys.argv[3], clf, sys.argv[4], batch_size=2)
 """
 
 
@@ -159,7 +160,7 @@ runner.label_persons(sys.argv[2], sys.argv[3], clf, sys.argv[4], batch_size=2)
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path: Path, tiny_clip: Path) -> None:
     persons, images = _write_images_and_persons(tmp_path, n_images=10)
     clf = ClipClassifier(model=str(tiny_clip), batch_size=2)
-    ref, _ = runner.label_persons(persons, images, clf, tmp_path / "ref", batch_size=2)
+    ref, _ = labels_stage.label_persons(persons, images, clf, tmp_path / "ref", batch_size=2)
 
     out_dir = tmp_path / "killed"
     journal = out_dir / runner.JOURNAL
@@ -178,7 +179,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path: Path, tiny_cli
     done = journal.read_bytes().count(b"\n")
     assert 4 <= done < 20
 
-    out, stats = runner.label_persons(persons, images, clf, out_dir, batch_size=2)
+    out, stats = labels_stage.label_persons(persons, images, clf, out_dir, batch_size=2)
     assert stats.cached >= done and stats.cached + stats.computed == 20  # finished rows not recomputed
     assert out.read_bytes() == ref.read_bytes()
 
@@ -192,12 +193,12 @@ def test_run_stage_writes_manifest_and_skips(tmp_path: Path, tiny_clip: Path) ->
     Stage("mpii", cfg.run_dir / "mpii", {}).finish([cfg.run_dir / "mpii" / "persons.csv"])
     cfg.mpii.images_dir = str(images)
     cfg.labels.backend, cfg.labels.clip_model, cfg.run.device = "clip", str(tiny_clip), "cpu"
-    runner.run_stage(cfg)
+    labels_stage.run_stage(cfg)
     man = json.loads((cfg.run_dir / "labels" / "_manifest.json").read_text())
     assert man["extra"]["n_rows"] == 6 and man["extra"]["status_counts"]["ok"] == 4
     assert man["extra"]["measures"] == ["gender", "race", "age_group"]  # what the backend measures, recorded
     mtime = (cfg.run_dir / "labels" / "labels.csv").stat().st_mtime_ns
-    runner.run_stage(cfg)  # manifest matches: skipped
+    labels_stage.run_stage(cfg)  # manifest matches: skipped
     assert (cfg.run_dir / "labels" / "labels.csv").stat().st_mtime_ns == mtime
 
 
@@ -211,4 +212,4 @@ def test_bad_head_box_names_file_and_line(tmp_path: Path) -> None:
             self.margin = 1.0
 
     with pytest.raises(ValueError, match=r"persons.csv line 2: head box"):
-        runner.label_persons(persons, tmp_path, Never(), tmp_path / "labels")
+        labels_stage.label_persons(persons, tmp_path, Never(), tmp_path / "labels")

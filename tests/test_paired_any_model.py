@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from t2i_debias.attributes import GENDERS
-from t2i_debias.evaluate import paired_comparison, summarize
 from t2i_debias.metrics.bias import METRIC_NAMES
 from t2i_debias.metrics.paired import NOT_COMPUTED
+from t2i_debias.metrics.summary import paired_comparison, summarize
 from t2i_debias.report.comparison import NO_OURS, OURS_COLUMN, comparison_rows, ours_name, to_markdown
 
 PROMPTS = ("p0", "p1", "p2", "p3")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from t2i_debias.prompts import (
+from t2i_debias.data.prompts import (
     COLUMNS,
     DEFAULT_OCCUPATIONS,
     FACE_TEMPLATE,

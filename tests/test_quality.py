@@ -126,8 +126,10 @@ def test_random_inception_refused_outside_smoke(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_quality_stage_smoke(tmp_path):
-    from t2i_debias import generate, prompts
     from t2i_debias.config import Config
+    from t2i_debias.stages import generated as generated_stage
+    from t2i_debias.stages import prompts as prompts_stage
+    from t2i_debias.stages import quality as quality_stage
 
     cfg = Config()
     cfg.run.root, cfg.run.name, cfg.run.smoke = str(tmp_path), "r", True
@@ -135,11 +137,11 @@ def test_quality_stage_smoke(tmp_path):
     cfg.prompts.occupations = str(tmp_path / "occ.txt")
     cfg.generate.images_per_prompt, cfg.generate.num_inference_steps, cfg.generate.batch_size = 2, 2, 4
     cfg.generate.models = ["base=tiny:sd", "other=tiny:sd-v"]
-    prompts.run_stage(cfg)
-    generate.run_stage(cfg)
+    prompts_stage.run_stage(cfg)
+    generated_stage.run_stage(cfg)
     cfg.quality.reference = str(cfg.run_dir / "generated" / "base" / "images")
     cfg.quality.kid_subset_size = 4
-    quality.run_stage(cfg)
+    quality_stage.run_stage(cfg)
     base = json.loads((cfg.run_dir / "quality" / "base.json").read_text())
     other = json.loads((cfg.run_dir / "quality" / "other.json").read_text())
     assert base["n_images"] == other["n_images"] == 4

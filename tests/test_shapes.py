@@ -219,8 +219,8 @@ def test_sd15_trains_loads_lora_generates_and_runs_shen2024(tmp_path, data):
     """SD 1.5 (CLIP ViT-L, 768 wide): a `both` LoRA step, its output through pipe.load_lora_weights, one
     image, then Shen et al.'s adapters (diffusers-0.19 naming), which exist for SD 1.5 only."""
     from t2i_debias.baselines import GenParams, make_method
-    from t2i_debias.generate import generate_images
     from t2i_debias.models import load_pipeline, resolve_model
+    from t2i_debias.sampling import generate_images
     from tests.test_baselines_editing import _save, _shen_state
 
     path = resolve_model("shape:sd15")
@@ -285,7 +285,7 @@ def sd21_pipe(sd21):
 @pytest.mark.xdist_group("real_shapes")
 def test_sd21_one_denoising_step_and_lora(sd21_both_lora, sd21_pipe):
     """Two seeds, two images; then the `both` LoRA output through pipe.load_lora_weights changes the image."""
-    from t2i_debias.generate import generate_images
+    from t2i_debias.sampling import generate_images
 
     ims = generate_images(sd21_pipe, ["a photo of a doctor"] * 2, [0, 1], 2, 1, 7.5, height=RES, width=RES)
     assert [im.size for im in ims] == [(RES, RES)] * 2

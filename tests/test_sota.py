@@ -81,8 +81,8 @@ def test_occupation_accuracy_known_answer():
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_sota_stage_on_tiny_pipeline(tmp_path, tiny_sd_path):
-    from t2i_debias import prompts as prompts_stage
     from t2i_debias.config import Config
+    from t2i_debias.stages import prompts as prompts_stage
     from t2i_debias.stages import sota
 
     cfg = Config()
@@ -244,7 +244,7 @@ def test_toy_quality_on_rendered_and_noise_images(tmp_path):
     from PIL import Image
 
     from t2i_debias.config import Config
-    from t2i_debias.evaluate import classify_generated
+    from t2i_debias.labels.runner import classify_generated
     from t2i_debias.toyworld.classifier import make_classifier
     from t2i_debias.toyworld.dataset import biased_population
     from t2i_debias.toyworld.quality import toy_quality

@@ -31,24 +31,25 @@ class RedClassifier(DemographicClassifier):
 
 
 def test_scale_tag():
-    from t2i_debias.sweep import scale_tag
+    from t2i_debias.stages.sweep import scale_tag
 
     assert [scale_tag(g) for g in (1.0, 4, 7.5)] == ["g1", "g4", "g7.5"]
 
 
 def test_sweep_is_a_no_op_without_scales(tmp_path):
-    from t2i_debias import sweep
+    from t2i_debias.stages import sweep as sweep_stage
 
     cfg = Config()
     cfg.run.root, cfg.run.name = str(tmp_path), "r"
-    sweep.run_stage(cfg)
+    sweep_stage.run_stage(cfg)
     assert not (cfg.run_dir / "sweep").exists()
 
 
 @pytest.mark.slow
 def test_guidance_sweep_on_tiny_pipeline(tmp_path, tiny_sd_path):
-    from t2i_debias import generate, sweep
-    from t2i_debias import prompts as prompts_stage
+    from t2i_debias import models, sampling
+    from t2i_debias.stages import prompts as prompts_stage
+    from t2i_debias.stages import sweep as sweep_stage
 
     cfg = Config()
     cfg.run.root, cfg.run.name, cfg.run.smoke, cfg.run.device = str(tmp_path), "sw", True, "cpu"
@@ -66,7 +67,7 @@ def test_guidance_sweep_on_tiny_pipeline(tmp_path, tiny_sd_path):
     prompts_stage.run_stage(cfg)
     clf = RedClassifier()
 
-    sweep.run_stage(cfg, classifier=clf)
+    sweep_stage.run_stage(cfg, classifier=clf)
     root = cfg.run_dir / "sweep"
     for model in ("base", "text"):
         for tag, scale in (("g1", 1.0), ("g3", 3.0)):
@@ -89,7 +90,7 @@ def test_guidance_sweep_on_tiny_pipeline(tmp_path, tiny_sd_path):
     assert (root / "bias_vs_guidance.png").is_file()
 
     # same seeds: the sweep's base at the main guidance scale repeats the evaluation's images exactly
-    generate.generate_model(cfg, "base", generate.models_to_evaluate(cfg)["base"])
+    sampling.generate_model(cfg, "base", models.models_to_evaluate(cfg)["base"])
     for pid in pd.read_csv(cfg.run_dir / "prompts.csv")["prompt_id"]:
         for seed in (0, 1):
             a = np.asarray(Image.open(cfg.run_dir / "generated" / "base" / "images" / str(pid) / f"{seed}.png"))
@@ -98,8 +99,8 @@ def test_guidance_sweep_on_tiny_pipeline(tmp_path, tiny_sd_path):
 
     # a rerun finds every manifest complete; an unknown model name is an error naming the key
     before = (root / "_manifest.json").stat().st_mtime_ns
-    sweep.run_stage(cfg, classifier=clf)
+    sweep_stage.run_stage(cfg, classifier=clf)
     assert (root / "_manifest.json").stat().st_mtime_ns == before
     cfg.bias.sweep_models = ["nope"]
     with pytest.raises(ValueError, match="sweep_models"):
-        sweep.run_stage(cfg, classifier=clf)
+        sweep_stage.run_stage(cfg, classifier=clf)

@@ -35,11 +35,11 @@ def generate_images(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], gen
                     **kw: Any) -> list[Any]:
     """Batched generation where image i starts from `torch.Generator().manual_seed(seeds[i])`.
 
-    Goes through the evaluation stage's `t2i_debias.generate.generate_images` so baselines and the
+    Goes through the evaluation stage's `t2i_debias.sampling.generate_images` so baselines and the
     evaluated models share one sampler; a private equivalent is used only while that module is absent.
     """
     try:
-        from t2i_debias.generate import generate_images as shared
+        from t2i_debias.sampling import generate_images as shared
     except ImportError:  # the evaluation issue's module is not there yet
         shared = _generate_images_fallback
     return shared(pipe, list(prompts), list(seeds), batch_size=gen.batch_size,
@@ -50,7 +50,7 @@ def generate_images(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], gen
 def _generate_images_fallback(pipe: Any, prompts: list[str], seeds: list[int], batch_size: int,
                               num_inference_steps: int, guidance_scale: float, height: int | None = None,
                               width: int | None = None, **kw: Any) -> list[Any]:
-    """Same contract as t2i_debias.generate.generate_images (per-image CPU generators, batched calls)."""
+    """Same contract as t2i_debias.sampling.generate_images (per-image CPU generators, batched calls)."""
     import torch
 
     if len(prompts) != len(seeds):

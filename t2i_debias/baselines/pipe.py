@@ -49,8 +49,7 @@ def _device_dtype(cfg: Any) -> tuple[str, Any]:
 
 def load_base(cfg: Any) -> Any:
     """A fresh copy of the run's base pipeline (methods may change it in place)."""
-    from t2i_debias.generate import load_model
-    from t2i_debias.models import base_model
+    from t2i_debias.models import base_model, load_model
 
     device, dtype = _device_dtype(cfg)
     base = base_model(cfg)

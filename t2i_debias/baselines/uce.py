@@ -203,7 +203,7 @@ class UCE(Method):
     @classmethod
     def params_from(cls, cfg: Any) -> dict[str, Any]:
         """Race balance over the races the run's classifier can return."""
-        from t2i_debias.analysis import race_classes_for
+        from t2i_debias.metrics.dataset import race_classes_for
 
         return {"iterations": cfg.sota.uce_iterations, "races": list(race_classes_for(cfg))}
 

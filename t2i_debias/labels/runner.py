@@ -1,4 +1,4 @@
-"""The labels stage: one row per MPII person in `labels/labels.csv`, resumable after a kill.
+"""Labelling engine of the labels stage: one row per MPII person in `labels/labels.csv`, resumable after a kill.
 
 Every person read from `mpii/persons.csv` gets exactly one row with a status (persons in = rows
 out). Results are cached by the crop's content hash in an append-only journal
@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import pandas as pd
 from PIL import Image
 
 from t2i_debias.attributes import STATUS_BLANK, STATUS_BOX_OUTSIDE, STATUS_OK
@@ -35,8 +36,7 @@ from t2i_debias.labels.crops import (
     make_crop,
     valid_box,
 )
-from t2i_debias.runs import Stage, atomic_write_csv, hash_obj, require_finished, safe_join
-from t2i_debias.runs import run_stage as run_stage_folder
+from t2i_debias.runs import hash_obj, safe_join
 
 log = logging.getLogger(__name__)
 
@@ -327,58 +327,39 @@ def label_row(person: dict[str, str], result: Result, backend: str) -> dict[str,
     return row
 
 
-def label_persons(persons_csv: str | Path, images_dir: str | Path, classifier: DemographicClassifier,
-                  out_dir: str | Path, batch_size: int = 32) -> tuple[Path, Stats]:
-    """Label every person of `persons_csv` into `out_dir/labels.csv` (atomic), resuming from the journal."""
-    import pandas as pd
-
-    persons = read_persons(persons_csv)
-    items = []
-    for n, row in enumerate(persons, 2):
-        where = f"{persons_csv} line {n}"
-        box = person_box(row, where)
-        try:
-            path = safe_join(images_dir, row["image"])
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from e
-        items.append(Item(path, box))
-    out_dir = Path(out_dir)
-    with Journal(out_dir / JOURNAL, classifier_key(classifier)) as journal:
-        if journal.entries:
-            log.info("resuming: %d results cached in %s", len(journal.entries), journal.path)
-        results, stats = classify_items(classifier, items, batch_size, journal, desc="labels", check_crops=True)
-    rows = [label_row(p, r, classifier.name) for p, r in zip(persons, results, strict=True)]
-    if len(rows) != len(persons):
-        raise RuntimeError(f"labels do not reconcile: {len(persons)} persons in, {len(rows)} rows out")
-    df = pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
-    df["n_faces"] = df["n_faces"].astype("Int64")  # integers, empty when unknown (not 1.0)
-    out = atomic_write_csv(out_dir / "labels.csv", df)
-    log.info("labels: %d persons, %d computed, %d from cache; statuses %s", len(rows), stats.computed,
-             stats.cached, dict(sorted(stats.statuses.items())))
-    return out, stats
+# ----------------------------------------------------------------------------- generated images
+PREDICTION_COLUMNS: tuple[str, ...] = (
+    "model", "prompt_id", "occupation", "prompt", "seed", "file", "status", "gender", "gender_conf", "race",
+    "race_conf", "age", "age_group", "face_x1", "face_y1", "face_x2", "face_y2", "n_faces", "backend",
+)
 
 
-def run_stage(cfg: Any, force: bool = False) -> None:
-    """Pipeline entry: mpii/persons.csv (+ images) -> labels/labels.csv with a manifest."""
-    from t2i_debias.labels.registry import make_classifier
+def classify_generated(model_dir: Path, classifier: DemographicClassifier, journal_path: Path | None = None,
+                       batch_size: int = 32, desc: str | None = None) -> pd.DataFrame:
+    """predictions.csv rows for every image listed in `model_dir/metadata.csv`, in its order."""
+    from t2i_debias.sampling import read_metadata
 
-    persons_csv = cfg.run_dir / "mpii" / "persons.csv"
-    if not persons_csv.exists():
-        raise FileNotFoundError(f"{persons_csv} not found: run the mpii stage first (mpii_dataset/load_dataset.py)")
-    require_finished(persons_csv.parent, "mpii", cfg.run_dir)  # a persons.csv the mpii stage finished
-    config = {**cfg.section_dict("labels"), "images_dir": str(Path(cfg.mpii.images_dir).resolve()),
-              "smoke": cfg.run.smoke}
-    # each image's size and mtime are inputs too: a replaced image is labelled again (its crop hash is new)
-    images = sorted({str(r["image"]) for r in read_persons(persons_csv) if isinstance(r.get("image"), str)})
-    stage = Stage("labels", cfg.run_dir / "labels", config=config, inputs=[persons_csv],
-                  stat_inputs=[Path(cfg.mpii.images_dir) / name for name in images])
+    meta = read_metadata(model_dir)
+    paths = [safe_join(model_dir, f) for f in meta["file"]]
+    desc = desc or f"bias {model_dir.name}"
+    if journal_path is not None:
+        with Journal(journal_path, classifier_key(classifier)) as journal:
+            preds = classify_files(classifier, paths, batch_size=batch_size, journal=journal, desc=desc)
+    else:
+        preds = classify_files(classifier, paths, batch_size=batch_size, desc=desc)
+    rows = []
+    for m, pred in zip(meta.to_dict("records"), preds, strict=True):
+        if _is_true(m.get("constant", False)):
+            pred = Prediction(status=STATUS_BLANK)
+        row = {"model": m.get("model", model_dir.name), "prompt_id": m["prompt_id"],
+               "occupation": m.get("occupation", ""), "prompt": m.get("prompt", ""), "seed": m["seed"],
+               "file": m["file"], **pred.to_row(), "backend": classifier.name}
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    extra = [c for c in df.columns if c not in PREDICTION_COLUMNS]
+    return df.reindex(columns=list(PREDICTION_COLUMNS) + extra)
 
-    def body(st: Stage) -> tuple[list[Path], dict[str, Any]]:
-        clf = make_classifier(cfg.labels, device=cfg.run.device, smoke=cfg.run.smoke)
-        out, stats = label_persons(persons_csv, cfg.mpii.images_dir, clf, st.folder, cfg.labels.batch_size)
-        extra = {"classifier": clf.describe(), "measures": list(clf.measures), "n_rows": sum(stats.statuses.values()),
-                 "status_counts": stats.statuses, "computed": stats.computed, "cached": stats.cached}
-        return [out], extra
 
-    run_stage_folder(stage, body, force=force, log=log.info)
-
+def _is_true(v: Any) -> bool:
+    """A metadata.csv boolean cell (pandas reads True/False, a hand-written file may say true/1)."""
+    return str(v).strip().lower() in ("true", "1")

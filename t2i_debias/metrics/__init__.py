@@ -2,6 +2,8 @@
 
 - `bias`        tvd, pairwise, kl, entropy over class proportions; per-prompt values, aggregate, bootstrap CI;
 - `coverage`    the simulation that chose the bias CI (docs/results/interval_coverage.md);
-- `quality`     FID / KID through torchmetrics with cached reference features; the quality stage;
+- `quality`     FID / KID through torchmetrics with cached reference features (the quality stage runs it);
+- `summary`     predictions of generated images -> by_prompt.csv / summary.json with CIs, paired comparisons;
+- `dataset`     labelled MPII people -> the analysis tables (per occupation and overall);
 - `clip_score`  CLIP-T (image-prompt) and CLIP-I (image-image) with transformers CLIPModel or open_clip.
 """

@@ -1,4 +1,4 @@
-"""FID / KID through torchmetrics with cached reference features, CLIP-T / CLIP-I, and the quality stage.
+"""FID / KID through torchmetrics with cached reference features, and CLIP-T / CLIP-I (the quality stage runs them).
 
 Inception features come from torchmetrics' `NoTrainInceptionV3` (torch-fidelity's FID Inception).
 Reference features are cached under `$T2I_DEBIAS_CACHE/fid-ref/` by the content hash of the
@@ -26,7 +26,6 @@ from PIL import Image
 from t2i_debias.image_files import open_rgb
 from t2i_debias.metrics.clip_score import ClipEmbedder, clip_i_scores, clip_t_scores
 from t2i_debias.runs import (
-    Stage,
     atomic_write_bytes,
     atomic_write_csv,
     atomic_write_json,
@@ -248,8 +247,8 @@ def evaluate_model(model_dir: Path, base_dir: Path | None, ref: dict[str, Any] |
     """Quality numbers of one generated/<model>/ folder, and its per-image table."""
     import pandas as pd
 
-    from t2i_debias.generate import read_metadata
     from t2i_debias.runs import safe_join
+    from t2i_debias.sampling import read_metadata
 
     meta = read_metadata(model_dir)
     images = LazyImages([safe_join(model_dir, f) for f in meta["file"]])  # decoded one batch at a time
@@ -314,28 +313,3 @@ def quality_for(cfg: Any, names: list[str], out_dir: Path) -> list[Path]:
         log.info("[quality] %s: fid=%s kid=%s clip_t=%s clip_i=%s", name,
                  *(figure(res.get(k)) for k in ("fid", "kid", "clip_t", "clip_i")))
     return outputs
-
-
-def run_stage(cfg: Any, force: bool = False) -> None:
-    """Quality of every generated model: FID/KID against `quality.reference`, CLIP-T, CLIP-I vs base."""
-    from t2i_debias.generate import finished_generated, models_to_evaluate
-    from t2i_debias.runs import run_stage as _run_stage
-
-    q = cfg.quality
-    gen_root = cfg.run_dir / "generated"
-    names = finished_generated(cfg, models_to_evaluate(cfg))
-    inputs = [gen_root / n / "metadata.csv" for n in names]
-    if q.reference:
-        inputs.append(Path(q.reference))
-    config = cfg.section_dict("quality")
-    config["smoke"] = cfg.run.smoke
-    config["models"] = names
-    stage = Stage("quality", cfg.run_dir / "quality", config, inputs)
-
-    def body(st: Stage) -> tuple[list[Path], dict[str, Any]]:
-        if not names:
-            raise FileNotFoundError(f"no generated images under {gen_root}: run the generation stage first")
-        return quality_for(cfg, names, st.folder), {"models": names}
-
-    _run_stage(stage, body, force=force, log=log.info)
-

@@ -182,7 +182,12 @@ def paired_vs_ours(cfg: Any, summaries: dict[str, dict[str, Any]], ours: str | N
     table time because which model is ours is the comparison's choice, not the bias stage's; without ours
     (no trained mode ran) every verdict is NOT_COMPUTED.
     """
-    from t2i_debias.evaluate import bias_attributes, paired_comparison, race_classes_of, read_predictions
+    from t2i_debias.metrics.summary import (
+        bias_attributes,
+        paired_comparison,
+        race_classes_of,
+        read_predictions,
+    )
 
     if ours is None:
         missing = {"against": None, "attributes": {a: {m: {"verdict": NOT_COMPUTED} for m in BIAS_METRICS}

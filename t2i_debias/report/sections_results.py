@@ -51,7 +51,7 @@ SWEEP_ATTRIBUTES: tuple[str, ...] = ("gender", "race")
 
 def stale_models(run_dir: Path) -> dict[str, str]:
     """bias/stale.json: model folders the run's config no longer trains -> why (left out of every section)."""
-    from t2i_debias.evaluate import STALE
+    from t2i_debias.metrics.summary import STALE
 
     path = run_dir / "bias" / STALE
     data, err = read_json(path) if path.is_file() else ({}, None)
@@ -342,7 +342,7 @@ def section_quality(run_dir: Path) -> str:
 def section_sweep(run_dir: Path) -> str:
     """Bias against guidance scale per model (sweep/sweep.csv and its plot): tvd with CI, floor, excess and
     the paired Δ to the base at the same scale."""
-    from t2i_debias.sweep import SWEEP_CSV, SWEEP_DIR, SWEEP_PLOT
+    from t2i_debias.plots import SWEEP_CSV, SWEEP_DIR, SWEEP_PLOT
 
     path = run_dir / SWEEP_DIR / SWEEP_CSV
     if not path.is_file():

@@ -2,7 +2,7 @@
 classifier and metrics -> `sota/comparison.csv`, `sota/comparison.md` and plots.
 
 - "base" and "ours" (each trained mode under models/) are the evaluation stage's own models: their
-  images, bias and quality come from t2i_debias.generate / evaluate / metrics.quality, per model.
+  images, bias and quality come from t2i_debias.sampling / metrics.summary / metrics.quality, per model.
 - Each baseline in `sota.methods` generates into `generated/<method>/` with the same layout
   (images/<prompt_id>/<seed>.png + metadata.csv), through the same folder generator (resume and
   sharding included), then goes through the same bias and quality code as any model.
@@ -40,8 +40,8 @@ def check_applicable(cfg: Any, name: str) -> str | None:
 
 def method_config(cfg: Any, name: str) -> dict[str, Any]:
     """What determines a baseline's images: generation settings, the base model and the method's settings."""
-    from t2i_debias.generate import generation_config
     from t2i_debias.models import base_model
+    from t2i_debias.sampling import generation_config
 
     conf = generation_config(cfg, name, base_model(cfg))
     conf["method"] = {"name": name, "params": method_params(name, cfg), **method_class(name).settings_from(cfg)}
@@ -50,8 +50,8 @@ def method_config(cfg: Any, name: str) -> dict[str, Any]:
 
 def generate_method(cfg: Any, name: str, force: bool = False) -> Path:
     """generated/<name>/ for baseline `name` (same layout and seeds as every evaluated model)."""
-    from t2i_debias.generate import SETTINGS, generate_folder
-    from t2i_debias.prompts import prompts_path, read_prompts
+    from t2i_debias.data.prompts import prompts_path, read_prompts
+    from t2i_debias.sampling import SETTINGS, generate_folder
 
     out_dir = cfg.run_dir / "generated" / name
     config = method_config(cfg, name)
@@ -86,8 +86,7 @@ def ours_models(cfg: Any) -> dict[str, str]:
     The base is always one of them: every row is compared with it. A `[generate] models` list without a
     `base` entry gets the run's base model as "base" (first), not a KeyError in the middle of the stage.
     """
-    from t2i_debias.generate import models_to_evaluate
-    from t2i_debias.models import base_model
+    from t2i_debias.models import base_model, models_to_evaluate
 
     models = models_to_evaluate(cfg)
     if "base" in models:
@@ -99,9 +98,9 @@ def ours_models(cfg: Any) -> dict[str, str]:
 
 def classify_model(cfg: Any, name: str, force: bool = False, factory: Any = None) -> None:
     """bias/<name>/ (predictions, per-prompt metrics, summary with CIs) with the evaluation stage's code."""
-    from t2i_debias import evaluate
+    from t2i_debias.metrics import summary
 
-    evaluate.evaluate_model(cfg, name, factory, force=force)
+    summary.evaluate_model(cfg, name, factory, force=force)
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -148,7 +147,7 @@ def generate_all(cfg: Any, force: bool = False) -> tuple[list[str], dict[str, st
                 continue
             generate_method(cfg, name, force=force)
         else:  # the generation stage's own images: made once, not again under --force (their manifest decides)
-            from t2i_debias.generate import generate_model
+            from t2i_debias.sampling import generate_model
 
             generate_model(cfg, name, ours[name], force=False)
     atomic_write_json(cfg.run_dir / "sota" / SKIPPED, skipped)
@@ -166,7 +165,7 @@ def _rows(cfg: Any) -> tuple[list[str], dict[str, str], dict[str, str]]:
 
 def classify_all(cfg: Any, force: bool = False) -> None:
     """Classify the images of every row that ran (bias/<name>/)."""
-    from t2i_debias.evaluate import base_first, classifier_factory_for
+    from t2i_debias.metrics.summary import base_first, classifier_factory_for
 
     names, kinds, skipped = _rows(cfg)
     factory = classifier_factory_for(cfg)  # one classifier for every method, built only if needed
@@ -199,8 +198,8 @@ def quality_all(cfg: Any, force: bool = False) -> None:
 
 def write_comparison(cfg: Any, force: bool = False) -> Path:
     """sota/comparison.csv, comparison.md, methods.json and plots from bias/ and quality/."""
+    from t2i_debias.data.prompts import prompts_path
     from t2i_debias.models import model_name
-    from t2i_debias.prompts import prompts_path
 
     names, kinds, skipped = _rows(cfg)
     out = cfg.run_dir / "sota"

@@ -205,7 +205,7 @@ def _generate(pipe: Any, prompts: list[str], occupations: list[str], seeds: list
     """Image i of prompt i from seed i, by a pipeline or by a SOTA baseline (`baselines.Method`), which a
     user applies to every prompt, attribute prompts included."""
     from t2i_debias.baselines.base import GenParams, Method
-    from t2i_debias.generate import generate_images
+    from t2i_debias.sampling import generate_images
 
     if isinstance(pipe, Method):
         if not pipe.prepared:  # UCE and debiasVL edit for the occupations they are told of: all of them

@@ -71,8 +71,8 @@ def toy_quality(cfg: Any, names: list[str]) -> dict[str, dict[str, float | None]
     over the images of the toy occupations (as toy/summary.md)."""
     from PIL import Image
 
-    from t2i_debias.generate import read_metadata
     from t2i_debias.runs import safe_join
+    from t2i_debias.sampling import read_metadata
     from t2i_debias.toyworld.classifier import frechet_distance, make_classifier
     from t2i_debias.toyworld.render import OCCUPATIONS
 

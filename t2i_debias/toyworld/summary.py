@@ -73,7 +73,7 @@ def summary_table(cfg: Any, n_attribute: int = 8, attribute_out: list[dict[str, 
     """One row per generated model of the run (see module docstring); per-prompt obedience rows (with
     their model) are appended to `attribute_out` when given. `n_attribute` images per attribute prompt
     (32 prompts): 8 keeps the demo short and still shows a prompt that is never obeyed."""
-    from t2i_debias.generate import is_pipeline_dir
+    from t2i_debias.models import is_pipeline_dir
     from t2i_debias.toyworld.classifier import make_classifier
 
     run_dir = cfg.run_dir
@@ -87,7 +87,7 @@ def summary_table(cfg: Any, n_attribute: int = 8, attribute_out: list[dict[str, 
     reference = [Image.open(p).convert("RGB") for p in sorted(images_dir.glob("*.jpg"))[:1024]]
     models = {"base": None}
     try:
-        from t2i_debias.generate import models_to_evaluate
+        from t2i_debias.models import models_to_evaluate
 
         models = models_to_evaluate(cfg)
     except (FileNotFoundError, ValueError) as e:

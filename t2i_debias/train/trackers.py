@@ -84,7 +84,7 @@ def log_samples(accelerator: Any, train: Any, parts: Any, step: int, seed: int) 
     import torch
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    from t2i_debias.generate import generate_images
+    from t2i_debias.sampling import generate_images
 
     unet, te = accelerator.unwrap_model(parts.unet), accelerator.unwrap_model(parts.text_encoder)
     pipe = StableDiffusionPipeline(vae=parts.vae, text_encoder=te, tokenizer=parts.tokenizer, unet=unet,

@@ -107,7 +107,7 @@ def world_references(pipe: Any, people: Sequence[Any], composer: Any, seed: int,
     Drawn through the same generate_images path, so a build's images match one of these exactly.
     """
     from t2i_debias.augment.planner import triplet_seed
-    from t2i_debias.generate import generate_images
+    from t2i_debias.sampling import generate_images
 
     jobs = []
     for p in people:

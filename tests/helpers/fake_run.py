@@ -17,7 +17,7 @@ SEEDS = [0, 1, 2]
 MODELS = ["base", "both"]
 
 # Numbers with <= 3 significant digits, so they print the same in the report (which shows 3).
-# Layouts follow the real files (t2i_debias.analysis, t2i_debias.evaluate, t2i_debias.stages.sota).
+# Layouts follow the real files (t2i_debias.stages.analysis, t2i_debias.stages.bias, t2i_debias.stages.sota).
 _SHARES = {"gender": {"man": 0.75, "woman": 0.25},
            "race": {"asian": 0.0, "indian": 0.125, "black": 0.125, "white": 0.5, "middle eastern": 0.125,
                     "latino hispanic": 0.125},
@@ -87,7 +87,7 @@ BIAS_SUMMARY = {"base": {"model": "base", **_bias({"gender": 0.438, "race": 0.65
                 "both": {"model": "both", **_bias({"gender": 0.0625, "race": 0.332, "race4": 0.25,
                                                    "gender_race": 0.5}, 0.778, 9, ambiguous_rate=0.111)}}
 BIAS_SUMMARY["both"]["paired_vs_base"] = _paired(BIAS_SUMMARY["both"], BIAS_SUMMARY["base"])
-# sweep/sweep.csv: gender and race tvd of base and both at guidance 1 and 4 (the layout of t2i_debias.sweep)
+# sweep/sweep.csv: gender and race tvd of base and both at guidance 1 and 4 (the layout of t2i_debias.stages.sweep)
 SWEEP_ROWS = [
     {"model": m, "guidance_scale": g, "attribute": a, "metric": "tvd", "value": v, "lo": _sig3(v * 0.9),
      "hi": _sig3(v * 1.1), "floor": 0.08, "excess": _sig3(v - 0.08),

@@ -1,4 +1,4 @@
-"""Evaluation prompts: occupations × templates -> `<run_dir>/prompts.csv` (the prompts stage).
+"""Evaluation prompts: occupations × templates -> `<run_dir>/prompts.csv` (the prompts stage writes it).
 
 Columns: prompt_id, occupation, template, prompt, split (train | heldout). The prompt_id names the
 folder of the prompt's images, so it is a filesystem-safe slug of the occupation (plus `__t<i>` for
@@ -29,8 +29,6 @@ import pandas as pd
 
 from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.errors import InputError, UserError
-from t2i_debias.runs import Stage, atomic_write_csv
-from t2i_debias.runs import run_stage as _run_stage
 from t2i_debias.text import fill_template
 
 log = logging.getLogger(__name__)
@@ -244,29 +242,3 @@ def read_prompts(path: str | Path) -> pd.DataFrame:
 def prompts_path(cfg: Any) -> Path:
     """Where the run's prompts.csv lives (DESIGN.md §6)."""
     return cfg.run_dir / "prompts.csv"
-
-
-def run_stage(cfg: Any, force: bool = False) -> None:
-    """Write `<run_dir>/prompts.csv` from the [prompts] section (manifest in `<run_dir>/prompts/`)."""
-    sec = cfg.prompts
-    inputs: list[Path] = []
-    if sec.occupations == "mpii" and cfg.mpii.occupation_map:
-        inputs.append(Path(cfg.mpii.occupation_map))
-    elif sec.occupations not in ("default", "mpii"):
-        inputs.append(Path(sec.occupations))
-    config = cfg.section_dict("prompts")
-    if sec.occupations == "mpii":
-        config["occupation_map"] = cfg.mpii.occupation_map
-    stage = Stage("prompts", cfg.run_dir / "prompts", config, inputs)
-
-    def body(_: Stage) -> list[Path]:
-        rows = occupation_rows(sec.occupations, cfg.mpii.occupation_map)
-        occs, where = [o for o, _ in rows], dict(rows)
-        df = build_prompts(occs, list(sec.templates), list(sec.heldout), where)
-        check_token_limits(df, base_tokenizers(cfg), where)
-        out = atomic_write_csv(prompts_path(cfg), df)
-        log.info("%d prompts (%d occupations x %d templates, %d held out) -> %s", len(df), len(occs),
-                 len(sec.templates), int((df["split"] == "heldout").sum()), out)
-        return [out]
-
-    _run_stage(stage, body, force=force, log=log.info)

@@ -1,4 +1,4 @@
-"""The bias stage: classify every generated image and turn the labels into bias numbers with CIs.
+"""Bias numbers with CIs from the classified generated images (the bias stage runs `evaluate_model` per model).
 
 For each model with `generated/<model>/metadata.csv` it writes `bias/<model>/`:
 - `predictions.csv`: one row per generated image (no-face and other skip statuses kept), with the
@@ -33,13 +33,13 @@ from t2i_debias.attributes import (
     RACES,
     SHEN4_CLASSES,
     STATUS_AMBIGUOUS,
-    STATUS_BLANK,
     STATUS_OK,
     is_measured,
 )
 from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.errors import InputError
-from t2i_debias.labels.base import DemographicClassifier, Prediction
+from t2i_debias.labels.base import DemographicClassifier
+from t2i_debias.labels.runner import _is_true, classify_generated
 from t2i_debias.metrics.bias import METRIC_NAMES, attribute_label, codes_of, evaluate_attribute
 from t2i_debias.metrics.floor import DRAWS, EXACT_MAX, add_floors, floor
 from t2i_debias.metrics.paired import paired_bootstrap
@@ -48,11 +48,6 @@ from t2i_debias.runs import run_stage as _run_stage
 from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
-
-PREDICTION_COLUMNS: tuple[str, ...] = (
-    "model", "prompt_id", "occupation", "prompt", "seed", "file", "status", "gender", "gender_conf", "race",
-    "race_conf", "age", "age_group", "face_x1", "face_y1", "face_x2", "face_y2", "n_faces", "backend",
-)
 
 
 def bias_attributes(race_classes: tuple[str, ...] = RACES) -> dict[str, tuple[str, ...]]:
@@ -67,48 +62,17 @@ def bias_attributes(race_classes: tuple[str, ...] = RACES) -> dict[str, tuple[st
 def race_classes_of(cfg: Any) -> tuple[str, ...]:
     """The race vocabulary of the configured labels backend (the toy world has its own)."""
     try:
-        from t2i_debias.analysis import race_classes_for
+        from t2i_debias.metrics.dataset import race_classes_for
     except ImportError:
         return RACES
     return tuple(race_classes_for(cfg))
 
 
-# ----------------------------------------------------------------------------- classification
-def classify_generated(model_dir: Path, classifier: DemographicClassifier, journal_path: Path | None = None,
-                       batch_size: int = 32, desc: str | None = None) -> pd.DataFrame:
-    """predictions.csv rows for every image listed in `model_dir/metadata.csv`, in its order."""
-    from t2i_debias.generate import read_metadata
-    from t2i_debias.labels.runner import Journal, classifier_key, classify_files
-
-    meta = read_metadata(model_dir)
-    paths = [safe_join(model_dir, f) for f in meta["file"]]
-    desc = desc or f"bias {model_dir.name}"
-    if journal_path is not None:
-        with Journal(journal_path, classifier_key(classifier)) as journal:
-            preds = classify_files(classifier, paths, batch_size=batch_size, journal=journal, desc=desc)
-    else:
-        preds = classify_files(classifier, paths, batch_size=batch_size, desc=desc)
-    rows = []
-    for m, pred in zip(meta.to_dict("records"), preds, strict=True):
-        if _is_true(m.get("constant", False)):
-            pred = Prediction(status=STATUS_BLANK)
-        row = {"model": m.get("model", model_dir.name), "prompt_id": m["prompt_id"],
-               "occupation": m.get("occupation", ""), "prompt": m.get("prompt", ""), "seed": m["seed"],
-               "file": m["file"], **pred.to_row(), "backend": classifier.name}
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    extra = [c for c in df.columns if c not in PREDICTION_COLUMNS]
-    return df.reindex(columns=list(PREDICTION_COLUMNS) + extra)
-
-
-def _is_true(v: Any) -> bool:
-    """A metadata.csv boolean cell (pandas reads True/False, a hand-written file may say true/1)."""
-    return str(v).strip().lower() in ("true", "1")
 
 
 def check_not_constant(gen_dir: Path, name: str) -> None:
     """Refuse a model whose generated images are all one colour (metadata.csv `constant`), naming it."""
-    from t2i_debias.generate import read_metadata
+    from t2i_debias.sampling import read_metadata
 
     meta = read_metadata(gen_dir)
     if "constant" not in meta.columns or meta.empty:
@@ -254,7 +218,7 @@ def generation_settings(gen_dir: Path, meta: pd.DataFrame | None = None) -> dict
     """
     from PIL import Image
 
-    from t2i_debias.generate import read_metadata
+    from t2i_debias.sampling import read_metadata
 
     meta = read_metadata(gen_dir) if meta is None else meta
 
@@ -279,7 +243,7 @@ def generation_settings(gen_dir: Path, meta: pd.DataFrame | None = None) -> dict
     }
 
 
-# ----------------------------------------------------------------------------- the stage
+# ----------------------------------------------------------------------------- one model
 def classifier_factory_for(cfg: Any, classifier: DemographicClassifier | None = None
                            ) -> Callable[[], DemographicClassifier]:
     """A factory that builds the [labels] classifier on first call only (skipped stages never load it)."""
@@ -353,7 +317,7 @@ def evaluate_model(cfg: Any, name: str, classifier_factory: Callable[[], Demogra
     return out_dir
 
 
-# bias/stale.json: models/<name>/ folders the current config does not train -> why (generate.stale_models);
+# bias/stale.json: models/<name>/ folders the current config does not train -> why (models.stale_models);
 # their bias/<name>/ (from an earlier config) is not shown in the report.
 STALE = "stale.json"
 
@@ -361,15 +325,3 @@ STALE = "stale.json"
 def base_first(names: list[str]) -> list[str]:
     """The base model first, so every other model's paired comparison finds its predictions."""
     return sorted(names, key=lambda n: n != "base")
-
-
-def run_stage(cfg: Any, force: bool = False, classifier: DemographicClassifier | None = None) -> None:
-    """Bias of every generated model; the classifier (from [labels]) is built once, only if needed."""
-    from t2i_debias.generate import finished_generated, models_to_evaluate, stale_models
-
-    names = finished_generated(cfg, models_to_evaluate(cfg))
-    atomic_write_json(cfg.run_dir / "bias" / STALE, stale_models(cfg))  # the report leaves these out
-    factory = classifier_factory_for(cfg, classifier)
-    for name in base_first(names):
-        evaluate_model(cfg, name, factory, force=force)
-

@@ -1,6 +1,6 @@
-"""Dataset analysis stage: demographics of the labelled MPII people, per occupation and overall.
+"""Demographics of the labelled MPII people, per occupation and overall (the analysis stage writes them).
 
-Reads `labels/labels.csv`; writes to `analysis/`:
+From `labels/labels.csv`, the tables of `analysis/`:
 - `by_occupation.csv`: one row per occupation plus `all`: persons, labelled (`ok`) persons, face rate,
   counts `n_<attr>=<class>` and proportions `p_<attr>=<class>` for gender, race, age group and
   gender×race, and the imbalance metrics `<attr>_<metric>` (tvd, pairwise, kl, entropy; DESIGN §3,
@@ -32,17 +32,13 @@ from t2i_debias.attributes import (
     STATUS_OK,
     is_measured,
 )
-from t2i_debias.errors import InputError, MissingInputError
+from t2i_debias.errors import InputError
 from t2i_debias.metrics import bias
-from t2i_debias.runs import Stage, atomic_open, atomic_write_csv, atomic_write_json, require_finished
-from t2i_debias.runs import run_stage as run_stage_folder
-from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
 
 ALL = "all"  # the overall row
 NO_OCCUPATION = "(none)"  # persons whose activity maps to no occupation
-PLOTTED = ("gender", "race", "age_group", "gender_race")
 
 
 def attribute_classes(race_classes: tuple[str, ...] = RACES) -> dict[str, tuple[str, ...]]:
@@ -146,36 +142,6 @@ def analyze_labels(df: pd.DataFrame, race_classes: tuple[str, ...] = RACES, meas
     return by_occ, skips, summary
 
 
-def plot_stacked(by_occ: pd.DataFrame, attr: str, classes: tuple[str, ...], path: Path, min_count: int = 1) -> Path:
-    """Stacked bars of `attr` proportions, one bar per occupation with >= min_count labelled people."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    d = by_occ[(by_occ.occupation != ALL) & (by_occ.n_ok >= max(min_count, 1))]
-    d = pd.concat([d, by_occ[by_occ.occupation == ALL]])
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(d) + 2), 4.5))
-    bottom = [0.0] * len(d)
-    cmap = plt.get_cmap("tab20" if len(classes) > 10 else "tab10")
-    for i, cls in enumerate(classes):
-        vals = [float(v) if v is not None and not pd.isna(v) else 0.0 for v in d[f"p_{attr}={cls}"]]
-        ax.bar(range(len(d)), vals, bottom=bottom, label=cls, color=cmap(i % cmap.N))
-        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-    ax.set_xticks(range(len(d)))
-    ax.set_xticklabels([f"{o} ({n})" for o, n in zip(d.occupation, d.n_ok, strict=True)], rotation=75,
-                       ha="right", fontsize=7)
-    ax.set_ylabel("proportion of labelled people")
-    ax.set_ylim(0, 1)
-    ax.set_title(f"perceived {attr.replace('_', ' ')} by occupation (n labelled)")
-    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
-    fig.tight_layout()
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
-    return path
-
-
 def race_classes_for(cfg: Any) -> tuple[str, ...]:
     """[analysis] race_classes, else the toy backend's races for `toy`, else DeepFace's six."""
     if cfg.analysis.race_classes:
@@ -207,45 +173,3 @@ def read_labels(labels_csv: str | Path, race_classes: tuple[str, ...] = RACES) -
                 raise InputError(f"{labels_csv}:{i + 2}: unknown {col} {v!r} on an ok row; expected one of "
                                  f"{list(classes)} (set [analysis] race_classes for another race vocabulary)")
     return df
-
-
-def analyze_folder(labels_csv: str | Path, out_dir: str | Path, race_classes: tuple[str, ...] = RACES,
-                   min_count: int = 1, measures: tuple[str, ...] = MEASURABLE) -> list[Path]:
-    """Write every analysis output for one labels.csv; return their paths. No plot for an attribute the
-    labels backend does not measure (a stale one is removed)."""
-    df = read_labels(labels_csv, race_classes)
-    try:
-        by_occ, skips, summary = analyze_labels(df, race_classes, measures)
-    except ValueError as e:
-        raise ValueError(f"{labels_csv}: {e}") from e
-    out = Path(out_dir)
-    paths = [atomic_write_csv(out / "by_occupation.csv", by_occ), atomic_write_csv(out / "skip_reasons.csv", skips),
-             atomic_write_json(out / "summary.json", summary)]
-    attrs = attribute_classes(race_classes)
-    for attr in PLOTTED:
-        png = out / f"{attr}_by_occupation.png"
-        if is_measured(attr, measures):
-            paths.append(plot_stacked(by_occ, attr, attrs[attr], png, min_count))
-        else:
-            png.unlink(missing_ok=True)
-    ov = summary["overall"]
-    log.info("analysis: %d persons, %d labelled, %d occupations; overall gender tvd %s", ov["n_persons"],
-             ov["n_ok"], summary["n_occupations"], figure(ov["attributes"]["gender"]["metrics"]["tvd"]))
-    return paths
-
-
-def run_stage(cfg: Any, force: bool = False) -> None:
-    """Pipeline entry: labels/labels.csv -> analysis/ (with a manifest)."""
-    labels_csv = cfg.run_dir / "labels" / "labels.csv"
-    if not labels_csv.exists():
-        raise MissingInputError(f"{labels_csv} not found: run the labels stage first "
-                                "(mpii_dataset/generate_mpii_prediction_race.py)")
-    require_finished(labels_csv.parent, "labels", cfg.run_dir)  # a labels.csv the labels stage finished
-    from t2i_debias.labels.registry import backend_measures
-
-    races = race_classes_for(cfg)
-    measures = backend_measures(cfg.labels.backend)
-    stage = Stage("analysis", cfg.run_dir / "analysis", inputs=[labels_csv],
-                  config={**cfg.section_dict("analysis"), "race_classes": list(races), "measures": list(measures)})
-    run_stage_folder(stage, lambda st: analyze_folder(labels_csv, st.folder, races, cfg.analysis.min_count,
-                                                      measures), force=force, log=log.info)

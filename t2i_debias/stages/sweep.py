@@ -22,17 +22,12 @@ from typing import Any
 import pandas as pd
 
 from t2i_debias.metrics.bias import METRIC_NAMES
-from t2i_debias.plots import plot_or_warn, whiskers
-from t2i_debias.runs import Stage, atomic_open, atomic_write_csv
+from t2i_debias.plots import SWEEP_CSV, SWEEP_DIR, SWEEP_PLOT, plot_or_warn, plot_sweep
+from t2i_debias.runs import Stage, atomic_write_csv
 from t2i_debias.runs import run_stage as _run_stage
 from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
-
-SWEEP_DIR = "sweep"
-SWEEP_CSV = "sweep.csv"
-SWEEP_PLOT = "bias_vs_guidance.png"
-PLOT_ATTRIBUTES: tuple[str, ...] = ("gender", "race")
 
 
 def scale_tag(scale: float) -> str:
@@ -47,8 +42,8 @@ def images_per_prompt(cfg: Any) -> int:
 
 def sweep_models(cfg: Any) -> dict[str, str]:
     """Name -> spec of the models to sweep, the base first: `[bias] sweep_models`, or every evaluated model."""
-    from t2i_debias.evaluate import base_first
-    from t2i_debias.generate import models_to_evaluate
+    from t2i_debias.metrics.summary import base_first
+    from t2i_debias.models import models_to_evaluate
 
     models = models_to_evaluate(cfg)
     wanted = list(cfg.bias.sweep_models) or list(models)
@@ -60,9 +55,9 @@ def sweep_models(cfg: Any) -> dict[str, str]:
 
 def generate_at(cfg: Any, name: str, spec: str, scale: float, force: bool = False) -> Path:
     """sweep/generated/<name>/g<scale>/: the model's images at one guidance scale, seeds as generated/<name>/."""
-    from t2i_debias.generate import SETTINGS, generate_folder, generation_config, load_model
-    from t2i_debias.models import base_model, resolve_device, resolve_dtype
-    from t2i_debias.prompts import prompts_path, read_prompts
+    from t2i_debias.data.prompts import prompts_path, read_prompts
+    from t2i_debias.models import base_model, load_model, resolve_device, resolve_dtype
+    from t2i_debias.sampling import SETTINGS, generate_folder, generation_config
 
     g = cfg.generate
     n = images_per_prompt(cfg)
@@ -108,48 +103,13 @@ def sweep_rows(summaries: dict[tuple[str, float], dict[str, Any]]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def plot_sweep(df: pd.DataFrame, path: Path, metric: str = "tvd") -> Path | None:
-    """`metric` against guidance scale, one line per model (95% CI bars), per attribute; the floor dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    d = df[(df["metric"] == metric) & df["attribute"].isin(PLOT_ATTRIBUTES)] if len(df) else df
-    attrs = [a for a in PLOT_ATTRIBUTES if len(d) and (d["attribute"] == a).any()]
-    if not attrs:
-        return None
-    fig, axes = plt.subplots(1, len(attrs), figsize=(3.6 * len(attrs), 3.0), squeeze=False)
-    for ax, attr in zip(axes[0], attrs, strict=True):
-        da = d[d["attribute"] == attr]
-        groups = list(da.groupby("model", sort=False))
-        span = float(da["guidance_scale"].max() - da["guidance_scale"].min()) or 1.0
-        for i, (model, dm) in enumerate(groups):
-            dm = dm.sort_values("guidance_scale")
-            dodge = (i - (len(groups) - 1) / 2) * 0.015 * span  # models side by side, not on top of each other
-            x, y = dm["guidance_scale"].to_numpy(float) + dodge, pd.to_numeric(dm["value"]).to_numpy(float)
-            lo, hi = pd.to_numeric(dm["lo"]).to_numpy(float), pd.to_numeric(dm["hi"]).to_numpy(float)
-            line = ax.errorbar(x, y, yerr=whiskers(y, lo, hi), marker="o", capsize=3, label=str(model))
-            ax.plot(x, pd.to_numeric(dm["floor"]).to_numpy(float), ls="--", lw=0.8,
-                    color=line.lines[0].get_color())
-        ax.set_xlabel("guidance scale")
-        ax.set_ylabel(f"{attr} {metric}")
-        ax.set_title(f"{attr} {metric} vs guidance (dashed: noise floor)", fontsize=8)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
-    return path
-
-
 def run_stage(cfg: Any, force: bool = False, classifier: Any = None) -> None:
     """Generate and evaluate every swept model at every `[bias] guidance_sweep` scale; no-op when empty.
 
     The classifier is the [labels] one (built once, only if needed) unless `classifier` is given.
     """
-    from t2i_debias.evaluate import classifier_factory_for, evaluate_model
-    from t2i_debias.prompts import prompts_path
+    from t2i_debias.data.prompts import prompts_path
+    from t2i_debias.metrics.summary import classifier_factory_for, evaluate_model
 
     scales = [float(s) for s in cfg.bias.guidance_sweep]
     if not scales:

@@ -1,4 +1,5 @@
-"""Seeded, batched, resumable, shardable image generation for evaluation (the `generated` stage).
+"""Seeded, batched, resumable, shardable image generation for evaluation: a library (the `generated` stage
+runs it).
 
 - `generate_images`: image i comes from its own `torch.Generator` seeded `seeds[i]`; a batch passes a
   list of generators, so batched and one-at-a-time generation draw the same noise.
@@ -8,7 +9,9 @@
   run resumes. Under `accelerate launch` each process takes a disjoint slice (job i goes to process
   i mod N) and the main process writes `metadata.csv` from the files once all are done. Its last
   column, `constant`, is True for an image that is one colour everywhere (a diverged model draws those).
-- `models_to_evaluate` / `run_stage`: the base model and every trained mode of the run.
+- `generate_model`: one model's `generated/<model>/` folder under its stage manifest (the generated stage
+  runs it per model; the SOTA comparison for the run's own models).
+Which models a run evaluates, and what a model spec is, live in `t2i_debias.models`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,14 @@ from PIL import Image, PngImagePlugin
 
 from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.image_files import is_constant, open_rgb
-from t2i_debias.models import load_pipeline, resolve_device, resolve_dtype
+from t2i_debias.models import (
+    check_model,
+    is_lora_dir,
+    load_model,
+    model_fingerprint,
+    resolve_device,
+    resolve_dtype,
+)
 from t2i_debias.runs import (
     MANIFEST,
     Stage,
@@ -37,7 +47,6 @@ from t2i_debias.runs import (
     atomic_write_bytes,
     atomic_write_csv,
     atomic_write_json,
-    hash_obj,
 )
 
 log = logging.getLogger(__name__)
@@ -50,8 +59,6 @@ PER_IMAGE_KWARGS: tuple[str, ...] = (
 PNG_KEY = "t2i_debias"
 METADATA = "metadata.csv"
 SETTINGS = "generation.json"
-LORA_FILES: tuple[str, ...] = ("pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin")
-MODE_ORDER: tuple[str, ...] = ("text", "unet", "both")
 
 
 # ----------------------------------------------------------------------------- one batch of images
@@ -95,109 +102,6 @@ def generate_images(pipe: Any, prompts: Sequence[str] | str | None, seeds: Seque
     return out
 
 
-# ----------------------------------------------------------------------------- model loading
-def is_pipeline_dir(path: str | Path) -> bool:
-    """True for a local diffusers pipeline folder."""
-    return (Path(path) / "model_index.json").is_file()
-
-
-def is_lora_dir(path: str | Path) -> bool:
-    """True for a local folder of diffusers LoRA weights (no model_index.json)."""
-    p = Path(path)
-    return p.is_dir() and not is_pipeline_dir(p) and any((p / f).is_file() for f in LORA_FILES)
-
-
-def load_model(spec: str, base: str, device: str = "cpu", dtype: Any = None) -> Any:
-    """A text-to-image pipeline for `spec`: a pipeline folder or hub id, or a LoRA folder applied on `base`."""
-    if is_lora_dir(spec):
-        pipe = load_pipeline(base, device=device, dtype=dtype)
-        pipe.load_lora_weights(str(spec))
-        log.info("loaded LoRA %s on %s", spec, base)
-        return pipe
-    return load_pipeline(spec, device=device, dtype=dtype)
-
-
-def model_fingerprint(spec: str) -> dict[str, Any]:
-    """Cheap identity of a model (file names, sizes, mtimes for a folder; the id for a hub model).
-
-    Hashing a multi-GB pipeline on every run would be slow; a retrained folder changes sizes/mtimes.
-    """
-    p = Path(spec)
-    if not p.exists():
-        return {"spec": spec}
-    files = sorted(f for f in p.rglob("*") if f.is_file() and f.name != MANIFEST) if p.is_dir() else [p]
-    stats = [(str(f.relative_to(p)) if p.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns)
-             for f in files]
-    return {"spec": str(p.resolve()), "files": hash_obj(stats)}
-
-
-def models_to_evaluate(cfg: Any) -> dict[str, str]:
-    """Name -> model spec: `generate.models` (NAME=SPEC) if set, else "base" plus each trained mode found.
-
-    A trained mode is a folder `<run_dir>/models/<mode>/` holding a pipeline (model_index.json) or
-    LoRA weights (applied on the base model when loaded). A mode folder whose training did not
-    finish (no manifest) is an error, never a model to load.
-    """
-    from t2i_debias.models import base_model, resolve_model
-    from t2i_debias.runs import require_finished
-
-    if cfg.generate.models:
-        out: dict[str, str] = {}
-        for item in cfg.generate.models:
-            if "=" not in item:
-                raise ValueError(f"generate.models entry {item!r} must be NAME=SPEC")
-            name, spec = (x.strip() for x in item.split("=", 1))
-            _check_name(name)
-            out[name] = resolve_model(spec, cfg)
-        return out
-    out = {"base": base_model(cfg)}
-    models_dir = cfg.run_dir / "models"
-    if models_dir.is_dir():
-        stale = stale_models(cfg)
-        for name, why in stale.items():
-            if (str(cfg.run_dir), name) not in _WARNED_STALE:
-                _WARNED_STALE.add((str(cfg.run_dir), name))
-                log.warning("models/%s is stale (%s): not generated, scored or shown", name, why)
-        dirs = [d for d in models_dir.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in stale]
-        for d in dirs:
-            require_finished(d, "models", cfg.run_dir)
-        found = [d for d in dirs if is_pipeline_dir(d) or is_lora_dir(d)]
-        order = {m: i for i, m in enumerate(MODE_ORDER)}
-        for d in sorted(found, key=lambda d: (order.get(d.name, len(order)), d.name)):
-            _check_name(d.name)
-            out[d.name] = str(d)
-    return out
-
-
-_WARNED_STALE: set[tuple[str, str]] = set()  # (run folder, model): each stale folder is warned about once
-
-
-def current_modes(cfg: Any) -> list[str]:
-    """The model folders the config trains under models/: each mode of `[train] modes` (in schedule order), and
-    "control" when `[train] control`."""
-    from t2i_debias.train.modes import modes_to_run
-
-    return modes_to_run(cfg.train) + (["control"] if cfg.train.control else [])
-
-
-def stale_models(cfg: Any) -> dict[str, str]:
-    """models/<name>/ folders the current config does not train -> why: left by an earlier config, never evaluated.
-
-    Empty when `[generate] models` names the models (then nothing under models/ is looked at).
-    """
-    models_dir = cfg.run_dir / "models"
-    if cfg.generate.models or not models_dir.is_dir():
-        return {}
-    current = current_modes(cfg)
-    why = (f"not in [train] modes = {list(cfg.train.modes)} (schedule {cfg.train.schedule!r})"
-           + ("" if cfg.train.control else " and [train] control is off"))
-    return {d.name: why for d in sorted(models_dir.iterdir())
-            if d.is_dir() and not d.name.startswith((".", "_")) and d.name not in current}
-
-
-def _check_name(name: str) -> None:
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"bad model name {name!r}: it names a folder")
 
 
 # ----------------------------------------------------------------------------- folder generation
@@ -425,7 +329,7 @@ def read_metadata(model_dir: str | Path) -> pd.DataFrame:
     return df
 
 
-# ----------------------------------------------------------------------------- the stage
+# ----------------------------------------------------------------------------- one model's folder
 def generation_config(cfg: Any, name: str, spec: str) -> dict[str, Any]:
     """What determines a model's images (batch size excluded: it does not change them)."""
     from t2i_debias.models import base_model
@@ -441,8 +345,8 @@ def generation_config(cfg: Any, name: str, spec: str) -> dict[str, Any]:
 
 def generate_model(cfg: Any, name: str, spec: str, force: bool = False, state: Any = None) -> Path:
     """Generate (or complete) `generated/<name>/` for one model; skipped when its manifest matches."""
+    from t2i_debias.data.prompts import prompts_path, read_prompts
     from t2i_debias.models import base_model
-    from t2i_debias.prompts import prompts_path, read_prompts
 
     dist = _Dist(state)
     g = cfg.generate
@@ -490,19 +394,6 @@ def generate_model(cfg: Any, name: str, spec: str, force: bool = False, state: A
     return out_dir
 
 
-def check_model(spec: str, base: str) -> None:
-    """Fail early (before any folder is changed) when `spec` cannot be a model: a folder that is neither a
-    pipeline nor LoRA weights. Hub ids and missing paths are checked by models.resolve_model."""
-    from t2i_debias.errors import MissingInputError
-
-    p = Path(spec)
-    if p.exists() and not (is_pipeline_dir(p) or is_lora_dir(p)):
-        raise MissingInputError(f"{spec} is not a diffusers pipeline folder (no model_index.json) nor LoRA "
-                                f"weights ({', '.join(LORA_FILES)}): point at a pipeline folder or a hub id")
-    if is_lora_dir(p):
-        check_model(base, base)
-
-
 def _old_record(out_dir: Path) -> dict[str, Any] | None:
     with contextlib.suppress(FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return json.loads((out_dir / SETTINGS).read_text())
@@ -540,36 +431,3 @@ def _link_kept_images(out_dir: Path, work: Path, settings: dict[str, Any], promp
     if n:
         log.info("%s: %d finished images kept for the new version", out_dir, n)
     return n
-
-
-def run_stage(cfg: Any, force: bool = False) -> None:
-    """Generate images for every model to evaluate (the base model and each trained mode)."""
-    from t2i_debias import prompts
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    dist = _Dist()
-    if not prompts.prompts_path(cfg).is_file():  # a script run from flags alone: build prompts.csv first
-        if dist.is_main:
-            prompts.run_stage(cfg, force=False)
-        dist.barrier()
-    for name, spec in models_to_evaluate(cfg).items():
-        generate_model(cfg, name, spec, force=force, state=dist.state)
-
-
-def finished_generated(cfg: Any, models: Any) -> list[str]:
-    """The models whose generated/<model>/ finished (manifest); an unfinished folder is an error, a missing one
-    is skipped with a warning, and no folder at all is an error."""
-    from t2i_debias.errors import MissingInputError
-    from t2i_debias.runs import require_finished
-
-    root = cfg.run_dir / "generated"
-    names = []
-    for n in models:
-        if not (root / n).exists():
-            log.warning("no generated/%s: model %s is not evaluated (run the generated stage for it)", n, n)
-            continue
-        require_finished(root / n, "generated", cfg.run_dir)
-        names.append(n)
-    if not names:
-        raise MissingInputError(f"no generated images under {root}: run the generated stage first")
-    return names

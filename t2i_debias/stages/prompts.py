@@ -1,0 +1,45 @@
+"""The prompts stage: `<run_dir>/prompts.csv` from the [prompts] section (`t2i_debias.data.prompts`)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from t2i_debias.data.prompts import (
+    base_tokenizers,
+    build_prompts,
+    check_token_limits,
+    occupation_rows,
+    prompts_path,
+)
+from t2i_debias.runs import Stage, atomic_write_csv
+from t2i_debias.runs import run_stage as _run_stage
+
+log = logging.getLogger(__name__)
+
+
+def run_stage(cfg: Any, force: bool = False) -> None:
+    """Write `<run_dir>/prompts.csv` from the [prompts] section (manifest in `<run_dir>/prompts/`)."""
+    sec = cfg.prompts
+    inputs: list[Path] = []
+    if sec.occupations == "mpii" and cfg.mpii.occupation_map:
+        inputs.append(Path(cfg.mpii.occupation_map))
+    elif sec.occupations not in ("default", "mpii"):
+        inputs.append(Path(sec.occupations))
+    config = cfg.section_dict("prompts")
+    if sec.occupations == "mpii":
+        config["occupation_map"] = cfg.mpii.occupation_map
+    stage = Stage("prompts", cfg.run_dir / "prompts", config, inputs)
+
+    def body(_: Stage) -> list[Path]:
+        rows = occupation_rows(sec.occupations, cfg.mpii.occupation_map)
+        occs, where = [o for o, _ in rows], dict(rows)
+        df = build_prompts(occs, list(sec.templates), list(sec.heldout), where)
+        check_token_limits(df, base_tokenizers(cfg), where)
+        out = atomic_write_csv(prompts_path(cfg), df)
+        log.info("%d prompts (%d occupations x %d templates, %d held out) -> %s", len(df), len(occs),
+                 len(sec.templates), int((df["split"] == "heldout").sum()), out)
+        return [out]
+
+    _run_stage(stage, body, force=force, log=log.info)
