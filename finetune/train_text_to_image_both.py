@@ -6,7 +6,7 @@ Example:  accelerate launch finetune/train_text_to_image_both.py --pretrained_mo
 Weights, noise sharing, LoRA, EMA, checkpoints: see --help and DESIGN.md §2.
 """
 
-from t2i_debias.stages.models import main_for_mode
+from t2i_debias.cli import main_for_mode
 
 if __name__ == "__main__":
     main_for_mode("both", __doc__)

@@ -122,9 +122,9 @@ def arm_config(cfg: Any, arm: str, steps: list[int]) -> Any:
 def train_arm(cfg: Any, arm: str, steps: list[int]) -> tuple[dict[int, Path], float, float]:
     """Train one arm; returns {steps: model folder}, the wall and the CPU seconds of training (read back from
     its train_cost.json when the arm was trained before)."""
+    from t2i_debias.config import modes_to_run
     from t2i_debias.models import base_model
     from t2i_debias.stages.models import train_control, train_stage
-    from t2i_debias.train.modes import modes_to_run
 
     c = arm_config(cfg, arm, steps)
     base = base_model(c)

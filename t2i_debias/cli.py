@@ -179,3 +179,33 @@ def parse(description: str, sections: list[str], other_sections: list[str] | Non
 def section_defaults(section: str) -> dict[str, Any]:
     """Default values of a section as a dict."""
     return dataclasses.asdict(SECTIONS[section]())
+
+
+# ----------------------------------------------------------------------------- finetune/ training scripts
+def _extra(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("diffusers-style options")
+    g.add_argument("--pretrained_model_name_or_path", default=None,
+                   help="base pipeline: hub id, folder, or tiny:sd (default: [run] base_model)")
+    g.add_argument("--train_data_dir", type=Path, default=None,
+                   help="enriched/ folder with metadata.jsonl (default: <run_dir>/enriched)")
+    g.add_argument("--output_dir", type=Path, default=None, help="where to write (default: <run_dir>/models/<mode>)")
+    g.add_argument("--seed", type=int, default=None, help="training seed (default: [run] seed)")
+    g.add_argument("--rank", type=int, default=None, help="alias of --lora_rank")
+
+
+def main_for_mode(mode: str, description: str, argv: list[str] | None = None) -> Path:
+    """Parse flags, then train `mode` into the output folder (skipped when its manifest matches)."""
+    from t2i_debias.models import base_model, resolve_model
+    from t2i_debias.stages.models import train_stage
+
+    args, cfg = parse(description, ["train"], ["run"], argv, _extra)
+    if args.seed is not None:
+        cfg.run.seed = args.seed
+    if args.rank is not None:
+        cfg.train.lora_rank = args.rank
+    base = resolve_model(args.pretrained_model_name_or_path, cfg) if args.pretrained_model_name_or_path \
+        else base_model(cfg)
+    data = args.train_data_dir or cfg.run_dir / "enriched"
+    out = args.output_dir or cfg.run_dir / "models" / mode
+    train_stage(cfg, mode, base, data, out, force=args.force)
+    return Path(out)

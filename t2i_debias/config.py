@@ -473,6 +473,22 @@ def validate(cfg: Config, source: str | None = None, names: bool = True) -> Conf
 # The fine-tuning modes, in training order (t2i_debias.train.engine imports them from here).
 MODES: tuple[str, ...] = ("text", "unet", "both")
 SCHEDULES: tuple[str, ...] = ("sequential", "joint")
+# The [sota] methods a config may name; baselines.registry.METHODS maps each to its class (same names, same order).
+SOTA_METHODS: tuple[str, ...] = ("base", "ethical_intervention", "debiasvl", "fair_diffusion", "uce", "shen2024")
+
+
+def modes_to_run(train: TrainSection) -> list[str]:
+    """Modes in training order: sequential = text, unet, both (those listed); joint = both only."""
+    for m in train.modes:
+        if m not in MODES:
+            raise ValueError(f"[train] modes: unknown mode {m!r}; expected {', '.join(MODES)}")
+    if train.schedule == "sequential":
+        return [m for m in MODES if m in train.modes]
+    if train.schedule == "joint":
+        return ["both"]
+    raise ValueError(f"[train] schedule must be sequential | joint, got {train.schedule!r}")
+
+
 BASE_MODEL_NAME = "base"  # the unmodified base model: generated/base/, bias/base/
 CONTROL_MODEL_NAME = "control"  # models/control/: [train] control
 
@@ -511,8 +527,6 @@ def _unknown(where: str, key: str, given: list[str], known: list[str] | tuple[st
 def check_names(cfg: Config, where: str) -> None:
     """Every config value that names a mode, a model or a baseline resolves, so a typo fails at load, not
     after the stages before the one that reads it. Presets must have been applied."""
-    from t2i_debias.baselines.registry import METHODS  # the baselines' names only (no model code is loaded)
-
     t = cfg.train
     if t.schedule not in SCHEDULES:
         raise ConfigError(f"{where}: [train] schedule must be one of {', '.join(SCHEDULES)}, got {t.schedule!r}")
@@ -526,7 +540,7 @@ def check_names(cfg: Config, where: str) -> None:
     if dupes:
         raise ConfigError(f"{where}: [generate] models: {', '.join(dupes)} named twice; each NAME must be unique")
     _unknown(where, "[bias] sweep_models", list(cfg.bias.sweep_models), models, "model")
-    _unknown(where, "[sota] methods", list(cfg.sota.methods), list(METHODS), "method")
+    _unknown(where, "[sota] methods", list(cfg.sota.methods), SOTA_METHODS, "method")
     shown = models + [m for m in cfg.sota.methods if m not in models]
     r = cfg.report
     if ("report", "figure_base") in cfg.explicit:  # the default "base" may be absent from [generate] models

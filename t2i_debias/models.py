@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from t2i_debias.config import MODES
 from t2i_debias.runs import MANIFEST, hash_obj
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ def check_hub_model(repo_id: str) -> None:
 
 # ----------------------------------------------------------------------------- model folders, the run's models
 LORA_FILES: tuple[str, ...] = ("pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin")
-MODE_ORDER: tuple[str, ...] = ("text", "unet", "both")
+MODE_ORDER: tuple[str, ...] = MODES  # training order
 
 
 def is_pipeline_dir(path: str | Path) -> bool:
@@ -244,7 +245,7 @@ _WARNED_STALE: set[tuple[str, str]] = set()  # (run folder, model): each stale f
 def current_modes(cfg: Any) -> list[str]:
     """The model folders the config trains under models/: each mode of `[train] modes` (in schedule order), and
     "control" when `[train] control`."""
-    from t2i_debias.train.engine import modes_to_run
+    from t2i_debias.config import modes_to_run
 
     return modes_to_run(cfg.train) + (["control"] if cfg.train.control else [])
 

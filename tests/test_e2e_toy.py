@@ -54,12 +54,12 @@ def test_toy_world_bias_is_learned_then_reduced(tmp_path, seed):
     import torch
 
     from t2i_debias.baselines.registry import make_method
+    from t2i_debias.config import modes_to_run
     from t2i_debias.models import load_pipeline
     from t2i_debias.pipeline import run_pipeline
     from t2i_debias.toyworld import ensure_toy_world
     from t2i_debias.toyworld.classifier import make_classifier
     from t2i_debias.toyworld.evaluate import paired_gender_tvd, score_pipeline
-    from t2i_debias.train.modes import modes_to_run
 
     torch.set_num_threads(1)
     logging.getLogger().setLevel(logging.INFO)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from t2i_debias.config import modes_to_run
 from t2i_debias.stages import models as models_stage
 from t2i_debias.train import checkpoints, engine, modes, step
 from t2i_debias.train import parts as train_parts
@@ -55,14 +56,14 @@ def test_check_options_names_the_bad_option():
 
 def test_modes_to_run():
     cfg = small_config()
-    assert modes.modes_to_run(cfg.train) == ["text", "unet", "both"]
+    assert modes_to_run(cfg.train) == ["text", "unet", "both"]
     cfg.train.modes = ["both", "text"]
-    assert modes.modes_to_run(cfg.train) == ["text", "both"]
+    assert modes_to_run(cfg.train) == ["text", "both"]
     cfg.train.schedule = "joint"
-    assert modes.modes_to_run(cfg.train) == ["both"]
+    assert modes_to_run(cfg.train) == ["both"]
     cfg.train.schedule = "parallel"
     with pytest.raises(ValueError, match="schedule"):
-        modes.modes_to_run(cfg.train)
+        modes_to_run(cfg.train)
 
 
 def test_unet_passes_per_weights():
@@ -263,7 +264,7 @@ def test_lora_chain_outputs_load(tmp_path, tiny_sd_path):
 
 
 def test_text_script_accepts_diffusers_flags(tmp_path, tiny_sd_path, enriched):
-    from t2i_debias.stages.models import main_for_mode
+    from t2i_debias.cli import main_for_mode
 
     out = main_for_mode("text", "test", [
         "--pretrained_model_name_or_path", "tiny:sd", "--train_data_dir", str(enriched),

@@ -3,15 +3,13 @@
 Every module of t2i_debias/ is parsed with `ast`. A reference to another module is an import (at module level
 or inside a function) or a string constant that names a module of the package exactly, which covers
 `importlib.import_module("t2i_debias.x")` and tables such as pipeline.STAGES. Each failure reads
-`file:line: message`. Rules still broken by today's code are strict xfails: remove the mark once a rule holds.
+`file:line: message`. No rule has an allowed exception.
 """
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = "t2i_debias"
@@ -132,32 +130,22 @@ def vocab_violations(root: Path) -> list[str]:
     return out
 
 
-def broken_today(n: int) -> pytest.MarkDecorator:
-    """Strict xfail of a rule with `n` violations today: once the rule holds, the pass fails until the mark goes."""
-    return pytest.mark.xfail(strict=True, raises=AssertionError,
-                             reason=f"{n} violations at f5ba280; the architecture issue removes them")
-
-
 def _check(violations: list[str]) -> None:
     assert not violations, f"{len(violations)} violations:\n" + "\n".join(violations)
 
 
-@broken_today(11)
 def test_each_module_imports_its_own_layer_or_lower() -> None:
     _check(layer_violations(ROOT))
 
 
-@broken_today(43)
 def test_only_stages_pipeline_and_cli_import_a_stage() -> None:
     _check(stage_violations(ROOT))
 
 
-@broken_today(7)
 def test_nothing_below_the_toy_world_knows_it() -> None:
     _check(toy_violations(ROOT))
 
 
-@broken_today(12)
 def test_mode_attribute_and_metric_tuples_are_stated_once() -> None:
     _check(vocab_violations(ROOT))
 

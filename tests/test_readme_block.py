@@ -24,7 +24,7 @@ def test_committed_readme_block_equals_what_the_script_writes():
     want = rb.expected_block(ROOT / rb.DEFAULT_RESULTS, rb.DEFAULT_RESULTS.as_posix())
     assert current_block(readme, "README", rb.BEGIN, rb.END) == want, (
         "README's toy table differs from docs/results/toy_seed0.json: run "
-        "`python -m t2i_debias.report.readme_block --from docs/results/toy_seed0.json`")
+        "`python -m t2i_debias.toyworld.readme_block --from docs/results/toy_seed0.json`")
 
 
 def test_committed_readme_method_table_equals_what_the_ablation_writes():

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.attributes import MEASURABLE
 from t2i_debias.augment.schema import BALANCE_COLUMNS, FIDELITY_COLUMNS, GENERATED, REJECTED_COLUMNS
 
 OUTCOMES: tuple[str, ...] = ("written", "rejected", "skipped")
@@ -50,7 +51,7 @@ def rejected_rows(person_id: str, occupation: str, members: dict[str, dict[str, 
             continue
         req, meas = o["requested"], o["measured"]
         rows.append({"person_id": person_id, "occupation": occupation, "member": m, "reason": o["reason"],
-                     **{f"requested_{k}": req[k] for k in ("gender", "race", "age_group")},
+                     **{f"requested_{k}": req[k] for k in MEASURABLE},
                      "measured_status": o["status"], **{f"measured_{k}": v for k, v in meas.items()},
                      "tries": o["tries"]})
     assert all(tuple(r) == REJECTED_COLUMNS for r in rows)

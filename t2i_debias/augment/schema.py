@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from t2i_debias.attributes import MEASURABLE
+
 METADATA = "metadata.jsonl"
 JOURNAL = "_journal.jsonl"
 SKIPPED = "_skipped.csv"
@@ -25,7 +27,7 @@ GENERATED: tuple[str, ...] = ("positive", "negative")  # the members a generator
 FILE_FIELDS: tuple[str, ...] = ("file_name", "positive_file_name", "negative_file_name")
 
 # What a classifier measured on one generated member: attribute (str | None) and confidence (float | None).
-MEASURED_ATTRS: tuple[str, ...] = ("gender", "race", "age_group")
+MEASURED_ATTRS: tuple[str, ...] = MEASURABLE
 MEASURED_CONFS: tuple[str, ...] = ("gender_conf", "race_conf", "age_conf")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from t2i_debias.attributes import MEASURABLE
 from t2i_debias.augment.captions import CaptionComposer
 from t2i_debias.augment.counterfactual import Demographics
 from t2i_debias.augment.planner import PlannedTriplet
@@ -59,7 +60,7 @@ def _member_outcome(want: Demographics, pred: Any, agreed: bool | None, tries: i
     elif not pred.ok:
         reason = pred.status
     else:  # the attributes `agrees` checked that differ
-        checked = ("gender", "race", "age_group") if check_age and want.age_group is not None else ("gender", "race")
+        checked = MEASURABLE if check_age and want.age_group is not None else tuple(a for a in MEASURABLE if a != "age_group")
         reason = "mismatch: " + ", ".join(k for k in checked if meas[k] != getattr(want, k))
     return {"requested": asdict(want), "status": None if pred is None else pred.status, "measured": meas,
             "verified": bool(agreed), "tries": tries, "reason": reason}

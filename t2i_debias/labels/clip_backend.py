@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from t2i_debias.attributes import AGE_GROUPS, GENDERS, RACES, STATUS_OK
+from t2i_debias.attributes import AGE_GROUPS, GENDERS, MEASURABLE, RACES, STATUS_OK
 from t2i_debias.labels.base import Prediction
 from t2i_debias.labels.crops import Crop, CropClassifier
 from t2i_debias.text import fill_template
@@ -143,7 +143,7 @@ class ClipClassifier(CropClassifier):
         preds = []
         for j, c in enumerate(crops):
             p = {a: probs[a][j] for a in CLASSES}
-            g, r, ag = (int(p[a].argmax()) for a in ("gender", "race", "age_group"))
+            g, r, ag = (int(p[a].argmax()) for a in MEASURABLE)
             box = c.to_image_box((0.0, 0.0, float(c.image.width), float(c.image.height)))
             preds.append(Prediction(status=STATUS_OK, gender=GENDERS[g], gender_conf=float(p["gender"][g]),
                                     race=RACES[r], race_conf=float(p["race"][r]), age=None,

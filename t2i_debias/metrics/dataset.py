@@ -143,14 +143,10 @@ def analyze_labels(df: pd.DataFrame, race_classes: tuple[str, ...] = RACES, meas
 
 
 def race_classes_for(cfg: Any) -> tuple[str, ...]:
-    """[analysis] race_classes, else the toy backend's races for `toy`, else DeepFace's six."""
-    if cfg.analysis.race_classes:
-        return tuple(cfg.analysis.race_classes)
-    if cfg.labels.backend == "toy":
-        from t2i_debias.toyworld.render import TOY_RACES
+    """[analysis] race_classes, else the races of the run's labels backend (a plug-in registers its own)."""
+    from t2i_debias.labels.registry import race_classes
 
-        return tuple(TOY_RACES)
-    return RACES
+    return race_classes(cfg.labels.backend, cfg.analysis.race_classes)
 
 
 LABELS_REQUIRED: tuple[str, ...] = ("person_id", "occupation", "status", "gender", "race", "age_group")

@@ -18,12 +18,13 @@ from typing import Any
 import pandas as pd
 
 from t2i_debias.metrics import columns as registry
+from t2i_debias.metrics.bias import METRIC_NAMES
 from t2i_debias.metrics.columns import BIAS_CHART, QUALITY_CHARTS, TABLE_COLUMNS, TableView
 from t2i_debias.metrics.paired import NOT_COMPUTED
 from t2i_debias.plots import whiskers
 
 ATTRIBUTES: tuple[str, ...] = ("gender", "race", "race4", "gender_race")
-BIAS_METRICS: tuple[str, ...] = ("tvd", "pairwise", "kl", "entropy")
+BIAS_METRICS: tuple[str, ...] = METRIC_NAMES
 QUALITY_METRICS: tuple[str, ...] = ("fid", "kid", "clip_t", "clip_i")
 
 

@@ -17,12 +17,15 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.attributes import MEASURABLE
+from t2i_debias.config import MODES
 from t2i_debias.csv_cells import unescape_frame
+from t2i_debias.metrics.bias import METRIC_NAMES
 
-MODE_ORDER: tuple[str, ...] = ("text", "unet", "both")
-ATTRIBUTE_ORDER: tuple[str, ...] = ("gender", "race", "race4", "age_group", "gender_race")
+MODE_ORDER: tuple[str, ...] = MODES
+ATTRIBUTE_ORDER: tuple[str, ...] = (*MEASURABLE[:2], "race4", *MEASURABLE[2:], "gender_race")
 ATTRIBUTE_LABEL = {"gender_race": "gender × race", "age_group": "age group", "race4": "race (4 groups)"}
-METRICS: tuple[str, ...] = ("tvd", "pairwise", "kl", "entropy")
+METRICS: tuple[str, ...] = METRIC_NAMES
 MAX_TABLE_ROWS = 80
 DIGITS = 3  # significant digits of every number on the page
 

@@ -1,8 +1,7 @@
 """Generated blocks in a Markdown file: the text between two marker comments, replaced or read back.
 
-`python -m t2i_debias.report.readme_block` (documented in the README and DESIGN.md) writes the README's
-toy-world table; the toy world owns that table (t2i_debias.toyworld.readme_block), so the command is
-handed to it, by module name, only when run as a script: importing this module loads nothing of the toy.
+Generic (no world named here): the toy world's README table is written by `python -m
+t2i_debias.toyworld.readme_block`, the training ablation's by scripts/ablation.py, both through these functions.
 """
 
 from __future__ import annotations
@@ -25,9 +24,3 @@ def current_block(text: str, where: str, begin: str, end: str) -> str:
     """The block as it stands in `text` (markers included)."""
     replace_block(text, "", where, begin, end)  # validates the markers
     return text[text.index(begin):text.index(end) + len(end)]
-
-
-if __name__ == "__main__":  # the documented command: the toy world's table, which only it can write
-    import runpy
-
-    runpy.run_module("t2i_debias.toyworld.readme_block", run_name="__main__", alter_sys=True)

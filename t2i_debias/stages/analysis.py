@@ -21,7 +21,7 @@ from t2i_debias.text import figure
 log = logging.getLogger(__name__)
 
 
-PLOTTED = ("gender", "race", "age_group", "gender_race")
+PLOTTED = (*MEASURABLE, "gender_race")
 
 
 def analyze_folder(labels_csv: str | Path, out_dir: str | Path, race_classes: tuple[str, ...] = RACES,

@@ -2,7 +2,7 @@
 
 Sequential schedule: text -> unet -> both (those listed), each starting from the previous result (a LoRA
 chain loads the previous adapters); joint: both only. Each mode is a runs.Stage, skipped when its
-manifest matches. `main_for_mode` is the shared body of finetune/train_text_to_image_{text,unet,both}.py:
+manifest matches. `cli.main_for_mode` is the shared body of finetune/train_text_to_image_{text,unet,both}.py:
 diffusers-style flags, one mode. Flags of [train] are generated from the config (so --help shows
 defaults); the flags diffusers users know and that live elsewhere (--pretrained_model_name_or_path,
 --train_data_dir, --output_dir, --seed, --rank) are added here. Run under `accelerate launch` for
@@ -11,16 +11,15 @@ several GPUs.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.cli import parse
+from t2i_debias.config import modes_to_run
 from t2i_debias.runs import Stage
 from t2i_debias.train.engine import TrainingDiverged, train_mode
-from t2i_debias.train.modes import control_config, modes_to_run, train_hash, use_cpu
+from t2i_debias.train.modes import control_config, train_hash, use_cpu
 
 log = logging.getLogger(__name__)
 
@@ -83,32 +82,3 @@ def run_stage(cfg: Any, force: bool = False) -> None:
         prev = out
     if cfg.train.control:
         train_control(cfg, base, data_dir, models_dir / "control", modes_to_run(cfg.train)[-1], force=force)
-
-
-# ----------------------------------------------------------------------------- finetune/ scripts
-def _extra(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("diffusers-style options")
-    g.add_argument("--pretrained_model_name_or_path", default=None,
-                   help="base pipeline: hub id, folder, or tiny:sd (default: [run] base_model)")
-    g.add_argument("--train_data_dir", type=Path, default=None,
-                   help="enriched/ folder with metadata.jsonl (default: <run_dir>/enriched)")
-    g.add_argument("--output_dir", type=Path, default=None, help="where to write (default: <run_dir>/models/<mode>)")
-    g.add_argument("--seed", type=int, default=None, help="training seed (default: [run] seed)")
-    g.add_argument("--rank", type=int, default=None, help="alias of --lora_rank")
-
-
-def main_for_mode(mode: str, description: str, argv: list[str] | None = None) -> Path:
-    """Parse flags, then train `mode` into the output folder (skipped when its manifest matches)."""
-    from t2i_debias.models import base_model, resolve_model
-
-    args, cfg = parse(description, ["train"], ["run"], argv, _extra)
-    if args.seed is not None:
-        cfg.run.seed = args.seed
-    if args.rank is not None:
-        cfg.train.lora_rank = args.rank
-    base = resolve_model(args.pretrained_model_name_or_path, cfg) if args.pretrained_model_name_or_path \
-        else base_model(cfg)
-    data = args.train_data_dir or cfg.run_dir / "enriched"
-    out = args.output_dir or cfg.run_dir / "models" / mode
-    train_stage(cfg, mode, base, data, out, force=args.force)
-    return Path(out)

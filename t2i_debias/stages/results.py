@@ -27,4 +27,4 @@ def run_stage(cfg: Any, force: bool = False) -> None:
 
     run(stage, body, force=force, log=log.info)
     print(f"README numbers: {out} (to publish: cp {out} docs/results/ && "
-          f"python -m t2i_debias.report.readme_block --from docs/results/{out.name})", flush=True)
+          f"python -m t2i_debias.toyworld.readme_block --from docs/results/{out.name})", flush=True)

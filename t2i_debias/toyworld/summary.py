@@ -20,13 +20,14 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
+from t2i_debias.config import MODES
 from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.toyworld.evaluate import ToyScore, score_predictions
 from t2i_debias.toyworld.render import OCCUPATIONS, TOY_RACES
 
 log = logging.getLogger(__name__)
 
-ORDER = ("base", "control", "text", "unet", "both")
+ORDER = ("base", "control", *MODES)
 
 
 def _image_path(model_dir: Path, run_dir: Path, rel: str) -> Path:

@@ -59,16 +59,6 @@ def needs_unet(weights: dict[str, float]) -> bool:
     return weights["denoise"] > 0 or weights["vision"] > 0 or weights["prior"] > 0
 
 
-def modes_to_run(train: Any) -> list[str]:
-    """Modes in training order: sequential = text, unet, both (those listed); joint = both only."""
-    for m in train.modes:
-        if m not in MODES:
-            raise ValueError(f"[train] modes: unknown mode {m!r}; expected {', '.join(MODES)}")
-    if train.schedule == "sequential":
-        return [m for m in MODES if m in train.modes]
-    if train.schedule == "joint":
-        return ["both"]
-    raise ValueError(f"[train] schedule must be sequential | joint, got {train.schedule!r}")
 
 
 def learning_rate_for(train: Any, mode: str) -> float:
