@@ -20,6 +20,7 @@ Normalised before hashing (time, host and command-line values only; found by run
   mode trained earlier in the same run (sequential schedule), config_hash is replaced by a marker (the
   config itself is kept and hashed);
 - report.html: the time of "Generated <time> from <run>." and the finished/wall-time cells of the Run table;
+- the git commit in results/toy_seed<N>.json and in the results stage's config;
 - the run's `.lock` (pid and command line) and the creation time in a .mat header (scipy savemat);
 - this checkout's path, e.g. of the packaged occupations.csv in the mpii manifest, becomes "<ROOT>".
 Every result file, sha256 of a stable file, config and the rest of config_hash stays.
@@ -103,9 +104,12 @@ def _walk(obj: Any, fn: Any) -> Any:
 
 
 def _fingerprint(d: dict[str, Any]) -> dict[str, Any]:
-    """A model_fingerprint (generate.py) without its hash of file sizes and mtimes; its "spec" stays."""
+    """A model_fingerprint (generate.py) without its hash of file sizes and mtimes (its "spec" stays), and
+    the git commit the results stage records (report/readme_block.py) masked: every refactor changes it."""
     if "spec" in d and isinstance(d.get("files"), str):
-        return {**d, "files": "<sizes and mtimes>"}
+        d = {**d, "files": "<sizes and mtimes>"}
+    if isinstance(d.get("commit"), str):
+        d = {**d, "commit": "<commit>"}
     return d
 
 

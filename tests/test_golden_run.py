@@ -59,7 +59,7 @@ def test_manifest_normaliser_drops_only_time_host_and_argv(tmp_path: Path) -> No
         assert _manifest_hash(tmp_path, **{key: value}) != same, key
 
 
-def test_fingerprint_keeps_the_model_and_drops_its_mtimes(tmp_path: Path) -> None:
+def test_fingerprint_and_commit_are_masked_and_nothing_else(tmp_path: Path) -> None:
     def generation(spec: str, files: str) -> bytes:
         return json.dumps({"settings": {"fingerprint": {"spec": spec, "files": files}, "steps": 4}}).encode()
 
@@ -70,6 +70,10 @@ def test_fingerprint_keeps_the_model_and_drops_its_mtimes(tmp_path: Path) -> Non
     marked = _manifest_hash(tmp_path, config=fingerprinted)
     assert _manifest_hash(tmp_path, config={"fingerprint": {"spec": "/m/unet", "files": "bbb"}}) == marked
     assert _manifest_hash(tmp_path, config={"fingerprint": {"spec": "/m/both", "files": "aaa"}}) != marked
+    results = {"commit": "f5ba280", "config_hash": "c1", "rows": [[0.25]]}
+    same = _hash(tmp_path, "toy_seed0.json", json.dumps(results).encode())
+    assert _hash(tmp_path, "toy_seed0.json", json.dumps({**results, "commit": "41d5b9f"}).encode()) == same
+    assert _hash(tmp_path, "toy_seed0.json", json.dumps({**results, "rows": [[0.26]]}).encode()) != same
 
 
 def test_report_normaliser_drops_only_the_time(tmp_path: Path) -> None:
