@@ -64,7 +64,8 @@ BASE = Path("/tmp/t2i_debias_golden")
 WORK, CACHE = BASE / "work", BASE / "cache"
 CACHE_VARS = (("DEEPFACE_HOME", "deepface"), ("TORCH_HOME", "torch"), ("HF_HOME", "hf"), ("MPLCONFIGDIR", "mpl"),
               ("T2I_DEBIAS_CACHE", "t2i_debias"))
-HELP_WIDTH = "100"  # argparse wraps --help at $COLUMNS: fixed so the text does not follow the terminal
+HELP_WIDTH = "10000"  # argparse wraps --help at $COLUMNS: so wide that nothing wraps, so neither the terminal
+# nor the checkout path's length (a default naming a file under it) moves a line break
 
 # The folders whose scripts' --help is part of the user surface (the architecture issue's seven + scripts/).
 SCRIPT_FOLDERS = ("mpii_dataset", "dataset_analysis", "finetune", "evaluation", "quality_evaluation",
