@@ -18,7 +18,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "t2i_debias"
-# Modules that hold a pipeline stage's run_stage (where stages/ does not exist yet, those that define one).
 STAGE_PACKAGE = "t2i_debias.stages"
 TOY_PACKAGE = "t2i_debias.toyworld"
 ABOVE_TOY = ("t2i_debias.stages", "t2i_debias.pipeline", "t2i_debias.cli", TOY_PACKAGE)
@@ -52,9 +51,10 @@ def imported(tree: ast.AST, name: str) -> set[str]:
 
 
 def stage_modules(trees: dict[str, ast.AST]) -> set[str]:
-    """Modules that define a top-level run_stage, or live in the stages package."""
-    return {m for m, t in trees.items() if m.startswith(STAGE_PACKAGE)
-            or any(isinstance(n, ast.FunctionDef) and n.name == "run_stage" for n in t.body)}
+    """The stage modules: those pipeline.STAGES names (by string), and every module of the stages package."""
+    named = {n.value for n in ast.walk(trees.get("t2i_debias.pipeline", ast.Module(body=[], type_ignores=[])))
+             if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value in trees}
+    return named | {m for m in trees if m.startswith(STAGE_PACKAGE)}
 
 
 def layers(graph: dict[str, set[str]]) -> int:
