@@ -1,1 +1,2 @@
-"""Run reports: `html` (report.html, one self-contained page), `figure` (OursVsBaseline.png), `sota` (comparison)."""
+"""Run reports, rendered from files only: `page` (report.html, one self-contained page, built from `kit` and the
+`sections_*` modules), `figure` (OursVsBaseline.png), `comparison` (the SOTA table), `readme_block` (marked blocks)."""
