@@ -264,6 +264,20 @@ def run(root: Path, seeds: list[int], arms: list[str], steps: list[int], n: int,
         write_report(root)
 
 
+def reused_rows(every: list[dict[str, Any]], seed: int, arm: str, recipe: str, steps: list[int],
+                guidances: list[float], done: set[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Scores `arm` inherits from rows of the same seed and recipe under another name (a renamed arm, or a preset
+    that now equals another arm), for each (steps, guidance) not yet done: such an arm is not trained again."""
+    by_recipe = {(r["recipe"], r["steps"], r["guidance"]): r for r in every if r["seed"] == seed and r.get("recipe")}
+    out = []
+    for g in guidances:
+        for k in steps:
+            old = by_recipe.get((recipe, k, g))
+            if (seed, arm, k, g) not in done and old is not None:
+                out.append({**old, "arm": arm, "reused_from": old.get("reused_from", old["arm"])})
+    return out
+
+
 def run_seed(root: Path, seed: int, arms: list[str], steps: list[int], n: int, n_mid: int, n_attr: int,
              guidances: list[float], extra_guidances: list[float], extra_arms: list[str]) -> None:
     """The shared stages of one toy seed, then the base, each arm (train, then score each of its step counts)
@@ -283,8 +297,6 @@ def run_seed(root: Path, seed: int, arms: list[str], steps: list[int], n: int, n
     every = read_scores(scores_path)
     recorded = [r for r in every if r["seed"] != seed or r.get("recipe") == recipes.get(r["arm"])]
     done = {(r["seed"], r["arm"], r["steps"], r["guidance"]) for r in recorded}
-    # an arm renamed (or a preset that now equals another arm) keeps the score of its recipe: not trained again
-    by_recipe = {(r["recipe"], r["steps"], r["guidance"]): r for r in every if r["seed"] == seed and r.get("recipe")}
     base_codes = {r["guidance"]: r["gender_codes"] for r in recorded if r["seed"] == seed and r["arm"] == "base"}
     clf = make_classifier(cfg.labels)
     reference = [Image.open(p).convert("RGB") for p in sorted(Path(cfg.mpii.images_dir).glob("*.jpg"))[:1024]]
@@ -295,14 +307,12 @@ def run_seed(root: Path, seed: int, arms: list[str], steps: list[int], n: int, n
 
     def reuse(arm: str) -> bool:
         """Record the arm's scores from rows of the same recipe under another name; True when none is missing."""
-        for g in wanted(arm):
-            for k in steps:
-                old = by_recipe.get((recipes[arm], k, g))
-                if (seed, arm, k, g) not in done and old is not None:
-                    with open(scores_path, "a") as fh:
-                        fh.write(json.dumps({**old, "arm": arm}) + "\n")
-                    done.add((seed, arm, k, g))
-                    log.info("seed %d %s step %d g %g: the score of %r, the same recipe", seed, arm, k, g, old["arm"])
+        for row in reused_rows(every, seed, arm, recipes[arm], steps, wanted(arm), done):
+            with open(scores_path, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            done.add((seed, arm, row["steps"], row["guidance"]))
+            log.info("seed %d %s step %d g %g: the score of %r, the same recipe", seed, arm, row["steps"],
+                     row["guidance"], row["reused_from"])
         return all((seed, arm, max(steps), g) in done for g in wanted(arm))
 
     def record(arm: str, k: int, model: Any, seconds: float, cpu: float, count: int) -> None:
