@@ -227,6 +227,43 @@ def none_if_nan(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def _observed(codes: Sequence[np.ndarray], k: int, floor_of: Callable[[int], Mapping[str, float]] | None
+              ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per prompt: its row (counts, p, every metric), and per metric the values and noise floors (NaN: none)."""
+    per_prompt: list[dict[str, Any]] = []
+    values = {m: np.full(len(codes), np.nan) for m in METRIC_NAMES}
+    floors = {m: np.full(len(codes), np.nan) for m in METRIC_NAMES}
+    for j, c in enumerate(codes):
+        cnt = np.array([(c == i).sum() for i in range(k)], dtype=np.int64)
+        n_lab = int(cnt.sum())
+        p = cnt / n_lab if n_lab else None
+        row: dict[str, Any] = {"n_images": int(c.size), "n_labelled": n_lab, "counts": cnt.tolist(),
+                               "p": None if p is None else p.tolist()}
+        fl = floor_of(n_lab) if n_lab and floor_of is not None else None
+        for m, v in all_metrics(p).items():
+            values[m][j] = v
+            row[m] = none_if_nan(v)
+            if fl is not None:
+                floors[m][j] = fl[m]
+        per_prompt.append(row)
+    return per_prompt, values, floors
+
+
+def _resampled(codes: Sequence[np.ndarray], k: int, n_bootstrap: int, seed: int) -> dict[str, np.ndarray]:
+    """Per metric, its value (n_bootstrap, n_prompts) on each resample of each prompt's images (seeded)."""
+    boot = {m: np.full((max(n_bootstrap, 0), len(codes)), np.nan) for m in METRIC_NAMES}
+    if n_bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        for j, c in enumerate(codes):
+            if c.size == 0:
+                continue
+            idx = rng.integers(0, c.size, size=(n_bootstrap, c.size))
+            pb = p_from_codes(c[idx], k)
+            for m in METRIC_NAMES:
+                boot[m][:, j] = METRICS[m].fn(pb)
+    return boot
+
+
 def evaluate_attribute(labels_by_prompt: Sequence[Sequence[Any]], classes: Sequence[str],
                        n_bootstrap: int = 1000, seed: int = 0, ci: float = 0.95,
                        floor_of: Callable[[int], Mapping[str, float]] | None = None) -> dict[str, Any]:
@@ -249,33 +286,8 @@ def evaluate_attribute(labels_by_prompt: Sequence[Sequence[Any]], classes: Seque
         def floor_of(n: int) -> Mapping[str, float]:
             return floor(n, k, seed=seed).values
     codes = [codes_of(labels, classes) for labels in labels_by_prompt]
-    per_prompt: list[dict[str, Any]] = []
-    values = {m: np.full(len(codes), np.nan) for m in METRIC_NAMES}
-    floors = {m: np.full(len(codes), np.nan) for m in METRIC_NAMES}
-    for j, c in enumerate(codes):
-        cnt = np.array([(c == i).sum() for i in range(k)], dtype=np.int64)
-        n_lab = int(cnt.sum())
-        p = cnt / n_lab if n_lab else None
-        row: dict[str, Any] = {"n_images": int(c.size), "n_labelled": n_lab, "counts": cnt.tolist(),
-                               "p": None if p is None else p.tolist()}
-        fl = floor_of(n_lab) if n_lab and n_bootstrap > 0 else None
-        for m, v in all_metrics(p).items():
-            values[m][j] = v
-            row[m] = none_if_nan(v)
-            if fl is not None:
-                floors[m][j] = fl[m]
-        per_prompt.append(row)
-
-    boot = {m: np.full((max(n_bootstrap, 0), len(codes)), np.nan) for m in METRIC_NAMES}
-    if n_bootstrap > 0:
-        rng = np.random.default_rng(seed)
-        for j, c in enumerate(codes):
-            if c.size == 0:
-                continue
-            idx = rng.integers(0, c.size, size=(n_bootstrap, c.size))
-            pb = p_from_codes(c[idx], k)
-            for m in METRIC_NAMES:
-                boot[m][:, j] = METRICS[m].fn(pb)
+    per_prompt, values, floors = _observed(codes, k, floor_of if n_bootstrap > 0 else None)
+    boot = _resampled(codes, k, n_bootstrap, seed)
     aggregate: dict[str, float | None] = {}
     interval: dict[str, list[float] | None] = {}
     for m in METRIC_NAMES:
