@@ -73,7 +73,8 @@ def _sota_cells(df: pd.DataFrame, r: Any, cols: list[str], best: dict[str, float
         ci = [r.get(f"{c}_lo"), r.get(f"{c}_hi")] if f"{c}_lo" in df.columns else None
         extra = floor_span(r.get(f"{c}_floor"), r.get(f"{c}_excess")) if f"{c}_floor" in df.columns else ""
         extra += _paired(df, r, c, VS_BASE, "base") + (_paired(df, r, c, VS_OURS, ours) if ours else "")
-        cells.append(value_cell(v, c, ci=ci, bold=is_best(c, r["method"], v, best, _same_printed), ci_below=True, extra=extra))
+        bold = is_best(c, r["method"], v, best, _same_printed)
+        cells.append(value_cell(v, c, ci=ci, bold=bold, ci_below=True, extra=extra))
     return cells
 
 
