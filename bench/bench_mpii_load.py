@@ -25,7 +25,8 @@ CSV = packaged_activities_path()
 
 CHILD = r"""
 import json, resource, sys, time
-from t2i_debias.data.mpii import load_release, select_persons
+from t2i_debias.data.mpii import load_release
+from t2i_debias.data.persons import select_persons
 from t2i_debias.data.occupations import load_occupation_map
 path, reader, kp = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 t0, c0 = time.perf_counter(), time.process_time()

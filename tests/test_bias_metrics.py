@@ -122,15 +122,37 @@ def test_bootstrap_degenerate_prompt_ci_is_only_the_floor_widening():
 
 
 # ----------------------------------------------------------------------------- metric declarations
-def test_metric_info_directions_and_ranges():
-    info = bias.METRIC_INFO
-    assert [m for m in bias.METRIC_NAMES if info[m].higher_is_better] == ["entropy"]
-    assert info["tvd"].range_of(6) == pytest.approx((0.0, 5 / 6))
-    assert info["kl"].range_of(2) == pytest.approx((0.0, math.log(2)))
-    one_hot = np.eye(6)[0]
-    for m in bias.METRIC_NAMES:  # a one-class distribution sits at the biased end of each range
-        lo, hi = info[m].range_of(6)
-        assert float(bias.METRICS[m](one_hot)) == pytest.approx(lo if info[m].higher_is_better else hi)
+def test_metric_specs_directions_and_ranges():
+    specs = bias.METRICS
+    assert bias.METRIC_NAMES == ("tvd", "pairwise", "kl", "entropy")  # the order of every table and file
+    assert all(name == spec.name for name, spec in specs.items())
+    assert [m for m in bias.METRIC_NAMES if specs[m].higher_is_better] == ["entropy"]
+    assert specs["tvd"].range_of(6) == pytest.approx((0.0, 5 / 6))
+    assert specs["pairwise"].range_of(4) == pytest.approx((0.0, 0.5))
+    assert specs["kl"].range_of(2) == pytest.approx((0.0, math.log(2)))
+    assert specs["entropy"].range_of(12) == (0.0, 1.0)
+
+
+# p = (3/4, 1/4), worked by hand: tvd ½(¼ + ¼); pairwise |¾ − ¼|; kl ¾ ln(3/2) + ¼ ln(1/2); entropy H / ln 2
+THREE_TO_ONE = {"tvd": 0.25, "pairwise": 0.5, "kl": 0.75 * math.log(1.5) + 0.25 * math.log(0.5),
+                "entropy": -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) / math.log(2)}
+
+
+@pytest.mark.parametrize("name", bias.METRIC_NAMES)
+def test_each_spec_known_answer_and_its_range_at_the_extremes(name):
+    """Each spec's function on a hand-computed distribution; uniform sits at the balanced end of the declared
+    range, one class taking all at the biased end, and a random distribution inside it."""
+    spec = bias.METRICS[name]
+    assert float(spec.fn((0.75, 0.25))) == pytest.approx(THREE_TO_ONE[name])
+    rng = np.random.default_rng(0)
+    for k in (2, 4, 6, 12):
+        lo, hi = spec.range_of(k)
+        balanced, biased = (hi, lo) if spec.higher_is_better else (lo, hi)
+        assert float(spec.fn(np.full(k, 1 / k))) == pytest.approx(balanced, abs=1e-12)
+        assert float(spec.fn(np.eye(k)[k - 1])) == pytest.approx(biased)
+        assert bias.balanced_value(name, k) == pytest.approx(balanced, abs=1e-12)
+        values = spec.fn(rng.dirichlet(np.ones(k), size=200))
+        assert np.all((values >= lo - 1e-12) & (values <= hi + 1e-12))
 
 
 # ----------------------------------------------------------------------------- noise floor

@@ -13,7 +13,7 @@ import pytest
 import scipy.io
 
 from t2i_debias.config import Config
-from t2i_debias.data.mpii import PERSONS_COLUMNS, MissingImagesError, load_release
+from t2i_debias.data.mpii import load_release
 from t2i_debias.data.mpii_fixture import (
     FixtureImage,
     FixturePerson,
@@ -21,6 +21,7 @@ from t2i_debias.data.mpii_fixture import (
     head_box_from_points,
     write_fixture,
 )
+from t2i_debias.data.persons import PERSONS_COLUMNS, MissingImagesError
 from t2i_debias.stages.mpii import run_stage
 
 

@@ -17,9 +17,10 @@ import scipy.io
 from scipy.io.matlab import mat_struct
 
 from t2i_debias.data import matreader
-from t2i_debias.data.mpii import MpiiFormatError, parse_release, select_persons
+from t2i_debias.data.mpii import MpiiFormatError, parse_release
 from t2i_debias.data.mpii_fixture import ABSENT, FixtureImage, FixturePerson, FixturePoint, write_fixture
 from t2i_debias.data.occupations import OccupationMap
+from t2i_debias.data.persons import PERSONS_COLUMNS, select_persons
 
 EMPTY = np.zeros((0, 0))
 
@@ -151,7 +152,7 @@ def test_head_box_only_person():
     p = rel.persons[1]
     assert (p.head_box, p.scale, p.objpos, p.points) == ((1.0, 2.0, 30.0, 40.0), None, None, [])
     rows, rep = select_persons(rel, OccupationMap({"cook, chef": "chef"}), "train", True, set())
-    assert rows[1][9:16] == [1.0, 2.0, 30.0, 40.0, "", "", ""]
+    assert [rows[1][c] for c in PERSONS_COLUMNS[9:16]] == [1.0, 2.0, 30.0, 40.0, "", "", ""]
 
 
 # ----------------------------------------------------------------------------- keypoints
@@ -211,7 +212,7 @@ def test_empty_act_is_minus_one_and_counted_as_no_activity():
     rows, rep = select_persons(rel, OccupationMap({"cook, chef": "chef"}), "train", True, set())
     assert rows == [] and rep["not_written"]["no_activity"] == 1
     rows, _ = select_persons(rel, OccupationMap({}), "train", False, set())
-    assert rows[0][7] == -1 and rows[0][8] == ""
+    assert rows[0]["act_id"] == -1 and rows[0]["occupation"] == ""
 
 
 def test_mangled_act_name_still_maps():
@@ -222,7 +223,7 @@ def test_mangled_act_name_still_maps():
     mangled = full.replace("/", "")[:100]
     rel = parse([{"annorect": S(RECT_FIELDS, rect()), "act": act("occupation", mangled)}])
     rows, rep = select_persons(rel, occ, "train", True, set())
-    assert rows[0][8] == "firefighter" and rep["unmapped_activities"] == {}
+    assert rows[0]["occupation"] == "firefighter" and rep["unmapped_activities"] == {}
 
 
 # ----------------------------------------------------------------------------- indices / video / names
@@ -253,8 +254,8 @@ def test_nine_digit_names_kept_and_bad_names_reported():
                  {"name": "img_7.jpg", "annorect": S(RECT_FIELDS, rect())},
                  {"name": "../etc/passwd", "annorect": S(RECT_FIELDS, rect())}])
     rows, rep = select_persons(rel, OccupationMap({"cook, chef": "chef"}), "all", True, {"000001234.jpg"})
-    assert [r[1] for r in rows] == ["000001234.jpg", "img_7.jpg"]
-    assert [r[-1] for r in rows] == [1, 0]
+    assert [r["image"] for r in rows] == ["000001234.jpg", "img_7.jpg"]
+    assert [r["image_exists"] for r in rows] == [1, 0]
     assert rep["not_written"]["bad_image_name"] == 1 and rep["nonstandard_image_names"] == ["img_7.jpg"]
 
 
@@ -271,7 +272,7 @@ def test_split_and_reasons_add_up():
     assert rep["unmapped_activities"] == {"zorbing": 1}
     assert rep["persons_written"] + sum(rep["not_written"].values()) == rep["persons_in_file"] == 5
     rows, rep = select_persons(rel, occ, "test", True, set())
-    assert [r[4] for r in rows] == ["test"]
+    assert [r["split"] for r in rows] == ["test"]
     rows, _ = select_persons(rel, occ, "all", False, set())
     assert len(rows) == 5
 

@@ -316,3 +316,43 @@ def test_the_registry_implements_exactly_the_methods_a_config_may_name() -> None
 
     assert tuple(METHODS) == SOTA_METHODS
     assert all(method_class(m) for m in SOTA_METHODS)
+
+
+def test_best_value_marking_follows_the_declared_direction(monkeypatch):
+    """Flip a spec (a bias metric's, a registered column's) and every marking flips with it: the bold of
+    comparison.md and of report.html's SOTA table, the Δ colour and the paired verdict."""
+    from dataclasses import replace
+
+    from t2i_debias.metrics import bias, columns
+    from t2i_debias.metrics.paired import verdict
+    from t2i_debias.report.kit import value_cell
+    from t2i_debias.report.sections_sota import sota_table
+
+    df = pd.DataFrame([{"method": "base", "status": "ok", "gender_tvd": 0.4, "clip_t": 30.0},
+                       {"method": "ours", "status": "ok", "gender_tvd": 0.1, "clip_t": 28.0}])
+
+    def marks() -> tuple[set[str], set[str], str, str]:
+        md = to_markdown(df, "tiny:sd")
+        bold = {c.strip() for ln in md.splitlines() if ln.startswith(("| base", "| ours"))
+                for c in ln.split("|") if "**" in c}
+        html = sota_table(df)
+        return bold, {b for b in ("0.1", "0.4", "28", "30") if f"<b>{b}</b>" in html}, \
+            value_cell(0.2, "gender_tvd", 0.3), verdict("tvd", [-0.2, -0.1])
+
+    bold, html_bold, cell, said = marks()
+    assert bold == {"**0.100**", "**30.000**"} and html_bold == {"0.1", "30"}
+    assert 'class="d better"' in cell and said == "less biased"
+    monkeypatch.setitem(bias.METRICS, "tvd", replace(bias.METRICS["tvd"], higher_is_better=True))
+    monkeypatch.setitem(columns.COLUMNS, "clip_t", replace(columns.COLUMNS["clip_t"], higher_is_better=False))
+    bold, html_bold, cell, said = marks()
+    assert bold == {"**0.400**", "**28.000**"} and html_bold == {"0.4", "28"}
+    assert 'class="d worse"' in cell and said == "more biased"
+
+
+def test_the_direction_notes_agree_with_the_specs():
+    """The notes under the tables say "lower is better (entropy, CLIP and face rate: higher)"."""
+    from t2i_debias.metrics import bias, columns
+
+    assert [m for m in bias.METRIC_NAMES if columns.higher_is_better(m)] == ["entropy"]
+    higher = [c for c in ("face_rate", "fid", "kid", "clip_t", "clip_i") if columns.higher_is_better(c)]
+    assert higher == ["face_rate", "clip_t", "clip_i"]

@@ -69,6 +69,7 @@ def test_mpii_round_trip_through_the_loader(tmp_path):
     """Toy data written with the MPII fixture writer loads through the MPII parser with its occupations."""
     mpii = pytest.importorskip("t2i_debias.data.mpii")
     from t2i_debias.data.occupations import load_occupation_map
+    from t2i_debias.data.persons import PERSONS_COLUMNS, image_listing, select_persons
     from t2i_debias.toyworld.dataset import OCCUPATION_MAP, write_mpii
 
     pop = biased_population(5, seed=0)
@@ -76,8 +77,8 @@ def test_mpii_round_trip_through_the_loader(tmp_path):
     occ_map = load_occupation_map(OCCUPATION_MAP)
     assert sorted(o for o in occ_map.values() if o) == sorted(MPII_OCCUPATIONS)  # pilot, teacher held out
     release = mpii.load_release(mat)
-    rows, report = mpii.select_persons(release, occ_map, "train", True, mpii.image_listing(images))
-    df = pd.DataFrame(rows, columns=mpii.PERSONS_COLUMNS)
+    rows, report = select_persons(release, occ_map, "train", True, image_listing(images))
+    df = pd.DataFrame(rows, columns=PERSONS_COLUMNS)
     assert report["persons_written"] == len(pop) and report["missing_images"] == 0
     assert Counter(df["occupation"]) == Counter(s.person.occupation for s in pop)
     first = df.sort_values("image_index").iloc[0]

@@ -1,2 +1,3 @@
-"""MPII Human Pose data: the .mat loader (mpii), its fast reader (matreader), fixture writer
-(mpii_fixture) and the activity -> occupation map (occupations, occupations.csv)."""
+"""MPII Human Pose data: the .mat loader (mpii), its fast reader (matreader), persons.csv's schema and
+selection (persons), fixture writer (mpii_fixture) and the activity -> occupation map (occupations,
+occupations.csv)."""

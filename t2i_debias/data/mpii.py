@@ -1,4 +1,5 @@
-"""MPII Human Pose loader: `mpii_human_pose_v1_u12_1.mat` -> `mpii/persons.csv` (one row per person).
+"""MPII Human Pose loader: `mpii_human_pose_v1_u12_1.mat` -> every person of the file (`MpiiRelease`);
+`data.persons` selects them and writes `mpii/persons.csv`.
 
 Reading: by default `matreader.read_mat` (fast, skips keypoints unless asked); `reader="scipy"`
 uses `scipy.io.loadmat(squeeze_me=False, struct_as_record=True)`, which keeps every MATLAB
@@ -9,19 +10,14 @@ annorect, absent fields, head-box-only persons, point struct vs array, is_visibl
 empty/absent, act fields by name, empty act -> act_id -1, 1-based single_person scalar or array,
 vididx/frame_sec empty together, unsigned integer types, 9-digit image names).
 
-Every person in the file is accounted for: written to persons.csv or counted under a reason
-(wrong_split, no_activity, unmapped_activity, not_occupation, bad_image_name) in
-`mpii/load_report.json` and the stage manifest.
+Every person in the file is parsed; `data.persons.select_persons` writes it to persons.csv or counts it under
+a reason in `mpii/load_report.json`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
-import os
-import re
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,28 +27,15 @@ from typing import Any
 import numpy as np
 
 from t2i_debias.data.matreader import SKIPPED, MatFormatError, MatVariableError, read_mat
-from t2i_debias.data.occupations import OccupationMap
 from t2i_debias.errors import InputError
 
 log = logging.getLogger(__name__)
 
-PERSONS_COLUMNS: tuple[str, ...] = (
-    "person_id", "image", "image_index", "ridx", "split", "category", "activity", "act_id", "occupation",
-    "head_x1", "head_y1", "head_x2", "head_y2", "scale", "objpos_x", "objpos_y", "n_people",
-    "single_person", "image_exists",
-)
-SPLITS = ("train", "test", "all")
-SKIP_REASONS = ("wrong_split", "bad_image_name", "no_activity", "unmapped_activity", "not_occupation")
-IMAGE_NAME = re.compile(r"^\d{9}\.jpg$")
 _ABSENT = object()
 
 
 class MpiiFormatError(InputError):
     """The annotation data does not have the MPII layout; the message names the file and the element."""
-
-
-class MissingImagesError(FileNotFoundError):
-    """Images referenced by persons.csv are missing and `strict` is set."""
 
 
 @dataclass
@@ -335,118 +318,3 @@ def load_mat(path: str | Path, reader: str = "fast", keypoints: bool = False) ->
 def load_release(path: str | Path, reader: str = "fast", keypoints: bool = False) -> MpiiRelease:
     """Read and parse an MPII annotation file."""
     return parse_release(load_mat(path, reader, keypoints), keypoints, str(path))
-
-
-# ----------------------------------------------------------------------------- selection and rows
-def skip_reason(p: MpiiPerson, mapped: bool, occupation: str, split: str, occupations_only: bool
-                ) -> str | None:
-    """Why person `p` is not written to persons.csv, or None when it is.
-
-    mapped: the activity is in the occupation map; occupation: its occupation ('' if none).
-    """
-    if split != "all" and p.split != split:
-        return "wrong_split"
-    if not _safe_name(p.image):
-        return "bad_image_name"
-    if occupations_only:
-        if not p.activity:
-            return "no_activity"
-        if not mapped:
-            return "unmapped_activity"
-        if not occupation:
-            return "not_occupation"
-    return None
-
-
-def _safe_name(name: str) -> bool:
-    return bool(name) and "/" not in name and "\\" not in name and "\0" not in name and name not in (".", "..")
-
-
-def _fmt(v: Any) -> Any:
-    return "" if v is None else v
-
-
-def person_row(p: MpiiPerson, occupation: str, image_exists: bool) -> list[Any]:
-    """One persons.csv row, in PERSONS_COLUMNS order."""
-    hb = p.head_box or (None, None, None, None)
-    op = p.objpos or (None, None)
-    return [f"{p.image_index}_{p.ridx}", p.image, p.image_index, p.ridx, p.split, p.category, p.activity,
-            p.act_id, occupation, *map(_fmt, hb), _fmt(p.scale), *map(_fmt, op), p.n_people,
-            int(p.single_person), int(image_exists)]
-
-
-def image_listing(images_dir: str | Path) -> set[str]:
-    """Names of the files directly inside `images_dir` (empty set when it does not exist)."""
-    try:
-        with os.scandir(images_dir) as it:
-            return {e.name for e in it}
-    except FileNotFoundError:
-        return set()
-
-
-def select_persons(release: MpiiRelease, occ_map: OccupationMap, split: str = "train",
-                   occupations_only: bool = True, present: set[str] | None = None
-                   ) -> tuple[list[list[Any]], dict[str, Any]]:
-    """persons.csv rows and a report in which written + skipped persons add up to the file's total."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    present = present or set()
-    rows: list[list[Any]] = []
-    reasons: Counter = Counter()
-    unmapped: Counter = Counter()
-    missing: set[str] = set()
-    odd_names: set[str] = set()
-    bad_names: list[str] = []  # persons skipped as bad_image_name, named in the report
-    lookups: dict[str, tuple[bool, str]] = {}  # activity -> (in the map, occupation)
-    for p in release.persons:
-        if p.activity not in lookups:
-            lookups[p.activity] = ((p.activity in occ_map, occ_map.get(p.activity) or "")
-                                   if p.activity else (False, ""))
-        mapped, occ = lookups[p.activity]
-        reason = skip_reason(p, mapped, occ, split, occupations_only)
-        if p.activity and not mapped and reason in (None, "unmapped_activity"):
-            unmapped[p.activity] += 1
-        if reason is not None:
-            reasons[reason] += 1
-            if reason == "bad_image_name":
-                bad_names.append(f"{p.image_index}_{p.ridx}: {p.image!r}")
-            continue
-        exists = p.image in present
-        if not exists:
-            missing.add(p.image)
-        if not IMAGE_NAME.match(p.image):
-            odd_names.add(p.image)
-        rows.append(person_row(p, occ, exists))
-    total = len(release.persons)
-    assert len(rows) + sum(reasons.values()) == total, "persons not accounted for"
-    report = {
-        "images_in_file": release.n_images,
-        "images_without_people": release.images_without_people,
-        "persons_in_file": total,
-        "persons_written": len(rows),
-        "not_written": {r: reasons.get(r, 0) for r in SKIP_REASONS},
-        "images_written": len({r[1] for r in rows}),
-        "missing_images": len(missing),
-        "persons_with_missing_image": sum(1 for r in rows if not r[-1]),
-        "nonstandard_image_names": sorted(odd_names)[:100],
-        "bad_image_names": bad_names[:100],
-        "unmapped_activities": dict(unmapped.most_common()),
-        "occupations": len({r[8] for r in rows if r[8]}),
-        "split": split,
-        "occupations_only": occupations_only,
-        "parse_stats": dict(release.stats),
-        "version": release.version,
-    }
-    return rows, {**report, "_missing": sorted(missing)}
-
-
-def rows_to_csv(rows: list[list[Any]]) -> str:
-    """persons.csv text (header + rows)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(PERSONS_COLUMNS)
-    w.writerows(rows)
-    return buf.getvalue()
-
-
-# ----------------------------------------------------------------------------- stage

@@ -203,6 +203,45 @@ class _ImageCache:
         return got
 
 
+_Pending = tuple[int, Image.Image, Box | None, str, str]  # (item index, image, head box, crop sha256, cache key)
+
+
+def _settled(classifier: DemographicClassifier, cache: _ImageCache, item: Item, journal: Journal | None,
+             check_crops: bool) -> Result | tuple[Image.Image, str, str]:
+    """An item's Result when it needs no classifier (unreadable image, nothing to label, journal hit), else
+    (image, crop sha256, cache key) to classify."""
+    try:
+        image = cache.get(item.path)
+    except ImageLoadError as e:
+        (log.debug if e.status == "missing_image" else log.warning)("skipped (%s): %s", e.status, e)
+        return Result(Prediction(status=e.status))
+    crop = _crop(classifier, image, item.box)
+    why = crop_problem(classifier, image, item.box, crop) if check_crops else None
+    if why is not None:
+        log.warning("skipped (%s): %s, head box %s, image %dx%d", why, item.path, item.box, *image.size)
+        return Result(Prediction(status=why))
+    sha, key = _crop_key(crop)
+    hit = journal.get(key) if journal is not None else None
+    return Result(hit, sha, cached=True) if hit is not None else (image, sha, key)
+
+
+def _classify_batch(classifier: DemographicClassifier, pending: list[_Pending], journal: Journal | None
+                    ) -> list[tuple[int, Result]]:
+    """(item index, Result) of one batch; a failing batch is recorded per row (error:<type>), the run goes on;
+    deterministic answers are appended to `journal`."""
+    try:
+        preds = classifier.predict([p[1] for p in pending], [p[2] for p in pending])
+        if len(preds) != len(pending):
+            raise RuntimeError(f"{classifier.name} returned {len(preds)} predictions for {len(pending)} images")
+    except Exception as e:  # a failing batch is recorded per row; the run goes on
+        log.warning("%s failed on a batch of %d: %s: %s", classifier.name, len(pending), type(e).__name__, e)
+        preds = [Prediction(status=f"error:{type(e).__name__}") for _ in pending]
+    done = [(key, pred) for (_, _, _, _, key), pred in zip(pending, preds, strict=True) if pred.status in CACHEABLE]
+    if journal is not None and done:
+        journal.add(done)
+    return [(i, Result(pred, sha)) for (i, _, _, sha, _), pred in zip(pending, preds, strict=True)]
+
+
 def classify_items(classifier: DemographicClassifier, items: Sequence[Item], batch_size: int = 32,
                    journal: Journal | None = None, desc: str = "labels", check_crops: bool = False
                    ) -> tuple[list[Result], Stats]:
@@ -215,53 +254,25 @@ def classify_items(classifier: DemographicClassifier, items: Sequence[Item], bat
     results: list[Result | None] = [None] * len(items)
     stats = Stats()
     cache = _ImageCache()
-    pending: list[tuple[int, Image.Image, Box | None, str, str]] = []
+    pending: list[_Pending] = []
 
     def flush() -> None:
-        if not pending:
-            return
-        try:
-            preds = classifier.predict([p[1] for p in pending], [p[2] for p in pending])
-            if len(preds) != len(pending):
-                raise RuntimeError(f"{classifier.name} returned {len(preds)} predictions for {len(pending)} images")
-        except Exception as e:  # a failing batch is recorded per row; the run goes on
-            log.warning("%s failed on a batch of %d: %s: %s", classifier.name, len(pending), type(e).__name__, e)
-            preds = [Prediction(status=f"error:{type(e).__name__}") for _ in pending]
-        done = []
-        for (i, _, _, sha, key), pred in zip(pending, preds, strict=True):
-            results[i] = Result(pred, sha)
-            if pred.status in CACHEABLE:
-                done.append((key, pred))
-        if journal is not None and done:
-            journal.add(done)
-        stats.computed += len(pending)
-        bar.update(len(pending))
-        pending.clear()
+        if pending:
+            for i, result in _classify_batch(classifier, pending, journal):
+                results[i] = result
+            stats.computed += len(pending)
+            bar.update(len(pending))
+            pending.clear()
 
     with tqdm(total=len(items), desc=desc, unit="img", dynamic_ncols=True, mininterval=1.0) as bar:
         for i, item in enumerate(items):
-            try:
-                image = cache.get(item.path)
-            except ImageLoadError as e:
-                (log.debug if e.status == "missing_image" else log.warning)("skipped (%s): %s", e.status, e)
-                results[i] = Result(Prediction(status=e.status))
+            got = _settled(classifier, cache, item, journal, check_crops)
+            if isinstance(got, Result):
+                results[i] = got
+                stats.cached += got.cached
                 bar.update(1)
                 continue
-            crop = _crop(classifier, image, item.box)
-            why = crop_problem(classifier, image, item.box, crop) if check_crops else None
-            if why is not None:
-                log.warning("skipped (%s): %s, head box %s, image %dx%d", why, item.path, item.box, *image.size)
-                results[i] = Result(Prediction(status=why))
-                bar.update(1)
-                continue
-            sha, key = _crop_key(crop)
-            hit = journal.get(key) if journal is not None else None
-            if hit is not None:
-                results[i] = Result(hit, sha, cached=True)
-                stats.cached += 1
-                bar.update(1)
-                continue
-            pending.append((i, image, item.box, sha, key))
+            pending.append((i, got[0], item.box, got[1], got[2]))
             if len(pending) >= batch_size:
                 flush()
         flush()

@@ -22,7 +22,6 @@ import numpy as np
 
 from t2i_debias.attributes import ATTRIBUTE_CLASSES, SHEN4, STATUS_OK
 
-METRIC_NAMES: tuple[str, ...] = ("tvd", "pairwise", "kl", "entropy")
 ATTRIBUTES: tuple[str, ...] = tuple(ATTRIBUTE_CLASSES)  # gender, race, race4, gender_race
 
 
@@ -72,30 +71,31 @@ def entropy(p: Any) -> np.ndarray | float:
     return np.where(np.isfinite(p).all(axis=-1), out, np.nan)
 
 
-METRICS: dict[str, Callable[[Any], Any]] = {"tvd": tvd, "pairwise": pairwise, "kl": kl, "entropy": entropy}
-
-
 @dataclass(frozen=True)
-class MetricInfo:
-    """What a metric's numbers mean: which direction is less biased, and its range for K classes."""
+class Metric:
+    """A bias metric declared once: its function of p (..., K) -> (...), which way is less biased, and its
+    value range for K classes. Every direction rule of the package (CIs, verdicts, best values) reads it."""
 
+    name: str
+    fn: Callable[[Any], Any]
     higher_is_better: bool
     range_of: Callable[[int], tuple[float, float]]
 
 
-METRIC_INFO: dict[str, MetricInfo] = {
-    "tvd": MetricInfo(False, lambda k: (0.0, 1.0 - 1.0 / k)),
-    "pairwise": MetricInfo(False, lambda k: (0.0, 2.0 / k)),  # one class takes all: (K − 1) / C(K, 2)
-    "kl": MetricInfo(False, lambda k: (0.0, math.log(k))),
-    "entropy": MetricInfo(True, lambda k: (0.0, 1.0)),
-}
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("tvd", tvd, False, lambda k: (0.0, 1.0 - 1.0 / k)),
+    Metric("pairwise", pairwise, False, lambda k: (0.0, 2.0 / k)),  # one class takes all: (K − 1) / C(K, 2)
+    Metric("kl", kl, False, lambda k: (0.0, math.log(k))),
+    Metric("entropy", entropy, True, lambda k: (0.0, 1.0)),
+)}
+METRIC_NAMES: tuple[str, ...] = tuple(METRICS)  # tvd, pairwise, kl, entropy
 
 
 def all_metrics(p: Any) -> dict[str, float]:
     """Every metric of one distribution (NaN when p is None: no face found)."""
     if p is None:
         return {m: math.nan for m in METRIC_NAMES}
-    return {m: float(METRICS[m](p)) for m in METRIC_NAMES}
+    return {m: float(METRICS[m].fn(p)) for m in METRIC_NAMES}
 
 
 # ----------------------------------------------------------------------------- labels -> p
@@ -204,13 +204,13 @@ def held_interval(estimate: Any, samples: np.ndarray, ci: float, widen_lo: Any =
 
 def balanced_value(metric: str, k: int) -> float:
     """The metric of the uniform distribution over k classes (0, or 1 for entropy): where the floor sits against."""
-    return float(METRICS[metric](np.full(k, 1.0 / k)))
+    return float(METRICS[metric].fn(np.full(k, 1.0 / k)))
 
 
 def floor_widening(metric: str, k: int, floor_value: float) -> tuple[float, float]:
     """(widen_lo, widen_hi): the noise floor's distance from balance, on the side of balance (DESIGN.md §3)."""
     gap = abs(floor_value - balanced_value(metric, k))
-    return (0.0, gap) if METRIC_INFO[metric].higher_is_better else (gap, 0.0)
+    return (0.0, gap) if METRICS[metric].higher_is_better else (gap, 0.0)
 
 
 def _held(estimate: float | None, samples: np.ndarray, ci: float, metric: str, k: int, floor_value: float | None
@@ -219,12 +219,49 @@ def _held(estimate: float | None, samples: np.ndarray, ci: float, metric: str, k
     s = samples[np.isfinite(samples)]
     if estimate is None or s.size == 0 or floor_value is None:
         return None
-    lo, hi = held_interval(estimate, s, ci, *floor_widening(metric, k, floor_value), METRIC_INFO[metric].range_of(k))
+    lo, hi = held_interval(estimate, s, ci, *floor_widening(metric, k, floor_value), METRICS[metric].range_of(k))
     return [float(lo), float(hi)]
 
 
 def none_if_nan(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _observed(codes: Sequence[np.ndarray], k: int, floor_of: Callable[[int], Mapping[str, float]] | None
+              ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per prompt: its row (counts, p, every metric), and per metric the values and noise floors (NaN: none)."""
+    per_prompt: list[dict[str, Any]] = []
+    values = {m: np.full(len(codes), np.nan) for m in METRIC_NAMES}
+    floors = {m: np.full(len(codes), np.nan) for m in METRIC_NAMES}
+    for j, c in enumerate(codes):
+        cnt = np.array([(c == i).sum() for i in range(k)], dtype=np.int64)
+        n_lab = int(cnt.sum())
+        p = cnt / n_lab if n_lab else None
+        row: dict[str, Any] = {"n_images": int(c.size), "n_labelled": n_lab, "counts": cnt.tolist(),
+                               "p": None if p is None else p.tolist()}
+        fl = floor_of(n_lab) if n_lab and floor_of is not None else None
+        for m, v in all_metrics(p).items():
+            values[m][j] = v
+            row[m] = none_if_nan(v)
+            if fl is not None:
+                floors[m][j] = fl[m]
+        per_prompt.append(row)
+    return per_prompt, values, floors
+
+
+def _resampled(codes: Sequence[np.ndarray], k: int, n_bootstrap: int, seed: int) -> dict[str, np.ndarray]:
+    """Per metric, its value (n_bootstrap, n_prompts) on each resample of each prompt's images (seeded)."""
+    boot = {m: np.full((max(n_bootstrap, 0), len(codes)), np.nan) for m in METRIC_NAMES}
+    if n_bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        for j, c in enumerate(codes):
+            if c.size == 0:
+                continue
+            idx = rng.integers(0, c.size, size=(n_bootstrap, c.size))
+            pb = p_from_codes(c[idx], k)
+            for m in METRIC_NAMES:
+                boot[m][:, j] = METRICS[m].fn(pb)
+    return boot
 
 
 def evaluate_attribute(labels_by_prompt: Sequence[Sequence[Any]], classes: Sequence[str],
@@ -249,33 +286,8 @@ def evaluate_attribute(labels_by_prompt: Sequence[Sequence[Any]], classes: Seque
         def floor_of(n: int) -> Mapping[str, float]:
             return floor(n, k, seed=seed).values
     codes = [codes_of(labels, classes) for labels in labels_by_prompt]
-    per_prompt: list[dict[str, Any]] = []
-    values = {m: np.full(len(codes), np.nan) for m in METRIC_NAMES}
-    floors = {m: np.full(len(codes), np.nan) for m in METRIC_NAMES}
-    for j, c in enumerate(codes):
-        cnt = np.array([(c == i).sum() for i in range(k)], dtype=np.int64)
-        n_lab = int(cnt.sum())
-        p = cnt / n_lab if n_lab else None
-        row: dict[str, Any] = {"n_images": int(c.size), "n_labelled": n_lab, "counts": cnt.tolist(),
-                               "p": None if p is None else p.tolist()}
-        fl = floor_of(n_lab) if n_lab and n_bootstrap > 0 else None
-        for m, v in all_metrics(p).items():
-            values[m][j] = v
-            row[m] = none_if_nan(v)
-            if fl is not None:
-                floors[m][j] = fl[m]
-        per_prompt.append(row)
-
-    boot = {m: np.full((max(n_bootstrap, 0), len(codes)), np.nan) for m in METRIC_NAMES}
-    if n_bootstrap > 0:
-        rng = np.random.default_rng(seed)
-        for j, c in enumerate(codes):
-            if c.size == 0:
-                continue
-            idx = rng.integers(0, c.size, size=(n_bootstrap, c.size))
-            pb = p_from_codes(c[idx], k)
-            for m in METRIC_NAMES:
-                boot[m][:, j] = METRICS[m](pb)
+    per_prompt, values, floors = _observed(codes, k, floor_of if n_bootstrap > 0 else None)
+    boot = _resampled(codes, k, n_bootstrap, seed)
     aggregate: dict[str, float | None] = {}
     interval: dict[str, list[float] | None] = {}
     for m in METRIC_NAMES:

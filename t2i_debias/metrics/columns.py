@@ -1,7 +1,8 @@
 """What each column of the comparison table is: direction, label and note, declared by whoever measures it.
 
-The bias columns `<attribute>_<metric>` take their direction from `metrics.bias.METRIC_INFO`; the quality
-columns are declared here; another world (the toy world) registers its own columns and a `TableView`, the
+`higher_is_better` is the package's one direction rule: the bias columns `<attribute>_<metric>` (and a bare
+metric name) take their direction from the metric's spec (`metrics.bias.METRICS`); the quality columns are
+declared here; another world (the toy world) registers its own columns and a `TableView`, the
 set of columns shown instead of the default ones when its columns hold a number. `report.comparison`
 shows whichever registered columns a comparison.csv holds and never names one itself.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from t2i_debias.metrics.bias import METRIC_INFO
+from t2i_debias.metrics.bias import METRICS
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,12 @@ def register_view(view: TableView) -> None:
 
 
 def higher_is_better(column: str) -> bool:
-    """True when a larger value of `column` is better: its declaration, else the metric after the last `_`."""
+    """True when a larger value of `column` is better: its declaration, else the spec of the bias metric after
+    the last `_` ("gender_entropy", "entropy"); False (lower is better, as for bias) for anything else."""
     if column in COLUMNS:
         return COLUMNS[column].higher_is_better
-    info = METRIC_INFO.get(column.rsplit("_", 1)[-1])
-    return bool(info and info.higher_is_better)
+    metric = METRICS.get(column.rsplit("_", 1)[-1])
+    return metric is not None and metric.higher_is_better
 
 
 def self_row(column: str) -> str | None:

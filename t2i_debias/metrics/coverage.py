@@ -27,7 +27,6 @@ import numpy as np
 
 from t2i_debias.metrics.bias import (
     CI_METHOD,
-    METRIC_INFO,
     METRIC_NAMES,
     METRICS,
     floor_widening,
@@ -105,15 +104,15 @@ def _percentile(est: np.ndarray, boot: np.ndarray, ci: float, metric: str, k: in
 
 def _basic(est: np.ndarray, boot: np.ndarray, ci: float, metric: str, k: int, fl: float) -> np.ndarray:
     q = _percentile(est, boot, ci, metric, k, fl)
-    return np.clip(np.stack([2 * est - q[..., 1], 2 * est - q[..., 0]], axis=-1), *METRIC_INFO[metric].range_of(k))
+    return np.clip(np.stack([2 * est - q[..., 1], 2 * est - q[..., 0]], axis=-1), *METRICS[metric].range_of(k))
 
 
 def _centred(est: np.ndarray, boot: np.ndarray, ci: float, metric: str, k: int, fl: float) -> np.ndarray:
-    return held_interval(est, boot, ci, bounds=METRIC_INFO[metric].range_of(k))
+    return held_interval(est, boot, ci, bounds=METRICS[metric].range_of(k))
 
 
 def _floor_widened(est: np.ndarray, boot: np.ndarray, ci: float, metric: str, k: int, fl: float) -> np.ndarray:
-    return held_interval(est, boot, ci, *floor_widening(metric, k, fl), METRIC_INFO[metric].range_of(k))
+    return held_interval(est, boot, ci, *floor_widening(metric, k, fl), METRICS[metric].range_of(k))
 
 
 Method = Callable[[np.ndarray, np.ndarray, float, str, int, float], np.ndarray]
@@ -136,7 +135,7 @@ def simulate(setting: Setting, reps: int = 400, n_boot: int = 400, seed: int = 0
     rng = np.random.default_rng([seed, setting.n, setting.n_prompts, setting.k])
     p = np.asarray(setting.p, dtype=float)  # (P, K)
     k = setting.k
-    truth = {m: float(np.mean(METRICS[m](p))) for m in METRIC_NAMES}
+    truth = {m: float(np.mean(METRICS[m].fn(p))) for m in METRIC_NAMES}
     fl = floor(setting.n, k).values  # every prompt has n labelled images: the mean floor is the floor
     hits = {meth: {m: [] for m in METRIC_NAMES} for meth in METHODS}
     for start in range(0, reps, batch):
@@ -144,8 +143,8 @@ def simulate(setting: Setting, reps: int = 400, n_boot: int = 400, seed: int = 0
         p_hat = multinomial(rng, setting.n, np.broadcast_to(p, (r, *p.shape))) / setting.n  # (r, P, K)
         p_star = multinomial(rng, setting.n, np.broadcast_to(p_hat[:, None], (r, n_boot, *p.shape))) / setting.n
         for m in METRIC_NAMES:
-            est = METRICS[m](p_hat).mean(axis=-1)  # (r,)
-            boot = METRICS[m](p_star).mean(axis=-1)  # (r, B)
+            est = METRICS[m].fn(p_hat).mean(axis=-1)  # (r,)
+            boot = METRICS[m].fn(p_star).mean(axis=-1)  # (r, B)
             for meth, fn in METHODS.items():
                 iv = fn(est, boot, ci, m, k, fl[m])
                 hits[meth][m].append(np.stack([(iv[:, 0] <= truth[m] + 1e-12) & (truth[m] - 1e-12 <= iv[:, 1]),

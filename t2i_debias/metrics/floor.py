@@ -76,7 +76,7 @@ def floor(n: int, k: int, seed: int = 0, draws: int = DRAWS, exact_max: int = EX
         c = compositions(n, k)
         w = multinomial_uniform_pmf(c)
         p = c / n
-        values = {m: float(np.dot(w, METRICS[m](p))) for m in METRIC_NAMES}
+        values = {m: float(np.dot(w, METRICS[m].fn(p))) for m in METRIC_NAMES}
         return Floor(n, k, values, {m: 0.0 for m in METRIC_NAMES}, exact=True, draws=0)
     if draws < 2:
         raise ValueError(f"a Monte Carlo floor needs draws >= 2, got {draws}")
@@ -84,7 +84,7 @@ def floor(n: int, k: int, seed: int = 0, draws: int = DRAWS, exact_max: int = EX
     p = rng.multinomial(n, np.full(k, 1.0 / k), size=draws) / n
     values, se = {}, {}
     for m in METRIC_NAMES:
-        v = np.asarray(METRICS[m](p), dtype=float)
+        v = np.asarray(METRICS[m].fn(p), dtype=float)
         values[m] = float(v.mean())
         se[m] = float(v.std(ddof=1) / math.sqrt(draws))
     return Floor(n, k, values, se, exact=False, draws=draws)

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from t2i_debias.metrics.bias import (
-    METRIC_INFO,
     METRIC_NAMES,
     METRICS,
     none_if_nan,
@@ -58,7 +57,7 @@ def verdict(metric: str, ci: Sequence[float] | None) -> str:
     if lo <= 0 <= hi:
         return "no significant difference"
     lower = hi < 0
-    return "less biased" if lower != METRIC_INFO[metric].higher_is_better else "more biased"
+    return "less biased" if lower != METRICS[metric].higher_is_better else "more biased"
 
 
 def paired_bootstrap(reference_codes: Sequence[np.ndarray], model_codes: Sequence[np.ndarray], k: int,
@@ -93,7 +92,7 @@ def paired_bootstrap(reference_codes: Sequence[np.ndarray], model_codes: Sequenc
                 continue
             p = p_from_codes(np.asarray(c)[idx[j]] if idx[j] is not None else np.asarray(c)[None, :], k)
             for m in METRIC_NAMES:
-                vals[m][:, j] = METRICS[m](p)
+                vals[m][:, j] = METRICS[m].fn(p)
         return vals
 
     ones = np.ones((1, n_prompts))

@@ -278,6 +278,13 @@ def best_values(df: pd.DataFrame, columns: Sequence[str], shown: Callable[[float
     return out
 
 
+def is_best(c: str, method: str, v: float | None, best: dict[str, float],
+            same: Callable[[float, float], bool]) -> bool:
+    """Whether row `method`'s value `v` of column `c` is marked best: `c` has a best (`best_values`), `v` is
+    `same` as it, and the row is not the column's own reference (CLIP-I of the base)."""
+    return v is not None and c in best and method != registry.self_row(c) and same(v, best[c])
+
+
 def settings_header(df: pd.DataFrame) -> str:
     """One sentence with the generation settings of the table's rows (those of the reference row when mixed)."""
     status = df["status"] if "status" in df else pd.Series("ok", index=df.index)
@@ -392,8 +399,7 @@ def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] | None = Non
                 cells.append("–")
                 continue
             s = f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
-            if c in best and math.isclose(v, best[c], rel_tol=1e-9, abs_tol=1e-12) and (
-                    r["method"] != registry.self_row(c)):
+            if is_best(c, r["method"], v, best, lambda a, b: math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)):
                 s = f"**{s}**"
             lo, hi = _num(r.get(f"{c}_lo")), _num(r.get(f"{c}_hi"))
             if lo is not None and hi is not None:

@@ -18,8 +18,8 @@ import pandas as pd
 from PIL import Image
 
 from t2i_debias.attributes import GENDERS, RACES
+from t2i_debias.config import MODES
 from t2i_debias.csv_cells import unescape_frame
-from t2i_debias.report.kit import MODE_ORDER
 from t2i_debias.runs import atomic_write_bytes, safe_join
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def pick_ours(run_dir: str | Path, base: str = "base") -> str | None:
     """The model shown as "ours": the last trained mode generated (both > unet > text), else any non-base."""
     gen = Path(run_dir) / "generated"
     names = sorted(d.name for d in gen.iterdir() if (d / "metadata.csv").is_file()) if gen.is_dir() else []
-    for mode in reversed(MODE_ORDER):
+    for mode in reversed(MODES):
         if mode in names and mode != base:
             return mode
     others = [n for n in names if n != base]

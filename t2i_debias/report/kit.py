@@ -1,7 +1,7 @@
 """The report's kit: its CSS, number formatting, the small HTML builders and the readers every section uses.
 
-One `_num` (a finite float or None), one `fmt` (DIGITS significant digits, never "-0") and one direction
-rule (`_delta_class`: which way a difference is better) for the whole page.
+One `_num` (a finite float or None) and one `fmt` (DIGITS significant digits, never "-0") for the whole page;
+which way a difference is better (`_delta_class`) is the metric's declared direction (`metrics.columns`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ import pandas as pd
 from t2i_debias.attributes import MEASURABLE
 from t2i_debias.config import MODES
 from t2i_debias.csv_cells import unescape_frame
-from t2i_debias.metrics.bias import METRIC_NAMES
+from t2i_debias.metrics.columns import higher_is_better
 
-MODE_ORDER: tuple[str, ...] = MODES
 ATTRIBUTE_ORDER: tuple[str, ...] = (*MEASURABLE[:2], "race4", *MEASURABLE[2:], "gender_race")
 ATTRIBUTE_LABEL = {"gender_race": "gender × race", "age_group": "age group", "race4": "race (4 groups)"}
-METRICS: tuple[str, ...] = METRIC_NAMES
 MAX_TABLE_ROWS = 80
 DIGITS = 3  # significant digits of every number on the page
 
@@ -158,12 +156,11 @@ def td_key(text: Any) -> str:
 
 
 def _delta_class(metric: str, delta: Any) -> str | None:
-    """'better' when a bias metric fell (or entropy / face rate / CLIP rose), 'worse' for the opposite."""
+    """'better' when `metric` moved its declared good way (`higher_is_better`), 'worse' for the opposite."""
     d = _num(delta)
     if d is None or abs(d) < 1e-12:
         return None
-    up_is_good = any(k in metric for k in ("entropy", "face_rate", "clip"))
-    return "better" if (d > 0) == up_is_good else "worse"
+    return "better" if (d > 0) == higher_is_better(metric) else "worse"
 
 
 def value_cell(v: Any, metric: str = "", base: Any = None, ci: Any = None, bold: bool = False,
@@ -282,7 +279,7 @@ def pyplot() -> Any:
 
 def model_order(names: Iterable[str]) -> list[str]:
     """base first, then the trained modes in order, then the rest alphabetically."""
-    rank = {"base": -1, **{m: i for i, m in enumerate(MODE_ORDER)}}
+    rank = {"base": -1, **{m: i for i, m in enumerate(MODES)}}
     return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
 
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.metrics.bias import METRIC_NAMES
+from t2i_debias.metrics.columns import COLUMNS
 from t2i_debias.report.kit import (
-    METRICS,
     _num,
     attr_label,
     attr_order,
@@ -217,7 +218,7 @@ def bias_overview(summaries: dict[str, dict[str, Any]]) -> str:
     # every aggregate metric, one row per attribute.metric, collapsed
     full = []
     for a in attrs:
-        for m in METRICS:
+        for m in METRIC_NAMES:
             vals = [agg(_attributes_of(s), a, m) for s in summaries.values()]
             if all(v is None for v in vals):
                 continue
@@ -321,7 +322,7 @@ def section_quality(run_dir: Path) -> str:
     for m, q in recs.items():
         row = [td_key(m)]
         for c in cols:
-            if c in ("fid", "kid", "clip_t", "clip_i") and base is not None and m != "base":
+            if c in COLUMNS and base is not None and m != "base":  # a declared direction colours its Δ
                 row.append(value_cell(q.get(c), c, base.get(c)))
             else:
                 row.append(f"<td>{esc(fmt(q.get(c)))}</td>")

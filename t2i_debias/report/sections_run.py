@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 
 from t2i_debias.attributes import NOT_MEASURED
+from t2i_debias.metrics.bias import METRIC_NAMES
 from t2i_debias.report.kit import (
-    METRICS,
     _num,
     attr_label,
     attr_order,
@@ -138,17 +138,17 @@ def dataset_summary(s: dict[str, Any]) -> str:
         blk = attrs[a] if isinstance(attrs[a], dict) else {}
         if a in unmeasured:  # a placeholder label is no bias: no numbers at all
             rows.append([td_key(attr_label(a)),
-                         f'<td colspan="{len(METRICS) + 2}" class="note">{NOT_MEASURED} by the labels backend</td>'])
+                         f'<td colspan="{len(METRIC_NAMES) + 2}" class="note">{NOT_MEASURED} by the labels backend</td>'])
             continue
         met = blk.get("metrics") if isinstance(blk.get("metrics"), dict) else {}
         counts = blk.get("counts") if isinstance(blk.get("counts"), dict) else {}
         n = sum(x for x in (_num(v) for v in counts.values()) if x is not None) if counts else None
         props = blk.get("proportions") if isinstance(blk.get("proportions"), dict) else {}
         rows.append([td_key(attr_label(a)), f"<td>{esc(fmt(int(n) if n is not None else None))}</td>",
-                     *(f"<td>{esc(fmt(met.get(m)))}</td>" for m in METRICS),
+                     *(f"<td>{esc(fmt(met.get(m)))}</td>" for m in METRIC_NAMES),
                      f'<td class="props">{_proportions_html(props, classes.get(a))}</td>'])
     if rows:
-        out.append(html_table(["attribute", "n", *METRICS, "overall proportions"], rows))
+        out.append(html_table(["attribute", "n", *METRIC_NAMES, "overall proportions"], rows))
         out.append('<p class="note">Imbalance (DESIGN.md §3): tvd, pairwise and kl are 0 when balanced; '
                    "entropy is 1 when balanced. Greyed classes have no one.</p>")
     else:

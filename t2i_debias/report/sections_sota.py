@@ -19,6 +19,7 @@ from t2i_debias.report.comparison import (
     VS_BASE,
     VS_OURS,
     best_values,
+    is_best,
     ours_of,
     settings_flag,
     settings_header,
@@ -50,17 +51,6 @@ def _inline(s: str) -> str:
     return _CODE.sub(r"<code>\1</code>", _BOLD.sub(r"<b>\1</b>", esc(s)))
 
 
-def _tied_columns(ran: pd.DataFrame, cols: list[str], best: dict[str, float]) -> set[str]:
-    """The columns where every method that ran prints the best value (no bold there)."""
-    tied = set()
-    for c in cols:
-        vals = [_num(v) for m, v in zip(ran["method"], ran[c], strict=True) if not (c == "clip_i" and m == "base")]
-        vals = [v for v in vals if v is not None]
-        if c in best and vals and all(fmt(v) == fmt(best[c]) for v in vals):
-            tied.add(c)
-    return tied
-
-
 def _paired(df: pd.DataFrame, r: Any, c: str, suffixes: dict[str, str], against: str) -> str:
     """The span of row r's paired Δ of column c against `against` (nothing for that model itself)."""
     if c + suffixes["diff"] not in df.columns or r["method"] == against:
@@ -70,18 +60,21 @@ def _paired(df: pd.DataFrame, r: Any, c: str, suffixes: dict[str, str], against:
                        "Δ" if against == "base" else f"Δ vs {against}")
 
 
-def _sota_cells(df: pd.DataFrame, r: Any, cols: list[str], best: dict[str, float], tied: set[str],
-                ours: str | None) -> list[str]:
+def _same_printed(a: float, b: float) -> bool:
+    """Two values that print the same on the page (the HTML table's tie rule)."""
+    return fmt(a) == fmt(b)
+
+
+def _sota_cells(df: pd.DataFrame, r: Any, cols: list[str], best: dict[str, float], ours: str | None) -> list[str]:
     """The metric cells of a method that ran: value, CI below, floor and excess, paired Δs; the best in bold."""
     cells = []
     for c in cols:
         v = _num(r.get(c))
-        is_best = (v is not None and c in best and c not in tied and not (c == "clip_i" and r["method"] == "base")
-                   and fmt(v) == fmt(best[c]))
         ci = [r.get(f"{c}_lo"), r.get(f"{c}_hi")] if f"{c}_lo" in df.columns else None
         extra = floor_span(r.get(f"{c}_floor"), r.get(f"{c}_excess")) if f"{c}_floor" in df.columns else ""
         extra += _paired(df, r, c, VS_BASE, "base") + (_paired(df, r, c, VS_OURS, ours) if ours else "")
-        cells.append(value_cell(v, c, ci=ci, bold=is_best, ci_below=True, extra=extra))
+        bold = is_best(c, r["method"], v, best, _same_printed)
+        cells.append(value_cell(v, c, ci=ci, bold=bold, ci_below=True, extra=extra))
     return cells
 
 
@@ -113,8 +106,8 @@ def sota_table(df: pd.DataFrame) -> str:
     status = df["status"].fillna("ok").astype(str) if "status" in df.columns else pd.Series("ok", index=df.index)
     ran = df[status == "ok"]
     cols = [c for c in table_columns(df) if c in df.columns and pd.to_numeric(df[c], errors="coerce").notna().any()]
-    best = best_values(ran, cols)
-    tied = _tied_columns(ran, cols, best)
+    best = best_values(ran, cols, shown=fmt)  # a column where every method prints the same value has no best
+    tied = set(best_values(ran, cols)) - set(best)
     mixed = "settings" in df.columns and (df["settings"].map(settings_flag) != "").any()
     ours = ours_of(df)
     rows = []
@@ -123,7 +116,7 @@ def sota_table(df: pd.DataFrame) -> str:
         if status[i] != "ok":
             rows.append(row + ['<td class="zero">n/a</td>'] * (len(cols) + mixed))
             continue
-        row += _sota_cells(df, r, cols, best, tied, ours)
+        row += _sota_cells(df, r, cols, best, ours)
         if mixed:
             flag = settings_flag(r.get("settings"))
             row.append(f'<td class="k{" worse" if flag else ""}">{esc("⚠ " + flag if flag else "same")}</td>')

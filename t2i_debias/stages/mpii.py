@@ -1,4 +1,4 @@
-"""The mpii stage: the MPII release -> mpii/persons.csv and load_report.json (`t2i_debias.data.mpii`)."""
+"""The mpii stage: the MPII release -> mpii/persons.csv and load_report.json (`data.mpii`, `data.persons`)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from t2i_debias.config import Config
-from t2i_debias.data.mpii import (
-    SPLITS,
-    MissingImagesError,
-    image_listing,
-    load_release,
-    rows_to_csv,
-    select_persons,
-)
+from t2i_debias.data.mpii import load_release
 from t2i_debias.data.occupations import load_occupation_map, packaged_map_path
+from t2i_debias.data.persons import SPLITS, MissingImagesError, image_listing, rows_to_csv, select_persons
 from t2i_debias.runs import STAGE_DIRS, Stage, atomic_write_json, atomic_write_text, hash_obj
 from t2i_debias.runs import run_stage as _run
 
