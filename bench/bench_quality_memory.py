@@ -25,10 +25,11 @@ from PIL import Image
 
 def make_run(root: Path, n: int, resolution: int) -> Path:
     """A run folder with generated/base (n images, metadata.csv, manifest) and a reference folder."""
+    from t2i_debias.core.layout import RunLayout
     from t2i_debias.runs import Stage
 
     rng = np.random.default_rng(0)
-    folder = root / "r" / "generated" / "base"
+    folder = RunLayout(root / "r").generated_model("base")
     rows = []
     for i in range(n):
         rel = f"images/p{i % 3}/{i}.png"

@@ -123,12 +123,14 @@ def train_arm(cfg: Any, arm: str, steps: list[int]) -> tuple[dict[int, Path], fl
     """Train one arm; returns {steps: model folder}, the wall and the CPU seconds of training (read back from
     its train_cost.json when the arm was trained before)."""
     from t2i_debias.config import modes_to_run
+    from t2i_debias.core.layout import RunLayout
     from t2i_debias.models import base_model
+    from t2i_debias.runs import MANIFEST
     from t2i_debias.stages.models import train_control, train_stage
 
     c = arm_config(cfg, arm, steps)
     base = base_model(c)
-    data = c.run_dir / "enriched"
+    data = RunLayout(c.run_dir).enriched
     if arm in AUGMENT_CHANGES:
         from t2i_debias.pipeline import run_pipeline
 
@@ -138,7 +140,7 @@ def train_arm(cfg: Any, arm: str, steps: list[int]) -> tuple[dict[int, Path], fl
         for k, v in changes.items():
             setattr(other.augment, k, v)
         run_pipeline(other, only=["mpii", "labels", "enriched"])
-        data = other.run_dir / "enriched"
+        data = RunLayout(other.run_dir).enriched
     out = c.run_dir / "arms" / arm_folder(arm)
     t0, cpu0 = time.time(), _cpu_seconds()
     if arm == "control":
@@ -151,7 +153,7 @@ def train_arm(cfg: Any, arm: str, steps: list[int]) -> tuple[dict[int, Path], fl
             prev = folders[-1] if folders else None
             folders.append(out / mode)
             train_stage(c, mode, str(prev or base), data, folders[-1], origin=base,
-                        prev_manifest=(prev / "_manifest.json") if prev else None)
+                        prev_manifest=(prev / MANIFEST) if prev else None)
     seconds, cpu = time.time() - t0, _cpu_seconds() - cpu0
     cost = out / "train_cost.json"
     if seconds < 30 and cost.is_file():  # trained before (manifests matched): that run's cost
@@ -175,7 +177,9 @@ def recipe_of(cfg: Any, arm: str, steps: list[int]) -> str:
     (baselines) or the base; a recorded score counts as done only under the same recipe."""
     import dataclasses
 
+    from t2i_debias.augment.schema import METADATA
     from t2i_debias.baselines.registry import method_params
+    from t2i_debias.core.layout import RunLayout
     from t2i_debias.models import base_model
     from t2i_debias.runs import hash_file, hash_obj
 
@@ -186,7 +190,7 @@ def recipe_of(cfg: Any, arm: str, steps: list[int]) -> str:
         c = arm_config(cfg, arm, steps)
         what["train"] = {k: v for k, v in dataclasses.asdict(c.train).items() if k not in _NOT_RECIPE}
         what["control"] = arm == "control"
-        meta = cfg.run_dir / "enriched" / "metadata.jsonl"
+        meta = RunLayout(cfg.run_dir).enriched / METADATA
         what["data"] = hash_file(meta) if meta.is_file() else ""
         if arm in AUGMENT_CHANGES:
             what["augment"] = AUGMENT_CHANGES[arm]
@@ -284,7 +288,9 @@ def run_seed(root: Path, seed: int, arms: list[str], steps: list[int], n: int, n
     and each baseline."""
     from PIL import Image
 
+    from t2i_debias.augment.schema import METADATA
     from t2i_debias.baselines.registry import make_method
+    from t2i_debias.core.layout import RunLayout
     from t2i_debias.models import base_model, load_pipeline
     from t2i_debias.pipeline import run_pipeline
     from t2i_debias.toyworld.classifier import make_classifier
@@ -300,7 +306,7 @@ def run_seed(root: Path, seed: int, arms: list[str], steps: list[int], n: int, n
     base_codes = {r["guidance"]: r["gender_codes"] for r in recorded if r["seed"] == seed and r["arm"] == "base"}
     clf = make_classifier(cfg.labels)
     reference = [Image.open(p).convert("RGB") for p in sorted(Path(cfg.mpii.images_dir).glob("*.jpg"))[:1024]]
-    triplets = sum(1 for line in (cfg.run_dir / "enriched" / "metadata.jsonl").read_text().splitlines() if line)
+    triplets = sum(1 for line in (RunLayout(cfg.run_dir).enriched / METADATA).read_text().splitlines() if line)
 
     def wanted(arm: str) -> list[float]:
         return guidances + (extra_guidances if arm in ("base", *extra_arms) else [])

@@ -27,6 +27,7 @@ from t2i_debias.config import (
     load_config,
     validate,
 )
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.errors import UserError
 from t2i_debias.presets import apply_preset
 
@@ -205,7 +206,8 @@ def main_for_mode(mode: str, description: str, argv: list[str] | None = None) ->
         cfg.train.lora_rank = args.rank
     base = resolve_model(args.pretrained_model_name_or_path, cfg) if args.pretrained_model_name_or_path \
         else base_model(cfg)
-    data = args.train_data_dir or cfg.run_dir / "enriched"
-    out = args.output_dir or cfg.run_dir / "models" / mode
+    lay = RunLayout(cfg.run_dir)
+    data = args.train_data_dir or lay.enriched
+    out = args.output_dir or lay.model(mode)
     train_stage(cfg, mode, base, data, out, force=args.force)
     return Path(out)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from t2i_debias.config import Config
+from t2i_debias.core.layout import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def run_pipeline(cfg: Config, force: bool = False, only: list[str] | None = None
     t0 = time.time()
     with lock_run(cfg.run_dir):  # one writer per run: a second invocation fails at once, naming this one
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(cfg.run_dir / "config.toml")
+        cfg.save(RunLayout(cfg.run_dir).config_toml)
         for i, (name, module) in enumerate(todo, 1):
             log.info("=== stage %s", name)
             t = time.time()
@@ -82,9 +83,7 @@ def run_pipeline(cfg: Config, force: bool = False, only: list[str] | None = None
             print(f"[{i}/{len(todo)}] {name:<12} {_clock(time.time() - t):>8}   (total {_clock(time.time() - t0)})",
                   file=out, flush=True)
     log.info("pipeline finished in %.1fs: %s", time.time() - t0, cfg.run_dir)
-    from t2i_debias.report.page import REPORT_HTML
-
-    report = cfg.run_dir / REPORT_HTML
+    report = RunLayout(cfg.run_dir).report_html
     print(f"done in {_clock(time.time() - t0)}. "
           + (f"Report: {report.resolve()}" if report.is_file() else f"No report yet: run the report stage ({report})."),
           file=out, flush=True)

@@ -66,16 +66,6 @@ def plot_stacked(by_occ: pd.DataFrame, attr: str, classes: tuple[str, ...], path
     return path
 
 
-# The guidance sweep's folder, table and plot (sweep/sweep.csv, sweep/bias_vs_guidance.png).
-SWEEP_DIR = "sweep"
-
-
-SWEEP_CSV = "sweep.csv"
-
-
-SWEEP_PLOT = "bias_vs_guidance.png"
-
-
 PLOT_ATTRIBUTES: tuple[str, ...] = ("gender", "race")
 
 

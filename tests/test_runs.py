@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from t2i_debias import runs
 from t2i_debias.runs import (
     MANIFEST,
     Stage,
@@ -248,12 +247,6 @@ def test_safe_join_rejects_symlink_escape(tmp_path: Path) -> None:
     os.symlink(outside, root / "link")
     with pytest.raises(ValueError, match="escapes"):
         safe_join(root, "link/file.txt")
-
-
-def test_stage_dirs_follow_design() -> None:
-    # DESIGN.md §6 folders
-    for name in ("mpii", "labels", "analysis", "enriched", "models", "generated", "bias", "quality", "sota"):
-        assert runs.STAGE_DIRS[name] == name
 
 
 def test_atomic_files_get_normal_permissions(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ class RedClassifier(DemographicClassifier):
 
 
 def test_scale_tag():
-    from t2i_debias.stages.sweep import scale_tag
+    from t2i_debias.core.layout import scale_tag
 
     assert [scale_tag(g) for g in (1.0, 4, 7.5)] == ["g1", "g4", "g7.5"]
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.metrics import columns as registry
 from t2i_debias.metrics.bias import METRIC_NAMES
 from t2i_debias.metrics.columns import BIAS_CHART, QUALITY_CHARTS, TABLE_COLUMNS, TableView
@@ -198,15 +199,15 @@ def paired_vs_ours(cfg: Any, summaries: dict[str, dict[str, Any]], ours: str | N
     def measured(name: str) -> set[str]:
         return set(summaries[name].get("attributes") or {})
 
-    bias_dir, b, every = cfg.run_dir / "bias", cfg.bias, bias_attributes(race_classes_of(cfg))
-    ours_pred = read_predictions(bias_dir / ours / "predictions.csv")
+    lay, b, every = RunLayout(cfg.run_dir), cfg.bias, bias_attributes(race_classes_of(cfg))
+    ours_pred = read_predictions(lay.bias_predictions(ours))
     out: dict[str, dict[str, Any] | None] = {}
     for name in summaries:
         if name == ours:
             out[name] = None
             continue
         attrs = {a: c for a, c in every.items() if a in measured(name) & measured(ours)}
-        out[name] = paired_comparison(read_predictions(bias_dir / name / "predictions.csv"), ours_pred, attrs,
+        out[name] = paired_comparison(read_predictions(lay.bias_predictions(name)), ours_pred, attrs,
                                       b.n_bootstrap, cfg.run.seed, b.ci, b.paired_resample, against=ours)
     return out
 
@@ -220,7 +221,8 @@ def comparison_rows(cfg: Any, names: Sequence[str], skipped: dict[str, str], kin
     """
     from t2i_debias.models import base_model, model_name
 
-    summaries = {n: json.loads((cfg.run_dir / "bias" / n / "summary.json").read_text())
+    lay = RunLayout(cfg.run_dir)
+    summaries = {n: json.loads(lay.bias_summary(n).read_text())
                  for n in names if n not in skipped}
     ours = ours_name(names, kinds, skipped)
     vs_ours = paired_vs_ours(cfg, summaries, ours)
@@ -233,7 +235,7 @@ def comparison_rows(cfg: Any, names: Sequence[str], skipped: dict[str, str], kin
             rows.append(row)
             continue
         row["status"] = "ok"
-        quality_path = cfg.run_dir / "quality" / f"{name}.json"
+        quality_path = lay.quality_json(name)
         row.update(bias_columns(summaries[name]))
         row.update(paired_columns(_get(vs_ours[name], "attributes"), VS_OURS))
         q = json.loads(quality_path.read_text()) if quality_path.is_file() else {}

@@ -19,6 +19,7 @@ from PIL import Image
 
 from t2i_debias.attributes import GENDERS, RACES
 from t2i_debias.config import MODES
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.runs import atomic_write_bytes, safe_join
 
@@ -152,8 +153,9 @@ def ours_vs_baseline(base_images: Sequence[Sequence[Image.Image]], ours_images: 
 # ----------------------------------------------------------------------------- from a run folder
 def pick_ours(run_dir: str | Path, base: str = "base") -> str | None:
     """The model shown as "ours": the last trained mode generated (both > unet > text), else any non-base."""
-    gen = Path(run_dir) / "generated"
-    names = sorted(d.name for d in gen.iterdir() if (d / "metadata.csv").is_file()) if gen.is_dir() else []
+    lay = RunLayout(run_dir)
+    gen = lay.generated
+    names = sorted(d.name for d in gen.iterdir() if lay.generated_metadata(d.name).is_file()) if gen.is_dir() else []
     for mode in reversed(MODES):
         if mode in names and mode != base:
             return mode
@@ -163,14 +165,15 @@ def pick_ours(run_dir: str | Path, base: str = "base") -> str | None:
 
 def _read_model(run_dir: Path, model: str) -> pd.DataFrame:
     """metadata.csv of a generated model joined with its predictions (gender/race; NaN when missing)."""
-    meta_path = run_dir / "generated" / model / "metadata.csv"
+    lay = RunLayout(run_dir)
+    meta_path = lay.generated_metadata(model)
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path}: no generated images for model {model!r}")
     meta = unescape_frame(pd.read_csv(meta_path, dtype={"prompt_id": str, "file": str, "occupation": str}))
     for col in ("prompt_id", "occupation", "seed", "file"):
         if col not in meta.columns:
             raise ValueError(f"{meta_path}: missing column {col!r}")
-    pred_path = run_dir / "bias" / model / "predictions.csv"
+    pred_path = lay.bias_predictions(model)
     if pred_path.is_file():
         pred = unescape_frame(pd.read_csv(pred_path, dtype={"prompt_id": str}))
         keep = [c for c in ("prompt_id", "seed", "status", "gender", "race") if c in pred.columns]
@@ -198,9 +201,10 @@ def figure_from_run(run_dir: str | Path, out_path: str | Path, base: str = "base
     both models) and the first `n_images` seeds that both models generated.
     """
     run_dir = Path(run_dir)
+    lay = RunLayout(run_dir)
     ours = ours or pick_ours(run_dir, base) or ""
     if not ours:
-        raise FileNotFoundError(f"{run_dir / 'generated'}: no debiased model to compare with {base!r}")
+        raise FileNotFoundError(f"{lay.generated}: no debiased model to compare with {base!r}")
     b, o = _read_model(run_dir, base), _read_model(run_dir, ours)
     shared = [occ for occ in dict.fromkeys(b["occupation"]) if occ in set(o["occupation"])]
     if occupations:
@@ -227,7 +231,7 @@ def figure_from_run(run_dir: str | Path, out_path: str | Path, base: str = "base
             images, preds = [], []
             for s in seeds:
                 row = df.loc[s]
-                with Image.open(safe_join(run_dir / "generated" / model, str(row["file"]))) as im:
+                with Image.open(safe_join(lay.generated_model(model), str(row["file"]))) as im:
                     images.append(im.convert("RGB"))
                 preds.append(_pred(row))
             rows[key + "i"].append(images)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.report.kit import CSS, esc
 from t2i_debias.report.sections_results import section_bias, section_figure, section_quality, section_sweep
 from t2i_debias.report.sections_run import (
@@ -22,8 +23,6 @@ from t2i_debias.report.sections_run import (
 )
 from t2i_debias.report.sections_sota import section_sota
 from t2i_debias.runs import atomic_write_text
-
-REPORT_HTML = "report.html"
 
 # The page's sections in order: (anchor id, heading, the function that renders it from the run folder).
 SECTIONS: tuple[tuple[str, str, Callable[[Path], str]], ...] = (
@@ -54,4 +53,4 @@ def build_report(run_dir: str | Path, title: str | None = None) -> str:
 def write_report(run_dir: str | Path, out_path: str | Path | None = None) -> Path:
     """Write `<run_dir>/report.html` (or `out_path`) atomically."""
     run_dir = Path(run_dir)
-    return atomic_write_text(out_path or run_dir / REPORT_HTML, build_report(run_dir))
+    return atomic_write_text(out_path or RunLayout(run_dir).report_html, build_report(run_dir))

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.metrics.bias import METRIC_NAMES
 from t2i_debias.metrics.columns import COLUMNS
 from t2i_debias.report.kit import (
@@ -39,11 +40,9 @@ from t2i_debias.report.kit import (
     td_key,
     value_cell,
 )
-from t2i_debias.runs import STAGE_DIRS
 
 log = logging.getLogger(__name__)
 
-FIGURE_NAME = "OursVsBaseline.png"
 # Per-occupation bias metrics compared base vs each model (by_prompt.csv columns); fallback: first numeric ones.
 OCCUPATION_METRICS: tuple[str, ...] = ("gender_tvd", "race_tvd")
 QUALITY_COLUMNS: tuple[str, ...] = ("fid", "kid", "kid_std", "clip_t", "clip_i", "n_images")
@@ -52,9 +51,7 @@ SWEEP_ATTRIBUTES: tuple[str, ...] = ("gender", "race")
 
 def stale_models(run_dir: Path) -> dict[str, str]:
     """bias/stale.json: model folders the run's config no longer trains -> why (left out of every section)."""
-    from t2i_debias.metrics.summary import STALE
-
-    path = run_dir / "bias" / STALE
+    path = RunLayout(run_dir).bias_stale
     data, err = read_json(path) if path.is_file() else ({}, None)
     if err:
         log.warning("%s", err)
@@ -256,7 +253,7 @@ def generation_table(summaries: dict[str, dict[str, Any]]) -> str:
 
 def section_bias(run_dir: Path) -> str:
     """Bias before/after: a model overview from summary.json, then base vs each model per occupation."""
-    bdir = run_dir / "bias"
+    bdir = RunLayout(run_dir).bias
     stale = stale_models(run_dir)
     models = [m for m in subdirs(bdir) if m not in stale]
     if not models:
@@ -306,7 +303,7 @@ def _read_object(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 def section_quality(run_dir: Path) -> str:
     """quality/<model>.json side by side: FID, KID, CLIP-T, CLIP-I; settings shared by all models as a note."""
-    qdir = run_dir / "quality"
+    qdir = RunLayout(run_dir).quality
     stale = stale_models(run_dir)
     files = {p.stem: p for p in qdir.glob("*.json")
              if not p.name.startswith(("_", ".")) and p.stem not in stale} if qdir.is_dir() else {}
@@ -343,9 +340,8 @@ def section_quality(run_dir: Path) -> str:
 def section_sweep(run_dir: Path) -> str:
     """Bias against guidance scale per model (sweep/sweep.csv and its plot): tvd with CI, floor, excess and
     the paired Δ to the base at the same scale."""
-    from t2i_debias.plots import SWEEP_CSV, SWEEP_DIR, SWEEP_PLOT
-
-    path = run_dir / SWEEP_DIR / SWEEP_CSV
+    lay = RunLayout(run_dir)
+    path = lay.sweep_csv
     if not path.is_file():
         return missing("sweep/sweep.csv (optional stage: set [bias] guidance_sweep, e.g. [1.0, 4.0, 7.5])")
     df, err = read_csv(path)
@@ -375,15 +371,15 @@ def section_sweep(run_dir: Path) -> str:
                "(sweep/generated/), measured by the bias stage's code; Δ = model − base at the same scale, paired. "
                "Classifier-free guidance sharpens whatever imbalance is left: a method that only debiases at "
                "guidance 1 shows it here.</p>")
-    png = run_dir / SWEEP_DIR / SWEEP_PLOT
+    png = lay.sweep_plot
     if png.is_file():
-        out.append(img_tag(png, "bias against guidance scale", f"sweep/{SWEEP_PLOT}", width=760))
+        out.append(img_tag(png, "bias against guidance scale", f"sweep/{png.name}", width=760))
     return "".join(out)
 
 
 def section_figure(run_dir: Path) -> str:
     """The OursVsBaseline figure (report/OursVsBaseline.png, written by the report stage)."""
-    figure = run_dir / STAGE_DIRS["report"] / FIGURE_NAME
+    figure = RunLayout(run_dir).figure
     if not figure.is_file():
         return missing("OursVsBaseline figure (needs generated/ and bias/ of base and a debiased model)")
     return img_tag(figure, "Ours vs baseline", "Same seeds in both rows; bars: predicted gender, race", width=900)

@@ -11,6 +11,8 @@ from typing import Any
 import pandas as pd
 
 from t2i_debias.attributes import NOT_MEASURED
+from t2i_debias.augment.schema import BALANCE, FIDELITY
+from t2i_debias.core.layout import STAGE_DIRS, RunLayout
 from t2i_debias.metrics.bias import METRIC_NAMES
 from t2i_debias.report.kit import (
     _num,
@@ -33,7 +35,7 @@ from t2i_debias.report.kit import (
     table,
     td_key,
 )
-from t2i_debias.runs import MANIFEST, STAGE_DIRS
+from t2i_debias.runs import MANIFEST
 
 # Headline columns of analysis/by_occupation.csv (the file has ~70 columns).
 DATASET_OCC_COLUMNS: tuple[str, ...] = ("occupation", "n_persons", "n_ok", "face_rate", "p_gender=woman",
@@ -91,7 +93,7 @@ def section_overview(run_dir: Path) -> str:
         rows.append([td_key(stage), td_key(st["status"]), td_key(st["finished"]),
                      f"<td>{esc(fmt(st['wall_time_s']))}</td>"])
     out = [html_table(["stage", "status", "finished", "wall time (s)"], rows, left=3)]
-    cfg = run_dir / "config.toml"
+    cfg = RunLayout(run_dir).config_toml
     if cfg.is_file():
         out.append(details("config.toml", f"<pre>{esc(cfg.read_text(encoding='utf-8'))}</pre>"))
     return "".join(out)
@@ -159,8 +161,8 @@ def dataset_summary(s: dict[str, Any]) -> str:
 def section_dataset(run_dir: Path) -> str:
     """Dataset imbalance: analysis/summary.json at a glance, headline columns of by_occupation.csv, plots."""
     out = []
-    adir = run_dir / "analysis"
-    labels = run_dir / "labels" / "labels.csv"
+    lay = RunLayout(run_dir)
+    adir, labels = lay.analysis, lay.labels_csv
     if not adir.is_dir():
         if labels.is_file():
             df, err = read_csv(labels)
@@ -210,7 +212,7 @@ def section_dataset(run_dir: Path) -> str:
 # ----------------------------------------------------------------------------- counterfactual triplets
 def section_counterfactuals(run_dir: Path) -> str:
     """enriched/: planned = written + rejected + skipped, the per-occupation balance with its warnings, fidelity."""
-    edir = run_dir / "enriched"
+    edir = RunLayout(run_dir).enriched
     if not edir.is_dir():
         return missing("enriched/ (prepare_dataset_finetune stage)")
     out = []
@@ -222,7 +224,7 @@ def section_counterfactuals(run_dir: Path) -> str:
         out.append("<p>Triplets planned <b>{}</b> = written <b>{}</b> + rejected (a member not verified) <b>{}</b>"
                    " + skipped (anchor image missing or unreadable) <b>{}</b>.</p>".format(
                        *(esc(extra.get(k)) for k in ("n_planned", "n_triplets", "n_rejected", "n_skipped"))))
-    balance = edir / "balance.csv"
+    balance = edir / BALANCE
     if balance.is_file():
         df, err = read_csv(balance)
         if err:
@@ -241,7 +243,7 @@ def section_counterfactuals(run_dir: Path) -> str:
                        "training sees.</p>" + table(df, classes=classes))
     else:
         out.append(missing("enriched/balance.csv"))
-    fidelity = edir / "fidelity.csv"
+    fidelity = edir / FIDELITY
     if fidelity.is_file():
         df, err = read_csv(fidelity)
         out.append(error(err) if err else "<h3>Counterfactual fidelity (enriched/fidelity.csv)</h3>"
@@ -270,7 +272,7 @@ def _plot_log(df: pd.DataFrame, title: str) -> bytes:
 
 def section_training(run_dir: Path) -> str:
     """Training curves per mode side by side (loss.png, else plotted from training_log.csv) and one table."""
-    mdir = run_dir / "models"
+    mdir = RunLayout(run_dir).models
     modes = subdirs(mdir)
     if not modes:
         return missing("models/ (finetune stage)")

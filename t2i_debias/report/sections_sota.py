@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.report.comparison import (
     NO_OURS,
     OURS_COLUMN,
@@ -134,8 +135,8 @@ def sota_table(df: pd.DataFrame) -> str:
 
 def section_sota(run_dir: Path) -> str:
     """sota/comparison.csv as a table and the comparison plots."""
-    sdir = run_dir / "sota"
-    csv = sdir / "comparison.csv"
+    lay = RunLayout(run_dir)
+    sdir, csv = lay.sota, lay.comparison_csv
     if not csv.is_file():
         return missing("sota/comparison.csv (sota_evaluation stage)")
     df, err = read_csv(csv)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from t2i_debias.attributes import MEASURABLE, RACES, is_measured
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.errors import MissingInputError
 from t2i_debias.metrics.dataset import analyze_labels, attribute_classes, race_classes_for, read_labels
 from t2i_debias.plots import plot_stacked
@@ -51,7 +52,8 @@ def analyze_folder(labels_csv: str | Path, out_dir: str | Path, race_classes: tu
 
 def run_stage(cfg: Any, force: bool = False) -> None:
     """Pipeline entry: labels/labels.csv -> analysis/ (with a manifest)."""
-    labels_csv = cfg.run_dir / "labels" / "labels.csv"
+    lay = RunLayout(cfg.run_dir)
+    labels_csv = lay.labels_csv
     if not labels_csv.exists():
         raise MissingInputError(f"{labels_csv} not found: run the labels stage first "
                                 "(mpii_dataset/generate_mpii_prediction_race.py)")
@@ -60,7 +62,7 @@ def run_stage(cfg: Any, force: bool = False) -> None:
 
     races = race_classes_for(cfg)
     measures = backend_measures(cfg.labels.backend)
-    stage = Stage("analysis", cfg.run_dir / "analysis", inputs=[labels_csv],
+    stage = Stage("analysis", lay.analysis, inputs=[labels_csv],
                   config={**cfg.section_dict("analysis"), "race_classes": list(races), "measures": list(measures)})
     run_stage_folder(stage, lambda st: analyze_folder(labels_csv, st.folder, races, cfg.analysis.min_count,
                                                       measures), force=force, log=log.info)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.labels.base import DemographicClassifier
-from t2i_debias.metrics.summary import STALE, base_first, classifier_factory_for, evaluate_model
+from t2i_debias.metrics.summary import base_first, classifier_factory_for, evaluate_model
 from t2i_debias.runs import atomic_write_json
 
 
@@ -16,7 +17,7 @@ def run_stage(cfg: Any, force: bool = False, classifier: DemographicClassifier |
     from t2i_debias.stages.common import finished_generated
 
     names = finished_generated(cfg, models_to_evaluate(cfg))
-    atomic_write_json(cfg.run_dir / "bias" / STALE, stale_models(cfg))  # the report leaves these out
+    atomic_write_json(RunLayout(cfg.run_dir).bias_stale, stale_models(cfg))  # the report leaves these out
     factory = classifier_factory_for(cfg, classifier)
     for name in base_first(names):
         evaluate_model(cfg, name, factory, force=force)

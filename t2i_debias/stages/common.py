@@ -11,10 +11,11 @@ log = logging.getLogger(__name__)
 def finished_generated(cfg: Any, models: Any) -> list[str]:
     """The models whose generated/<model>/ finished (manifest); an unfinished folder is an error, a missing one
     is skipped with a warning, and no folder at all is an error."""
+    from t2i_debias.core.layout import RunLayout
     from t2i_debias.errors import MissingInputError
     from t2i_debias.runs import require_finished
 
-    root = cfg.run_dir / "generated"
+    root = RunLayout(cfg.run_dir).generated
     names = []
     for n in models:
         if not (root / n).exists():

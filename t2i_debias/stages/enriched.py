@@ -19,6 +19,7 @@ from t2i_debias.augment.inputs import load_people
 from t2i_debias.augment.planner import TripletPlanner
 from t2i_debias.augment.schema import BALANCE, FIDELITY, JOURNAL, METADATA, REJECTED, SKIPPED
 from t2i_debias.config import Config
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.models import load_pipeline, model_fingerprint, resolve_device
 from t2i_debias.runs import Stage, Staged, require_finished
 from t2i_debias.runs import run_stage as _run_stage
@@ -48,8 +49,9 @@ def run_stage(cfg: Config, force: bool = False) -> None:
     # metadata names the generator as the user gave it (hub id, folder, tiny:sd), not a cache path
     generator_name = a.generator or ("tiny:sd" if cfg.run.smoke else cfg.run.base_model)
     run_dir = cfg.run_dir
-    persons_csv, labels_csv = run_dir / "mpii" / "persons.csv", run_dir / "labels" / "labels.csv"
-    out_dir = run_dir / "enriched"
+    lay = RunLayout(run_dir)
+    persons_csv, labels_csv = lay.persons_csv, lay.labels_csv
+    out_dir = lay.enriched
     stage = Stage("enriched", out_dir, _stage_config(cfg, generator), inputs=[persons_csv, labels_csv])
 
     def body(stage: Stage) -> tuple[list[Path], dict[str, Any]]:

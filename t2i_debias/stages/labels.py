@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.labels.base import DemographicClassifier
 from t2i_debias.labels.runner import (
     JOURNAL,
@@ -60,7 +61,8 @@ def run_stage(cfg: Any, force: bool = False) -> None:
     """Pipeline entry: mpii/persons.csv (+ images) -> labels/labels.csv with a manifest."""
     from t2i_debias.labels.registry import make_classifier
 
-    persons_csv = cfg.run_dir / "mpii" / "persons.csv"
+    lay = RunLayout(cfg.run_dir)
+    persons_csv = lay.persons_csv
     if not persons_csv.exists():
         raise FileNotFoundError(f"{persons_csv} not found: run the mpii stage first (mpii_dataset/load_dataset.py)")
     require_finished(persons_csv.parent, "mpii", cfg.run_dir)  # a persons.csv the mpii stage finished
@@ -68,7 +70,7 @@ def run_stage(cfg: Any, force: bool = False) -> None:
               "smoke": cfg.run.smoke}
     # each image's size and mtime are inputs too: a replaced image is labelled again (its crop hash is new)
     images = sorted({str(r["image"]) for r in read_persons(persons_csv) if isinstance(r.get("image"), str)})
-    stage = Stage("labels", cfg.run_dir / "labels", config=config, inputs=[persons_csv],
+    stage = Stage("labels", lay.labels, config=config, inputs=[persons_csv],
                   stat_inputs=[Path(cfg.mpii.images_dir) / name for name in images])
 
     def body(st: Stage) -> tuple[list[Path], dict[str, Any]]:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from t2i_debias.config import modes_to_run
-from t2i_debias.runs import Stage
+from t2i_debias.core.layout import RunLayout
+from t2i_debias.runs import MANIFEST, Stage
 from t2i_debias.train.engine import TrainingDiverged, train_mode
 from t2i_debias.train.modes import control_config, train_hash, use_cpu
 
@@ -69,16 +70,16 @@ def run_stage(cfg: Any, force: bool = False) -> None:
     from t2i_debias.models import base_model
 
     base = base_model(cfg)
-    data_dir = cfg.run_dir / "enriched"
-    models_dir = cfg.run_dir / "models"
+    lay = RunLayout(cfg.run_dir)
+    data_dir = lay.enriched
     lora = cfg.train.lora_rank > 0
     prev: Path | None = None
     for mode in modes_to_run(cfg.train):
-        out = models_dir / mode
+        out = lay.model(mode)
         start = base if (lora or prev is None) else str(prev)
         train_stage(cfg, mode, start, data_dir, out, force=force,
                     init_lora=prev if (lora and prev is not None) else None,
-                    prev_manifest=(prev / "_manifest.json") if prev is not None else None, origin=base)
+                    prev_manifest=(prev / MANIFEST) if prev is not None else None, origin=base)
         prev = out
     if cfg.train.control:
-        train_control(cfg, base, data_dir, models_dir / "control", modes_to_run(cfg.train)[-1], force=force)
+        train_control(cfg, base, data_dir, lay.model("control"), modes_to_run(cfg.train)[-1], force=force)

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from t2i_debias.config import Config
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.data.mpii import load_release
 from t2i_debias.data.occupations import load_occupation_map, packaged_map_path
 from t2i_debias.data.persons import SPLITS, MissingImagesError, image_listing, rows_to_csv, select_persons
-from t2i_debias.runs import STAGE_DIRS, Stage, atomic_write_json, atomic_write_text, hash_obj
+from t2i_debias.runs import Stage, atomic_write_json, atomic_write_text, hash_obj
 from t2i_debias.runs import run_stage as _run
 
 log = logging.getLogger(__name__)
@@ -27,16 +28,16 @@ def run_stage(cfg: Config, force: bool = False) -> None:
     map_path = Path(sec.occupation_map) if sec.occupation_map else packaged_map_path()
     present = image_listing(sec.images_dir)
     config = {**cfg.section_dict("mpii"), "images_listing_sha256": hash_obj(sorted(present))}
-    stage = Stage("mpii", cfg.run_dir / STAGE_DIRS["mpii"], config, [mat, map_path])
+    lay = RunLayout(cfg.run_dir)
+    stage = Stage("mpii", lay.mpii, config, [mat, map_path])
 
     def body(st: Stage) -> tuple[list[Path], dict[str, Any]]:
         occ_map = load_occupation_map(map_path)
         release = load_release(mat, sec.reader)
         rows, report = select_persons(release, occ_map, sec.split, sec.occupations_only, present)
         missing = report.pop("_missing")
-        out = st.folder
-        missing_path = atomic_write_text(out / "missing_images.txt", "".join(f"{m}\n" for m in missing))
-        report_path = atomic_write_json(out / "load_report.json", report)
+        missing_path = atomic_write_text(lay.missing_images, "".join(f"{m}\n" for m in missing))
+        report_path = atomic_write_json(lay.load_report, report)
         if not present:
             log.warning("images folder %s is missing or empty: every image is reported missing", sec.images_dir)
         if missing:
@@ -53,7 +54,7 @@ def run_stage(cfg: Config, force: bool = False) -> None:
             log.warning("%d activity string(s) are not in the occupation map %s (e.g. %r); counted as "
                         "unmapped_activity", len(report["unmapped_activities"]), map_path,
                         next(iter(report["unmapped_activities"])))
-        persons_path = atomic_write_text(out / "persons.csv", rows_to_csv(rows))
+        persons_path = atomic_write_text(lay.persons_csv, rows_to_csv(rows))
         log.info("mpii: %d of %d persons written (%s); %d occupations", report["persons_written"],
                  report["persons_in_file"], ", ".join(f"{k}={v}" for k, v in report["not_written"].items() if v),
                  report["occupations"])

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.data.prompts import (
     base_tokenizers,
     build_prompts,
@@ -30,7 +31,7 @@ def run_stage(cfg: Any, force: bool = False) -> None:
     config = cfg.section_dict("prompts")
     if sec.occupations == "mpii":
         config["occupation_map"] = cfg.mpii.occupation_map
-    stage = Stage("prompts", cfg.run_dir / "prompts", config, inputs)
+    stage = Stage("prompts", RunLayout(cfg.run_dir).prompts, config, inputs)
 
     def body(_: Stage) -> list[Path]:
         rows = occupation_rows(sec.occupations, cfg.mpii.occupation_map)

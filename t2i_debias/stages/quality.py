@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.metrics.quality import quality_for
 from t2i_debias.models import models_to_evaluate
 from t2i_debias.runs import Stage
@@ -19,15 +20,16 @@ def run_stage(cfg: Any, force: bool = False) -> None:
     """Quality of every generated model: FID/KID against `quality.reference`, CLIP-T, CLIP-I vs base."""
 
     q = cfg.quality
-    gen_root = cfg.run_dir / "generated"
+    lay = RunLayout(cfg.run_dir)
+    gen_root = lay.generated
     names = finished_generated(cfg, models_to_evaluate(cfg))
-    inputs = [gen_root / n / "metadata.csv" for n in names]
+    inputs = [lay.generated_metadata(n) for n in names]
     if q.reference:
         inputs.append(Path(q.reference))
     config = cfg.section_dict("quality")
     config["smoke"] = cfg.run.smoke
     config["models"] = names
-    stage = Stage("quality", cfg.run_dir / "quality", config, inputs)
+    stage = Stage("quality", lay.quality, config, inputs)
 
     def body(st: Stage) -> tuple[list[Path], dict[str, Any]]:
         if not names:

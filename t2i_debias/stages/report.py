@@ -7,10 +7,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from t2i_debias.augment.schema import BALANCE, FIDELITY
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.report.figure import figure_from_run
 from t2i_debias.report.page import write_report
-from t2i_debias.report.sections_results import FIGURE_NAME
-from t2i_debias.runs import MANIFEST, STAGE_DIRS, Stage
+from t2i_debias.runs import MANIFEST, Stage
 from t2i_debias.runs import run_stage as _run_stage
 
 log = logging.getLogger(__name__)
@@ -21,11 +22,14 @@ def report_inputs(run_dir: Path) -> list[Path]:
 
     Stage manifests count too (the Run table shows them), except the report's own.
     """
-    pats = ["config.toml", "labels/labels.csv", "analysis/*", "enriched/balance.csv", "enriched/fidelity.csv", "models/*/training_log.csv", "models/*/loss.png",
-            "bias/stale.json", "bias/*/summary.json", "bias/*/by_prompt.csv", "bias/*/predictions.csv", "quality/*.json",
-            "sota/*", "sota/plots/*", "sweep/sweep.csv", "sweep/*.png", "generated/*/metadata.csv", f"*/{MANIFEST}", f"*/*/{MANIFEST}"]
-    report_dir = run_dir / STAGE_DIRS["report"]
-    found = {p for pat in pats for p in run_dir.glob(pat) if p.is_file() and report_dir not in p.parents}
+    lay = RunLayout(run_dir)
+    pats = [lay.config_toml, lay.labels_csv, lay.analysis / "*", lay.enriched / BALANCE, lay.enriched / FIDELITY,
+            lay.model("*") / "training_log.csv", lay.model("*") / "loss.png", lay.bias_stale, lay.bias_summary("*"),
+            lay.bias_model("*") / "by_prompt.csv", lay.bias_predictions("*"), lay.quality_json("*"), lay.sota / "*",
+            lay.sota / "plots" / "*", lay.sweep_csv, lay.sweep / "*.png", lay.generated_metadata("*"),
+            run_dir / "*" / MANIFEST, run_dir / "*" / "*" / MANIFEST]
+    found = {p for pat in pats for p in run_dir.glob(pat.relative_to(run_dir).as_posix())
+             if p.is_file() and lay.report not in p.parents}
     return sorted(found)
 
 
@@ -43,14 +47,14 @@ def make_figure(cfg: Any, out_path: Path) -> Path | None:
 def run_stage(cfg: Any, force: bool = False) -> None:
     """Write `<run_dir>/report.html` (and `report/OursVsBaseline.png` when the data exist)."""
     run_dir = Path(cfg.run_dir)
-    folder = run_dir / STAGE_DIRS["report"]
-    stage = Stage("report", folder, cfg.section_dict("report"), report_inputs(run_dir))
+    lay = RunLayout(run_dir)
+    stage = Stage("report", lay.report, cfg.section_dict("report"), report_inputs(run_dir))
 
     def body(st: Stage) -> tuple[list[Path], dict[str, Any]]:
-        fig = make_figure(cfg, folder / FIGURE_NAME)
+        fig = make_figure(cfg, lay.figure)
         if fig is None:
-            (folder / FIGURE_NAME).unlink(missing_ok=True)  # never show a stale figure
-        out = write_report(run_dir)  # its figure section shows folder / FIGURE_NAME
+            lay.figure.unlink(missing_ok=True)  # never show a stale figure
+        out = write_report(run_dir)  # its figure section shows lay.figure
         return [out] + ([fig] if fig else []), {"figure": bool(fig)}
 
     _run_stage(stage, body, force=force, log=log.info)

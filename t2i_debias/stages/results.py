@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.runs import Stage, atomic_write_json
 from t2i_debias.runs import run_stage as run
 from t2i_debias.toyworld.readme_block import config_hash, git_commit, results_from_summary, results_path
@@ -18,7 +19,7 @@ def run_stage(cfg: Any, force: bool = False) -> None:
     """Pipeline stage "results" (after "toy_summary"): the results file of a toy run; a no-op otherwise."""
     if not cfg.toy.enabled:
         return
-    summary = cfg.run_dir / "toy" / "summary.csv"
+    summary = RunLayout(cfg.run_dir).toy_summary_csv
     out = results_path(cfg)
     stage = Stage("results", out.parent, {"config_hash": config_hash(cfg), "commit": git_commit()}, [summary])
 

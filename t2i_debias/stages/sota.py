@@ -23,6 +23,7 @@ from typing import Any
 from t2i_debias.baselines import METHODS, method_class
 from t2i_debias.baselines.pipe import MethodPipe, build_method, load_base
 from t2i_debias.baselines.registry import method_params
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.plots import plot_or_warn
 from t2i_debias.report.comparison import check_settings, comparison_rows, plot, to_markdown
 from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, atomic_write_text
@@ -53,7 +54,7 @@ def generate_method(cfg: Any, name: str, force: bool = False) -> Path:
     from t2i_debias.data.prompts import prompts_path, read_prompts
     from t2i_debias.sampling import SETTINGS, generate_folder
 
-    out_dir = cfg.run_dir / "generated" / name
+    out_dir = RunLayout(cfg.run_dir).generated_model(name)
     config = method_config(cfg, name)
     stage = Stage(f"generated:{name}", out_dir, config, [prompts_path(cfg)])
 
@@ -125,9 +126,6 @@ def method_names(cfg: Any) -> tuple[list[str], dict[str, str]]:
     return names, kinds
 
 
-SKIPPED = "skipped.json"
-
-
 def generate_all(cfg: Any, force: bool = False) -> tuple[list[str], dict[str, str], dict[str, str]]:
     """generated/<name>/ for every row (base and ours via the evaluation stage); records the skips.
 
@@ -150,14 +148,14 @@ def generate_all(cfg: Any, force: bool = False) -> tuple[list[str], dict[str, st
             from t2i_debias.sampling import generate_model
 
             generate_model(cfg, name, ours[name], force=False)
-    atomic_write_json(cfg.run_dir / "sota" / SKIPPED, skipped)
+    atomic_write_json(RunLayout(cfg.run_dir).sota_skipped, skipped)
     return names, kinds, skipped
 
 
 def _rows(cfg: Any) -> tuple[list[str], dict[str, str], dict[str, str]]:
     """Rows, kinds and the skips recorded by `generate_all` (which must have run)."""
     names, kinds = method_names(cfg)
-    path = cfg.run_dir / "sota" / SKIPPED
+    path = RunLayout(cfg.run_dir).sota_skipped
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run sota_evaluation/gen-images.py first")
     return names, kinds, json.loads(path.read_text())
@@ -185,13 +183,13 @@ def quality_all(cfg: Any, force: bool = False) -> None:
     names, _, skipped = _rows(cfg)
     names = [n for n in names if n not in skipped]
     q = cfg.quality
-    gen_root = cfg.run_dir / "generated"
-    inputs = [gen_root / n / "metadata.csv" for n in names] + ([Path(q.reference)] if q.reference else [])
+    lay = RunLayout(cfg.run_dir)
+    inputs = [lay.generated_metadata(n) for n in names] + ([Path(q.reference)] if q.reference else [])
     config = {**cfg.section_dict("quality"), "smoke": cfg.run.smoke, "models": names}
-    stage = Stage("sota:quality", cfg.run_dir / "sota" / "quality", config, inputs)
+    stage = Stage("sota:quality", lay.sota_quality, config, inputs)
 
     def body(st: Stage) -> Any:
-        return quality_for(cfg, names, cfg.run_dir / "quality"), {"models": names}
+        return quality_for(cfg, names, lay.quality), {"models": names}
 
     _run_stage(stage, body, force=force, log=log.info)
 
@@ -202,13 +200,14 @@ def write_comparison(cfg: Any, force: bool = False) -> Path:
     from t2i_debias.models import model_name
 
     names, kinds, skipped = _rows(cfg)
-    out = cfg.run_dir / "sota"
-    inputs = [prompts_path(cfg), out / SKIPPED]
+    lay = RunLayout(cfg.run_dir)
+    out = lay.sota
+    inputs = [prompts_path(cfg), lay.sota_skipped]
     for n in names:
         if n not in skipped:
-            inputs += [cfg.run_dir / "bias" / n / f for f in ("summary.json", "predictions.csv")]  # + Δ vs ours
-            inputs += [cfg.run_dir / "generated" / n / "metadata.csv"] if is_toy(cfg) else []
-            q = cfg.run_dir / "quality" / f"{n}.json"
+            inputs += [lay.bias_summary(n), lay.bias_predictions(n)]  # + Δ vs ours
+            inputs += [lay.generated_metadata(n)] if is_toy(cfg) else []
+            q = lay.quality_json(n)
             inputs += [q] if q.is_file() else []
     config = {**cfg.section_dict("sota"), "rows": names, "base_model": model_name(cfg),
               "paired_vs_ours": {"n_bootstrap": cfg.bias.n_bootstrap, "ci": cfg.bias.ci,
@@ -223,15 +222,15 @@ def write_comparison(cfg: Any, force: bool = False) -> Path:
         if is_toy(cfg):
             extra = toy_quality(cfg, ran)
         df = check_settings(comparison_rows(cfg, names, skipped, kinds, extra), cfg.sota.allow_mixed)
-        outs = [atomic_write_csv(out / "comparison.csv", df),
-                atomic_write_text(out / "comparison.md", to_markdown(df, model_name(cfg))),
-                atomic_write_json(out / "methods.json", {n: _method_info(n, kinds[n], skipped) for n in names}),
-                out / SKIPPED]
+        outs = [atomic_write_csv(lay.comparison_csv, df),
+                atomic_write_text(lay.comparison_md, to_markdown(df, model_name(cfg))),
+                atomic_write_json(lay.methods_json, {n: _method_info(n, kinds[n], skipped) for n in names}),
+                lay.sota_skipped]
         outs += plot_or_warn(lambda: plot(df, out), f"{out}/*.png") or []
         return outs, {"methods": names, "skipped": skipped}
 
     _run_stage(stage, body, force=force, log=log.info)
-    return out / "comparison.csv"
+    return lay.comparison_csv
 
 
 def run_stage(cfg: Any, force: bool = False) -> None:

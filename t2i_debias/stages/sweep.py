@@ -21,18 +21,14 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.core.layout import RunLayout, scale_tag
 from t2i_debias.metrics.bias import METRIC_NAMES
-from t2i_debias.plots import SWEEP_CSV, SWEEP_DIR, SWEEP_PLOT, plot_or_warn, plot_sweep
+from t2i_debias.plots import plot_or_warn, plot_sweep
 from t2i_debias.runs import Stage, atomic_write_csv
 from t2i_debias.runs import run_stage as _run_stage
 from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
-
-
-def scale_tag(scale: float) -> str:
-    """Folder name of one guidance scale: 1.0 -> "g1", 7.5 -> "g7.5"."""
-    return f"g{float(scale):g}"
 
 
 def images_per_prompt(cfg: Any) -> int:
@@ -61,7 +57,7 @@ def generate_at(cfg: Any, name: str, spec: str, scale: float, force: bool = Fals
 
     g = cfg.generate
     n = images_per_prompt(cfg)
-    out_dir = cfg.run_dir / SWEEP_DIR / "generated" / name / scale_tag(scale)
+    out_dir = RunLayout(cfg.run_dir).sweep_generated(name, scale)
     config = generation_config(cfg, name, spec)
     config["generate"].update(guidance_scale=float(scale), images_per_prompt=n)
     stage = Stage(f"sweep:generated:{name}:{scale_tag(scale)}", out_dir, config, [prompts_path(cfg)])
@@ -121,14 +117,15 @@ def run_stage(cfg: Any, force: bool = False, classifier: Any = None) -> None:
         raise FileNotFoundError(f"{prompts_path(cfg)} not found: run the prompts stage first")
     models = sweep_models(cfg)
     factory = classifier_factory_for(cfg, classifier)
-    root = cfg.run_dir / SWEEP_DIR
+    lay = RunLayout(cfg.run_dir)
+    root = lay.sweep
     summaries: dict[tuple[str, float], Path] = {}
     for scale in scales:
         tag = scale_tag(scale)
         for name, spec in models.items():
             gen_dir = generate_at(cfg, name, spec, scale, force=force)
-            base_dir = root / "bias" / "base" / tag if name != "base" and "base" in models else None
-            out = evaluate_model(cfg, name, factory, force=force, gen_dir=gen_dir, out_dir=root / "bias" / name / tag,
+            base_dir = lay.sweep_bias("base", scale) if name != "base" and "base" in models else None
+            out = evaluate_model(cfg, name, factory, force=force, gen_dir=gen_dir, out_dir=lay.sweep_bias(name, scale),
                                  base_dir=base_dir, stage_name=f"sweep:bias:{name}:{tag}")
             summaries[(name, scale)] = out / "summary.json"
     stage = Stage("sweep", root, {"scales": scales, "models": list(models),
@@ -137,8 +134,8 @@ def run_stage(cfg: Any, force: bool = False, classifier: Any = None) -> None:
     def body(st: Stage) -> Any:
         data = {k: json.loads(p.read_text()) for k, p in summaries.items()}
         df = sweep_rows(data)
-        outs = [atomic_write_csv(root / SWEEP_CSV, df)]
-        png = plot_or_warn(lambda: plot_sweep(df, root / SWEEP_PLOT), str(root / SWEEP_PLOT))
+        outs = [atomic_write_csv(lay.sweep_csv, df)]
+        png = plot_or_warn(lambda: plot_sweep(df, lay.sweep_plot), str(lay.sweep_plot))
         outs += [png] if png else []
         g = df[(df["attribute"] == "gender") & (df["metric"] == "tvd")]
         for r in g.itertuples(index=False):

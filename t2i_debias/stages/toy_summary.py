@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_text
 from t2i_debias.runs import run_stage as run
 from t2i_debias.toyworld.summary import format_table, summary_table
@@ -24,8 +25,8 @@ def run_stage(cfg: Any, force: bool = False) -> None:
     """Write and print the table of every generated model of a toy run, skipped when its manifest matches."""
     if not cfg.toy.enabled:
         return
-    folder = cfg.run_dir / "toy"
-    gen = cfg.run_dir / "generated"
+    lay = RunLayout(cfg.run_dir)
+    folder, gen = lay.toy, lay.generated
     inputs = sorted(p for p in gen.glob("*/metadata.csv")) if gen.is_dir() else []
     stage = Stage("toy_summary", folder, cfg.section_dict("toy", "generate"), inputs)
 
@@ -34,9 +35,9 @@ def run_stage(cfg: Any, force: bool = False) -> None:
         df = summary_table(cfg, attribute_out=rows)
         attr = pd.DataFrame(rows, columns=ATTRIBUTE_COLUMNS)
         table = format_table(df, attr)
-        return [atomic_write_csv(st.folder / "summary.csv", df),
-                atomic_write_csv(st.folder / "attribute_prompts.csv", attr),
-                atomic_write_text(st.folder / "summary.md", table)]
+        return [atomic_write_csv(lay.toy_summary_csv, df),
+                atomic_write_csv(lay.toy_attribute_prompts, attr),
+                atomic_write_text(lay.toy_summary_md, table)]
 
     run(stage, body, force=force, log=log.info)
-    print((folder / "summary.md").read_text())
+    print(lay.toy_summary_md.read_text())

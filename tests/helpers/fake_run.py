@@ -11,6 +11,7 @@ import pandas as pd
 from PIL import Image
 
 from t2i_debias.config import Config
+from t2i_debias.core.layout import RunLayout
 
 OCCUPATIONS = ["firefighter", "chef", "nurse"]
 SEEDS = [0, 1, 2]
@@ -177,14 +178,15 @@ def make_fake_run(root: Path, name: str = "fake", with_predictions: bool = True)
     cfg = Config()
     cfg.run.root, cfg.run.name = str(root), name
     rd = cfg.run_dir
+    lay = RunLayout(rd)
     rd.mkdir(parents=True)
-    cfg.save(rd / "config.toml")
+    cfg.save(lay.config_toml)
 
-    (rd / "labels").mkdir()
+    lay.labels.mkdir()
     pd.DataFrame({"person_id": ["1_1", "2_1", "3_1", "4_1"], "status": ["ok", "ok", "no_face", "missing_image"],
-                  "gender": ["man", "woman", "", ""]}).to_csv(rd / "labels" / "labels.csv", index=False)
+                  "gender": ["man", "woman", "", ""]}).to_csv(lay.labels_csv, index=False)
 
-    a = rd / "analysis"
+    a = lay.analysis
     a.mkdir()
     (a / "summary.json").write_text(json.dumps({**ANALYSIS_SUMMARY, "by_occupation": ANALYSIS_BY_OCCUPATION}))
     pd.DataFrame({"occupation": OCCUPATIONS, "n_persons": [40, 30, 20], "n_ok": [36, 25, 18],
@@ -193,26 +195,26 @@ def make_fake_run(root: Path, name: str = "fake", with_predictions: bool = True)
                   "p_gender=woman": [0.0556, 0.4, 0.944]}).to_csv(a / "by_occupation.csv", index=False)
     (a / "gender_by_occupation.png").write_bytes(_plot_png())
 
-    e = rd / "enriched"  # the counterfactual section's two files (schema: t2i_debias.augment.schema)
+    e = lay.enriched  # the counterfactual section's two files (schema: t2i_debias.augment.schema)
     e.mkdir()
     pd.DataFrame(ENRICHED_BALANCE).to_csv(e / "balance.csv", index=False)
     pd.DataFrame(ENRICHED_FIDELITY).to_csv(e / "fidelity.csv", index=False)
 
     for mode in ("text", "both"):
-        m = rd / "models" / mode
+        m = lay.model(mode)
         m.mkdir(parents=True)
         pd.DataFrame({"step": [1, 2, 3], "loss": [1.0, 0.8, 0.7], "lang": [0.5, 0.4, 0.3]}).to_csv(
             m / "training_log.csv", index=False)
-    (rd / "models" / "both" / "loss.png").write_bytes(_plot_png())
+    (lay.model("both") / "loss.png").write_bytes(_plot_png())
 
     pd.DataFrame({"prompt_id": [f"p{i}" for i in range(3)], "occupation": OCCUPATIONS,
                   "template": "Professional photo of a {occupation}",
                   "prompt": [f"Professional photo of a {o}" for o in OCCUPATIONS], "split": "train"}
-                 ).to_csv(rd / "prompts.csv", index=False)
+                 ).to_csv(lay.prompts_csv, index=False)
 
     genders, races = ["man", "woman"], ["white", "asian", "black"]
     for mi, model in enumerate(MODELS):
-        g = rd / "generated" / model
+        g = lay.generated_model(model)
         meta, preds = [], []
         for pi, occ in enumerate(OCCUPATIONS):
             for s in SEEDS:
@@ -226,11 +228,11 @@ def make_fake_run(root: Path, name: str = "fake", with_predictions: bool = True)
                               "status": "ok" if ok else "no_face",
                               "gender": (genders[0] if model == "base" else genders[s % 2]) if ok else "",
                               "race": (races[0] if model == "base" else races[s % 3]) if ok else ""})
-        pd.DataFrame(meta).to_csv(g / "metadata.csv", index=False)
-        b = rd / "bias" / model
+        pd.DataFrame(meta).to_csv(lay.generated_metadata(model), index=False)
+        b = lay.bias_model(model)
         b.mkdir(parents=True)
         if with_predictions:
-            pd.DataFrame(preds).to_csv(b / "predictions.csv", index=False)
+            pd.DataFrame(preds).to_csv(lay.bias_predictions(model), index=False)
         pd.DataFrame({"prompt_id": [f"p{i}" for i in range(3)], "occupation": OCCUPATIONS,
                       "n_images": 3, "face_rate": [1.0, 1.0, 2 / 3 if model == "both" else 1.0],
                       "ambiguous_rate": [0.0, 0.0, 1 / 3 if model == "both" else 0.0],
@@ -239,21 +241,18 @@ def make_fake_run(root: Path, name: str = "fake", with_predictions: bool = True)
                       "race_tvd": [0.8333, 0.8333, 0.8333] if model == "base" else [0.5, 0.3333, 0.5],
                       "race_tvd_floor": 0.5,
                       "gender_tvd_ci_low": 0.0}).to_csv(b / "by_prompt.csv", index=False)
-        (b / "summary.json").write_text(json.dumps(BIAS_SUMMARY[model]))
-        q = rd / "quality"
-        q.mkdir(exist_ok=True)
-        (q / f"{model}.json").write_text(json.dumps(QUALITY[model]))
+        lay.bias_summary(model).write_text(json.dumps(BIAS_SUMMARY[model]))
+        lay.quality.mkdir(exist_ok=True)
+        lay.quality_json(model).write_text(json.dumps(QUALITY[model]))
 
-    s = rd / "sota"
-    s.mkdir()
-    (s / "comparison.md").write_text(SOTA_MD)
+    lay.sota.mkdir()
+    lay.comparison_md.write_text(SOTA_MD)
     pd.DataFrame(SOTA_ROWS).assign(base_model="tiny:sd", **SOTA_SETTINGS, settings="").to_csv(
-        s / "comparison.csv", index=False)
-    (s / "gender_tvd.png").write_bytes(_plot_png())
-    sw = rd / "sweep"
-    sw.mkdir()
-    pd.DataFrame(SWEEP_ROWS).to_csv(sw / "sweep.csv", index=False)
-    (sw / "bias_vs_guidance.png").write_bytes(_plot_png())
+        lay.comparison_csv, index=False)
+    (lay.sota / "gender_tvd.png").write_bytes(_plot_png())
+    lay.sweep.mkdir()
+    pd.DataFrame(SWEEP_ROWS).to_csv(lay.sweep_csv, index=False)
+    lay.sweep_plot.write_bytes(_plot_png())
     for folder, wall in MANIFEST_WALL.items():
         write_manifest(rd / folder, wall)
     return cfg
