@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from t2i_debias.config import Config
 from t2i_debias.report.figure import figure_from_run
 from t2i_debias.report.page import write_report
 from t2i_debias.report.sections_results import FIGURE_NAME
@@ -29,7 +30,7 @@ def report_inputs(run_dir: Path) -> list[Path]:
     return sorted(found)
 
 
-def make_figure(cfg: Any, out_path: Path) -> Path | None:
+def make_figure(cfg: Config, out_path: Path) -> Path | None:
     """Build the OursVsBaseline figure of the run, or log why it cannot be built yet and return None."""
     r = cfg.report
     try:
@@ -40,7 +41,7 @@ def make_figure(cfg: Any, out_path: Path) -> Path | None:
         return None
 
 
-def run_stage(cfg: Any, force: bool = False) -> None:
+def run_stage(cfg: Config, force: bool = False) -> None:
     """Write `<run_dir>/report.html` (and `report/OursVsBaseline.png` when the data exist)."""
     run_dir = Path(cfg.run_dir)
     folder = run_dir / STAGE_DIRS["report"]
