@@ -8,7 +8,7 @@ A spec is a hub id (`stabilityai/stable-diffusion-2-1`), a local folder, or an o
 - `toy:base`          the toy world's trained base model, for `make demo`: its plug-in registers `toy:`.
 
 Each prefix maps to a resolver in `RESOLVERS`; a plug-in adds its own with `register_resolver`, so this
-module names no plug-in.
+module names no plug-in. Which models a run evaluates is the stages' (`stages.common.models_to_evaluate`).
 """
 
 from __future__ import annotations
@@ -18,16 +18,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.config import MODES
+from t2i_debias.config import Config, RunSection
 from t2i_debias.runs import MANIFEST, hash_obj
 
 log = logging.getLogger(__name__)
 
 
-Resolver = Callable[[str, Any], str]  # (spec, cfg) -> a hub id or a local folder
+# (spec, cfg) -> a hub id or a local folder. A resolver gets the whole run config (or None) because a plug-in's
+# models depend on its own section (the toy world's `toy:base` on [toy]), which this module cannot name.
+Resolver = Callable[[str, Config | None], str]
 
 
-def _tiny(spec: str, cfg: Any = None) -> str:
+def _tiny(spec: str, cfg: Config | None = None) -> str:
     """`tiny:sd`, `tiny:sd-v`, `tiny:sdxl`: the tiny random-weight pipelines, built once and cached."""
     from t2i_debias import tiny
 
@@ -43,7 +45,7 @@ def _tiny(spec: str, cfg: Any = None) -> str:
     raise ValueError(f"unknown tiny model {spec!r}; known: tiny:sd, tiny:sd-v, tiny:sdxl")
 
 
-def _shape(spec: str, cfg: Any = None) -> str:
+def _shape(spec: str, cfg: Config | None = None) -> str:
     """`shape:<name>`: a real architecture with random weights."""
     from t2i_debias.shapes import resolve_shape
 
@@ -61,8 +63,9 @@ def register_resolver(prefix: str, resolver: Resolver) -> None:
     RESOLVERS[prefix] = resolver
 
 
-def resolve_model(spec: str, cfg: Any = None) -> str:
-    """Return a hub id or a local folder path for `spec` (building offline models on demand)."""
+def resolve_model(spec: str, cfg: Config | None = None) -> str:
+    """Return a hub id or a local folder path for `spec` (building offline models on demand); `cfg` goes to the
+    resolver of its prefix."""
     for prefix, resolver in RESOLVERS.items():
         if spec.startswith(prefix):
             return resolver(spec, cfg)
@@ -82,14 +85,15 @@ def resolve_model(spec: str, cfg: Any = None) -> str:
     return spec  # a hub id: from_pretrained resolves it (offline runs need it in HF_HOME)
 
 
-def model_name(cfg: Any) -> str:
+def model_name(run: RunSection) -> str:
     """The run's base model as a person names it: its spec (`toy:base`, a hub id), not where it was cached."""
-    return "tiny:sd" if cfg.run.smoke else cfg.run.base_model
+    return "tiny:sd" if run.smoke else run.base_model
 
 
-def base_model(cfg: Any) -> str:
-    """The run's base model, with `run.smoke` swapping in the tiny pipeline."""
-    return resolve_model("tiny:sd" if cfg.run.smoke else cfg.run.base_model, cfg)
+def base_model(cfg: Config) -> str:
+    """The run's base model, with `run.smoke` swapping in the tiny pipeline. Takes the whole config because
+    the resolver of its prefix does (a plug-in's model depends on the plug-in's own section)."""
+    return resolve_model(model_name(cfg.run), cfg)
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -162,9 +166,8 @@ def check_hub_model(repo_id: str) -> None:
         f"(online, same HF_HOME), or point at a local pipeline folder (e.g. --run.base_model ./sd-2-1)")
 
 
-# ----------------------------------------------------------------------------- model folders, the run's models
+# ----------------------------------------------------------------------------- model folders
 LORA_FILES: tuple[str, ...] = ("pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin")
-MODE_ORDER: tuple[str, ...] = MODES  # training order
 
 
 def is_pipeline_dir(path: str | Path) -> bool:
@@ -200,74 +203,6 @@ def model_fingerprint(spec: str) -> dict[str, Any]:
     stats = [(str(f.relative_to(p)) if p.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns)
              for f in files]
     return {"spec": str(p.resolve()), "files": hash_obj(stats)}
-
-
-def models_to_evaluate(cfg: Any) -> dict[str, str]:
-    """Name -> model spec: `generate.models` (NAME=SPEC) if set, else "base" plus each trained mode found.
-
-    A trained mode is a folder `<run_dir>/models/<mode>/` holding a pipeline (model_index.json) or
-    LoRA weights (applied on the base model when loaded). A mode folder whose training did not
-    finish (no manifest) is an error, never a model to load.
-    """
-    from t2i_debias.runs import require_finished
-
-    if cfg.generate.models:
-        out: dict[str, str] = {}
-        for item in cfg.generate.models:
-            if "=" not in item:
-                raise ValueError(f"generate.models entry {item!r} must be NAME=SPEC")
-            name, spec = (x.strip() for x in item.split("=", 1))
-            _check_name(name)
-            out[name] = resolve_model(spec, cfg)
-        return out
-    out = {"base": base_model(cfg)}
-    models_dir = cfg.run_dir / "models"
-    if models_dir.is_dir():
-        stale = stale_models(cfg)
-        for name, why in stale.items():
-            if (str(cfg.run_dir), name) not in _WARNED_STALE:
-                _WARNED_STALE.add((str(cfg.run_dir), name))
-                log.warning("models/%s is stale (%s): not generated, scored or shown", name, why)
-        dirs = [d for d in models_dir.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in stale]
-        for d in dirs:
-            require_finished(d, "models", cfg.run_dir)
-        found = [d for d in dirs if is_pipeline_dir(d) or is_lora_dir(d)]
-        order = {m: i for i, m in enumerate(MODE_ORDER)}
-        for d in sorted(found, key=lambda d: (order.get(d.name, len(order)), d.name)):
-            _check_name(d.name)
-            out[d.name] = str(d)
-    return out
-
-
-_WARNED_STALE: set[tuple[str, str]] = set()  # (run folder, model): each stale folder is warned about once
-
-
-def current_modes(cfg: Any) -> list[str]:
-    """The model folders the config trains under models/: each mode of `[train] modes` (in schedule order), and
-    "control" when `[train] control`."""
-    from t2i_debias.config import modes_to_run
-
-    return modes_to_run(cfg.train) + (["control"] if cfg.train.control else [])
-
-
-def stale_models(cfg: Any) -> dict[str, str]:
-    """models/<name>/ folders the current config does not train -> why: left by an earlier config, never evaluated.
-
-    Empty when `[generate] models` names the models (then nothing under models/ is looked at).
-    """
-    models_dir = cfg.run_dir / "models"
-    if cfg.generate.models or not models_dir.is_dir():
-        return {}
-    current = current_modes(cfg)
-    why = (f"not in [train] modes = {list(cfg.train.modes)} (schedule {cfg.train.schedule!r})"
-           + ("" if cfg.train.control else " and [train] control is off"))
-    return {d.name: why for d in sorted(models_dir.iterdir())
-            if d.is_dir() and not d.name.startswith((".", "_")) and d.name not in current}
-
-
-def _check_name(name: str) -> None:
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"bad model name {name!r}: it names a folder")
 
 
 def check_model(spec: str, base: str) -> None:

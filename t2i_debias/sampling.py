@@ -9,14 +9,15 @@ runs it).
   run resumes. Under `accelerate launch` each process takes a disjoint slice (job i goes to process
   i mod N) and the main process writes `metadata.csv` from the files once all are done. Its last
   column, `constant`, is True for an image that is one colour everywhere (a diverged model draws those).
-- `generate_model`: one model's `generated/<model>/` folder under its stage manifest (the generated stage
-  runs it per model; the SOTA comparison for the run's own models).
-Which models a run evaluates, and what a model spec is, live in `t2i_debias.models`.
+- `generation_config`: what determines a model's images (a stage manifest's config).
+One model's `generated/<model>/` under its stage manifest is `stages.generated.generate_model`; what a model
+spec is lives in `t2i_debias.models`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -30,24 +31,11 @@ from typing import Any
 import pandas as pd
 from PIL import Image, PngImagePlugin
 
+from t2i_debias.config import GenerateSection
 from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.image_files import is_constant, open_rgb
-from t2i_debias.models import (
-    check_model,
-    is_lora_dir,
-    load_model,
-    model_fingerprint,
-    resolve_device,
-    resolve_dtype,
-)
-from t2i_debias.runs import (
-    MANIFEST,
-    Stage,
-    Staged,
-    atomic_write_bytes,
-    atomic_write_csv,
-    atomic_write_json,
-)
+from t2i_debias.models import is_lora_dir, model_fingerprint
+from t2i_debias.runs import atomic_write_bytes, atomic_write_csv, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -330,104 +318,15 @@ def read_metadata(model_dir: str | Path) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- one model's folder
-def generation_config(cfg: Any, name: str, spec: str) -> dict[str, Any]:
-    """What determines a model's images (batch size excluded: it does not change them)."""
-    from t2i_debias.models import base_model
-
-    sec = cfg.section_dict("generate")["generate"]
+def generation_config(generate: GenerateSection, name: str, spec: str, base: str | None = None) -> dict[str, Any]:
+    """What determines a model's images (batch size excluded: it does not change them). `base` is the resolved
+    base model a LoRA `spec` is applied on: its fingerprint joins the LoRA's."""
+    sec = dataclasses.asdict(generate)
     sec.pop("batch_size", None)
     sec.pop("models", None)
     fp = model_fingerprint(spec)
     if is_lora_dir(spec):
-        fp["base"] = model_fingerprint(base_model(cfg))
+        if base is None:
+            raise ValueError(f"{spec} holds LoRA weights: the base model they apply on is needed")
+        fp["base"] = model_fingerprint(base)
     return {"generate": sec, "model": name, "fingerprint": fp}
-
-
-def generate_model(cfg: Any, name: str, spec: str, force: bool = False, state: Any = None) -> Path:
-    """Generate (or complete) `generated/<name>/` for one model; skipped when its manifest matches."""
-    from t2i_debias.data.prompts import prompts_path, read_prompts
-    from t2i_debias.models import base_model
-
-    dist = _Dist(state)
-    g = cfg.generate
-    out_dir = cfg.run_dir / "generated" / name
-    base = base_model(cfg)
-    check_model(spec, base)  # before anything under out_dir is touched
-    config = generation_config(cfg, name, spec)
-    stage = Stage(f"generated:{name}", out_dir, config, [prompts_path(cfg)])
-    complete = stage.is_complete() and not force
-    prompts = read_prompts(prompts_path(cfg))
-    # Under accelerate each process gets its own device (cuda:<local rank>); run.device overrides it.
-    use_state = dist.state is not None and cfg.run.device == "auto"
-    device = str(dist.state.device) if use_state else resolve_device(cfg.run.device)
-    dtype = resolve_dtype(g.dtype, device)
-    size = g.resolution or None
-    settings = {"fingerprint": config["fingerprint"], "dtype": str(dtype)}
-    gen = generation_record(name, g.num_inference_steps, g.guidance_scale, size, size, g.base_seed)
-    # Resuming an unfinished folder (no manifest) that these settings only add to happens in place; any
-    # change to a finished folder (--force, other settings or prompts, more images) is built beside it.
-    in_place = not force and not (out_dir / MANIFEST).exists() and _extends(out_dir, {**gen, **settings}, prompts)
-    dist.barrier()  # everyone has looked at the folder before the main process changes it
-    if complete:
-        log.info("[generated:%s] complete (manifest matches) - skipping; use --force to rerun", name)
-        return out_dir
-    staged = None if in_place else Staged(out_dir)
-    work = out_dir if staged is None else staged.path
-    if dist.is_main:
-        if staged is None:
-            stage.begin()
-        else:
-            staged.open(resume=not force)
-            if not force:
-                _link_kept_images(out_dir, work, {**gen, **settings}, prompts)
-    dist.barrier()
-    meta = generate_folder(lambda: load_model(spec, base, device=device, dtype=dtype), work, prompts, name,
-                           g.images_per_prompt, g.base_seed, g.batch_size, g.num_inference_steps,
-                           g.guidance_scale, size, size, settings=settings, state=dist.state)
-    if dist.is_main:
-        if staged is not None:
-            staged.commit()
-            meta = out_dir / METADATA
-        stage.finish([meta, out_dir / SETTINGS], extra={"n_images": len(prompts) * g.images_per_prompt,
-                                                        "processes": dist.world, "device": device})
-    dist.barrier()
-    return out_dir
-
-
-def _old_record(out_dir: Path) -> dict[str, Any] | None:
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        return json.loads((out_dir / SETTINGS).read_text())
-    return None
-
-
-def _extends(out_dir: Path, settings: dict[str, Any], prompts: pd.DataFrame) -> bool:
-    """True when generating into `out_dir` only adds images (no folder yet, or same settings and prompts)."""
-    if not (out_dir / "images").exists():
-        return True
-    old = _old_record(out_dir)
-    if old is None or old.get("settings") != settings:
-        return False
-    new_prompts = dict(zip(prompts["prompt_id"], prompts["prompt"], strict=True))
-    return all(new_prompts.get(pid, text) == text for pid, text in old.get("prompts", {}).items())
-
-
-def _link_kept_images(out_dir: Path, work: Path, settings: dict[str, Any], prompts: pd.DataFrame) -> int:
-    """Hard-link the finished images that stay valid (same settings and prompt text) into the new folder."""
-    old = _old_record(out_dir)
-    if old is None or old.get("settings") != settings:
-        return 0
-    new_prompts = dict(zip(prompts["prompt_id"], prompts["prompt"], strict=True))
-    n = 0
-    for pid, text in old.get("prompts", {}).items():
-        src = out_dir / "images" / pid
-        if new_prompts.get(pid) != text or not src.is_dir():
-            continue
-        for f in src.glob("*.png"):
-            dst = work / "images" / pid / f.name
-            if not dst.exists():
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                os.link(f, dst)
-                n += 1
-    if n:
-        log.info("%s: %d finished images kept for the new version", out_dir, n)
-    return n

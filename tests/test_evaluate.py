@@ -171,7 +171,7 @@ def test_ambiguous_is_left_out_of_proportions_and_its_rate_reported(tmp_path):
 
 
 def test_paired_comparison_against_the_base(tmp_path):
-    from t2i_debias.metrics import summary as bias_summary
+    from t2i_debias.stages import bias as bias_stage
 
     cfg = _make_run(tmp_path)
     # "both": chef 2 men 2 women (tvd 0, was 1/4); nurse unchanged; pilot still no face; one extra seed
@@ -179,10 +179,10 @@ def test_paired_comparison_against_the_base(tmp_path):
     _write_model(cfg, "both", both)
     clf = ColourClassifier()
     factory = lambda: clf  # noqa: E731
-    bias_summary.evaluate_model(cfg, "both", factory)  # before the base: no pairing yet, said in the summary
+    bias_stage.evaluate_model(cfg, "both", factory)  # before the base: no pairing yet, said in the summary
     assert json.loads((cfg.run_dir / "bias/both/summary.json").read_text())["paired_vs_base"] is None
-    bias_summary.evaluate_model(cfg, "base", factory)
-    bias_summary.evaluate_model(cfg, "both", factory)  # the base's predictions are a new input: reruns
+    bias_stage.evaluate_model(cfg, "base", factory)
+    bias_stage.evaluate_model(cfg, "both", factory)  # the base's predictions are a new input: reruns
     paired = json.loads((cfg.run_dir / "bias/both/summary.json").read_text())["paired_vs_base"]
     assert paired["against"] == "base"
     assert (paired["n_pairs"], paired["n_only_model"], paired["n_only_base"]) == (10, 1, 0)
@@ -203,7 +203,7 @@ def test_the_bias_log_line_rounds_its_figures(tmp_path, caplog):
     from t2i_debias.stages import bias as bias_stage
 
     cfg = _make_run(tmp_path)
-    with caplog.at_level(logging.INFO, logger="t2i_debias.metrics.summary"):
+    with caplog.at_level(logging.INFO, logger="t2i_debias.stages.bias"):
         bias_stage.run_stage(cfg, classifier=ColourClassifier())
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("[bias] base:"))
     assert "face rate 0.7, gender tvd 0.208 (floor " in line
@@ -220,7 +220,7 @@ def test_an_attribute_the_backend_does_not_measure_gets_no_metric(tmp_path, capl
         measures = ("gender",)
 
     cfg = _make_run(tmp_path)
-    with caplog.at_level(logging.INFO, logger="t2i_debias.metrics.summary"):
+    with caplog.at_level(logging.INFO, logger="t2i_debias.stages.bias"):
         bias_stage.run_stage(cfg, classifier=GenderOnly())
     summary = json.loads((cfg.run_dir / "bias" / "base" / "summary.json").read_text())
     assert set(summary["attributes"]) == {"gender"}

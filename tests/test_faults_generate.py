@@ -11,6 +11,7 @@ import pytest
 
 from t2i_debias import sampling
 from t2i_debias.config import Config, ConfigError, load_config
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.data import prompts
 from t2i_debias.errors import MissingInputError, UserError
 from t2i_debias.runs import MANIFEST, describe_path
@@ -76,7 +77,7 @@ def _failing_load(*a, **k):
 def test_force_and_changed_settings_keep_old_until_the_new_version_is_complete(finished, monkeypatch) -> None:
     cfg, folder, before = finished
     with monkeypatch.context() as m:
-        m.setattr(sampling, "load_model", _failing_load)
+        m.setattr(generated_stage, "load_model", _failing_load)
         with pytest.raises(RuntimeError, match="injected"):
             generated_stage.run_stage(cfg, force=True)
         assert _snapshot(folder) == before
@@ -103,7 +104,7 @@ def test_changed_prompt_keeps_other_prompts_images_and_the_old_folder(finished, 
     cfg.prompts.templates = ["Professional photo of a {occupation}", "A portrait of a {occupation}"]
     prompts_stage.run_stage(cfg)
     with monkeypatch.context() as m:
-        m.setattr(sampling, "load_model", _failing_load)
+        m.setattr(generated_stage, "load_model", _failing_load)
         with pytest.raises(RuntimeError, match="injected"):
             generated_stage.run_stage(cfg)
     assert _snapshot(folder) == before
@@ -119,7 +120,7 @@ def test_negative_counts_are_rejected_before_anything_runs(finished, tmp_path: P
             with pytest.raises(ConfigError, match=rf"\[{section}\] {key} must be in \[1, \d+\], got {bad}"):
                 load_config(p)
     with pytest.raises(ValueError, match="must be >= 1"):
-        sampling.generate_folder(_failing_load, folder, prompts.read_prompts(prompts.prompts_path(cfg)), "base",
+        sampling.generate_folder(_failing_load, folder, prompts.read_prompts(RunLayout(cfg.run_dir).prompts_csv), "base",
                                  -3, 0, 2, 2, 7.5)
     assert _snapshot(folder) == before
 

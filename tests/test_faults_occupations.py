@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from t2i_debias.config import Config
-from t2i_debias.data import prompts
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.data.prompts import read_occupation_file, read_prompts
 from t2i_debias.errors import InputError
 from t2i_debias.stages import prompts as prompts_stage
@@ -44,7 +44,7 @@ def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path) -> None:
 def test_names_without_ascii_letters_get_prompts(tmp_path) -> None:
     cfg = _cfg(tmp_path, "医生\nطبيب\nnurse\n")
     prompts_stage.run_stage(cfg)
-    df = read_prompts(prompts.prompts_path(cfg))
+    df = read_prompts(RunLayout(cfg.run_dir).prompts_csv)
     assert list(df["occupation"]) == ["医生", "طبيب", "nurse"]
     assert df["prompt_id"].str.startswith("xn_").sum() == 2 and df["prompt_id"].is_unique
     assert df["prompt"].iloc[0] == "Professional photo of a 医生"
@@ -98,7 +98,7 @@ def test_a_prompt_over_the_tokenizer_limit_is_an_error_naming_the_occupation_row
         prompts_stage.run_stage(cfg)
     msg = str(e.value)
     assert "occ.txt line 2" in msg and "77" in msg and "senior principal" in msg and "\n" not in msg, msg
-    assert not prompts.prompts_path(cfg).exists()
+    assert not RunLayout(cfg.run_dir).prompts_csv.exists()
     _cfg(tmp_path, "nurse\nchef\n")
     prompts_stage.run_stage(cfg)  # short names pass the same check
-    assert len(read_prompts(prompts.prompts_path(cfg))) == 2
+    assert len(read_prompts(RunLayout(cfg.run_dir).prompts_csv)) == 2

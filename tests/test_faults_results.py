@@ -146,9 +146,8 @@ def pd_read(path):
 # ----------------------------------------------------------------------------- no base entry (defect 8)
 def test_generate_models_without_base_still_generate_the_base_for_the_comparison(tmp_path, monkeypatch) -> None:
     """`[generate] models = ["unet=..."]` with `base` in the default [sota] methods: KeyError 'base' mid-stage."""
-    from t2i_debias import sampling
     from t2i_debias.config import Config
-    from t2i_debias.stages import sota
+    from t2i_debias.stages import generated, sota
 
     base, unet = tmp_path / "base_model", tmp_path / "my_unet"
     base.mkdir()
@@ -158,7 +157,7 @@ def test_generate_models_without_base_still_generate_the_base_for_the_comparison
     cfg.generate.models = [f"unet={unet}"]
     cfg.sota.methods = ["base"]
     made: list[tuple[str, str]] = []
-    monkeypatch.setattr(sampling, "generate_model", lambda cfg, name, spec, **kw: made.append((name, spec)))
+    monkeypatch.setattr(generated, "generate_model", lambda cfg, name, spec, **kw: made.append((name, spec)))
     names, kinds, skipped = sota.generate_all(cfg)
     assert names == ["base", "unet"] and kinds["base"] == "base" and not skipped
     assert made == [("base", str(base)), ("unet", str(unet))]
@@ -184,11 +183,11 @@ def _run_with_models(tmp_path, names: tuple[str, ...]):
 def test_a_stale_mode_folder_is_not_generated_scored_or_shown(tmp_path, monkeypatch, caplog) -> None:
     """[train] modes changed from unet to text: the old models/unet (in the repro, NaN weights) was generated,
     scored and shown next to models/text. Now it is reported as stale and left out."""
-    from t2i_debias.models import models_to_evaluate, stale_models
     from t2i_debias.report import sections_results as html
     from t2i_debias.runs import Stage
     from t2i_debias.stages import bias as bias_stage
     from t2i_debias.stages import sota
+    from t2i_debias.stages.common import models_to_evaluate, stale_models
 
     cfg = _run_with_models(tmp_path, ("unet", "text", "control"))
     cfg.train.modes, cfg.train.control = ["text"], False

@@ -84,12 +84,22 @@ def _run(tmp_path, preds: dict[str, pd.DataFrame]):
     return cfg
 
 
+def rows_of(cfg, names: list[str], kinds: dict[str, str]) -> pd.DataFrame:
+    """`comparison_rows` with the run config's bias settings, race vocabulary and base model, as the SOTA stage."""
+    from t2i_debias.labels.registry import race_classes
+    from t2i_debias.models import base_model, model_name
+
+    return comparison_rows(cfg.run_dir, names, {}, kinds, bias=cfg.bias, seed=cfg.run.seed,
+                           race_classes=race_classes(cfg.labels.backend, cfg.analysis.race_classes),
+                           base_model=model_name(cfg.run), base_model_path=base_model(cfg))
+
+
 def test_comparison_table_and_csv_carry_delta_against_ours(tmp_path):
     from t2i_debias.report.sections_sota import sota_table
 
     cfg = _run(tmp_path, {"base": all_men("base"), "unet": balanced(), "uce": all_men("uce")})
     names, kinds = ["base", "unet", "uce"], {"base": "base", "unet": "ours", "uce": "baseline"}
-    df = comparison_rows(cfg, names, {}, kinds)
+    df = rows_of(cfg, names, kinds)
     df.to_csv(tmp_path / "comparison.csv", index=False)
     csv = pd.read_csv(tmp_path / "comparison.csv")
     back = csv.set_index("method")
@@ -116,7 +126,7 @@ def test_without_ours_the_column_says_not_computed(tmp_path):
     from t2i_debias.report.sections_sota import sota_table
 
     cfg = _run(tmp_path, {"base": all_men("base"), "uce": balanced()})
-    df = comparison_rows(cfg, ["base", "uce"], {}, {"base": "base", "uce": "baseline"})
+    df = rows_of(cfg, ["base", "uce"], {"base": "base", "uce": "baseline"})
     assert df[OURS_COLUMN].isna().all()
     assert (df["gender_tvd_vs_ours_verdict"] == NOT_COMPUTED).all() and df["gender_tvd_vs_ours"].isna().all()
     assert df.set_index("method").loc["uce", "gender_tvd_diff"] == pytest.approx(-0.5)

@@ -47,7 +47,7 @@ def test_sweep_is_a_no_op_without_scales(tmp_path):
 
 @pytest.mark.slow
 def test_guidance_sweep_on_tiny_pipeline(tmp_path, tiny_sd_path):
-    from t2i_debias import models, sampling
+    from t2i_debias.stages import common, generated
     from t2i_debias.stages import prompts as prompts_stage
     from t2i_debias.stages import sweep as sweep_stage
 
@@ -90,7 +90,7 @@ def test_guidance_sweep_on_tiny_pipeline(tmp_path, tiny_sd_path):
     assert (root / "bias_vs_guidance.png").is_file()
 
     # same seeds: the sweep's base at the main guidance scale repeats the evaluation's images exactly
-    sampling.generate_model(cfg, "base", models.models_to_evaluate(cfg)["base"])
+    generated.generate_model(cfg, "base", common.models_to_evaluate(cfg)["base"])
     for pid in pd.read_csv(cfg.run_dir / "prompts.csv")["prompt_id"]:
         for seed in (0, 1):
             a = np.asarray(Image.open(cfg.run_dir / "generated" / "base" / "images" / str(pid) / f"{seed}.png"))

@@ -203,9 +203,10 @@ class UCE(Method):
     @classmethod
     def params_from(cls, cfg: Any) -> dict[str, Any]:
         """Race balance over the races the run's classifier can return."""
-        from t2i_debias.metrics.dataset import race_classes_for
+        from t2i_debias.labels.registry import race_classes
 
-        return {"iterations": cfg.sota.uce_iterations, "races": list(race_classes_for(cfg))}
+        return {"iterations": cfg.sota.uce_iterations,
+                "races": list(race_classes(cfg.labels.backend, cfg.analysis.race_classes))}
 
     @classmethod
     def settings_from(cls, cfg: Any) -> dict[str, Any]:

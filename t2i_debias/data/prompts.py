@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from t2i_debias.csv_cells import unescape_frame
-from t2i_debias.errors import InputError, UserError
+from t2i_debias.errors import InputError
 from t2i_debias.text import fill_template
 
 log = logging.getLogger(__name__)
@@ -175,24 +175,17 @@ def build_prompts(occupations: list[str], templates: list[str], heldout: list[st
     return df
 
 
-def base_tokenizers(cfg: Any) -> list[tuple[str, Any]]:
-    """(label, tokenizer) of the run's base model, one per text encoder (SDXL has two); [] with a warning when
-    the model is not available here (the prompts stage then cannot check token limits)."""
+def base_tokenizers(base: str, name: str) -> list[tuple[str, Any]]:
+    """(label, tokenizer) of a resolved base model (`name`: its spec, for the label), one per text encoder (SDXL
+    has two); a tokenizer that does not load is left out with a warning (then token limits go unchecked)."""
     from transformers import AutoTokenizer
 
-    from t2i_debias.models import base_model, model_name
-
-    try:
-        base = base_model(cfg)
-    except (UserError, OSError, ValueError) as e:
-        log.warning("prompt lengths not checked against the tokenizer: %s", e)
-        return []
     out = []
     for sub in ("tokenizer", "tokenizer_2"):
         if Path(base).is_dir() and not (Path(base) / sub).is_dir():
             continue
         try:
-            out.append((f"{model_name(cfg)} {sub}", AutoTokenizer.from_pretrained(base, subfolder=sub)))
+            out.append((f"{name} {sub}", AutoTokenizer.from_pretrained(base, subfolder=sub)))
         except (OSError, ValueError) as e:
             if sub == "tokenizer":
                 log.warning("prompt lengths not checked: no tokenizer loads from %s (%s)", base, e)
@@ -238,7 +231,3 @@ def read_prompts(path: str | Path) -> pd.DataFrame:
             df[col] = default
     return df
 
-
-def prompts_path(cfg: Any) -> Path:
-    """Where the run's prompts.csv lives (DESIGN.md §6)."""
-    return cfg.run_dir / "prompts.csv"

@@ -142,13 +142,6 @@ def analyze_labels(df: pd.DataFrame, race_classes: tuple[str, ...] = RACES, meas
     return by_occ, skips, summary
 
 
-def race_classes_for(cfg: Any) -> tuple[str, ...]:
-    """[analysis] race_classes, else the races of the run's labels backend (a plug-in registers its own)."""
-    from t2i_debias.labels.registry import race_classes
-
-    return race_classes(cfg.labels.backend, cfg.analysis.race_classes)
-
-
 LABELS_REQUIRED: tuple[str, ...] = ("person_id", "occupation", "status", "gender", "race", "age_group")
 
 

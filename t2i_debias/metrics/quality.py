@@ -7,15 +7,14 @@ KID themselves are torchmetrics' `FrechetInceptionDistance` / `KernelInceptionDi
 features through an identity feature module. A reference may also be a statistics `.npz` (`mu`,
 `sigma`, optionally `features` for KID), read without pickle.
 
-Writes `quality/<model>.json` (fid, kid, kid_std, clip_t, clip_i, n_images, ...) and
-`quality/<model>.csv` (per-image CLIP-T / CLIP-I).
+`stages.quality.quality_for` writes, with these, `quality/<model>.json` (fid, kid, kid_std, clip_t, clip_i,
+n_images, ...) and `quality/<model>.csv` (per-image CLIP-T / CLIP-I).
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,17 +22,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from t2i_debias.config import QualitySection
 from t2i_debias.image_files import open_rgb
-from t2i_debias.metrics.clip_score import ClipEmbedder, clip_i_scores, clip_t_scores
+from t2i_debias.metrics.clip_score import clip_i_scores, clip_t_scores
 from t2i_debias.runs import (
     atomic_write_bytes,
-    atomic_write_csv,
-    atomic_write_json,
     describe_path,
     hash_file,
     hash_obj,
 )
-from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +231,7 @@ def fid_kid(fake: np.ndarray, ref: dict[str, Any], kid_subset_size: int = 50, ki
     return out
 
 
-# ----------------------------------------------------------------------------- the stage
+# ----------------------------------------------------------------------------- one model
 def _nanmean(x: Sequence[float]) -> float | None:
     arr = np.asarray(x, dtype=float)
     arr = arr[np.isfinite(arr)]
@@ -242,7 +239,7 @@ def _nanmean(x: Sequence[float]) -> float | None:
 
 
 def evaluate_model(model_dir: Path, base_dir: Path | None, ref: dict[str, Any] | None,
-                   extractor: InceptionFeatures | None, clip: Any, qsec: Any, seed: int = 0
+                   extractor: InceptionFeatures | None, clip: Any, qsec: QualitySection, seed: int = 0
                    ) -> tuple[dict[str, Any], Any]:
     """Quality numbers of one generated/<model>/ folder, and its per-image table."""
     import pandas as pd
@@ -282,34 +279,3 @@ def clip_t_scores_of(clip: Any, img_emb: np.ndarray, prompts: list[str], score: 
     txt = clip.embed_texts(uniq)
     index = {p: i for i, p in enumerate(uniq)}
     return clip_t_scores(img_emb, txt[[index[p] for p in prompts]], score)
-
-
-def quality_for(cfg: Any, names: list[str], out_dir: Path) -> list[Path]:
-    """Write `<out_dir>/<name>.json` and `.csv` for each of generated/<name>: FID/KID against
-    `quality.reference` (when set), CLIP-T, CLIP-I against generated/base. Shared by the quality and
-    SOTA stages, so every model is measured by the same code."""
-    from t2i_debias.models import resolve_device
-
-    q = cfg.quality
-    gen_root = cfg.run_dir / "generated"
-    device = resolve_device(cfg.run.device)
-    extractor = ref = weights = None
-    if q.reference:
-        weights = prepare_inception(q.inception, cfg.run.smoke)
-        extractor = InceptionFeatures(q.fid_features, device=device, batch_size=q.batch_size)
-        ref = reference_features(q.reference, extractor, weights)
-    clip = ClipEmbedder("tiny:clip" if cfg.run.smoke else q.clip_model, device=device, batch_size=q.batch_size)
-    outputs: list[Path] = []
-    base_dir = gen_root / "base" if "base" in names else None
-    for name in names:
-        res, table = evaluate_model(gen_root / name, base_dir, ref, extractor, clip, q, cfg.run.seed)
-        res.update(model=name, reference=q.reference or None, clip_model=clip.spec, clip_score=q.clip_score,
-                   n_reference=None if ref is None else ref.get("n"),
-                   inception_weights=None if weights is None else hash_file(weights),
-                   fid_features=q.fid_features)
-        res = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in res.items()}
-        outputs.append(atomic_write_json(out_dir / f"{name}.json", res))
-        outputs.append(atomic_write_csv(out_dir / f"{name}.csv", table))
-        log.info("[quality] %s: fid=%s kid=%s clip_t=%s clip_i=%s", name,
-                 *(figure(res.get(k)) for k in ("fid", "kid", "clip_t", "clip_i")))
-    return outputs

@@ -1,6 +1,6 @@
-"""Bias numbers with CIs from the classified generated images (the bias stage runs `evaluate_model` per model).
+"""Bias numbers with CIs from the classified generated images: what `stages.bias.evaluate_model` writes per model.
 
-For each model with `generated/<model>/metadata.csv` it writes `bias/<model>/`:
+For each model with `generated/<model>/metadata.csv`, `bias/<model>/` holds:
 - `predictions.csv`: one row per generated image (no-face and other skip statuses kept), with the
   labels backend's gender / race / age and face box;
 - `by_prompt.csv`: per prompt, the face-found and ambiguous rates, class counts and every metric of
@@ -20,7 +20,6 @@ Classification results are journalled by image hash, so a killed run resumes wit
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +28,18 @@ import pandas as pd
 
 from t2i_debias.attributes import (
     GENDERS,
-    NOT_MEASURED,
     RACES,
     SHEN4_CLASSES,
     STATUS_AMBIGUOUS,
     STATUS_OK,
-    is_measured,
 )
 from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.errors import InputError
-from t2i_debias.labels.base import DemographicClassifier
-from t2i_debias.labels.runner import _is_true, classify_generated
+from t2i_debias.labels.runner import _is_true
 from t2i_debias.metrics.bias import METRIC_NAMES, attribute_label, codes_of, evaluate_attribute
 from t2i_debias.metrics.floor import DRAWS, EXACT_MAX, add_floors, floor
 from t2i_debias.metrics.paired import paired_bootstrap
-from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, safe_join
-from t2i_debias.runs import run_stage as _run_stage
-from t2i_debias.text import figure
+from t2i_debias.runs import safe_join
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +51,6 @@ def bias_attributes(race_classes: tuple[str, ...] = RACES) -> dict[str, tuple[st
         out["race4"] = SHEN4_CLASSES
     out["gender_race"] = tuple(f"{g}|{r}" for g in GENDERS for r in race_classes)
     return out
-
-
-def race_classes_of(cfg: Any) -> tuple[str, ...]:
-    """The race vocabulary of the configured labels backend (the toy world has its own)."""
-    try:
-        from t2i_debias.metrics.dataset import race_classes_for
-    except ImportError:
-        return RACES
-    return tuple(race_classes_for(cfg))
-
-
 
 
 def check_not_constant(gen_dir: Path, name: str) -> None:
@@ -242,86 +225,3 @@ def generation_settings(gen_dir: Path, meta: pd.DataFrame | None = None) -> dict
         "seeds": [min(seeds), max(seeds)] if seeds else None,
     }
 
-
-# ----------------------------------------------------------------------------- one model
-def classifier_factory_for(cfg: Any, classifier: DemographicClassifier | None = None
-                           ) -> Callable[[], DemographicClassifier]:
-    """A factory that builds the [labels] classifier on first call only (skipped stages never load it)."""
-    built: list[DemographicClassifier] = [classifier] if classifier is not None else []
-
-    def factory() -> DemographicClassifier:
-        if not built:
-            from t2i_debias.labels.registry import make_classifier
-            from t2i_debias.models import resolve_device
-
-            built.append(make_classifier(cfg.labels, device=resolve_device(cfg.run.device), smoke=cfg.run.smoke))
-        return built[0]
-
-    return factory
-
-
-def evaluate_model(cfg: Any, name: str, classifier_factory: Callable[[], DemographicClassifier] | None = None,
-                   force: bool = False, gen_dir: Path | None = None, out_dir: Path | None = None,
-                   base_dir: Path | None = None, stage_name: str | None = None) -> Path:
-    """bias/<name>/ for one generated model (skipped when its manifest matches).
-
-    `gen_dir`/`out_dir` default to generated/<name>/ and bias/<name>/; `base_dir` is the bias folder of
-    the model it is paired with (default bias/base/, none for the base itself). The guidance sweep
-    passes its own folders.
-    """
-    classifier_factory = classifier_factory or classifier_factory_for(cfg)
-    gen_dir = gen_dir or cfg.run_dir / "generated" / name
-    check_not_constant(gen_dir, name)
-    out_dir = out_dir or cfg.run_dir / "bias" / name
-    if base_dir is None and name != "base":
-        base_dir = cfg.run_dir / "bias" / "base"
-    base_pred_path = base_dir / "predictions.csv" if base_dir is not None else None
-    if base_pred_path is not None and not base_pred_path.is_file():
-        log.warning("[bias] %s: %s not found, so no paired comparison against the base (evaluate base first)",
-                    name, base_pred_path)
-        base_pred_path = None
-    inputs = [gen_dir / "metadata.csv"] + ([gen_dir / "generation.json"] if (gen_dir / "generation.json").exists()
-                                           else []) + ([base_pred_path] if base_pred_path else [])
-    config = {**cfg.section_dict("bias", "labels"), "smoke": cfg.run.smoke, "seed": cfg.run.seed}
-    for k in ("guidance_sweep", "sweep_images_per_prompt", "sweep_models"):  # the sweep's own settings
-        config["bias"].pop(k, None)
-    stage = Stage(stage_name or f"bias:{name}", out_dir, config, inputs)
-
-    def body(st: Stage) -> tuple[list[Path], dict[str, Any]]:
-        b = cfg.bias
-        clf = classifier_factory()
-        pred = classify_generated(gen_dir, clf, out_dir / ".journal.jsonl", cfg.labels.batch_size,
-                                  desc=stage.name)
-        every = bias_attributes(race_classes_of(cfg))
-        attrs = {a: c for a, c in every.items() if is_measured(a, clf.measures)}
-        by_prompt, summary = summarize(pred, attrs, b.n_bootstrap, cfg.run.seed, b.ci, b.floor_draws,
-                                       b.floor_exact_max)
-        summary.update(model=name, classifier=clf.describe(), generation=generation_settings(gen_dir),
-                       not_measured=[a for a in every if a not in attrs])
-        if base_pred_path is not None:
-            summary["paired_vs_base"] = paired_comparison(pred, read_predictions(base_pred_path), attrs, b.n_bootstrap,
-                                                          cfg.run.seed, b.ci, b.paired_resample)
-        else:
-            summary["paired_vs_base"] = None
-        outs = [atomic_write_csv(out_dir / "predictions.csv", pred),
-                atomic_write_csv(out_dir / "by_prompt.csv", by_prompt),
-                atomic_write_json(out_dir / "summary.json", summary)]
-        agg = summary["attributes"]
-        tvd = {a: (f"{figure(agg[a]['aggregate']['tvd'])} (floor {figure(agg[a]['floor']['tvd'])})" if a in agg
-                   else NOT_MEASURED) for a in ("gender", "race")}
-        log.info("[bias] %s: face rate %s, gender tvd %s, race tvd %s", name, figure(summary["face_rate"]),
-                 tvd["gender"], tvd["race"])
-        return outs, {"face_rate": summary["face_rate"]}
-
-    _run_stage(stage, body, force=force, log=log.info)
-    return out_dir
-
-
-# bias/stale.json: models/<name>/ folders the current config does not train -> why (models.stale_models);
-# their bias/<name>/ (from an earlier config) is not shown in the report.
-STALE = "stale.json"
-
-
-def base_first(names: list[str]) -> list[str]:
-    """The base model first, so every other model's paired comparison finds its predictions."""
-    return sorted(names, key=lambda n: n != "base")

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.config import BiasSection
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.metrics import columns as registry
 from t2i_debias.metrics.bias import METRIC_NAMES
@@ -176,20 +177,16 @@ def ours_name(names: Sequence[str], kinds: dict[str, str], skipped: dict[str, st
     return max(trained, key=MODES.index) if trained else None
 
 
-def paired_vs_ours(cfg: Any, summaries: dict[str, dict[str, Any]], ours: str | None) -> dict[str, dict[str, Any] | None]:
-    """Model -> `evaluate.paired_comparison` of (model − ours) for every model of `summaries` but ours (None).
+def paired_vs_ours(run_dir: Path, summaries: dict[str, dict[str, Any]], ours: str | None, bias: BiasSection,
+                   seed: int, race_classes: tuple[str, ...]) -> dict[str, dict[str, Any] | None]:
+    """Model -> `metrics.summary.paired_comparison` of (model − ours) for every model of `summaries` but ours (None).
 
-    Paired on the same (prompt, seed) pairs of the bias stage's bias/<model>/predictions.csv (no new images),
-    with its bootstrap settings and class vocabulary, over the attributes both summaries have. Computed at
-    table time because which model is ours is the comparison's choice, not the bias stage's; without ours
-    (no trained mode ran) every verdict is NOT_COMPUTED.
+    Paired on the same (prompt, seed) pairs of the bias stage's bias/<model>/predictions.csv of `run_dir` (no
+    new images), with the bias stage's bootstrap settings (`bias`, `seed`) and class vocabulary (`race_classes`),
+    over the attributes both summaries have. Computed at table time because which model is ours is the
+    comparison's choice, not the bias stage's; without ours (no trained mode ran) every verdict is NOT_COMPUTED.
     """
-    from t2i_debias.metrics.summary import (
-        bias_attributes,
-        paired_comparison,
-        race_classes_of,
-        read_predictions,
-    )
+    from t2i_debias.metrics.summary import bias_attributes, paired_comparison, read_predictions
 
     if ours is None:
         missing = {"against": None, "attributes": {a: {m: {"verdict": NOT_COMPUTED} for m in BIAS_METRICS}
@@ -199,7 +196,7 @@ def paired_vs_ours(cfg: Any, summaries: dict[str, dict[str, Any]], ours: str | N
     def measured(name: str) -> set[str]:
         return set(summaries[name].get("attributes") or {})
 
-    lay, b, every = RunLayout(cfg.run_dir), cfg.bias, bias_attributes(race_classes_of(cfg))
+    lay, every = RunLayout(run_dir), bias_attributes(race_classes)
     ours_pred = read_predictions(lay.bias_predictions(ours))
     out: dict[str, dict[str, Any] | None] = {}
     for name in summaries:
@@ -208,28 +205,28 @@ def paired_vs_ours(cfg: Any, summaries: dict[str, dict[str, Any]], ours: str | N
             continue
         attrs = {a: c for a, c in every.items() if a in measured(name) & measured(ours)}
         out[name] = paired_comparison(read_predictions(lay.bias_predictions(name)), ours_pred, attrs,
-                                      b.n_bootstrap, cfg.run.seed, b.ci, b.paired_resample, against=ours)
+                                      bias.n_bootstrap, seed, bias.ci, bias.paired_resample, against=ours)
     return out
 
 
-def comparison_rows(cfg: Any, names: Sequence[str], skipped: dict[str, str], kinds: dict[str, str],
-                    extra: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+def comparison_rows(run_dir: Path, names: Sequence[str], skipped: dict[str, str], kinds: dict[str, str], *,
+                    bias: BiasSection, seed: int, race_classes: tuple[str, ...], base_model: str,
+                    base_model_path: str, extra: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
     """One row per method: status, bias metrics with CIs and paired Δ against the base and ours (OURS_COLUMN),
-    quality metrics (+ `extra[name]`, e.g. toy quality).
+    quality metrics (+ `extra[name]`, e.g. toy quality), from the bias/ and quality/ folders of `run_dir`.
 
     `base_model` is the model as the config names it (`toy:base`, a hub id); `base_model_path` where it was loaded.
+    `bias`, `seed` and `race_classes` are the bias stage's, for the pairing against ours (`paired_vs_ours`).
     """
-    from t2i_debias.models import base_model, model_name
-
-    lay = RunLayout(cfg.run_dir)
+    lay = RunLayout(run_dir)
     summaries = {n: json.loads(lay.bias_summary(n).read_text())
                  for n in names if n not in skipped}
     ours = ours_name(names, kinds, skipped)
-    vs_ours = paired_vs_ours(cfg, summaries, ours)
+    vs_ours = paired_vs_ours(run_dir, summaries, ours, bias, seed, race_classes)
     rows = []
     for name in names:
-        row: dict[str, Any] = {"method": name, "kind": kinds.get(name, "baseline"), "base_model": model_name(cfg),
-                               "base_model_path": base_model(cfg), OURS_COLUMN: ours}
+        row: dict[str, Any] = {"method": name, "kind": kinds.get(name, "baseline"), "base_model": base_model,
+                               "base_model_path": base_model_path, OURS_COLUMN: ours}
         if name in skipped:
             row["status"] = f"not applicable: {skipped[name]}"
             rows.append(row)

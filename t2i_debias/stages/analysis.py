@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from t2i_debias.attributes import MEASURABLE, RACES, is_measured
+from t2i_debias.config import Config
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.errors import MissingInputError
-from t2i_debias.metrics.dataset import analyze_labels, attribute_classes, race_classes_for, read_labels
+from t2i_debias.labels import registry
+from t2i_debias.metrics.dataset import analyze_labels, attribute_classes, read_labels
 from t2i_debias.plots import plot_stacked
 from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, require_finished
 from t2i_debias.runs import run_stage as run_stage_folder
@@ -50,7 +51,7 @@ def analyze_folder(labels_csv: str | Path, out_dir: str | Path, race_classes: tu
     return paths
 
 
-def run_stage(cfg: Any, force: bool = False) -> None:
+def run_stage(cfg: Config, force: bool = False) -> None:
     """Pipeline entry: labels/labels.csv -> analysis/ (with a manifest)."""
     lay = RunLayout(cfg.run_dir)
     labels_csv = lay.labels_csv
@@ -58,10 +59,8 @@ def run_stage(cfg: Any, force: bool = False) -> None:
         raise MissingInputError(f"{labels_csv} not found: run the labels stage first "
                                 "(mpii_dataset/generate_mpii_prediction_race.py)")
     require_finished(labels_csv.parent, "labels", cfg.run_dir)  # a labels.csv the labels stage finished
-    from t2i_debias.labels.registry import backend_measures
-
-    races = race_classes_for(cfg)
-    measures = backend_measures(cfg.labels.backend)
+    races = registry.race_classes(cfg.labels.backend, cfg.analysis.race_classes)
+    measures = registry.backend_measures(cfg.labels.backend)
     stage = Stage("analysis", lay.analysis, inputs=[labels_csv],
                   config={**cfg.section_dict("analysis"), "race_classes": list(races), "measures": list(measures)})
     run_stage_folder(stage, lambda st: analyze_folder(labels_csv, st.folder, races, cfg.analysis.min_count,

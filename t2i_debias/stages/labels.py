@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from t2i_debias.config import Config
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.labels.base import DemographicClassifier
 from t2i_debias.labels.runner import (
@@ -57,7 +58,7 @@ def label_persons(persons_csv: str | Path, images_dir: str | Path, classifier: D
     return out, stats
 
 
-def run_stage(cfg: Any, force: bool = False) -> None:
+def run_stage(cfg: Config, force: bool = False) -> None:
     """Pipeline entry: mpii/persons.csv (+ images) -> labels/labels.csv with a manifest."""
     from t2i_debias.labels.registry import make_classifier
 

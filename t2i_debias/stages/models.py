@@ -14,9 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any
 
-from t2i_debias.config import modes_to_run
+from t2i_debias.config import Config, modes_to_run
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.runs import MANIFEST, Stage
 from t2i_debias.train.engine import TrainingDiverged, train_mode
@@ -25,7 +24,7 @@ from t2i_debias.train.modes import control_config, train_hash, use_cpu
 log = logging.getLogger(__name__)
 
 
-def train_stage(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: str | Path, force: bool = False,
+def train_stage(cfg: Config, mode: str, base: str, data_dir: str | Path, out_dir: str | Path, force: bool = False,
                 init_lora: str | Path | None = None, prev_manifest: Path | None = None,
                 origin: str | None = None) -> bool:
     """`train_mode` as a runs.Stage: skipped when its manifest matches; returns True when it trained."""
@@ -59,12 +58,12 @@ def train_stage(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: s
     return True
 
 
-def train_control(cfg: Any, base: str, data_dir: Path, out_dir: Path, mode: str, force: bool = False) -> bool:
+def train_control(cfg: Config, base: str, data_dir: Path, out_dir: Path, mode: str, force: bool = False) -> bool:
     """models/control: `mode` trained from `base` with `control_config` (a runs.Stage, like every mode)."""
     return train_stage(control_config(cfg, mode), mode, base, data_dir, out_dir, force=force, origin=base)
 
 
-def run_stage(cfg: Any, force: bool = False) -> None:
+def run_stage(cfg: Config, force: bool = False) -> None:
     """Train every mode of the config into <run_dir>/models/<mode>/ (sequential or joint schedule), and
     models/control when `[train] control`."""
     from t2i_debias.models import base_model

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from t2i_debias.augment.schema import BALANCE, FIDELITY
+from t2i_debias.config import Config
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.report.figure import figure_from_run
 from t2i_debias.report.page import write_report
@@ -33,7 +34,7 @@ def report_inputs(run_dir: Path) -> list[Path]:
     return sorted(found)
 
 
-def make_figure(cfg: Any, out_path: Path) -> Path | None:
+def make_figure(cfg: Config, out_path: Path) -> Path | None:
     """Build the OursVsBaseline figure of the run, or log why it cannot be built yet and return None."""
     r = cfg.report
     try:
@@ -44,7 +45,7 @@ def make_figure(cfg: Any, out_path: Path) -> Path | None:
         return None
 
 
-def run_stage(cfg: Any, force: bool = False) -> None:
+def run_stage(cfg: Config, force: bool = False) -> None:
     """Write `<run_dir>/report.html` (and `report/OursVsBaseline.png` when the data exist)."""
     run_dir = Path(cfg.run_dir)
     lay = RunLayout(run_dir)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
+from t2i_debias.config import Config
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.runs import Stage, atomic_write_json
 from t2i_debias.runs import run_stage as run
@@ -15,7 +15,7 @@ from t2i_debias.toyworld.readme_block import config_hash, git_commit, results_fr
 log = logging.getLogger(__name__)
 
 
-def run_stage(cfg: Any, force: bool = False) -> None:
+def run_stage(cfg: Config, force: bool = False) -> None:
     """Pipeline stage "results" (after "toy_summary"): the results file of a toy run; a no-op otherwise."""
     if not cfg.toy.enabled:
         return

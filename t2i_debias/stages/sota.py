@@ -2,7 +2,7 @@
 classifier and metrics -> `sota/comparison.csv`, `sota/comparison.md` and plots.
 
 - "base" and "ours" (each trained mode under models/) are the evaluation stage's own models: their
-  images, bias and quality come from t2i_debias.sampling / metrics.summary / metrics.quality, per model.
+  images, bias and quality come from the generated, bias and quality stages' per-model code.
 - Each baseline in `sota.methods` generates into `generated/<method>/` with the same layout
   (images/<prompt_id>/<seed>.png + metadata.csv), through the same folder generator (resume and
   sharding included), then goes through the same bias and quality code as any model.
@@ -23,43 +23,49 @@ from typing import Any
 from t2i_debias.baselines import METHODS, method_class
 from t2i_debias.baselines.pipe import MethodPipe, build_method, load_base
 from t2i_debias.baselines.registry import method_params
+from t2i_debias.config import Config
 from t2i_debias.core.layout import RunLayout
+from t2i_debias.labels.registry import race_classes
 from t2i_debias.plots import plot_or_warn
 from t2i_debias.report.comparison import check_settings, comparison_rows, plot, to_markdown
 from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, atomic_write_text
 from t2i_debias.runs import run_stage as _run_stage
+from t2i_debias.stages.bias import classifier_factory_for, evaluate_model
+from t2i_debias.stages.common import base_first, models_to_evaluate
+from t2i_debias.stages.quality import quality_for
 from t2i_debias.toyworld.quality import is_toy, toy_quality  # (importing it registers the toy columns)
 
 log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- generation of a baseline
-def check_applicable(cfg: Any, name: str) -> str | None:
+def check_applicable(cfg: Config, name: str) -> str | None:
     """None when `name` can run here, else the reason (checked without generating anything)."""
     return method_class(name).applicable(cfg, lambda: load_base(cfg))
 
 
-def method_config(cfg: Any, name: str) -> dict[str, Any]:
+def method_config(cfg: Config, name: str) -> dict[str, Any]:
     """What determines a baseline's images: generation settings, the base model and the method's settings."""
     from t2i_debias.models import base_model
     from t2i_debias.sampling import generation_config
 
-    conf = generation_config(cfg, name, base_model(cfg))
+    base = base_model(cfg)
+    conf = generation_config(cfg.generate, name, base, base)
     conf["method"] = {"name": name, "params": method_params(name, cfg), **method_class(name).settings_from(cfg)}
     return conf
 
 
-def generate_method(cfg: Any, name: str, force: bool = False) -> Path:
+def generate_method(cfg: Config, name: str, force: bool = False) -> Path:
     """generated/<name>/ for baseline `name` (same layout and seeds as every evaluated model)."""
-    from t2i_debias.data.prompts import prompts_path, read_prompts
+    from t2i_debias.data.prompts import read_prompts
     from t2i_debias.sampling import SETTINGS, generate_folder
 
     out_dir = RunLayout(cfg.run_dir).generated_model(name)
     config = method_config(cfg, name)
-    stage = Stage(f"generated:{name}", out_dir, config, [prompts_path(cfg)])
+    stage = Stage(f"generated:{name}", out_dir, config, [RunLayout(cfg.run_dir).prompts_csv])
 
     def body(st: Stage) -> Any:
-        prompts = read_prompts(prompts_path(cfg))
+        prompts = read_prompts(RunLayout(cfg.run_dir).prompts_csv)
         g = cfg.generate
         size = g.resolution or None
         settings = {"fingerprint": config["fingerprint"], "method": config["method"]}
@@ -81,13 +87,13 @@ def generate_method(cfg: Any, name: str, force: bool = False) -> Path:
 
 
 # ----------------------------------------------------------------------------- per-model evaluation (E's code)
-def ours_models(cfg: Any) -> dict[str, str]:
+def ours_models(cfg: Config) -> dict[str, str]:
     """The evaluation stage's models: "base" and each trained mode ("text", "unet", "both", ...).
 
     The base is always one of them: every row is compared with it. A `[generate] models` list without a
     `base` entry gets the run's base model as "base" (first), not a KeyError in the middle of the stage.
     """
-    from t2i_debias.models import base_model, models_to_evaluate
+    from t2i_debias.models import base_model
 
     models = models_to_evaluate(cfg)
     if "base" in models:
@@ -97,15 +103,13 @@ def ours_models(cfg: Any) -> dict[str, str]:
     return {"base": base_model(cfg), **models}
 
 
-def classify_model(cfg: Any, name: str, force: bool = False, factory: Any = None) -> None:
+def classify_model(cfg: Config, name: str, force: bool = False, factory: Any = None) -> None:
     """bias/<name>/ (predictions, per-prompt metrics, summary with CIs) with the evaluation stage's code."""
-    from t2i_debias.metrics import summary
-
-    summary.evaluate_model(cfg, name, factory, force=force)
+    evaluate_model(cfg, name, factory, force=force)
 
 
 # ----------------------------------------------------------------------------- the stage
-def method_names(cfg: Any) -> tuple[list[str], dict[str, str]]:
+def method_names(cfg: Config) -> tuple[list[str], dict[str, str]]:
     """Rows of the table in order: base, ours (each trained mode), then the baselines.
 
     Another model folder under models/ (e.g. the toy world's biased-data fine-tune) is a "control".
@@ -126,7 +130,7 @@ def method_names(cfg: Any) -> tuple[list[str], dict[str, str]]:
     return names, kinds
 
 
-def generate_all(cfg: Any, force: bool = False) -> tuple[list[str], dict[str, str], dict[str, str]]:
+def generate_all(cfg: Config, force: bool = False) -> tuple[list[str], dict[str, str], dict[str, str]]:
     """generated/<name>/ for every row (base and ours via the evaluation stage); records the skips.
 
     `force` reruns the baselines' stages (their folder generator keeps valid images made with the same
@@ -145,14 +149,14 @@ def generate_all(cfg: Any, force: bool = False) -> tuple[list[str], dict[str, st
                 continue
             generate_method(cfg, name, force=force)
         else:  # the generation stage's own images: made once, not again under --force (their manifest decides)
-            from t2i_debias.sampling import generate_model
+            from t2i_debias.stages.generated import generate_model
 
             generate_model(cfg, name, ours[name], force=False)
     atomic_write_json(RunLayout(cfg.run_dir).sota_skipped, skipped)
     return names, kinds, skipped
 
 
-def _rows(cfg: Any) -> tuple[list[str], dict[str, str], dict[str, str]]:
+def _rows(cfg: Config) -> tuple[list[str], dict[str, str], dict[str, str]]:
     """Rows, kinds and the skips recorded by `generate_all` (which must have run)."""
     names, kinds = method_names(cfg)
     path = RunLayout(cfg.run_dir).sota_skipped
@@ -161,10 +165,8 @@ def _rows(cfg: Any) -> tuple[list[str], dict[str, str], dict[str, str]]:
     return names, kinds, json.loads(path.read_text())
 
 
-def classify_all(cfg: Any, force: bool = False) -> None:
+def classify_all(cfg: Config, force: bool = False) -> None:
     """Classify the images of every row that ran (bias/<name>/)."""
-    from t2i_debias.metrics.summary import base_first, classifier_factory_for
-
     names, kinds, skipped = _rows(cfg)
     factory = classifier_factory_for(cfg)  # one classifier for every method, built only if needed
     for n in base_first(names):  # the base first: every other row is paired with its predictions
@@ -172,14 +174,12 @@ def classify_all(cfg: Any, force: bool = False) -> None:
             classify_model(cfg, n, force=force and kinds[n] == "baseline", factory=factory)
 
 
-def quality_all(cfg: Any, force: bool = False) -> None:
+def quality_all(cfg: Config, force: bool = False) -> None:
     """quality/<name>.json (+ .csv) for every row that ran, with the quality stage's per-model code:
     CLIP-T, CLIP-I against generated/base (same prompt and seed), FID/KID when [quality] reference is set.
 
     Its manifest is sota/quality/_manifest.json, apart from the evaluation stage's quality/ manifest.
     """
-    from t2i_debias.metrics.quality import quality_for
-
     names, _, skipped = _rows(cfg)
     names = [n for n in names if n not in skipped]
     q = cfg.quality
@@ -194,22 +194,21 @@ def quality_all(cfg: Any, force: bool = False) -> None:
     _run_stage(stage, body, force=force, log=log.info)
 
 
-def write_comparison(cfg: Any, force: bool = False) -> Path:
+def write_comparison(cfg: Config, force: bool = False) -> Path:
     """sota/comparison.csv, comparison.md, methods.json and plots from bias/ and quality/."""
-    from t2i_debias.data.prompts import prompts_path
-    from t2i_debias.models import model_name
+    from t2i_debias.models import base_model, model_name
 
     names, kinds, skipped = _rows(cfg)
     lay = RunLayout(cfg.run_dir)
     out = lay.sota
-    inputs = [prompts_path(cfg), lay.sota_skipped]
+    inputs = [RunLayout(cfg.run_dir).prompts_csv, lay.sota_skipped]
     for n in names:
         if n not in skipped:
             inputs += [lay.bias_summary(n), lay.bias_predictions(n)]  # + Δ vs ours
             inputs += [lay.generated_metadata(n)] if is_toy(cfg) else []
             q = lay.quality_json(n)
             inputs += [q] if q.is_file() else []
-    config = {**cfg.section_dict("sota"), "rows": names, "base_model": model_name(cfg),
+    config = {**cfg.section_dict("sota"), "rows": names, "base_model": model_name(cfg.run),
               "paired_vs_ours": {"n_bootstrap": cfg.bias.n_bootstrap, "ci": cfg.bias.ci,
                                  "resample": cfg.bias.paired_resample, "seed": cfg.run.seed}}
     if is_toy(cfg):
@@ -221,9 +220,12 @@ def write_comparison(cfg: Any, force: bool = False) -> Path:
         extra = None
         if is_toy(cfg):
             extra = toy_quality(cfg, ran)
-        df = check_settings(comparison_rows(cfg, names, skipped, kinds, extra), cfg.sota.allow_mixed)
+        rows = comparison_rows(cfg.run_dir, names, skipped, kinds, bias=cfg.bias, seed=cfg.run.seed,
+                               race_classes=race_classes(cfg.labels.backend, cfg.analysis.race_classes),
+                               base_model=model_name(cfg.run), base_model_path=base_model(cfg), extra=extra)
+        df = check_settings(rows, cfg.sota.allow_mixed)
         outs = [atomic_write_csv(lay.comparison_csv, df),
-                atomic_write_text(lay.comparison_md, to_markdown(df, model_name(cfg))),
+                atomic_write_text(lay.comparison_md, to_markdown(df, model_name(cfg.run))),
                 atomic_write_json(lay.methods_json, {n: _method_info(n, kinds[n], skipped) for n in names}),
                 lay.sota_skipped]
         outs += plot_or_warn(lambda: plot(df, out), f"{out}/*.png") or []
@@ -233,7 +235,7 @@ def write_comparison(cfg: Any, force: bool = False) -> Path:
     return lay.comparison_csv
 
 
-def run_stage(cfg: Any, force: bool = False) -> None:
+def run_stage(cfg: Config, force: bool = False) -> None:
     """Generate, classify and measure every method, then write sota/comparison.{csv,md} and plots."""
     generate_all(cfg, force=force)
     classify_all(cfg, force=force)

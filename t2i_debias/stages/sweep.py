@@ -21,26 +21,26 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.config import Config
 from t2i_debias.core.layout import RunLayout, scale_tag
 from t2i_debias.metrics.bias import METRIC_NAMES
 from t2i_debias.plots import plot_or_warn, plot_sweep
 from t2i_debias.runs import Stage, atomic_write_csv
 from t2i_debias.runs import run_stage as _run_stage
+from t2i_debias.stages.bias import classifier_factory_for, evaluate_model
+from t2i_debias.stages.common import base_first, models_to_evaluate
 from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
 
 
-def images_per_prompt(cfg: Any) -> int:
+def images_per_prompt(cfg: Config) -> int:
     """Images per prompt of the sweep (fewer than the main evaluation keeps it cheap)."""
     return cfg.bias.sweep_images_per_prompt or cfg.generate.images_per_prompt
 
 
-def sweep_models(cfg: Any) -> dict[str, str]:
+def sweep_models(cfg: Config) -> dict[str, str]:
     """Name -> spec of the models to sweep, the base first: `[bias] sweep_models`, or every evaluated model."""
-    from t2i_debias.metrics.summary import base_first
-    from t2i_debias.models import models_to_evaluate
-
     models = models_to_evaluate(cfg)
     wanted = list(cfg.bias.sweep_models) or list(models)
     unknown = [m for m in wanted if m not in models]
@@ -49,21 +49,21 @@ def sweep_models(cfg: Any) -> dict[str, str]:
     return {n: models[n] for n in base_first(wanted)}
 
 
-def generate_at(cfg: Any, name: str, spec: str, scale: float, force: bool = False) -> Path:
+def generate_at(cfg: Config, name: str, spec: str, scale: float, force: bool = False) -> Path:
     """sweep/generated/<name>/g<scale>/: the model's images at one guidance scale, seeds as generated/<name>/."""
-    from t2i_debias.data.prompts import prompts_path, read_prompts
-    from t2i_debias.models import base_model, load_model, resolve_device, resolve_dtype
+    from t2i_debias.data.prompts import read_prompts
+    from t2i_debias.models import base_model, is_lora_dir, load_model, resolve_device, resolve_dtype
     from t2i_debias.sampling import SETTINGS, generate_folder, generation_config
 
     g = cfg.generate
     n = images_per_prompt(cfg)
     out_dir = RunLayout(cfg.run_dir).sweep_generated(name, scale)
-    config = generation_config(cfg, name, spec)
+    config = generation_config(g, name, spec, base_model(cfg) if is_lora_dir(spec) else None)
     config["generate"].update(guidance_scale=float(scale), images_per_prompt=n)
-    stage = Stage(f"sweep:generated:{name}:{scale_tag(scale)}", out_dir, config, [prompts_path(cfg)])
+    stage = Stage(f"sweep:generated:{name}:{scale_tag(scale)}", out_dir, config, [RunLayout(cfg.run_dir).prompts_csv])
 
     def body(st: Stage) -> Any:
-        prompts = read_prompts(prompts_path(cfg))
+        prompts = read_prompts(RunLayout(cfg.run_dir).prompts_csv)
         device = resolve_device(cfg.run.device)
         dtype = resolve_dtype(g.dtype, device)
         size = g.resolution or None
@@ -99,13 +99,11 @@ def sweep_rows(summaries: dict[tuple[str, float], dict[str, Any]]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def run_stage(cfg: Any, force: bool = False, classifier: Any = None) -> None:
+def run_stage(cfg: Config, force: bool = False, classifier: Any = None) -> None:
     """Generate and evaluate every swept model at every `[bias] guidance_sweep` scale; no-op when empty.
 
     The classifier is the [labels] one (built once, only if needed) unless `classifier` is given.
     """
-    from t2i_debias.data.prompts import prompts_path
-    from t2i_debias.metrics.summary import classifier_factory_for, evaluate_model
 
     scales = [float(s) for s in cfg.bias.guidance_sweep]
     if not scales:
@@ -113,8 +111,8 @@ def run_stage(cfg: Any, force: bool = False, classifier: Any = None) -> None:
         return
     if len(set(scales)) != len(scales):
         raise ValueError(f"[bias] guidance_sweep lists a scale twice: {scales}")
-    if not prompts_path(cfg).is_file():
-        raise FileNotFoundError(f"{prompts_path(cfg)} not found: run the prompts stage first")
+    if not RunLayout(cfg.run_dir).prompts_csv.is_file():
+        raise FileNotFoundError(f"{RunLayout(cfg.run_dir).prompts_csv} not found: run the prompts stage first")
     models = sweep_models(cfg)
     factory = classifier_factory_for(cfg, classifier)
     lay = RunLayout(cfg.run_dir)

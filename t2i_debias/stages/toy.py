@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
+from t2i_debias.config import Config
 from t2i_debias.toyworld import ensure_toy_world
 
 log = logging.getLogger(__name__)
 
 
-def run_stage(cfg: Any, force: bool = False) -> None:
+def run_stage(cfg: Config, force: bool = False) -> None:
     """Write the toy data and fetch (or train) the toy classifier and base; a no-op unless `[toy] enabled`."""
     if not cfg.toy.enabled:
         return

@@ -11,9 +11,11 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.config import Config
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_text
 from t2i_debias.runs import run_stage as run
+from t2i_debias.stages.common import models_to_evaluate
 from t2i_debias.toyworld.summary import format_table, summary_table
 
 log = logging.getLogger(__name__)
@@ -21,7 +23,16 @@ log = logging.getLogger(__name__)
 ATTRIBUTE_COLUMNS = ["model", "prompt", "occupation", "gender", "race", "n", "gender_ok", "skin_ok", "ambiguous"]
 
 
-def run_stage(cfg: Any, force: bool = False) -> None:
+def evaluated_models(cfg: Config) -> dict[str, str]:
+    """Name -> spec of the run's evaluated models; {} with a warning when they cannot be listed."""
+    try:
+        return models_to_evaluate(cfg)
+    except (FileNotFoundError, ValueError) as e:
+        log.warning("cannot list the evaluated models (%s); attribute following only where found", e)
+        return {}
+
+
+def run_stage(cfg: Config, force: bool = False) -> None:
     """Write and print the table of every generated model of a toy run, skipped when its manifest matches."""
     if not cfg.toy.enabled:
         return
@@ -32,7 +43,7 @@ def run_stage(cfg: Any, force: bool = False) -> None:
 
     def body(st: Stage) -> list[Path]:
         rows: list[dict[str, Any]] = []
-        df = summary_table(cfg, attribute_out=rows)
+        df = summary_table(cfg, attribute_out=rows, models=evaluated_models(cfg))
         attr = pd.DataFrame(rows, columns=ATTRIBUTE_COLUMNS)
         table = format_table(df, attr)
         return [atomic_write_csv(lay.toy_summary_csv, df),

@@ -70,10 +70,12 @@ def attribute_rows(model: str, clf: Any, n: int, steps: int, guidance: float, se
     return score_attribute_prompts(load_pipeline(model), clf, n, seed + 10_000, steps, guidance, batch_size=64)
 
 
-def summary_table(cfg: Any, n_attribute: int = 8, attribute_out: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+def summary_table(cfg: Any, n_attribute: int = 8, attribute_out: list[dict[str, Any]] | None = None,
+                  models: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per generated model of the run (see module docstring); per-prompt obedience rows (with
     their model) are appended to `attribute_out` when given. `n_attribute` images per attribute prompt
-    (32 prompts): 8 keeps the demo short and still shows a prompt that is never obeyed."""
+    (32 prompts): 8 keeps the demo short and still shows a prompt that is never obeyed. `models` (name ->
+    spec, the run's evaluated models) says which to load for attribute following; a model not in it has none."""
     from t2i_debias.models import is_pipeline_dir
     from t2i_debias.toyworld.classifier import make_classifier
 
@@ -86,13 +88,7 @@ def summary_table(cfg: Any, n_attribute: int = 8, attribute_out: list[dict[str, 
     clf = make_classifier(cfg.labels)
     images_dir = Path(cfg.mpii.images_dir)
     reference = [Image.open(p).convert("RGB") for p in sorted(images_dir.glob("*.jpg"))[:1024]]
-    models = {"base": None}
-    try:
-        from t2i_debias.models import models_to_evaluate
-
-        models = models_to_evaluate(cfg)
-    except (FileNotFoundError, ValueError) as e:
-        log.warning("cannot list the evaluated models (%s); attribute following only where found", e)
+    models = models or {}
     rows = []
     for name in names:
         s = score_generated(gen / name, run_dir, clf, reference)
