@@ -224,4 +224,3 @@ def generation_settings(gen_dir: Path, meta: pd.DataFrame | None = None) -> dict
         "images_per_prompt": (ipp[0] if len(ipp) == 1 else ipp) if ipp else None,
         "seeds": [min(seeds), max(seeds)] if seeds else None,
     }
-
