@@ -20,9 +20,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.baselines import METHODS, method_class
+from t2i_debias.baselines import METHODS, MethodInputs, method_class
 from t2i_debias.baselines.pipe import MethodPipe, build_method, load_base
 from t2i_debias.baselines.registry import method_params
+from t2i_debias.config import Config
 from t2i_debias.plots import plot_or_warn
 from t2i_debias.report.comparison import check_settings, comparison_rows, plot, to_markdown
 from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, atomic_write_text
@@ -33,9 +34,17 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- generation of a baseline
+def method_inputs(cfg: Config) -> MethodInputs:
+    """The sections of the run's config that the baselines read."""
+    return MethodInputs(sota=cfg.sota, run=cfg.run, generate=cfg.generate, labels=cfg.labels, analysis=cfg.analysis)
+
+
 def check_applicable(cfg: Any, name: str) -> str | None:
     """None when `name` can run here, else the reason (checked without generating anything)."""
-    return method_class(name).applicable(cfg, lambda: load_base(cfg))
+    from t2i_debias.models import base_model
+
+    inputs = method_inputs(cfg)
+    return method_class(name).applicable(inputs, lambda: load_base(base_model(cfg), inputs))
 
 
 def method_config(cfg: Any, name: str) -> dict[str, Any]:
@@ -43,14 +52,16 @@ def method_config(cfg: Any, name: str) -> dict[str, Any]:
     from t2i_debias.models import base_model
     from t2i_debias.sampling import generation_config
 
+    inputs = method_inputs(cfg)
     conf = generation_config(cfg, name, base_model(cfg))
-    conf["method"] = {"name": name, "params": method_params(name, cfg), **method_class(name).settings_from(cfg)}
+    conf["method"] = {"name": name, "params": method_params(name, inputs), **method_class(name).settings_from(inputs)}
     return conf
 
 
 def generate_method(cfg: Any, name: str, force: bool = False) -> Path:
     """generated/<name>/ for baseline `name` (same layout and seeds as every evaluated model)."""
     from t2i_debias.data.prompts import prompts_path, read_prompts
+    from t2i_debias.models import base_model
     from t2i_debias.sampling import SETTINGS, generate_folder
 
     out_dir = cfg.run_dir / "generated" / name
@@ -65,7 +76,7 @@ def generate_method(cfg: Any, name: str, force: bool = False) -> Path:
         built: dict[str, MethodPipe] = {}
 
         def load() -> MethodPipe:
-            built["pipe"] = build_method(cfg, name, prompts)
+            built["pipe"] = build_method(method_inputs(cfg), base_model(cfg), name, prompts)
             return built["pipe"]
 
         meta = generate_folder(load, out_dir, prompts, name, g.images_per_prompt, g.base_seed, g.batch_size,
@@ -207,21 +218,21 @@ def write_comparison(cfg: Any, force: bool = False) -> Path:
     for n in names:
         if n not in skipped:
             inputs += [cfg.run_dir / "bias" / n / f for f in ("summary.json", "predictions.csv")]  # + Δ vs ours
-            inputs += [cfg.run_dir / "generated" / n / "metadata.csv"] if is_toy(cfg) else []
+            inputs += [cfg.run_dir / "generated" / n / "metadata.csv"] if is_toy(cfg.labels) else []
             q = cfg.run_dir / "quality" / f"{n}.json"
             inputs += [q] if q.is_file() else []
     config = {**cfg.section_dict("sota"), "rows": names, "base_model": model_name(cfg),
               "paired_vs_ours": {"n_bootstrap": cfg.bias.n_bootstrap, "ci": cfg.bias.ci,
                                  "resample": cfg.bias.paired_resample, "seed": cfg.run.seed}}
-    if is_toy(cfg):
+    if is_toy(cfg.labels):
         config["toy_quality"] = {"images_dir": cfg.mpii.images_dir, "labels": cfg.section_dict("labels")["labels"]}
     stage = Stage("sota", out, config, inputs)
 
     def body(st: Stage) -> Any:
         ran = [n for n in names if n not in skipped]
         extra = None
-        if is_toy(cfg):
-            extra = toy_quality(cfg, ran)
+        if is_toy(cfg.labels):
+            extra = toy_quality(cfg.labels, cfg.mpii.images_dir, cfg.run_dir, ran)
         df = check_settings(comparison_rows(cfg, names, skipped, kinds, extra), cfg.sota.allow_mixed)
         outs = [atomic_write_csv(out / "comparison.csv", df),
                 atomic_write_text(out / "comparison.md", to_markdown(df, model_name(cfg))),

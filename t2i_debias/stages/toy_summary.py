@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.config import Config
 from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_text
 from t2i_debias.runs import run_stage as run
 from t2i_debias.toyworld.summary import format_table, summary_table
@@ -18,6 +19,18 @@ from t2i_debias.toyworld.summary import format_table, summary_table
 log = logging.getLogger(__name__)
 
 ATTRIBUTE_COLUMNS = ["model", "prompt", "occupation", "gender", "race", "n", "gender_ok", "skin_ok", "ambiguous"]
+
+
+def evaluated_models(cfg: Config) -> dict[str, str | None]:
+    """The run's evaluated models (name -> spec) whose attribute-prompt obedience the table shows; only the base
+    (unresolved) when they cannot be listed."""
+    from t2i_debias.models import models_to_evaluate
+
+    try:
+        return models_to_evaluate(cfg)
+    except (FileNotFoundError, ValueError) as e:
+        log.warning("cannot list the evaluated models (%s); attribute following only where found", e)
+        return {"base": None}
 
 
 def run_stage(cfg: Any, force: bool = False) -> None:
@@ -31,7 +44,8 @@ def run_stage(cfg: Any, force: bool = False) -> None:
 
     def body(st: Stage) -> list[Path]:
         rows: list[dict[str, Any]] = []
-        df = summary_table(cfg, attribute_out=rows)
+        df = summary_table(cfg.run_dir, cfg.labels, cfg.mpii.images_dir, cfg.generate, evaluated_models(cfg),
+                           attribute_out=rows)
         attr = pd.DataFrame(rows, columns=ATTRIBUTE_COLUMNS)
         table = format_table(df, attr)
         return [atomic_write_csv(st.folder / "summary.csv", df),

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from t2i_debias.config import Config
 from t2i_debias.labels.base import DemographicClassifier
 
 
-def resolve_toy_model(spec: str, cfg: Any = None) -> str:
+def resolve_toy_model(spec: str, cfg: Config | None = None) -> str:
     """Resolver of `toy:` specs: the cached (or shipped) toy model folder."""
     from t2i_debias.toyworld import base_model
 
