@@ -317,7 +317,7 @@ def _save_on_schedule(state: TrainState) -> None:
             log.info("snapshot at step %d -> %s", step, state.out_dir / f"step-{step}")
 
 
-def diverged(mode: str, what: str, step: int, train: Any) -> TrainingDiverged:
+def diverged(mode: str, what: str, step: int, train: TrainSection) -> TrainingDiverged:
     """The one-line error for a non-finite training value: what, at which step, under which learning rate."""
     return TrainingDiverged(
         f"mode {mode}: the {what} at step {step} (learning rate {learning_rate_for(train, mode):g}, "
