@@ -56,7 +56,7 @@ def measure(seed: int, n: int, tries: int, batch: int, arms: list[str]) -> list[
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "toy.toml")
     cfg.toy.seed = seed
     a = cfg.augment
-    pipe = load_pipeline(cached("toy-base", base_model.spec_from_cfg(cfg)))
+    pipe = load_pipeline(cached("toy-base", base_model.spec_from_toy(cfg.toy)))
     clf = ToyClassifier(cached("toy-classifier", classifier_spec()), batch_size=256)
     comp = CaptionComposer.from_config(a)
     wants = [(occ, Demographics(g, r)) for occ in OCCUPATIONS for g in GENDERS for r in a.races]

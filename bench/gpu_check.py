@@ -85,6 +85,7 @@ def train_rows(model: str, device: str, precisions: list[str], resolution: int, 
     from accelerate.state import AcceleratorState
 
     from t2i_debias.config import Config
+    from t2i_debias.stages.models import resolved
     from t2i_debias.train import engine
 
     data = make_triplets(work / "enriched", batch, resolution)
@@ -102,7 +103,8 @@ def train_rows(model: str, device: str, precisions: list[str], resolution: int, 
                 t0 = time.time()
                 row = {"check": "train", "mode": mode, "precision": mp, "fine_tune": f"LoRA r{rank}" if rank else "full"}
                 try:
-                    res = engine.train_mode(cfg, mode, model, data, work / f"{mp}-{mode}-{rank}")
+                    res = engine.train_mode(resolved(cfg), cfg.run, cfg.augment, mode, model, data,
+                                            work / f"{mp}-{mode}-{rank}")
                     row.update(result=f"loss {res.log[0]['loss']:.4g}", ok=bool(res.log[0]["loss"] == res.log[0]["loss"]))
                 except (RuntimeError, ValueError) as e:  # e.g. CUDA out of memory: reported in the table
                     row.update(result=f"{type(e).__name__}: {str(e).splitlines()[0][:80]}", ok=False)

@@ -182,10 +182,11 @@ def recipe_of(cfg: Any, arm: str, steps: list[int]) -> str:
     from t2i_debias.core.layout import RunLayout
     from t2i_debias.models import base_model
     from t2i_debias.runs import hash_file, hash_obj
+    from t2i_debias.stages.sota import method_inputs
 
     what: dict[str, Any] = {"seed": cfg.run.seed, "base": Path(base_model(cfg)).name}
     if arm in BASELINES:
-        what["method"] = [arm, {k: v for k, v in method_params(arm, cfg).items() if not callable(v)}]
+        what["method"] = [arm, {k: v for k, v in method_params(arm, method_inputs(cfg)).items() if not callable(v)}]
     elif arm != "base":
         c = arm_config(cfg, arm, steps)
         what["train"] = {k: v for k, v in dataclasses.asdict(c.train).items() if k not in _NOT_RECIPE}
@@ -293,6 +294,7 @@ def run_seed(root: Path, seed: int, arms: list[str], steps: list[int], n: int, n
     from t2i_debias.core.layout import RunLayout
     from t2i_debias.models import base_model, load_pipeline
     from t2i_debias.pipeline import run_pipeline
+    from t2i_debias.stages.sota import method_inputs
     from t2i_debias.toyworld.classifier import make_classifier
 
     scores_path = root / "scores.jsonl"
@@ -345,7 +347,7 @@ def run_seed(root: Path, seed: int, arms: list[str], steps: list[int], n: int, n
     for arm in arms:
         if arm in BASELINES:
             def method(name: str = arm) -> Any:
-                return make_method(name, load_pipeline(base_model(cfg)), cfg)
+                return make_method(name, load_pipeline(base_model(cfg)), method_inputs(cfg))
 
             record(arm, 0, method, 0.0, 0.0, n)
         elif not reuse(arm):

@@ -57,6 +57,7 @@ def test_toy_world_bias_is_learned_then_reduced(tmp_path, seed):
     from t2i_debias.config import modes_to_run
     from t2i_debias.models import load_pipeline
     from t2i_debias.pipeline import run_pipeline
+    from t2i_debias.stages.sota import method_inputs
     from t2i_debias.toyworld import ensure_toy_world
     from t2i_debias.toyworld.classifier import make_classifier
     from t2i_debias.toyworld.evaluate import paired_gender_tvd, score_pipeline
@@ -66,7 +67,7 @@ def test_toy_world_bias_is_learned_then_reduced(tmp_path, seed):
     cfg = toy_config(tmp_path, seed)
     assert cfg.train.preset == "recommended"
     t0 = time.time()
-    paths = ensure_toy_world(cfg)
+    paths = ensure_toy_world(cfg.mpii, cfg.toy)
     t_world = time.time() - t0
     run_pipeline(cfg, only=["mpii", "labels", "enriched", "models"])
     t_pipe = time.time() - t0 - t_world
@@ -74,7 +75,7 @@ def test_toy_world_bias_is_learned_then_reduced(tmp_path, seed):
     g = cfg.generate.guidance_scale
     mode = modes_to_run(cfg.train)[-1]
     base_pipe = load_pipeline(paths["base_model"])
-    fair = make_method("fair_diffusion", load_pipeline(paths["base_model"]), cfg)
+    fair = make_method("fair_diffusion", load_pipeline(paths["base_model"]), method_inputs(cfg))
     scores = {name: score_pipeline(model, clf, N_EVAL, base_seed=1000, guidance=g, n_attribute=n_attr)
               for name, model, n_attr in (("base", base_pipe, N_ATTRIBUTE),
                                           ("ours", load_pipeline(cfg.run_dir / "models" / mode), N_ATTRIBUTE),

@@ -13,7 +13,7 @@ from t2i_debias.stages import models as models_stage
 from t2i_debias.train import checkpoints, engine, modes, step
 from t2i_debias.train import parts as train_parts
 from t2i_debias.train.data import TripletDataset, read_triplets
-from tests.helpers.train_fixtures import make_enriched, small_config
+from tests.helpers.train_fixtures import make_enriched, small_config, train_args
 
 
 # ----------------------------------------------------------------------------- options (no models)
@@ -211,13 +211,13 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, tiny_sd_path
     opts = {"use_ema": True, "ema_decay": 0.5, "train_batch_size": 1, "independent_noise": True,
             "gradient_checkpointing": True}
     full = small_config(max_train_steps=4, **opts)
-    engine.train_mode(full, "both", base, enriched, tmp_path / "full")
+    engine.train_mode(*train_args(full), "both", base, enriched, tmp_path / "full")
 
     part = small_config(max_train_steps=2, checkpointing_steps=2, **opts)
-    engine.train_mode(part, "both", base, enriched, tmp_path / "resumed")
+    engine.train_mode(*train_args(part), "both", base, enriched, tmp_path / "resumed")
     assert (tmp_path / "resumed" / "checkpoints" / "checkpoint-2").is_dir()
     more = small_config(max_train_steps=4, checkpointing_steps=2, **opts)
-    res = engine.train_mode(more, "both", base, enriched, tmp_path / "resumed")
+    res = engine.train_mode(*train_args(more), "both", base, enriched, tmp_path / "resumed")
     assert [r["step"] for r in res.log] == [1, 2, 3, 4]
 
     for sub in ("unet", "text_encoder"):

@@ -222,8 +222,9 @@ def test_resolved_train_fills_guidance_and_precision():
     cfg = small_config(guidance_target=-1.0, mixed_precision="auto")
     cfg.generate.guidance_scale = 7.5
     cfg.run.device = "cpu"
-    t = modes.resolved_train(cfg)
-    assert t.guidance_target == 7.5 and t.mixed_precision == "no"
+    t = modes.resolved_train(cfg.train, cfg.run.device, cfg.generate.guidance_scale)
+    assert t.guidance_target == 7.5 and t.mixed_precision == "no" and modes.is_resolved(t)
+    assert not modes.is_resolved(cfg.train)
     assert cfg.train.guidance_target == -1.0  # the config itself is not changed
     assert modes.learning_rate_for(small_config(mode_learning_rates={"both": 2e-8}).train, "both") == 2e-8
     assert modes.learning_rate_for(small_config(mode_learning_rates={"both": 2e-8}).train, "text") == 1e-3
@@ -231,14 +232,14 @@ def test_resolved_train_fills_guidance_and_precision():
 
 def test_control_config_denoises_only_anchors():
     cfg = small_config(denoise_members="both", balance="cell", weights={"denoise": 1.0, "lang": 0.1})
-    c = modes.control_config(cfg, "both")
-    assert (c.train.denoise_members, c.train.balance) == ("anchor", "none")
-    assert c.train.weights == {"denoise": 1.0, "lang": 0.0, "vision": 0.0, "preserve": 0.0}
+    c = modes.control_config(cfg.train, "both")
+    assert (c.denoise_members, c.balance) == ("anchor", "none")
+    assert c.weights == {"denoise": 1.0, "lang": 0.0, "vision": 0.0, "preserve": 0.0}
     with_prior = small_config(weights={"denoise": 1.0, "prior": 0.5})
-    assert modes.control_config(with_prior, "unet").train.weights["prior"] == 0.5  # the same objective
+    assert modes.control_config(with_prior.train, "unet").weights["prior"] == 0.5  # the same objective
     assert cfg.train.denoise_members == "both"  # a copy
     # reference weights of `both` (denoise 0.5) keep their denoise weight
-    assert modes.control_config(small_config(), "both").train.weights["denoise"] == 0.5
+    assert modes.control_config(small_config().train, "both").weights["denoise"] == 0.5
 
 
 @pytest.mark.slow

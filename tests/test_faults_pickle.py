@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from t2i_debias.train import engine
-from tests.helpers.train_fixtures import make_enriched, small_config
+from tests.helpers.train_fixtures import make_enriched, small_config, train_args
 
 
 class _Planted:
@@ -29,7 +29,7 @@ def test_ema_resume_loads_nothing_with_weights_only_false(tmp_path, tiny_sd_path
     data = make_enriched(tmp_path / "enriched", n=2)
     base, out = str(tiny_sd_path), tmp_path / "models" / "both"
     opts = {"use_ema": True, "ema_decay": 0.5, "checkpointing_steps": 1}
-    engine.train_mode(small_config(max_train_steps=1, **opts), "both", base, data, out)
+    engine.train_mode(*train_args(small_config(max_train_steps=1, **opts)), "both", base, data, out)
     ckpt = out / "checkpoints" / "checkpoint-1"
     assert not list(ckpt.glob("custom_checkpoint_*")), sorted(p.name for p in ckpt.iterdir())
     assert (ckpt / "ema.safetensors").is_file()
@@ -44,7 +44,7 @@ def test_ema_resume_loads_nothing_with_weights_only_false(tmp_path, tiny_sd_path
         return real_load(f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "load", recording_load)
-    res = engine.train_mode(small_config(max_train_steps=2, **opts), "both", base, data, out)
+    res = engine.train_mode(*train_args(small_config(max_train_steps=2, **opts)), "both", base, data, out)
     assert [r["step"] for r in res.log] == [1, 2]
     assert any("checkpoint-1" in f for f, _ in calls), "it did not resume from checkpoint-1"
     assert all(w is not False for _, w in calls), [c for c in calls if c[1] is False]
@@ -55,7 +55,7 @@ def test_ema_resume_loads_nothing_with_weights_only_false(tmp_path, tiny_sd_path
     with open(ckpt / "custom_checkpoint_0.pkl", "wb") as fh:  # what an attacker would plant
         pickle.dump(_Planted(marker), fh)
     calls.clear()
-    res = engine.train_mode(small_config(max_train_steps=3, **opts), "both", base, data, out)
+    res = engine.train_mode(*train_args(small_config(max_train_steps=3, **opts)), "both", base, data, out)
     assert [r["step"] for r in res.log] == [1, 2, 3]
     assert not marker.exists()
     assert all(w is not False for _, w in calls), [c for c in calls if c[1] is False]

@@ -11,7 +11,7 @@ import torch
 
 from t2i_debias.train import engine, modes
 from t2i_debias.train import parts as train_parts
-from tests.helpers.train_fixtures import make_enriched, small_config
+from tests.helpers.train_fixtures import make_enriched, small_config, train_args
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.slow  # bf16 on a CPU without native bf16 is slow even 
 def test_bf16_training_step(tmp_path, tiny_v, mode, lora):
     data = make_enriched(tmp_path / "enriched", n=2)
     cfg = small_config(tmp_path / "run", mixed_precision="bf16", lora_rank=lora, max_train_steps=1)
-    result = engine.train_mode(cfg, mode, tiny_v, data, tmp_path / mode)
+    result = engine.train_mode(*train_args(cfg), mode, tiny_v, data, tmp_path / mode)
     assert result.steps == 1 and np.isfinite(result.log[0]["loss"])
 
 

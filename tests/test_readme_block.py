@@ -11,6 +11,7 @@ import pytest
 
 from t2i_debias.config import Config
 from t2i_debias.report.readme_block import current_block
+from t2i_debias.stages.results import config_hash
 from t2i_debias.stages.results import run_stage as results_stage
 from t2i_debias.toyworld import readme_block as rb
 from t2i_debias.toyworld.render import OCCUPATIONS, TOY_RACES
@@ -69,9 +70,9 @@ def test_block_is_summary_md_with_provenance(tmp_path):
     df = _summary_df()
     csv = tmp_path / "summary.csv"
     df.to_csv(csv, index=False)
-    res = rb.results_from_summary(cfg, csv)
+    res = rb.results_from_summary(csv, cfg.source, config_hash(cfg), cfg.toy.seed, cfg.generate.images_per_prompt)
     assert res["rows"][3]["attr_gender_min"] is None and res["toy_seed"] == 0
-    assert res["config_hash"] == rb.config_hash(cfg) and res["commit"] != ""
+    assert res["config_hash"] == config_hash(cfg) and res["commit"] != ""
     results = tmp_path / "toy_seed0.json"
     results.write_text(json.dumps(res))
     readme = tmp_path / "README.md"
@@ -94,9 +95,9 @@ def test_block_is_summary_md_with_provenance(tmp_path):
 def test_config_hash_ignores_where_the_run_lives(tmp_path):
     a, b = _cfg(tmp_path), _cfg(tmp_path / "elsewhere")
     b.run.name = "other"
-    assert rb.config_hash(a) == rb.config_hash(b)
+    assert config_hash(a) == config_hash(b)
     b.toy.seed = 1
-    assert rb.config_hash(a) != rb.config_hash(b)
+    assert config_hash(a) != config_hash(b)
 
 
 def test_bad_inputs_are_named(tmp_path, capsys):
@@ -133,4 +134,4 @@ def test_results_stage_writes_the_file_the_readme_reads(tmp_path, capsys):
     assert not (other.run_dir / "results").exists()
     with pytest.raises(rb.ReadmeError, match="no model rows"):
         (tmp_path / "empty.csv").write_text("model,gender_tvd\n")
-        rb.results_from_summary(cfg, tmp_path / "empty.csv")
+        rb.results_from_summary(tmp_path / "empty.csv", cfg.source, config_hash(cfg), 0, 64)

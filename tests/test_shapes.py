@@ -27,7 +27,7 @@ import torch
 from t2i_debias import shapes
 from t2i_debias.train import engine, modes, outputs
 from t2i_debias.train import parts as train_parts
-from tests.helpers.train_fixtures import make_enriched, small_config
+from tests.helpers.train_fixtures import make_enriched, small_config, train_args
 
 RES = 64  # px: an 8x8 latent, down to 1x1 at the U-Net's deepest level; every width is the real one
 
@@ -145,7 +145,7 @@ def _cfg(run_dir: Path, **train: object):
 def sd21_both_lora(tmp_path_factory: pytest.TempPathFactory, sd21: str, data: Path) -> Path:
     """A `both` LoRA step in fp32 (module-scoped: the last tests load it into the pipeline)."""
     out = tmp_path_factory.mktemp("sd21") / "both"
-    result = engine.train_mode(_cfg(out.parent / "run", lora_rank=4), "both", sd21, data, out)
+    result = engine.train_mode(*train_args(_cfg(out.parent / "run", lora_rank=4)), "both", sd21, data, out)
     assert result.steps == 1 and np.isfinite(result.log[0]["loss"])
     return out
 
@@ -161,8 +161,8 @@ def test_sd21_trains_one_step(tmp_path, request, sd21, data, mode, precision):
         out = request.getfixturevalue("sd21_both_lora")
     else:
         out = tmp_path / mode
-        result = engine.train_mode(_cfg(tmp_path / "run", lora_rank=4, mixed_precision=precision), mode, sd21,
-                                   data, out)
+        cfg = _cfg(tmp_path / "run", lora_rank=4, mixed_precision=precision)
+        result = engine.train_mode(*train_args(cfg), mode, sd21, data, out)
         assert result.steps == 1 and np.isfinite(result.log[0]["loss"])
     assert (out / "pytorch_lora_weights.safetensors").is_file()
 
@@ -188,7 +188,7 @@ def test_sd21_text_encoder_full_fine_tune(tmp_path, monkeypatch, sd21, data, pre
     the U-Net's (865M: ~14 GB) does not fit the bound, its memory is derived in the README table."""
     monkeypatch.setattr(outputs, "save_pipeline", _save_trained_parts)
     cfg = _cfg(tmp_path / "run", lora_rank=0, mixed_precision=precision)
-    result = engine.train_mode(cfg, "text", sd21, data, tmp_path / "text")
+    result = engine.train_mode(*train_args(cfg), "text", sd21, data, tmp_path / "text")
     assert result.steps == 1 and np.isfinite(result.log[0]["loss"])
     assert (tmp_path / "text" / "text_encoder" / "config.json").is_file()
 
@@ -224,7 +224,7 @@ def test_sd15_trains_loads_lora_generates_and_runs_shen2024(tmp_path, data):
     from tests.test_baselines_editing import _save, _shen_state
 
     path = resolve_model("shape:sd15")
-    result = engine.train_mode(_cfg(tmp_path / "run", lora_rank=4), "both", path, data, tmp_path / "both")
+    result = engine.train_mode(*train_args(_cfg(tmp_path / "run", lora_rank=4)), "both", path, data, tmp_path / "both")
     assert result.steps == 1 and np.isfinite(result.log[0]["loss"])
     pipe = load_pipeline(path, "cpu", "float32")
     pipe.load_lora_weights(str(tmp_path / "both"))

@@ -267,7 +267,7 @@ def test_toy_quality_on_rendered_and_noise_images(tmp_path):
         (cfg.run_dir / "bias" / name).mkdir(parents=True)
         classify_generated(cfg.run_dir / "generated" / name, clf).to_csv(
             cfg.run_dir / "bias" / name / "predictions.csv", index=False)
-    q = toy_quality(cfg, ["good", "noise"])
+    q = toy_quality(cfg.labels, cfg.mpii.images_dir, cfg.run_dir, ["good", "noise"])
     assert q["good"]["occupation_acc"] >= 0.9
     assert q["good"]["toy_fid"] < 0.5 * q["noise"]["toy_fid"]
     assert q["noise"]["occupation_acc"] is None or q["noise"]["occupation_acc"] < q["good"]["occupation_acc"]
@@ -278,23 +278,25 @@ def test_each_baseline_declares_its_settings_and_applicability():
     from t2i_debias.baselines import method_class
     from t2i_debias.baselines.registry import method_params
     from t2i_debias.config import Config
+    from t2i_debias.stages.sota import method_inputs
 
     cfg = Config()
     cfg.sota.debiasvl_lambda, cfg.sota.fair_diffusion_edit_guidance, cfg.run.seed = 250.0, 3.0, 7
-    assert method_params("base", cfg) == {} and method_params("ethical_intervention", cfg) == {}
-    assert method_params("debiasvl", cfg) == {"lam": 250.0}
-    assert method_params("fair_diffusion", cfg) == {"edit_guidance_scale": 3.0, "seed": 7}
-    assert method_params("uce", cfg)["iterations"] == cfg.sota.uce_iterations
-    assert method_params("shen2024", cfg) == {"weights_dir": cfg.sota.shen2024_dir}
+    inputs = method_inputs(cfg)
+    assert method_params("base", inputs) == {} and method_params("ethical_intervention", inputs) == {}
+    assert method_params("debiasvl", inputs) == {"lam": 250.0}
+    assert method_params("fair_diffusion", inputs) == {"edit_guidance_scale": 3.0, "seed": 7}
+    assert method_params("uce", inputs)["iterations"] == cfg.sota.uce_iterations
+    assert method_params("shen2024", inputs) == {"weights_dir": cfg.sota.shen2024_dir}
     assert method_params("uce", None) == {}
-    assert set(method_class("uce").settings_from(cfg)) == {"labels", "uce"}
-    assert method_class("debiasvl").settings_from(cfg) == {}
+    assert set(method_class("uce").settings_from(inputs)) == {"labels", "uce"}
+    assert method_class("debiasvl").settings_from(inputs) == {}
 
     def never() -> None:
         raise AssertionError("the base is not loaded when the adapter files are missing")
 
-    assert method_class("shen2024").applicable(cfg, never).startswith("no adapter folder given")
-    assert method_class("uce").applicable(cfg, never) is None
+    assert method_class("shen2024").applicable(inputs, never).startswith("no adapter folder given")
+    assert method_class("uce").applicable(inputs, never) is None
 
 
 def test_column_directions_come_from_the_metric_specs_and_the_registry():

@@ -196,20 +196,20 @@ def test_ensure_toy_data_writes_once_and_rewrites_on_a_new_seed(tmp_path):
     cfg.mpii.mat_file = str(tmp_path / "toy" / "toy.mat")
     cfg.mpii.images_dir = str(tmp_path / "toy" / "images")
     cfg.toy.n_per_occupation = 3
-    mat, images = ensure_toy_data(cfg)
+    mat, images = ensure_toy_data(cfg.mpii, cfg.toy)
     assert mat == tmp_path / "toy" / "toy.mat" and mat.is_file()
     assert len(list(images.glob("*.jpg"))) == 12
     truth = pd.read_csv(tmp_path / "toy" / "truth.csv")
     assert sorted(set(truth["occupation"])) == sorted(MPII_OCCUPATIONS)
     mtime = mat.stat().st_mtime_ns
-    ensure_toy_data(cfg)
+    ensure_toy_data(cfg.mpii, cfg.toy)
     assert mat.stat().st_mtime_ns == mtime  # current: not rewritten
     cfg.toy.seed = 1
-    ensure_toy_data(cfg)
+    ensure_toy_data(cfg.mpii, cfg.toy)
     assert not pd.read_csv(tmp_path / "toy" / "truth.csv").equals(truth)
     cfg.mpii.images_dir = str(tmp_path / "elsewhere")
     with pytest.raises(ValueError, match="images_dir"):
-        ensure_toy_data(cfg)
+        ensure_toy_data(cfg.mpii, cfg.toy)
 
 
 def _pred(gender, race, occupation):
@@ -292,7 +292,7 @@ def test_summary_table_scores_generated_folders_against_the_truth(tmp_path):
                 atomic_save_image(cfg.run_dir / "generated" / model / rel, render(Person(occ, g, "asian"), 50 + i).image)
                 rows.append({"model": model, "prompt_id": occ, "occupation": occ, "prompt": occ, "seed": i, "file": rel})
         pd.DataFrame(rows).to_csv(cfg.run_dir / "generated" / model / "metadata.csv", index=False)
-    df = summary_table(cfg, n_attribute=0)
+    df = summary_table(cfg.run_dir, cfg.labels, cfg.mpii.images_dir, cfg.generate, {"base": None}, n_attribute=0)
     assert df["model"].tolist() == ["base", "unet"]
     base, unet = df.iloc[0], df.iloc[1]
     assert base["gender_tvd"] == pytest.approx(0.5) and unet["gender_tvd"] == pytest.approx(0.0)

@@ -18,7 +18,7 @@ def test_toy_base_builds_loads_generates_and_is_cached(tmp_path, monkeypatch):
 
     cfg = Config()
     cfg.toy.base_steps, cfg.toy.vae_steps, cfg.toy.n_per_occupation = 3, 2, 2
-    spec = base_model.spec_from_cfg(cfg)
+    spec = base_model.spec_from_toy(cfg.toy)
     spec["vae"] = base_model.vae_spec(2, n_images=48)
     folder = base_model.base_dir(spec)
     assert folder.name.startswith("toy-base-") and (folder / "model_index.json").is_file()

@@ -27,7 +27,7 @@ def _code_specs() -> dict[str, dict]:
     specs = {"vae": base_model.vae_spec(), "classifier": classifier_spec()}
     for seed in pretrained.SHIPPED_SEEDS:
         cfg.toy.seed = seed
-        specs[f"base-seed{seed}"] = base_model.spec_from_cfg(cfg)
+        specs[f"base-seed{seed}"] = base_model.spec_from_toy(cfg.toy)
     return specs
 
 

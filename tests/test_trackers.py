@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from t2i_debias.train import engine, trackers
-from tests.helpers.train_fixtures import make_enriched, small_config
+from tests.helpers.train_fixtures import make_enriched, small_config, train_args
 
 
 def _events(folder: Path):
@@ -27,7 +27,7 @@ def test_tensorboard_logs_losses_lr_and_images(tmp_path, tiny_sd_path):
     cfg = small_config(tmp_path / "run", report_to="tensorboard", log_images_every=2, max_train_steps=2,
                        log_image_prompts=["a photo of a chef"])
     out = tmp_path / "models" / "unet"
-    result = engine.train_mode(cfg, "unet", str(tiny_sd_path), data, out)
+    result = engine.train_mode(*train_args(cfg), "unet", str(tiny_sd_path), data, out)
     acc = _events(out / "logs")
     tags = acc.Tags()
     assert {"loss/loss", "loss/vision", "lr"} <= set(tags["scalars"])
@@ -46,7 +46,7 @@ def test_text_mode_logs_scalars_and_no_images(tmp_path, tiny_sd_path):
     data = make_enriched(tmp_path / "enriched", n=2)
     cfg = small_config(tmp_path / "run", report_to="tensorboard", log_images_every=1, max_train_steps=1)
     out = tmp_path / "models" / "text"
-    engine.train_mode(cfg, "text", str(tiny_sd_path), data, out)
+    engine.train_mode(*train_args(cfg), "text", str(tiny_sd_path), data, out)
     tags = _events(out / "logs").Tags()
     assert "loss/lang" in tags["scalars"] and not tags["images"]
 

@@ -13,11 +13,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from t2i_debias.config import AnalysisSection, GenerateSection, LabelsSection, RunSection, SotaSection
+
 log = logging.getLogger(__name__)
 
 
 class NotApplicable(RuntimeError):
     """The method cannot run on this base model / configuration; the message is the recorded reason."""
+
+
+@dataclass(frozen=True)
+class MethodInputs:
+    """What a baseline reads from the run's config: its [sota] options, the run's seed and device, the
+    sampling settings and the classifier ([labels], [analysis]). One bundle, so every method has the same
+    signature whichever of these it reads."""
+
+    sota: SotaSection
+    run: RunSection
+    generate: GenerateSection
+    labels: LabelsSection
+    analysis: AnalysisSection
 
 
 @dataclass
@@ -71,9 +86,9 @@ class Method:
     """A debiasing method applied to one base pipeline.
 
     Subclasses set `name`/`citation` and `DEFAULTS`, keep their settings in `params` (recorded in manifests
-    and the table), say which settings come from the run's config (`params_from`) and whether they can run
-    on its base (`applicable`), and override `prepare` (one-off work that needs the occupations, e.g. a
-    weight edit) and/or `_generate`. The SOTA stage asks these and branches on no method name.
+    and the table), say which settings come from the run (`params_from`, given its `MethodInputs`) and
+    whether they can run on its base (`applicable`), and override `prepare` (one-off work that needs the
+    occupations, e.g. a weight edit) and/or `_generate`. The SOTA stage asks these and branches on no method name.
     """
 
     pipe: Any
@@ -87,23 +102,24 @@ class Method:
         self.params = {**copy.deepcopy(self.DEFAULTS), **self.params}  # no list shared between methods
 
     @classmethod
-    def params_from(cls, cfg: Any) -> dict[str, Any]:
-        """Settings taken from the run's config ([sota], and what the method reads beside it); none here."""
+    def params_from(cls, inputs: MethodInputs) -> dict[str, Any]:
+        """Settings taken from the run ([sota], and what the method reads beside it); none here."""
         return {}
 
     @classmethod
-    def settings_from(cls, cfg: Any) -> dict[str, Any]:
+    def settings_from(cls, inputs: MethodInputs) -> dict[str, Any]:
         """What else determines the method's images (recorded in its generation manifest); nothing here."""
         return {}
 
     @classmethod
-    def applicable(cls, cfg: Any, load_base: Callable[[], Any]) -> str | None:
+    def applicable(cls, inputs: MethodInputs, load_base: Callable[[], Any]) -> str | None:
         """None when the method can run on this run's base (`load_base()` gives a fresh copy), else why not."""
         return None
 
     @classmethod
-    def build(cls, pipe: Any, params: dict[str, Any], cfg: Any = None) -> Method:
-        """The method on `pipe` with `params` (DEFAULTS fill the rest); `cfg` for what a method builds from it."""
+    def build(cls, pipe: Any, params: dict[str, Any], inputs: MethodInputs | None = None) -> Method:
+        """The method on `pipe` with `params` (DEFAULTS fill the rest); `inputs` for what a method builds from
+        the run (UCE's classifier)."""
         return cls(pipe=pipe, params=params)
 
     def prepare(self, occupations: Sequence[str]) -> None:

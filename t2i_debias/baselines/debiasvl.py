@@ -27,7 +27,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from t2i_debias.attributes import RACES
-from t2i_debias.baselines.base import GenParams, Method, generate_images
+from t2i_debias.baselines.base import GenParams, Method, MethodInputs, generate_images
 from t2i_debias.text import with_article
 
 # Attribute words per attribute; a pair prompt names the occupation with each of them.
@@ -119,8 +119,8 @@ class DebiasVL(Method):
     DEFAULTS: ClassVar[dict[str, Any]] = {"lam": 500.0, "attributes": ["gender", "race"], "use_projection": True}
 
     @classmethod
-    def params_from(cls, cfg: Any) -> dict[str, Any]:
-        return {"lam": cfg.sota.debiasvl_lambda}
+    def params_from(cls, inputs: MethodInputs) -> dict[str, Any]:
+        return {"lam": inputs.sota.debiasvl_lambda}
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from t2i_debias.baselines.base import GenParams, Method, generate_images
+from t2i_debias.baselines.base import GenParams, Method, MethodInputs, generate_images
 
 # Target -> (editing prompts, reverse flags): guide towards the first concept, away from the second.
 CONCEPTS: dict[str, str] = {"man": "male person", "woman": "female person"}
@@ -62,8 +62,8 @@ class FairDiffusion(Method):
                                           "edit_warmup_fraction": 0.1, "seed": 0}
 
     @classmethod
-    def params_from(cls, cfg: Any) -> dict[str, Any]:
-        return {"edit_guidance_scale": cfg.sota.fair_diffusion_edit_guidance, "seed": cfg.run.seed}
+    def params_from(cls, inputs: MethodInputs) -> dict[str, Any]:
+        return {"edit_guidance_scale": inputs.sota.fair_diffusion_edit_guidance, "seed": inputs.run.seed}
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from t2i_debias.baselines.base import GenParams
+from t2i_debias.baselines.base import GenParams, MethodInputs
 from t2i_debias.baselines.registry import make_method
 
 
@@ -40,24 +40,17 @@ class MethodPipe:
         return SimpleNamespace(images=self.method.generate(list(prompt), occs, seeds, gen))
 
 
-def _device_dtype(cfg: Any) -> tuple[str, Any]:
-    from t2i_debias.models import resolve_device, resolve_dtype
+def load_base(base: str, inputs: MethodInputs) -> Any:
+    """A fresh copy of the base pipeline `base` (methods may change it in place), on [run] device in
+    [generate] dtype."""
+    from t2i_debias.models import load_model, resolve_device, resolve_dtype
 
-    device = resolve_device(cfg.run.device)
-    return device, resolve_dtype(cfg.generate.dtype, device)
-
-
-def load_base(cfg: Any) -> Any:
-    """A fresh copy of the run's base pipeline (methods may change it in place)."""
-    from t2i_debias.models import base_model, load_model
-
-    device, dtype = _device_dtype(cfg)
-    base = base_model(cfg)
-    return load_model(base, base, device=device, dtype=dtype)
+    device = resolve_device(inputs.run.device)
+    return load_model(base, base, device=device, dtype=resolve_dtype(inputs.generate.dtype, device))
 
 
-def build_method(cfg: Any, name: str, prompts: pd.DataFrame) -> MethodPipe:
-    """Load the base, build method `name` on it, and prepare it for the run's occupations."""
-    method = make_method(name, load_base(cfg), cfg)
+def build_method(inputs: MethodInputs, base: str, name: str, prompts: pd.DataFrame) -> MethodPipe:
+    """Load the base `base`, build method `name` on it, and prepare it for the run's occupations."""
+    method = make_method(name, load_base(base, inputs), inputs)
     method.prepare(sorted(set(prompts["occupation"])))
     return MethodPipe(method, dict(zip(prompts["prompt"], prompts["occupation"], strict=True)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from t2i_debias.baselines.base import GenParams, Method, NotApplicable
+from t2i_debias.baselines.base import GenParams, Method, MethodInputs, NotApplicable
 
 # name -> (module, class). "base" is the unmodified model.
 METHODS: dict[str, tuple[str, str]] = {
@@ -30,19 +30,20 @@ def method_class(name: str) -> type[Method]:
     return getattr(importlib.import_module(module), cls_name)
 
 
-def method_params(name: str, cfg: Any) -> dict[str, Any]:
-    """Settings of `name` taken from the run's config (only those that differ per run); none without one."""
-    return {} if cfg is None else method_class(name).params_from(cfg)
+def method_params(name: str, inputs: MethodInputs | None) -> dict[str, Any]:
+    """Settings of `name` taken from the run (only those that differ per run); none without one."""
+    return {} if inputs is None else method_class(name).params_from(inputs)
 
 
-def make_method(name: str, base_pipe: Any, cfg: Any = None, **params: Any) -> Method:
+def make_method(name: str, base_pipe: Any, inputs: MethodInputs | None = None, **params: Any) -> Method:
     """Build method `name` on `base_pipe` (which it may modify in place: pass a pipeline it can own).
 
-    Settings come from `cfg` (`Method.params_from`), then `params`. Raises NotApplicable (with the reason)
+    Settings come from `inputs` (`Method.params_from`), then `params`. Raises NotApplicable (with the reason)
     when the method cannot run on this base model, and ValueError for an unknown name.
     """
     cls = method_class(name)
-    return cls.build(base_pipe, {**method_params(name, cfg), **params}, cfg)
+    return cls.build(base_pipe, {**method_params(name, inputs), **params}, inputs)
 
 
-__all__ = ["METHODS", "GenParams", "Method", "NotApplicable", "make_method", "method_class", "method_params"]
+__all__ = ["METHODS", "GenParams", "Method", "MethodInputs", "NotApplicable", "make_method", "method_class",
+           "method_params"]

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from t2i_debias.baselines.base import Method, NotApplicable
+from t2i_debias.baselines.base import Method, MethodInputs, NotApplicable
 
 log = logging.getLogger(__name__)
 
@@ -150,17 +150,17 @@ class Shen2024(Method):
     DEFAULTS: ClassVar[dict[str, Any]] = {"weights_dir": ""}
 
     @classmethod
-    def params_from(cls, cfg: Any) -> dict[str, Any]:
-        return {"weights_dir": cfg.sota.shen2024_dir}
+    def params_from(cls, inputs: MethodInputs) -> dict[str, Any]:
+        return {"weights_dir": inputs.sota.shen2024_dir}
 
     @classmethod
-    def applicable(cls, cfg: Any, load_base: Callable[[], Any]) -> str | None:
+    def applicable(cls, inputs: MethodInputs, load_base: Callable[[], Any]) -> str | None:
         """Why not: no adapter files, or adapters whose shapes do not fit the base's modules (checked on a copy)."""
-        reason = missing_files(cfg.sota.shen2024_dir)
+        reason = missing_files(inputs.sota.shen2024_dir)
         if reason:
             return reason
         try:
-            cls.build(load_base(), cls.params_from(cfg), cfg)
+            cls.build(load_base(), cls.params_from(inputs), inputs)
         except NotApplicable as e:
             return str(e)
         return None

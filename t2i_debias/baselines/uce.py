@@ -28,6 +28,7 @@ texts' Gram matrix Σ cᵀc, and each edit's, are formed once per edit step, not
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ import torch
 from tqdm.auto import tqdm
 
 from t2i_debias.attributes import GENDERS, RACES
-from t2i_debias.baselines.base import GenParams, Method
+from t2i_debias.baselines.base import GenParams, Method, MethodInputs
+from t2i_debias.config import GenerateSection, LabelsSection, SotaSection
 from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
@@ -176,16 +178,16 @@ def classifier_ratio_fn(classifier: Any, seeds: Sequence[int], gen: GenParams,
     return ratio
 
 
-def uce_ratio_fn(cfg: Any, device: str = "cpu") -> RatioFn:
+def uce_ratio_fn(sota: SotaSection, generate: GenerateSection, labels: LabelsSection, smoke: bool = False,
+                 device: str = "cpu") -> RatioFn:
     """UCE's ratio measurement with the run's own classifier ([labels]) and sampling settings."""
     from t2i_debias.labels.registry import make_classifier
 
-    s = cfg.sota
-    gen = GenParams(batch_size=cfg.generate.batch_size, num_inference_steps=s.uce_steps,
-                    guidance_scale=cfg.generate.guidance_scale,
-                    height=cfg.generate.resolution or None, width=cfg.generate.resolution or None)
-    seeds = [cfg.generate.base_seed + 10_000 + i for i in range(s.uce_samples)]  # not the evaluation seeds
-    classifier = make_classifier(cfg.labels, device=device, smoke=bool(cfg.run.smoke))
+    gen = GenParams(batch_size=generate.batch_size, num_inference_steps=sota.uce_steps,
+                    guidance_scale=generate.guidance_scale,
+                    height=generate.resolution or None, width=generate.resolution or None)
+    seeds = [generate.base_seed + 10_000 + i for i in range(sota.uce_samples)]  # not the evaluation seeds
+    classifier = make_classifier(labels, device=device, smoke=bool(smoke))
     return classifier_ratio_fn(classifier, seeds, gen)
 
 
@@ -201,26 +203,27 @@ class UCE(Method):
                                           "weight_step": 0.1, "max_gap": 0.05}
 
     @classmethod
-    def params_from(cls, cfg: Any) -> dict[str, Any]:
-        """Race balance over the races the run's classifier can return."""
+    def params_from(cls, inputs: MethodInputs) -> dict[str, Any]:
+        """Race balance over the races the run's classifier can return ([analysis] race_classes, else its own)."""
         from t2i_debias.labels.registry import race_classes
 
-        return {"iterations": cfg.sota.uce_iterations,
-                "races": list(race_classes(cfg.labels.backend, cfg.analysis.race_classes))}
+        races = race_classes(inputs.labels.backend, inputs.analysis.race_classes)
+        return {"iterations": inputs.sota.uce_iterations, "races": list(races)}
 
     @classmethod
-    def settings_from(cls, cfg: Any) -> dict[str, Any]:
+    def settings_from(cls, inputs: MethodInputs) -> dict[str, Any]:
         """Its edit is tuned with the run's classifier and sampling settings."""
-        return {"labels": cfg.section_dict("labels")["labels"],
-                "uce": {k: getattr(cfg.sota, k) for k in ("uce_samples", "uce_steps")}}
+        return {"labels": dataclasses.asdict(inputs.labels),
+                "uce": {k: getattr(inputs.sota, k) for k in ("uce_samples", "uce_steps")}}
 
     @classmethod
-    def build(cls, pipe: Any, params: dict[str, Any], cfg: Any = None) -> UCE:
-        """`params["ratio_fn"]`, else one measuring with the run's classifier (`cfg`)."""
+    def build(cls, pipe: Any, params: dict[str, Any], inputs: MethodInputs | None = None) -> UCE:
+        """`params["ratio_fn"]`, else one measuring with the run's classifier (`inputs`)."""
         params = dict(params)
         ratio_fn = params.pop("ratio_fn", None)
-        if ratio_fn is None and cfg is not None:
-            ratio_fn = uce_ratio_fn(cfg, device=str(pipe.device))
+        if ratio_fn is None and inputs is not None:
+            ratio_fn = uce_ratio_fn(inputs.sota, inputs.generate, inputs.labels, smoke=inputs.run.smoke,
+                                    device=str(pipe.device))
         return cls(pipe=pipe, params=params, ratio_fn=ratio_fn)
 
     def __post_init__(self) -> None:

@@ -15,25 +15,33 @@ import contextlib
 import logging
 from pathlib import Path
 
-from t2i_debias.config import Config, modes_to_run
+from t2i_debias.config import Config, TrainSection, modes_to_run
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.runs import MANIFEST, Stage
 from t2i_debias.train.engine import TrainingDiverged, train_mode
-from t2i_debias.train.modes import control_config, train_hash, use_cpu
+from t2i_debias.train.modes import control_config, resolved_train, train_hash, use_cpu
 
 log = logging.getLogger(__name__)
 
 
+def resolved(cfg: Config, train: TrainSection | None = None) -> TrainSection:
+    """The run's [train] section (or `train`, e.g. the control's) resolved against [run] device and
+    [generate] guidance_scale (`modes.resolved_train`): what `train_mode` and `train_hash` take."""
+    return resolved_train(cfg.train if train is None else train, cfg.run.device, cfg.generate.guidance_scale)
+
+
 def train_stage(cfg: Config, mode: str, base: str, data_dir: str | Path, out_dir: str | Path, force: bool = False,
                 init_lora: str | Path | None = None, prev_manifest: Path | None = None,
-                origin: str | None = None) -> bool:
-    """`train_mode` as a runs.Stage: skipped when its manifest matches; returns True when it trained."""
+                origin: str | None = None, train: TrainSection | None = None) -> bool:
+    """`train_mode` as a runs.Stage: skipped when its manifest matches; returns True when it trained.
+    `train`: the [train] section to train with (the control's), else the run's."""
     from accelerate import PartialState
 
-    state = PartialState(cpu=use_cpu(cfg))
+    state = PartialState(cpu=use_cpu(cfg.run.device))
     out_dir, data_dir = Path(out_dir), Path(data_dir)
+    t = resolved(cfg, train)
     stage = Stage(name=f"models/{out_dir.name}", folder=out_dir,
-                  config={"train": train_hash(cfg, mode, base, data_dir, init_lora),
+                  config={"train": train_hash(t, cfg.run.seed, mode, base, data_dir, init_lora),
                           "max_train_steps": cfg.train.max_train_steps},
                   inputs=[data_dir / "metadata.jsonl"] + ([prev_manifest] if prev_manifest else []))
     complete = stage.is_complete() and not force
@@ -45,7 +53,7 @@ def train_stage(cfg: Config, mode: str, base: str, data_dir: str | Path, out_dir
         stage.begin()
     state.wait_for_everyone()
     try:
-        result = train_mode(cfg, mode, base, data_dir, out_dir, init_lora, origin)
+        result = train_mode(t, cfg.run, cfg.augment, mode, base, data_dir, out_dir, init_lora, origin)
     except TrainingDiverged:
         if state.is_main_process:
             with contextlib.suppress(OSError):
@@ -60,7 +68,8 @@ def train_stage(cfg: Config, mode: str, base: str, data_dir: str | Path, out_dir
 
 def train_control(cfg: Config, base: str, data_dir: Path, out_dir: Path, mode: str, force: bool = False) -> bool:
     """models/control: `mode` trained from `base` with `control_config` (a runs.Stage, like every mode)."""
-    return train_stage(control_config(cfg, mode), mode, base, data_dir, out_dir, force=force, origin=base)
+    return train_stage(cfg, mode, base, data_dir, out_dir, force=force, origin=base,
+                       train=control_config(cfg.train, mode))
 
 
 def run_stage(cfg: Config, force: bool = False) -> None:

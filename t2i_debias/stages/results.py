@@ -8,11 +8,18 @@ from pathlib import Path
 
 from t2i_debias.config import Config
 from t2i_debias.core.layout import RunLayout
-from t2i_debias.runs import Stage, atomic_write_json
+from t2i_debias.runs import Stage, atomic_write_json, hash_obj
 from t2i_debias.runs import run_stage as run
-from t2i_debias.toyworld.readme_block import config_hash, git_commit, results_from_summary, results_path
+from t2i_debias.toyworld.readme_block import git_commit, results_from_summary
 
 log = logging.getLogger(__name__)
+
+
+def config_hash(cfg: Config) -> str:
+    """Hash of the whole resolved config, without where the run folder lives ([run] root, name)."""
+    d = cfg.to_dict()
+    d["run"] = {k: v for k, v in d["run"].items() if k not in ("root", "name")}
+    return hash_obj(d)[:12]
 
 
 def run_stage(cfg: Config, force: bool = False) -> None:
@@ -20,11 +27,12 @@ def run_stage(cfg: Config, force: bool = False) -> None:
     if not cfg.toy.enabled:
         return
     summary = RunLayout(cfg.run_dir).toy_summary_csv
-    out = results_path(cfg)
+    out = RunLayout(cfg.run_dir).toy_results(cfg.toy.seed)
     stage = Stage("results", out.parent, {"config_hash": config_hash(cfg), "commit": git_commit()}, [summary])
 
     def body(st: Stage) -> list[Path]:
-        return [atomic_write_json(out, results_from_summary(cfg, summary))]
+        return [atomic_write_json(out, results_from_summary(summary, cfg.source, config_hash(cfg), cfg.toy.seed,
+                                                            cfg.generate.images_per_prompt))]
 
     run(stage, body, force=force, log=log.info)
     print(f"README numbers: {out} (to publish: cp {out} docs/results/ && "

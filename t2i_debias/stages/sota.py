@@ -20,12 +20,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.baselines import METHODS, method_class
+from t2i_debias.baselines import METHODS, MethodInputs, method_class
 from t2i_debias.baselines.pipe import MethodPipe, build_method, load_base
 from t2i_debias.baselines.registry import method_params
 from t2i_debias.config import Config
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.labels.registry import race_classes
+from t2i_debias.models import base_model, model_name
 from t2i_debias.plots import plot_or_warn
 from t2i_debias.report.comparison import check_settings, comparison_rows, plot, to_markdown
 from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, atomic_write_text
@@ -39,19 +40,26 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- generation of a baseline
+def method_inputs(cfg: Config) -> MethodInputs:
+    """The sections of the run's config that the baselines read."""
+    return MethodInputs(sota=cfg.sota, run=cfg.run, generate=cfg.generate, labels=cfg.labels, analysis=cfg.analysis)
+
+
 def check_applicable(cfg: Config, name: str) -> str | None:
     """None when `name` can run here, else the reason (checked without generating anything)."""
-    return method_class(name).applicable(cfg, lambda: load_base(cfg))
+
+    inputs = method_inputs(cfg)
+    return method_class(name).applicable(inputs, lambda: load_base(base_model(cfg), inputs))
 
 
 def method_config(cfg: Config, name: str) -> dict[str, Any]:
     """What determines a baseline's images: generation settings, the base model and the method's settings."""
-    from t2i_debias.models import base_model
     from t2i_debias.sampling import generation_config
 
+    inputs = method_inputs(cfg)
     base = base_model(cfg)
     conf = generation_config(cfg.generate, name, base, base)
-    conf["method"] = {"name": name, "params": method_params(name, cfg), **method_class(name).settings_from(cfg)}
+    conf["method"] = {"name": name, "params": method_params(name, inputs), **method_class(name).settings_from(inputs)}
     return conf
 
 
@@ -72,7 +80,7 @@ def generate_method(cfg: Config, name: str, force: bool = False) -> Path:
         built: dict[str, MethodPipe] = {}
 
         def load() -> MethodPipe:
-            built["pipe"] = build_method(cfg, name, prompts)
+            built["pipe"] = build_method(method_inputs(cfg), base_model(cfg), name, prompts)
             return built["pipe"]
 
         meta = generate_folder(load, out_dir, prompts, name, g.images_per_prompt, g.base_seed, g.batch_size,
@@ -93,7 +101,6 @@ def ours_models(cfg: Config) -> dict[str, str]:
     The base is always one of them: every row is compared with it. A `[generate] models` list without a
     `base` entry gets the run's base model as "base" (first), not a KeyError in the middle of the stage.
     """
-    from t2i_debias.models import base_model
 
     models = models_to_evaluate(cfg)
     if "base" in models:
@@ -196,7 +203,6 @@ def quality_all(cfg: Config, force: bool = False) -> None:
 
 def write_comparison(cfg: Config, force: bool = False) -> Path:
     """sota/comparison.csv, comparison.md, methods.json and plots from bias/ and quality/."""
-    from t2i_debias.models import base_model, model_name
 
     names, kinds, skipped = _rows(cfg)
     lay = RunLayout(cfg.run_dir)
@@ -205,21 +211,21 @@ def write_comparison(cfg: Config, force: bool = False) -> Path:
     for n in names:
         if n not in skipped:
             inputs += [lay.bias_summary(n), lay.bias_predictions(n)]  # + Δ vs ours
-            inputs += [lay.generated_metadata(n)] if is_toy(cfg) else []
+            inputs += [lay.generated_metadata(n)] if is_toy(cfg.labels) else []
             q = lay.quality_json(n)
             inputs += [q] if q.is_file() else []
     config = {**cfg.section_dict("sota"), "rows": names, "base_model": model_name(cfg.run),
               "paired_vs_ours": {"n_bootstrap": cfg.bias.n_bootstrap, "ci": cfg.bias.ci,
                                  "resample": cfg.bias.paired_resample, "seed": cfg.run.seed}}
-    if is_toy(cfg):
+    if is_toy(cfg.labels):
         config["toy_quality"] = {"images_dir": cfg.mpii.images_dir, "labels": cfg.section_dict("labels")["labels"]}
     stage = Stage("sota", out, config, inputs)
 
     def body(st: Stage) -> Any:
         ran = [n for n in names if n not in skipped]
         extra = None
-        if is_toy(cfg):
-            extra = toy_quality(cfg, ran)
+        if is_toy(cfg.labels):
+            extra = toy_quality(cfg.labels, cfg.mpii.images_dir, cfg.run_dir, ran)
         rows = comparison_rows(cfg.run_dir, names, skipped, kinds, bias=cfg.bias, seed=cfg.run.seed,
                                race_classes=race_classes(cfg.labels.backend, cfg.analysis.race_classes),
                                base_model=model_name(cfg.run), base_model_path=base_model(cfg), extra=extra)

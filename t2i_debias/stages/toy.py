@@ -14,5 +14,5 @@ def run_stage(cfg: Config, force: bool = False) -> None:
     """Write the toy data and fetch (or train) the toy classifier and base; a no-op unless `[toy] enabled`."""
     if not cfg.toy.enabled:
         return
-    paths = ensure_toy_world(cfg)
+    paths = ensure_toy_world(cfg.mpii, cfg.toy)
     log.info("toy world ready: %s", ", ".join(f"{k}={v}" for k, v in paths.items()))

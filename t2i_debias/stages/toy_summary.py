@@ -23,13 +23,14 @@ log = logging.getLogger(__name__)
 ATTRIBUTE_COLUMNS = ["model", "prompt", "occupation", "gender", "race", "n", "gender_ok", "skin_ok", "ambiguous"]
 
 
-def evaluated_models(cfg: Config) -> dict[str, str]:
-    """Name -> spec of the run's evaluated models; {} with a warning when they cannot be listed."""
+def evaluated_models(cfg: Config) -> dict[str, str | None]:
+    """The run's evaluated models (name -> spec) whose attribute-prompt obedience the table shows; only the base
+    (unresolved) when they cannot be listed."""
     try:
         return models_to_evaluate(cfg)
     except (FileNotFoundError, ValueError) as e:
         log.warning("cannot list the evaluated models (%s); attribute following only where found", e)
-        return {}
+        return {"base": None}
 
 
 def run_stage(cfg: Config, force: bool = False) -> None:
@@ -43,7 +44,8 @@ def run_stage(cfg: Config, force: bool = False) -> None:
 
     def body(st: Stage) -> list[Path]:
         rows: list[dict[str, Any]] = []
-        df = summary_table(cfg, attribute_out=rows, models=evaluated_models(cfg))
+        df = summary_table(cfg.run_dir, cfg.labels, cfg.mpii.images_dir, cfg.generate, evaluated_models(cfg),
+                           attribute_out=rows)
         attr = pd.DataFrame(rows, columns=ATTRIBUTE_COLUMNS)
         table = format_table(df, attr)
         return [atomic_write_csv(lay.toy_summary_csv, df),

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from t2i_debias.config import Config, ToySection
 from t2i_debias.text import with_article
 from t2i_debias.toyworld.dataset import MALE_SHARE, RACE_SHARE, Sample, balanced_population, biased_population
 from t2i_debias.toyworld.pretrained import build_record, cached_or_shipped
@@ -142,10 +143,10 @@ def base_spec(seed: int = 0, steps: int = BASE_STEPS, n_per_occupation: int = 30
     }
 
 
-def spec_from_cfg(cfg: Any) -> dict[str, Any]:
-    """The base-model spec a run config asks for ([toy] section)."""
-    t = cfg.toy
-    return base_spec(seed=t.seed, steps=t.base_steps, n_per_occupation=t.n_per_occupation, vae_steps=t.vae_steps)
+def spec_from_toy(toy: ToySection) -> dict[str, Any]:
+    """The base-model spec a run's [toy] section asks for."""
+    return base_spec(seed=toy.seed, steps=toy.base_steps, n_per_occupation=toy.n_per_occupation,
+                     vae_steps=toy.vae_steps)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -345,9 +346,11 @@ def base_dir(spec: dict[str, Any]) -> Path:
                              finish=lambda d: add_unshipped_parts(d, spec))
 
 
-def resolve(spec: str, cfg: Any = None) -> Path:
-    """Folder of the toy model named by `spec` ("toy:base"), built with the run config's [toy] settings."""
+def resolve(spec: str, cfg: Config | None = None) -> Path:
+    """Folder of the toy model named by `spec` ("toy:base"), built with the run config's [toy] settings.
+
+    The model-resolver contract (models.RESOLVERS) hands the whole config; only its [toy] section is read."""
     kind = spec.split(":", 1)[1] if ":" in spec else spec
     if kind != "base":
         raise ValueError(f"unknown toy model {spec!r}; known: toy:base")
-    return base_dir(spec_from_cfg(cfg) if cfg is not None else base_spec())
+    return base_dir(spec_from_toy(cfg.toy) if cfg is not None else base_spec())

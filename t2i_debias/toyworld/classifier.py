@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from t2i_debias.attributes import GENDERS, STATUS_AMBIGUOUS
+from t2i_debias.config import LabelsSection
 from t2i_debias.labels.base import Box, DemographicClassifier, Prediction
 from t2i_debias.toyworld.pretrained import build_record, cached_or_shipped
 from t2i_debias.toyworld.render import OCCUPATIONS, SIZE, TOY_RACES, world_spec
@@ -313,7 +314,7 @@ class ToyClassifier(DemographicClassifier):
         return [p for p in preds if p is not None]
 
 
-def make_classifier(labels_section: Any = None, device: str = "cpu") -> ToyClassifier:
+def make_classifier(labels_section: LabelsSection | None = None, device: str = "cpu") -> ToyClassifier:
     """Factory used by the labels registry for backend "toy" (settings of [labels] other than batch size
     do not apply to the toy backend)."""
     batch = int(getattr(labels_section, "batch_size", 256) or 256)

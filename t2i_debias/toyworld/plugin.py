@@ -8,19 +8,18 @@ points call `register()` (idempotent) before a `toy:` model or the "toy" backend
 
 from __future__ import annotations
 
-from typing import Any
-
+from t2i_debias.config import Config, LabelsSection
 from t2i_debias.labels.base import DemographicClassifier
 
 
-def resolve_toy_model(spec: str, cfg: Any = None) -> str:
+def resolve_toy_model(spec: str, cfg: Config | None = None) -> str:
     """Resolver of `toy:` specs: the cached (or shipped) toy model folder."""
     from t2i_debias.toyworld import base_model
 
     return str(base_model.resolve(spec, cfg))
 
 
-def _toy_classifier(section: Any, device: str, smoke: bool) -> DemographicClassifier:
+def _toy_classifier(section: LabelsSection, device: str, smoke: bool) -> DemographicClassifier:
     """Factory of the "toy" labels backend (`smoke` changes nothing: the toy classifier is small)."""
     from t2i_debias.toyworld.classifier import make_classifier
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.config import LabelsSection
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.metrics import columns
 from t2i_debias.text import figure
@@ -41,9 +43,9 @@ def register() -> None:
         (("quality_occupation.png", ("occupation_acc",)), ("quality_toy_fid.png", ("toy_fid",)))))
 
 
-def is_toy(cfg: Any) -> bool:
-    """True when the run's classifier is the toy one (it also predicts the occupation)."""
-    return cfg.labels.backend == "toy"
+def is_toy(labels: LabelsSection) -> bool:
+    """True when the run's classifier ([labels] backend) is the toy one (it also predicts the occupation)."""
+    return labels.backend == "toy"
 
 
 def occupation_accuracy(predictions: pd.DataFrame) -> float | None:
@@ -66,9 +68,11 @@ def reference_images(images_dir: str | Path, n: int = REFERENCE_IMAGES) -> list[
     return [Image.open(p).convert("RGB") for p in paths]
 
 
-def toy_quality(cfg: Any, names: list[str]) -> dict[str, dict[str, float | None]]:
-    """name -> {"occupation_acc", "toy_fid"} from bias/<name>/predictions.csv and generated/<name>/,
-    over the images of the toy occupations (as toy/summary.md)."""
+def toy_quality(labels: LabelsSection, images_dir: str | Path, run_dir: Path,
+                names: list[str]) -> dict[str, dict[str, float | None]]:
+    """name -> {"occupation_acc", "toy_fid"} from `run_dir`/bias/<name>/predictions.csv and generated/<name>/,
+    over the images of the toy occupations (as toy/summary.md); the toy FID against the toy data in
+    `images_dir` ([mpii] images_dir)."""
     from PIL import Image
 
     from t2i_debias.runs import safe_join
@@ -76,14 +80,15 @@ def toy_quality(cfg: Any, names: list[str]) -> dict[str, dict[str, float | None]
     from t2i_debias.toyworld.classifier import frechet_distance, make_classifier
     from t2i_debias.toyworld.render import OCCUPATIONS
 
-    clf = make_classifier(cfg.labels)
-    ref_features = clf.features(reference_images(cfg.mpii.images_dir))
+    clf = make_classifier(labels)
+    ref_features = clf.features(reference_images(images_dir))
     out: dict[str, dict[str, float | None]] = {}
+    lay = RunLayout(run_dir)
     for name in names:
-        pred_path = cfg.run_dir / "bias" / name / "predictions.csv"
+        pred_path = lay.bias_predictions(name)
         preds = unescape_frame(pd.read_csv(pred_path, dtype=str, keep_default_na=False))
         preds = preds[preds["occupation"].isin(OCCUPATIONS)]
-        model_dir = cfg.run_dir / "generated" / name
+        model_dir = lay.generated_model(name)
         meta = read_metadata(model_dir)
         files = meta.loc[meta["occupation"].isin(OCCUPATIONS), "file"]
         if preds.empty or files.empty:

@@ -47,15 +47,6 @@ def git_commit(root: Path = ROOT) -> str:
     return provenance.git_commit(root)
 
 
-def config_hash(cfg: Any) -> str:
-    """Hash of the resolved config, without where the run folder lives ([run] root, name)."""
-    from t2i_debias.runs import hash_obj
-
-    d = cfg.to_dict()
-    d["run"] = {k: v for k, v in d["run"].items() if k not in ("root", "name")}
-    return hash_obj(d)[:12]
-
-
 def _clean(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
@@ -64,16 +55,18 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def results_from_summary(cfg: Any, summary_csv: Path) -> dict[str, Any]:
-    """The results file's content: the rows of toy/summary.csv, the commit, config hash and run settings."""
+def results_from_summary(summary_csv: Path, config: str, config_hash: str, toy_seed: int,
+                         images_per_prompt: int) -> dict[str, Any]:
+    """The results file's content: the rows of toy/summary.csv, the commit, and the run's config file,
+    config hash ([stages.results] config_hash), [toy] seed and [generate] images_per_prompt."""
     import pandas as pd
 
     df = unescape_frame(pd.read_csv(summary_csv, keep_default_na=True))
     if df.empty or "model" not in df.columns:
         raise ReadmeError(f"{summary_csv}: no model rows; rerun the toy_summary stage (--only toy_summary --force)")
-    return {"version": VERSION, "commit": git_commit(), "config": cfg.source,
-            "config_hash": config_hash(cfg), "toy_seed": cfg.toy.seed,
-            "images_per_prompt": cfg.generate.images_per_prompt,
+    return {"version": VERSION, "commit": git_commit(), "config": config,
+            "config_hash": config_hash, "toy_seed": toy_seed,
+            "images_per_prompt": images_per_prompt,
             "columns": list(df.columns),
             "rows": [{k: _clean(v) for k, v in r.items()} for r in df.to_dict("records")]}
 
@@ -140,10 +133,6 @@ def update_readme(results: Path, readme: Path, check: bool = False, source: str 
         atomic_write_text(readme, new)
     return False
 
-
-def results_path(cfg: Any) -> Path:
-    """Where a toy run writes its results file (`docs/results/` holds the committed copy)."""
-    return cfg.run_dir / "results" / f"toy_seed{cfg.toy.seed}.json"
 
 
 # ----------------------------------------------------------------------------- command line

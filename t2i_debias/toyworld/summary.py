@@ -20,7 +20,8 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from t2i_debias.config import MODES
+from t2i_debias.config import MODES, GenerateSection, LabelsSection
+from t2i_debias.core.layout import RunLayout
 from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.toyworld.evaluate import ToyScore, score_predictions
 from t2i_debias.toyworld.render import OCCUPATIONS, TOY_RACES
@@ -70,25 +71,25 @@ def attribute_rows(model: str, clf: Any, n: int, steps: int, guidance: float, se
     return score_attribute_prompts(load_pipeline(model), clf, n, seed + 10_000, steps, guidance, batch_size=64)
 
 
-def summary_table(cfg: Any, n_attribute: int = 8, attribute_out: list[dict[str, Any]] | None = None,
-                  models: dict[str, str] | None = None) -> pd.DataFrame:
-    """One row per generated model of the run (see module docstring); per-prompt obedience rows (with
-    their model) are appended to `attribute_out` when given. `n_attribute` images per attribute prompt
-    (32 prompts): 8 keeps the demo short and still shows a prompt that is never obeyed. `models` (name ->
-    spec, the run's evaluated models) says which to load for attribute following; a model not in it has none."""
+def summary_table(run_dir: Path, labels: LabelsSection, images_dir: str | Path, generate: GenerateSection,
+                  models: dict[str, str | None], n_attribute: int = 8,
+                  attribute_out: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per generated model of the run in `run_dir` (see module docstring), scored with the [labels]
+    classifier against the toy data in `images_dir`; per-prompt obedience rows (with their model) are appended
+    to `attribute_out` when given, for the pipelines among `models` (name -> spec, models.models_to_evaluate).
+    `n_attribute` images per attribute prompt (32 prompts): 8 keeps the demo short and still shows a prompt
+    that is never obeyed."""
     from t2i_debias.models import is_pipeline_dir
     from t2i_debias.toyworld.classifier import make_classifier
 
-    run_dir = cfg.run_dir
-    gen = run_dir / "generated"
-    names = sorted((d.name for d in gen.iterdir() if (d / "metadata.csv").is_file()),
+    lay = RunLayout(run_dir)
+    gen = lay.generated
+    names = sorted((d.name for d in gen.iterdir() if lay.generated_metadata(d.name).is_file()),
                    key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)) if gen.is_dir() else []
     if not names:
         raise FileNotFoundError(f"{gen}: no generated/<model>/metadata.csv to summarise")
-    clf = make_classifier(cfg.labels)
-    images_dir = Path(cfg.mpii.images_dir)
-    reference = [Image.open(p).convert("RGB") for p in sorted(images_dir.glob("*.jpg"))[:1024]]
-    models = models or {}
+    clf = make_classifier(labels)
+    reference = [Image.open(p).convert("RGB") for p in sorted(Path(images_dir).glob("*.jpg"))[:1024]]
     rows = []
     for name in names:
         s = score_generated(gen / name, run_dir, clf, reference)
@@ -108,8 +109,8 @@ def summary_table(cfg: Any, n_attribute: int = 8, attribute_out: list[dict[str, 
         row["occupation_acc"] = s.occupation_accuracy
         row["toy_fid"] = s.toy_fid
         spec = models.get(name)
-        attr = (attribute_rows(spec, clf, n_attribute, cfg.generate.num_inference_steps, cfg.generate.guidance_scale,
-                               cfg.generate.base_seed) if spec and n_attribute > 0 and is_pipeline_dir(spec) else [])
+        attr = (attribute_rows(spec, clf, n_attribute, generate.num_inference_steps, generate.guidance_scale,
+                               generate.base_seed) if spec and n_attribute > 0 and is_pipeline_dir(spec) else [])
         row["attr_gender_min"] = min(r["gender_ok"] for r in attr) if attr else None
         skins = [r["skin_ok"] for r in attr if r["skin_ok"] is not None]
         row["attr_skin_min"] = min(skins) if skins else None

@@ -9,6 +9,7 @@ mode of a config into <run_dir>/models/<mode>/ is `t2i_debias.stages.models`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gc
 import logging
@@ -20,15 +21,16 @@ from typing import Any
 
 import torch
 
+from t2i_debias.config import AugmentSection, RunSection, TrainSection
 from t2i_debias.errors import UserError
 from t2i_debias.train import checkpoints, outputs, trackers
 from t2i_debias.train.data import EpochSampler, TripletDataset, tokenize
 from t2i_debias.train.losses import LOSS_NAMES
 from t2i_debias.train.modes import (
     check_options,
+    is_resolved,
     learning_rate_for,
     resolve_weights,
-    resolved_train,
     train_hash,
     training_selection,
     use_cpu,
@@ -65,8 +67,9 @@ class TrainResult:
 class TrainState:
     """Everything one mode's training holds: what it trains, on what, how far it got."""
 
-    cfg: Any
-    train: Any  # the resolved [train] section (max_train_steps counted from epochs when those are set)
+    train: TrainSection  # the resolved [train] section (max_train_steps counted from epochs when those are set)
+    run: RunSection  # seed, name
+    augment: AugmentSection  # the caption templates
     mode: str
     base: str
     data_dir: Path
@@ -92,14 +95,17 @@ class TrainState:
         return self.out_dir / "checkpoints"
 
 
-def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: str | Path,
-               init_lora: str | Path | None = None, origin: str | None = None) -> TrainResult:
+def train_mode(train: TrainSection, run: RunSection, augment: AugmentSection, mode: str, base: str,
+               data_dir: str | Path, out_dir: str | Path, init_lora: str | Path | None = None,
+               origin: str | None = None) -> TrainResult:
     """Train one mode from `base` on the triplets in `data_dir`; write weights, log, plot and card to `out_dir`.
 
-    `init_lora`: a previous mode's LoRA folder whose adapters are loaded first (LoRA chains);
-    `origin`: the original base model when `base` is a previous mode's output (for the model card).
+    `train`: the resolved [train] section (`modes.resolved_train`); `run`: its seed, device and name;
+    `augment`: the caption templates. `init_lora`: a previous mode's LoRA folder whose adapters are loaded
+    first (LoRA chains); `origin`: the original base model when `base` is a previous mode's output (for the
+    model card).
     """
-    state = setup(cfg, mode, base, data_dir, out_dir, init_lora, origin)
+    state = setup(train, run, augment, mode, base, data_dir, out_dir, init_lora, origin)
     fit(state)
     result = TrainResult(out_dir=state.out_dir, steps=state.global_step, weights=state.weights, log=state.rows)
     check_finite(state)
@@ -110,24 +116,28 @@ def train_mode(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: st
 
 
 # ----------------------------------------------------------------------------- setup
-def setup(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: str | Path,
-          init_lora: str | Path | None = None, origin: str | None = None) -> TrainState:
+def setup(train: TrainSection, run: RunSection, augment: AugmentSection, mode: str, base: str,
+          data_dir: str | Path, out_dir: str | Path, init_lora: str | Path | None = None,
+          origin: str | None = None) -> TrainState:
     """Everything before the first step: accelerator, parts, data, optimizer, and the checkpoint to resume."""
     from accelerate import Accelerator
     from accelerate.utils import GradientAccumulationPlugin, set_seed
 
-    check_options(cfg.train)
-    train = resolved_train(cfg)
-    state = TrainState(cfg=cfg, train=train, mode=mode, base=base, data_dir=Path(data_dir), out_dir=Path(out_dir),
-                       init_lora=init_lora, origin=origin, weights=resolve_weights(mode, train.weights))
+    check_options(train)
+    if not is_resolved(train):
+        raise ValueError("train_mode takes the resolved [train] section (modes.resolved_train)")
+    train = copy.deepcopy(train)  # max_train_steps may be counted from epochs below
+    state = TrainState(train=train, run=run, augment=augment, mode=mode, base=base, data_dir=Path(data_dir),
+                       out_dir=Path(out_dir), init_lora=init_lora, origin=origin,
+                       weights=resolve_weights(mode, train.weights))
     state.accelerator = Accelerator(
-        cpu=use_cpu(cfg),
+        cpu=use_cpu(run.device),
         mixed_precision=train.mixed_precision,
         gradient_accumulation_plugin=GradientAccumulationPlugin(
             num_steps=train.gradient_accumulation_steps, sync_with_dataloader=False),
         **trackers.accelerator_kwargs(train, state.out_dir),
     )
-    set_seed(cfg.run.seed)
+    set_seed(run.seed)
     # the models: frozen parts in the weight dtype, trained ones (or their adapters) in fp32, EMA of those
     _load_models(state)
     # the data: the selected samples, in an epoch order of their own
@@ -162,10 +172,10 @@ def _load_models(state: TrainState) -> None:
 def _load_data(state: TrainState) -> TripletDataset:
     """The dataset and loader of the selected samples; epochs become optimizer steps when given."""
     train, parts = state.train, state.parts
-    triplets, state.selection = training_selection(state.cfg, train, state.weights, state.data_dir)
+    triplets, state.selection = training_selection(state.augment, train, state.weights, state.data_dir)
     dataset = TripletDataset(triplets, parts.tokenizer, train.resolution, state.selection.items,
                              train.denoise_caption)
-    sampler = EpochSampler(len(dataset), state.cfg.run.seed,
+    sampler = EpochSampler(len(dataset), state.run.seed,
                            weights=None if state.selection.uniform else state.selection.weights)
     state.loader = torch.utils.data.DataLoader(dataset, batch_size=train.train_batch_size, sampler=sampler,
                                                num_workers=train.dataloader_num_workers)
@@ -197,7 +207,7 @@ def _prepare_optimizer(state: TrainState, dataset: TripletDataset) -> None:
 def _resume(state: TrainState) -> None:
     """Load the checkpoint to resume (its state, EMA, step and log so far), or clear stale checkpoints."""
     train, accelerator = state.train, state.accelerator
-    state.thash = train_hash(state.cfg, state.mode, state.base, state.data_dir, state.init_lora)
+    state.thash = train_hash(state.train, state.run.seed, state.mode, state.base, state.data_dir, state.init_lora)
     resume = checkpoints.find_resume(state.ckpt_dir, train.resume_from_checkpoint, state.thash,
                                      train.max_train_steps)
     resume = checkpoints.safe_to_resume(resume, state.ema)
@@ -224,7 +234,7 @@ def fit(state: TrainState) -> None:
     per_epoch = len(state.loader)
     batch_number = state.global_step * accum  # a resumed run continues the same sequence of batches
     window: dict[str, float] = {}  # each loss term's mean over the batches of one optimizer step
-    trackers.start(accelerator, train, state.mode, state.cfg.run.name)
+    trackers.start(accelerator, train, state.mode, state.run.name)
     progress = tqdm(total=train.max_train_steps, initial=state.global_step, desc=f"train {state.mode}",
                     disable=not accelerator.is_main_process)
     while state.global_step < train.max_train_steps:
@@ -234,7 +244,7 @@ def fit(state: TrainState) -> None:
         for batch in epoch_loader:
             # forward and backward; the optimizer steps once every `accum` batches
             with accelerator.accumulate(*[getattr(parts, n) for n in parts.trained]):
-                terms = compute_losses(parts, batch, state.weights, train, seed=state.cfg.run.seed,
+                terms = compute_losses(parts, batch, state.weights, train, seed=state.run.seed,
                                        batch_number=batch_number, ref_ids=state.ref_ids)
                 accelerator.backward(terms["loss"])
                 _clip_and_step(state, terms)
@@ -289,7 +299,7 @@ def _log_step(state: TrainState, window: dict[str, float]) -> dict[str, Any]:
     state.rows.append(row)
     trackers.log_row(accelerator, train, row)
     if trackers.wants_images(train, state.global_step):
-        trackers.log_samples(accelerator, train, state.parts, state.global_step, state.cfg.run.seed)
+        trackers.log_samples(accelerator, train, state.parts, state.global_step, state.run.seed)
     return row
 
 
@@ -307,7 +317,7 @@ def _save_on_schedule(state: TrainState) -> None:
             log.info("snapshot at step %d -> %s", step, state.out_dir / f"step-{step}")
 
 
-def diverged(mode: str, what: str, step: int, train: Any) -> TrainingDiverged:
+def diverged(mode: str, what: str, step: int, train: TrainSection) -> TrainingDiverged:
     """The one-line error for a non-finite training value: what, at which step, under which learning rate."""
     return TrainingDiverged(
         f"mode {mode}: the {what} at step {step} (learning rate {learning_rate_for(train, mode):g}, "

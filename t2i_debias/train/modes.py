@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from t2i_debias.config import MODES
+from t2i_debias.config import MODES, AugmentSection, TrainSection
 from t2i_debias.runs import hash_file, hash_obj
 from t2i_debias.train.data import read_triplets, select_items
 from t2i_debias.train.losses import LOSS_NAMES
@@ -61,23 +61,22 @@ def needs_unet(weights: dict[str, float]) -> bool:
 
 
 
-def learning_rate_for(train: Any, mode: str) -> float:
+def learning_rate_for(train: TrainSection, mode: str) -> float:
     """The mode's learning rate: mode_learning_rates[mode] when given, else learning_rate."""
     return float(train.mode_learning_rates.get(mode, train.learning_rate))
 
 
-def control_config(cfg: Any, mode: str) -> Any:
-    """The control's config: the same [train] options, but only the biased anchors (own, neutral captions)
-    are denoised, unweighted; lang and vision are off (they need the counterfactual members). Prior
+def control_config(train: TrainSection, mode: str) -> TrainSection:
+    """The control's [train] section (a copy): the same options, but only the biased anchors (own, neutral
+    captions) are denoised, unweighted; lang and vision are off (they need the counterfactual members). Prior
     preservation stays: its target is the frozen base, and its captions name no counterfactual image."""
-    c = copy.deepcopy(cfg)
-    t = c.train
+    t = copy.deepcopy(train)
     w = resolve_weights(mode, t.weights)
     t.weights = {"denoise": w["denoise"] or 1.0, "lang": 0.0, "vision": 0.0, "preserve": w["preserve"]}
     if w["prior"] > 0:  # only then: a control without it keeps the train hash it had before the term existed
         t.weights["prior"] = w["prior"]
     t.denoise_members, t.balance = "anchor", "none"
-    return c
+    return t
 
 
 def check_options(train: Any) -> None:
@@ -125,15 +124,20 @@ def check_options(train: Any) -> None:
         raise ValueError(f"[train] snapshot_steps must be >= 1, got {train.snapshot_steps}")
 
 
-def resolved_train(cfg: Any) -> Any:
-    """cfg.train with the values that depend on other sections or the device filled in (a copy):
-    guidance_target -1 -> [generate] guidance_scale, mixed_precision auto -> fp16 on CUDA, else no."""
-    t = copy.deepcopy(cfg.train)
+def resolved_train(train: TrainSection, device: str, guidance_scale: float) -> TrainSection:
+    """[train] with the values that depend on other sections or the device filled in (a copy): guidance_target
+    -1 -> `guidance_scale` ([generate]), mixed_precision auto -> fp16 on CUDA, else no (`device`: [run] device)."""
+    t = copy.deepcopy(train)
     if t.guidance_target == -1:
-        t.guidance_target = float(cfg.generate.guidance_scale)
+        t.guidance_target = float(guidance_scale)
     if t.mixed_precision == "auto":
-        t.mixed_precision = "no" if use_cpu(cfg) or not torch.cuda.is_available() else "fp16"
+        t.mixed_precision = "no" if use_cpu(device) or not torch.cuda.is_available() else "fp16"
     return t
+
+
+def is_resolved(train: TrainSection) -> bool:
+    """Whether `train` went through `resolved_train` (no -1 guidance target, no auto precision left)."""
+    return train.guidance_target != -1 and train.mixed_precision != "auto"
 
 
 def weight_dtype_for(mixed_precision: str) -> torch.dtype:
@@ -141,24 +145,28 @@ def weight_dtype_for(mixed_precision: str) -> torch.dtype:
     return {"fp16": torch.float16, "bf16": torch.bfloat16, "no": torch.float32}[mixed_precision]
 
 
-def use_cpu(cfg: Any) -> bool:
+def use_cpu(device: str) -> bool:
     """Train on CPU when asked ([run] device = cpu) or when no accelerator exists; several CPU processes
     under `accelerate launch` then form a gloo group (accelerate needs cpu=True to see them)."""
-    if cfg.run.device == "cpu":
+    if device == "cpu":
         return True
     mps = getattr(torch.backends, "mps", None)
-    return cfg.run.device == "auto" and not torch.cuda.is_available() and not (mps and mps.is_available())
+    return device == "auto" and not torch.cuda.is_available() and not (mps and mps.is_available())
 
 
-def train_hash(cfg: Any, mode: str, base: str, data_dir: Path, init_lora: str | Path | None) -> str:
-    """Hash of everything that shapes the weights (checkpoints made under another hash are not resumed)."""
-    t = dataclasses.asdict(resolved_train(cfg))
+def train_hash(train: TrainSection, seed: int, mode: str, base: str, data_dir: Path,
+               init_lora: str | Path | None) -> str:
+    """Hash of everything that shapes the weights (checkpoints made under another hash are not resumed);
+    `train` is the resolved [train] section (`resolved_train`), `seed` the [run] seed."""
+    if not is_resolved(train):
+        raise ValueError("train_hash takes the resolved [train] section (modes.resolved_train)")
+    t = dataclasses.asdict(train)
     # Not hashed: options that do not change the weights, and max_train_steps (a run may be extended).
     for k in ("resume_from_checkpoint", "checkpointing_steps", "checkpoints_total_limit", "modes", "schedule",
               "dataloader_num_workers", "max_train_steps", "snapshot_steps", "control", "preset",
               "report_to", "log_images_every", "log_image_prompts"):
         t.pop(k, None)
-    return hash_obj({"train": t, "seed": cfg.run.seed, "mode": mode, "base": _provenance(base),
+    return hash_obj({"train": t, "seed": seed, "mode": mode, "base": _provenance(base),
                      "data": _provenance(data_dir, "metadata.jsonl"), "init_lora": _provenance(init_lora)})
 
 
@@ -170,11 +178,13 @@ def _provenance(path: str | Path | None, file: str = "_manifest.json") -> str:
     return hash_file(f) if f.is_file() else str(path)
 
 
-def training_selection(cfg: Any, train: Any, weights: dict[str, float], data_dir: Path) -> tuple[list[Any], Any]:
-    """The triplets of `data_dir` and the samples this mode trains on (verification filter, cell weights)."""
+def training_selection(augment: AugmentSection, train: TrainSection, weights: dict[str, float],
+                       data_dir: Path) -> tuple[list[Any], Any]:
+    """The triplets of `data_dir` (captions from the [augment] templates) and the samples this mode trains on
+    (verification filter, cell weights)."""
     from t2i_debias.augment.captions import CaptionComposer
 
-    triplets = read_triplets(data_dir, CaptionComposer.from_config(cfg.augment))
+    triplets = read_triplets(data_dir, CaptionComposer.from_config(augment))
     members = train.denoise_members if weights["denoise"] > 0 else "positive"
     selection = select_items(triplets, members, ("a", "p", "n") if weights["vision"] > 0 else (),
                              train.verified_only, train.balance, train.balance_by)

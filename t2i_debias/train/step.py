@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from t2i_debias.config import TrainSection
 from t2i_debias.train.data import MEMBERS
 from t2i_debias.train.losses import (
     denoise_loss,
@@ -80,7 +81,7 @@ def prior_captions(batch: dict[str, Any], seed: int, batch_number: int) -> torch
     return torch.stack(rows)
 
 
-def choose_captions(batch: dict[str, Any], train: Any, seed: int, batch_number: int) -> torch.Tensor:
+def choose_captions(batch: dict[str, Any], train: TrainSection, seed: int, batch_number: int) -> torch.Tensor:
     """Per sample, the denoise caption's ids: empty with p = caption_dropout, the attribute caption with
     p = attribute_share, else the base caption (`denoise_caption`); drawn from the sample's own generator."""
     rows = []
@@ -124,7 +125,7 @@ class UNetPasses:
     model_pred: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def compute_losses(parts: Parts, batch: dict[str, Any], weights: dict[str, float], train: Any, *,
+def compute_losses(parts: Parts, batch: dict[str, Any], weights: dict[str, float], train: TrainSection, *,
                    seed: int, batch_number: int, ref_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Every active loss term of one batch of triplets, plus `loss` = Σ weight·term."""
     passes = unet_passes(weights, train.guidance_target)
@@ -142,7 +143,7 @@ def compute_losses(parts: Parts, batch: dict[str, Any], weights: dict[str, float
     return terms
 
 
-def encode_captions(parts: Parts, batch: dict[str, Any], weights: dict[str, float], train: Any,
+def encode_captions(parts: Parts, batch: dict[str, Any], weights: dict[str, float], train: TrainSection,
                     passes: list[str], *, seed: int, batch_number: int,
                     ref_ids: torch.Tensor | None = None) -> Captions:
     """Encode every caption the active losses need, and the reference prompts for `preserve`, in one call."""
@@ -168,7 +169,7 @@ def encode_captions(parts: Parts, batch: dict[str, Any], weights: dict[str, floa
     return Captions(names, input_ids, encoder_hidden_states, output, bsz)
 
 
-def text_loss_terms(parts: Parts, weights: dict[str, float], train: Any, captions: Captions
+def text_loss_terms(parts: Parts, weights: dict[str, float], train: TrainSection, captions: Captions
                     ) -> dict[str, torch.Tensor]:
     """`lang` (a/p/n captions apart) and `preserve` (reference prompts kept): the text encoder's own terms."""
     terms: dict[str, torch.Tensor] = {}
@@ -187,7 +188,7 @@ def text_loss_terms(parts: Parts, weights: dict[str, float], train: Any, caption
     return terms
 
 
-def unet_predictions(parts: Parts, batch: dict[str, Any], captions: Captions, train: Any, passes: list[str], *,
+def unet_predictions(parts: Parts, batch: dict[str, Any], captions: Captions, train: TrainSection, passes: list[str], *,
                      seed: int, batch_number: int) -> UNetPasses:
     """Encode the images, noise their latents and run every U-Net pass of the batch."""
     member = batch["member"].to(batch["ids_a"].device)
@@ -216,7 +217,7 @@ def unet_predictions(parts: Parts, batch: dict[str, Any], captions: Captions, tr
     return unet
 
 
-def encode_images(parts: Parts, batch: dict[str, Any], images: list[str], train: Any, *, seed: int,
+def encode_images(parts: Parts, batch: dict[str, Any], images: list[str], train: TrainSection, *, seed: int,
                   batch_number: int) -> Any:
     """The VAE's latent distribution of every image the passes denoise, in `images` order (one call)."""
     device = batch["ids_a"].device
@@ -236,7 +237,7 @@ def encode_images(parts: Parts, batch: dict[str, Any], images: list[str], train:
         return parts.vae.encode(pixel_values).latent_dist
 
 
-def add_noise(parts: Parts, batch: dict[str, Any], images: list[str], latent_dist: Any, train: Any, *,
+def add_noise(parts: Parts, batch: dict[str, Any], images: list[str], latent_dist: Any, train: TrainSection, *,
               seed: int, batch_number: int) -> UNetPasses:
     """Sample each image's latents, draw its noise and timestep (per triplet), and noise the latents."""
     device = batch["ids_a"].device
@@ -269,7 +270,7 @@ def add_noise(parts: Parts, batch: dict[str, Any], images: list[str], latent_dis
     return unet
 
 
-def unet_loss_terms(parts: Parts, weights: dict[str, float], train: Any, captions: Captions, unet: UNetPasses
+def unet_loss_terms(parts: Parts, weights: dict[str, float], train: TrainSection, captions: Captions, unet: UNetPasses
                     ) -> dict[str, torch.Tensor]:
     """`prior` (the frozen U-Net's answer kept), `vision` (a/p/n predictions apart) and `denoise`."""
     terms: dict[str, torch.Tensor] = {}
@@ -292,7 +293,7 @@ def unet_loss_terms(parts: Parts, weights: dict[str, float], train: Any, caption
     return terms
 
 
-def _denoise_term(sched: Any, train: Any, unet: UNetPasses) -> torch.Tensor:
+def _denoise_term(sched: Any, train: TrainSection, unet: UNetPasses) -> torch.Tensor:
     """The denoising loss of pass d (min-SNR weighted when `snr_gamma`), guided when `guidance_target`."""
     ptype = sched.config.prediction_type
     target = denoise_target(ptype, unet.latents["d"], unet.noise["d"], unet.timesteps["d"], sched)

@@ -12,13 +12,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from t2i_debias.config import TrainSection
+
 log = logging.getLogger(__name__)
 
 REPORT_TO: tuple[str, ...] = ("none", "tensorboard", "wandb")
 SAMPLE_STEPS = 20  # inference steps of the logged sample images
 
 
-def check(train: Any) -> None:
+def check(train: TrainSection) -> None:
     """Reject an unknown tracker or a bad sampling interval, naming the option."""
     if train.report_to not in REPORT_TO:
         raise ValueError(f"[train] report_to must be one of {' | '.join(REPORT_TO)}, got {train.report_to!r}")
@@ -33,7 +35,7 @@ def check(train: Any) -> None:
                              f"pip install {module}")
 
 
-def accelerator_kwargs(train: Any, out_dir: Path) -> dict[str, Any]:
+def accelerator_kwargs(train: TrainSection, out_dir: Path) -> dict[str, Any]:
     """Keyword arguments for `Accelerator(...)`: log_with and the logging folder (empty when report_to = none)."""
     check(train)
     if train.report_to == "none":
@@ -44,7 +46,7 @@ def accelerator_kwargs(train: Any, out_dir: Path) -> dict[str, Any]:
             "project_config": ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "logs"))}
 
 
-def start(accelerator: Any, train: Any, mode: str, run_name: str) -> None:
+def start(accelerator: Any, train: TrainSection, mode: str, run_name: str) -> None:
     """Open the trackers with the [train] options as hyper-parameters (scalars and strings only)."""
     if train.report_to == "none":
         return
@@ -57,7 +59,7 @@ def start(accelerator: Any, train: Any, mode: str, run_name: str) -> None:
     accelerator.init_trackers(f"{run_name}-{mode}", config=hparams, init_kwargs=kwargs)
 
 
-def log_row(accelerator: Any, train: Any, row: dict[str, Any]) -> None:
+def log_row(accelerator: Any, train: TrainSection, row: dict[str, Any]) -> None:
     """Log one training_log.csv row (losses and lr) at its step."""
     if train.report_to == "none":
         return
@@ -65,11 +67,11 @@ def log_row(accelerator: Any, train: Any, row: dict[str, Any]) -> None:
                     step=int(row["step"]))
 
 
-def wants_images(train: Any, step: int) -> bool:
+def wants_images(train: TrainSection, step: int) -> bool:
     return train.report_to != "none" and train.log_images_every > 0 and step % train.log_images_every == 0
 
 
-def log_samples(accelerator: Any, train: Any, parts: Any, step: int, seed: int) -> int:
+def log_samples(accelerator: Any, train: TrainSection, parts: Any, step: int, seed: int) -> int:
     """Generate and log one image per `log_image_prompts` entry from the current weights; returns how many.
 
     Needs a U-Net and a VAE (text mode has neither loaded: nothing is logged and the reason is logged once).
@@ -114,7 +116,7 @@ def log_samples(accelerator: Any, train: Any, parts: Any, step: int, seed: int) 
     return len(images)
 
 
-def end(accelerator: Any, train: Any) -> None:
+def end(accelerator: Any, train: TrainSection) -> None:
     """Flush and close the trackers."""
     if train.report_to != "none":
         accelerator.end_training()

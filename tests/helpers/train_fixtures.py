@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from t2i_debias.config import Config
+from t2i_debias.config import AugmentSection, Config, RunSection, TrainSection
 
 OCCUPATIONS = ("chef", "doctor", "nurse", "firefighter", "teacher", "pilot", "engineer", "farmer")
 
@@ -59,3 +59,10 @@ def small_config(run_dir: Path | None = None, **train: object) -> Config:
             raise AttributeError(k)
         setattr(t, k, v)
     return cfg
+
+
+def train_args(cfg: Config) -> tuple[TrainSection, RunSection, AugmentSection]:
+    """The sections `engine.train_mode` takes, as the models stage passes them ([train] resolved)."""
+    from t2i_debias.stages.models import resolved
+
+    return resolved(cfg), cfg.run, cfg.augment
