@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.config import MODES
+from t2i_debias.options import MODES
 from t2i_debias.runs import MANIFEST, hash_obj
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ _WARNED_STALE: set[tuple[str, str]] = set()  # (run folder, model): each stale f
 def current_modes(cfg: Any) -> list[str]:
     """The model folders the config trains under models/: each mode of `[train] modes` (in schedule order), and
     "control" when `[train] control`."""
-    from t2i_debias.config import modes_to_run
+    from t2i_debias.options import modes_to_run
 
     return modes_to_run(cfg.train) + (["control"] if cfg.train.control else [])
 

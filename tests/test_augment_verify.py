@@ -28,7 +28,8 @@ from t2i_debias.augment.inputs import load_people
 from t2i_debias.augment.planner import TripletPlanner, plan_triplets
 from t2i_debias.augment.reader import read_metadata
 from t2i_debias.augment.schema import BALANCE, FIDELITY, REJECTED, REJECTED_COLUMNS
-from t2i_debias.config import Config, ConfigError
+from t2i_debias.config import Config
+from t2i_debias.errors import ConfigError
 from t2i_debias.labels.base import Prediction
 from tests.helpers.augment_inputs import WorldClassifier, as_asked, world_references, write_inputs
 

@@ -33,6 +33,7 @@ import numpy as np
 from t2i_debias.data.matreader import SKIPPED, MatFormatError, MatVariableError, read_mat
 from t2i_debias.data.occupations import OccupationMap
 from t2i_debias.errors import InputError
+from t2i_debias.options import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ PERSONS_COLUMNS: tuple[str, ...] = (
     "head_x1", "head_y1", "head_x2", "head_y2", "scale", "objpos_x", "objpos_y", "n_people",
     "single_person", "image_exists",
 )
-SPLITS = ("train", "test", "all")
 SKIP_REASONS = ("wrong_split", "bad_image_name", "no_activity", "unmapped_activity", "not_occupation")
 IMAGE_NAME = re.compile(r"^\d{9}\.jpg$")
 _ABSENT = object()

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.config import modes_to_run
+from t2i_debias.options import modes_to_run
 from t2i_debias.runs import Stage
 from t2i_debias.train.engine import TrainingDiverged, train_mode
 from t2i_debias.train.modes import control_config, train_hash, use_cpu

@@ -8,7 +8,6 @@ from typing import Any
 
 from t2i_debias.config import Config
 from t2i_debias.data.mpii import (
-    SPLITS,
     MissingImagesError,
     image_listing,
     load_release,
@@ -25,8 +24,6 @@ log = logging.getLogger(__name__)
 def run_stage(cfg: Config, force: bool = False) -> None:
     """mpii stage: write <run>/mpii/persons.csv, missing_images.txt and load_report.json."""
     sec = cfg.mpii
-    if sec.split not in SPLITS:
-        raise ValueError(f"[mpii] split must be one of {', '.join(SPLITS)}, got {sec.split!r}")
     mat = Path(sec.mat_file)
     if not mat.is_file():
         raise FileNotFoundError(f"MPII annotation file not found: {mat} (set --mat_file or [mpii] mat_file)")

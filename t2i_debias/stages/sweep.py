@@ -115,8 +115,6 @@ def run_stage(cfg: Any, force: bool = False, classifier: Any = None) -> None:
     if not scales:
         log.info("[sweep] no [bias] guidance_sweep configured - skipping")
         return
-    if len(set(scales)) != len(scales):
-        raise ValueError(f"[bias] guidance_sweep lists a scale twice: {scales}")
     if not prompts_path(cfg).is_file():
         raise FileNotFoundError(f"{prompts_path(cfg)} not found: run the prompts stage first")
     models = sweep_models(cfg)

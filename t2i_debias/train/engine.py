@@ -21,11 +21,10 @@ from typing import Any
 import torch
 
 from t2i_debias.errors import UserError
+from t2i_debias.options import LOSS_NAMES
 from t2i_debias.train import checkpoints, outputs, trackers
 from t2i_debias.train.data import EpochSampler, TripletDataset, tokenize
-from t2i_debias.train.losses import LOSS_NAMES
 from t2i_debias.train.modes import (
-    check_options,
     learning_rate_for,
     resolve_weights,
     resolved_train,
@@ -116,7 +115,6 @@ def setup(cfg: Any, mode: str, base: str, data_dir: str | Path, out_dir: str | P
     from accelerate import Accelerator
     from accelerate.utils import GradientAccumulationPlugin, set_seed
 
-    check_options(cfg.train)
     train = resolved_train(cfg)
     state = TrainState(cfg=cfg, train=train, mode=mode, base=base, data_dir=Path(data_dir), out_dir=Path(out_dir),
                        init_lora=init_lora, origin=origin, weights=resolve_weights(mode, train.weights))
