@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from t2i_debias.errors import ConfigError
 
-if TYPE_CHECKING:
-    from t2i_debias.config import Config
+if TYPE_CHECKING:  # annotations only: config imports this module
+    from t2i_debias.config import Config, TrainSection
 
 # ----------------------------------------------------------------------------- vocabularies
 # The fine-tuning modes, in training order.
@@ -27,11 +27,11 @@ SOTA_METHODS: tuple[str, ...] = ("base", "ethical_intervention", "debiasvl", "fa
 LOSS_NAMES: tuple[str, ...] = ("denoise", "lang", "vision", "preserve", "prior")  # train.losses
 # What [train] denoises (train.data): the members of each choice, the base captions (and the names the
 # first engine version gave two of them), the sampling balance and the attributes a balanced cell holds.
-DENOISE_MEMBERS = {"positive": ("p",), "anchor": ("a",), "both": ("a", "p")}
-DENOISE_CAPTIONS = ("own", "neutral", "measured")
-CAPTION_ALIASES = {"positive": "own", "anchor": "neutral"}
-BALANCES = ("none", "cell")
-BALANCE_ATTRIBUTES = ("gender", "race")
+DENOISE_MEMBERS: dict[str, tuple[str, ...]] = {"positive": ("p",), "anchor": ("a",), "both": ("a", "p")}
+DENOISE_CAPTIONS: tuple[str, ...] = ("own", "neutral", "measured")
+CAPTION_ALIASES: dict[str, str] = {"positive": "own", "anchor": "neutral"}
+BALANCES: tuple[str, ...] = ("none", "cell")
+BALANCE_ATTRIBUTES: tuple[str, ...] = ("gender", "race")
 REPORT_TO: tuple[str, ...] = ("none", "tensorboard", "wandb")  # train.trackers
 ON_UNVERIFIED: tuple[str, ...] = ("drop", "keep")  # augment.build
 NEGATIVE_PROMPT_MODES: tuple[str, ...] = ("none", "opposite_gender")  # augment.planner
@@ -42,6 +42,8 @@ CLIP_SCORES: tuple[str, ...] = ("x100_clamped", "raw_cosine")  # metrics.clip_sc
 DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")  # models.resolve_dtype
 RESAMPLE_MODES: tuple[str, ...] = ("prompts_and_seeds", "seeds")  # metrics.paired: [bias] paired_resample
 
+
+# ----------------------------------------------------------------------------- ranges and choices
 @dataclass(frozen=True)
 class Range:
     """The allowed values of a numeric option (bounds inclusive unless `*_open`); shown in --help.
@@ -216,7 +218,8 @@ def _unknown(where: str, key: str, given: list[str], known: list[str] | tuple[st
 
 
 def check_rules(cfg: Config, where: str) -> None:
-    """The rules between options (and within a list), once every value (file, flags, presets) is known."""
+    """What a range or a set of words cannot state (rules between options, within a list, a gap in a range),
+    checked once every value (file, flags, presets) is known."""
     t, a = cfg.train, cfg.augment
     problems = {
         "[train] guidance_target": (t.guidance_target < 0 and t.guidance_target != -1,
@@ -248,7 +251,7 @@ BASE_MODEL_NAME = "base"  # the unmodified base model: generated/base/, bias/bas
 CONTROL_MODEL_NAME = "control"  # models/control/: [train] control
 
 
-def modes_to_run(train: Any) -> list[str]:
+def modes_to_run(train: TrainSection) -> list[str]:
     """The modes a [train] section trains, in training order: sequential = those listed; joint = both only."""
     return ["both"] if train.schedule == "joint" else [m for m in MODES if m in train.modes]
 

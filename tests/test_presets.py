@@ -39,5 +39,5 @@ def test_explicit_options_win_over_the_preset(tmp_path):
 def test_unknown_preset_names_the_file(tmp_path):
     f = tmp_path / "c.toml"
     f.write_text('[prompts]\npreset = "paper"\n')
-    with pytest.raises(ConfigError, match=r"c.toml: \[prompts\] preset must be one of '' \| 'upstream'"):
+    with pytest.raises(ConfigError, match=r"c.toml: \[prompts\] preset must be one of \"\", upstream, got 'paper'"):
         load_config(f)
