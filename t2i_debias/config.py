@@ -154,7 +154,7 @@ class TrainSection:
     lang_similarity: str = "tokens"  # tokens | pooled
     vision_reduction: str = "triplet"  # triplet (each MSE per triplet) | batch (upstream: over the batch)
     snr_gamma: float = 0.0  # 0 = off
-    # Loss weights; empty = the mode's reference weights (DESIGN.md §2). Keys: train.losses.LOSS_NAMES.
+    # Loss weights; empty = the mode's reference weights (DESIGN.md §2). Keys: options.LOSS_NAMES.
     weights: dict[str, float] = field(default_factory=dict)
     control: bool = False  # also train models/control: the same options on the biased anchors only
     resume_from_checkpoint: str = "latest"  # latest | a checkpoint folder | "" (start fresh)
