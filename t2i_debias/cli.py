@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from t2i_debias.errors import ConfigError, UserError
 from t2i_debias.options import RANGES
 
 log = logging.getLogger("t2i_debias")
+# A script's own flags applied to the config before the checks: overrides(args, cfg).
+Overrides = Callable[[argparse.Namespace, Config], None]
 
 
 def setup_env() -> None:
@@ -88,7 +91,7 @@ def build_parser(description: str, sections: list[str], other_sections: list[str
     return p
 
 
-def config_from_args(args: argparse.Namespace, overrides: Any = None) -> Config:
+def config_from_args(args: argparse.Namespace, overrides: Overrides | None = None) -> Config:
     """Load the config file (if any), apply the explicitly given flags (then `overrides(args, cfg)`, a script's
     own flags), the presets, and check every value as load_config does."""
     cfg = load_config(args.config, complete=False)
@@ -140,7 +143,7 @@ def _user_error_hook(verbose: bool) -> Any:
 
 
 def parse(description: str, sections: list[str], other_sections: list[str] | None = None,
-          argv: list[str] | None = None, extra: Any = None, overrides: Any = None
+          argv: list[str] | None = None, extra: Any = None, overrides: Overrides | None = None
           ) -> tuple[argparse.Namespace, Config]:
     """Parse argv for a stage script (`extra(parser)` may add flags, `overrides(args, cfg)` apply them before the
     checks); torch gets every available core."""

@@ -343,5 +343,4 @@ def _finalise(plan: Sequence[PlannedTriplet], done: dict[str, dict[str, Any]], o
     }
 
 
-
 __all__ = ["BuildSettings", "build_enriched", "outcome_of"]
