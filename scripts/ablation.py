@@ -101,13 +101,15 @@ def seed_config(root: Path, seed: int) -> Any:
 
 
 def arm_config(cfg: Any, arm: str, steps: list[int]) -> Any:
-    """The seed's config with the arm's [train] changes (a preset first, then the explicit options)."""
-    from t2i_debias.config import apply_train_preset
+    """The seed's config with the arm's [train] changes (a preset first, replacing every [train] option it
+    names, then the explicit options)."""
+    from t2i_debias.presets import apply_presets
 
     c = copy.deepcopy(cfg)
     changes = dict(ARMS[arm][1])
     if "preset" in changes:
-        apply_train_preset(c.train, changes.pop("preset"))
+        c.train.preset = changes.pop("preset")
+        apply_presets(c, {option for option in c.explicit if option[0] != "train"})
         c.train.control = False
     for k, v in changes.items():
         setattr(c.train, k, copy.deepcopy(v))
@@ -122,9 +124,9 @@ def arm_config(cfg: Any, arm: str, steps: list[int]) -> Any:
 def train_arm(cfg: Any, arm: str, steps: list[int]) -> tuple[dict[int, Path], float, float]:
     """Train one arm; returns {steps: model folder}, the wall and the CPU seconds of training (read back from
     its train_cost.json when the arm was trained before)."""
-    from t2i_debias.config import modes_to_run
     from t2i_debias.core.layout import RunLayout
     from t2i_debias.models import base_model
+    from t2i_debias.options import modes_to_run
     from t2i_debias.runs import MANIFEST
     from t2i_debias.stages.models import train_control, train_stage
 

@@ -13,25 +13,18 @@ import logging
 import os
 import sys
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.config import (
-    RANGES,
-    SECTIONS,
-    Config,
-    ConfigError,
-    apply_train_preset,
-    coerce,
-    field_types,
-    load_config,
-    validate,
-)
+from t2i_debias.config import SECTIONS, Config, coerce, field_types, finish, load_config, set_option
 from t2i_debias.core.layout import RunLayout
-from t2i_debias.errors import UserError
-from t2i_debias.presets import apply_preset
+from t2i_debias.errors import ConfigError, UserError
+from t2i_debias.options import RANGES
 
 log = logging.getLogger("t2i_debias")
+# A script's own flags applied to the config before the checks: overrides(args, cfg).
+Overrides = Callable[[argparse.Namespace, Config], None]
 
 
 def setup_env() -> None:
@@ -99,25 +92,24 @@ def build_parser(description: str, sections: list[str], other_sections: list[str
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """Load the config file (if any) then apply explicitly given flags; validate types."""
-    cfg = load_config(args.config, presets=False)
-    if "cfg__train__preset" in vars(args):  # a --preset flag sets its options first; other flags override them
-        apply_train_preset(cfg.train, args.cfg__train__preset, "flag --preset")
+def config_from_args(args: argparse.Namespace, overrides: Overrides | None = None) -> Config:
+    """Load the config file (if any), apply the explicitly given flags (then `overrides(args, cfg)`, a script's
+    own flags), the presets, and check every value as load_config does."""
+    cfg = load_config(args.config, complete=False)
     for dest, value in vars(args).items():
-        if not dest.startswith("cfg__") or dest == "cfg__train__preset":
+        if not dest.startswith("cfg__"):
             continue
         _, section, name = dest.split("__", 2)
         typ = field_types(SECTIONS[section])[name]
         if typing.get_origin(typ) is dict:
             value = _parse_kv(value, typ, f"--{name}")
-        setattr(cfg.sections[section], name, coerce(value, typ, f"flag --{name}"))
-        cfg.explicit.add((section, name))
-    apply_preset(cfg, cfg.explicit)
+        set_option(cfg, section, name, coerce(value, typ, f"flag --{name}"))
+    if overrides is not None:
+        overrides(args, cfg)
     if args.run_dir is not None:
         run_dir = Path(args.run_dir) if Path(args.run_dir).name else Path(args.run_dir).resolve()
         cfg.run.root, cfg.run.name = str(run_dir.parent), run_dir.name
-    return validate(cfg, "command line" if args.config is None else f"{args.config} + command line")
+    return finish(cfg, "command line" if args.config is None else f"{args.config} + command line")
 
 
 def _parse_kv(items: list[str], typ: Any, flag: str) -> dict[str, Any]:
@@ -127,7 +119,10 @@ def _parse_kv(items: list[str], typ: Any, flag: str) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"{flag}: expected KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
-        out[k] = vt(v)
+        try:
+            out[k] = vt(v)
+        except ValueError:
+            raise ConfigError(f"{flag}: {k}={v!r} is not a {vt.__name__}") from None
     return out
 
 
@@ -149,8 +144,10 @@ def _user_error_hook(verbose: bool) -> Any:
 
 
 def parse(description: str, sections: list[str], other_sections: list[str] | None = None,
-          argv: list[str] | None = None, extra: Any = None) -> tuple[argparse.Namespace, Config]:
-    """Parse argv for a stage script (`extra(parser)` may add flags); torch gets every available core."""
+          argv: list[str] | None = None, extra: Any = None, overrides: Overrides | None = None
+          ) -> tuple[argparse.Namespace, Config]:
+    """Parse argv for a stage script (`extra(parser)` may add flags, `overrides(args, cfg)` apply them before the
+    checks); torch gets every available core."""
     setup_env()
     parser = build_parser(description, sections, other_sections)
     if extra is not None:
@@ -165,7 +162,7 @@ def parse(description: str, sections: list[str], other_sections: list[str] | Non
     except ValueError as e:  # a malformed OMP_NUM_THREADS / LOCAL_WORLD_SIZE
         parser.error(str(e))
     try:
-        cfg = config_from_args(args)
+        cfg = config_from_args(args, overrides)
     except ConfigError as e:
         parser.error(str(e))
     from t2i_debias.toyworld import plugin
@@ -194,16 +191,20 @@ def _extra(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rank", type=int, default=None, help="alias of --lora_rank")
 
 
+def _apply_extra(args: argparse.Namespace, cfg: Config) -> None:
+    """--seed and --rank (diffusers' names) set [run] seed and [train] lora_rank, checked like any flag."""
+    if args.seed is not None:
+        cfg.run.seed = args.seed
+    if args.rank is not None:
+        cfg.train.lora_rank = args.rank
+
+
 def main_for_mode(mode: str, description: str, argv: list[str] | None = None) -> Path:
     """Parse flags, then train `mode` into the output folder (skipped when its manifest matches)."""
     from t2i_debias.models import base_model, resolve_model
     from t2i_debias.stages.models import train_stage
 
-    args, cfg = parse(description, ["train"], ["run"], argv, _extra)
-    if args.seed is not None:
-        cfg.run.seed = args.seed
-    if args.rank is not None:
-        cfg.train.lora_rank = args.rank
+    args, cfg = parse(description, ["train"], ["run"], argv, _extra, _apply_extra)
     base = resolve_model(args.pretrained_model_name_or_path, cfg) if args.pretrained_model_name_or_path \
         else base_model(cfg)
     lay = RunLayout(cfg.run_dir)

@@ -1,7 +1,8 @@
 """One TOML file describes a run. Each `[section]` maps onto a dataclass below.
 
-Precedence: dataclass defaults < config file < command-line flags. An unknown section or key is an
-error that names the key and the file, so a typo never silently falls back to a default.
+Precedence: dataclass defaults < presets (presets.py) < config file < command-line flags. An unknown
+section or key is an error that names the key and the file, so a typo never silently falls back to a
+default; every value is then checked once, at load (options.validate).
 Each section is owned by one stage; add a field to its dataclass to expose a new option everywhere
 (TOML, `--help`, manifests).
 """
@@ -9,8 +10,6 @@ Each section is owned by one stage; add a field to its dataclass to expose a new
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -19,12 +18,9 @@ from typing import Any
 
 import tomli_w
 
-from t2i_debias.errors import UserError
-from t2i_debias.presets import apply_preset
-
-
-class ConfigError(UserError, ValueError):
-    """A config file or flag that cannot be used; the message names the file and the key."""
+from t2i_debias.errors import ConfigError
+from t2i_debias.options import MODES, SOTA_METHODS, validate
+from t2i_debias.presets import apply_presets
 
 
 @dataclass
@@ -116,12 +112,12 @@ class AugmentSection:
 
 @dataclass
 class TrainSection:
-    """Contrastive fine-tuning (DESIGN.md §2). `preset` fills every option it names (TRAIN_PRESETS) before
-    the file's or the flags' own [train] options, so an explicit option always wins over its preset."""
+    """Contrastive fine-tuning (DESIGN.md §2). `preset` fills every option it names (presets.TRAIN_PRESETS)
+    that the file or the flags do not give, so an explicit option always wins over its preset."""
 
     preset: str = ""  # "" | reference (upstream's recipe) | recommended (what the ablation found best)
     schedule: str = "sequential"  # sequential (text -> unet -> both) | joint (both only)
-    modes: list[str] = field(default_factory=lambda: ["text", "unet", "both"])
+    modes: list[str] = field(default_factory=lambda: list(MODES))
     resolution: int = 512
     train_batch_size: int = 4
     max_train_steps: int = 1000
@@ -158,7 +154,7 @@ class TrainSection:
     lang_similarity: str = "tokens"  # tokens | pooled
     vision_reduction: str = "triplet"  # triplet (each MSE per triplet) | batch (upstream: over the batch)
     snr_gamma: float = 0.0  # 0 = off
-    # Loss weights; empty = the mode's reference weights (DESIGN.md §2). Keys: train.losses.LOSS_NAMES.
+    # Loss weights; empty = the mode's reference weights (DESIGN.md §2). Keys: options.LOSS_NAMES.
     weights: dict[str, float] = field(default_factory=dict)
     control: bool = False  # also train models/control: the same options on the biased anchors only
     resume_from_checkpoint: str = "latest"  # latest | a checkpoint folder | "" (start fresh)
@@ -175,40 +171,6 @@ class TrainSection:
         "a photo of a dog", "a bowl of fruit on a table", "a mountain landscape at sunset",
         "a red car parked on a street", "a cup of coffee", "a city skyline at night",
     ])
-
-
-# [train] presets (DESIGN.md §2 "Presets"). `reference` is upstream's recipe as published; `recommended` is
-# the best arm of docs/results/ablation.md. The toy world overrides scale options (resolution, lr) explicitly.
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    "reference": {
-        "schedule": "sequential", "modes": ["text", "unet", "both"], "weights": {},
-        "denoise_members": "positive", "denoise_caption": "own", "attribute_share": 0.0, "caption_dropout": 0.0,
-        "verified_only": False, "balance": "none", "guidance_target": 0.0,
-        "independent_noise": True, "vision_reduction": "batch", "lang_similarity": "tokens",
-        "learning_rate": 2e-8, "mode_learning_rates": {"text": 2e-8, "unet": 2e-8, "both": 2e-8},
-        "lr_scheduler": "constant", "lr_warmup_steps": 0, "adam_weight_decay": 1e-2,
-        "input_perturbation": 0.1, "random_flip": True, "resolution": 256, "train_batch_size": 16,
-        "num_train_epochs": 5, "mixed_precision": "auto", "use_ema": False, "snr_gamma": 0.0,
-    },
-    "recommended": {
-        "schedule": "sequential", "modes": ["unet"], "weights": {"denoise": 1.0, "vision": 0.0, "prior": 1.0},
-        "denoise_members": "both", "denoise_caption": "neutral", "attribute_share": 0.3, "caption_dropout": 0.1,
-        "verified_only": True, "balance": "cell", "balance_by": ["gender", "race"], "guidance_target": -1.0,
-        "uncond_weight": 1.0, "independent_noise": False, "input_perturbation": 0.0, "random_flip": False,
-        "num_train_epochs": 0, "mode_learning_rates": {},
-    },
-}
-
-
-def apply_train_preset(section: Any, name: str, where: str = "[train] preset") -> None:
-    """Set every option the named preset fixes on a TrainSection ("" = no preset)."""
-    import copy
-
-    if name and name not in TRAIN_PRESETS:
-        raise ConfigError(f"{where}: unknown preset {name!r}; known: {', '.join(TRAIN_PRESETS)}")
-    for k, v in TRAIN_PRESETS.get(name, {}).items():
-        setattr(section, k, copy.deepcopy(v))
-    section.preset = name
 
 
 @dataclass
@@ -279,9 +241,7 @@ class SotaSection:
     """Baselines compared on the same base model (DESIGN.md §5)."""
 
     # Baselines (t2i_debias.baselines); "ours" (each trained mode under models/) is always added.
-    methods: list[str] = field(
-        default_factory=lambda: ["base", "ethical_intervention", "debiasvl", "fair_diffusion", "uce", "shen2024"]
-    )
+    methods: list[str] = field(default_factory=lambda: list(SOTA_METHODS))
     shen2024_dir: str = ""  # folder with text_encoder_lora_EMA.pth + unet_lora_EMA.pth (SD 1.5 only)
     debiasvl_lambda: float = 500.0
     fair_diffusion_edit_guidance: float = 4.0
@@ -329,223 +289,6 @@ SECTIONS: dict[str, type] = {
     "report": ReportSection,
     "toy": ToySection,
 }
-
-
-@dataclass(frozen=True)
-class Range:
-    """The allowed values of a numeric option (bounds inclusive unless `*_open`); shown in --help.
-
-    NaN is never allowed, nor ±inf unless `allow_inf`: a NaN compares false with every bound, so without
-    this check `guidance_scale = nan` would pass and silently switch guidance off. `multiple_of` > 0: the value
-    must be a multiple of it (resolutions: the VAE downsamples by 8).
-    """
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-    choices: tuple[float, ...] = ()
-    multiple_of: int = 0
-    allow_inf: bool = False
-
-    def ok(self, v: float) -> bool:
-        if not self.finite_ok(v):
-            return False
-        if self.choices:
-            return v in self.choices
-        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
-            return False
-        if self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi):
-            return False
-        return not (self.multiple_of and v % self.multiple_of)
-
-    def finite_ok(self, v: float) -> bool:
-        """False for NaN, and for ±inf unless the range allows it."""
-        return not (math.isnan(v) or (math.isinf(v) and not self.allow_inf))
-
-    def nearest(self, v: float) -> int | None:
-        """The allowed multiple of `multiple_of` closest to `v` (the fix an error message suggests)."""
-        if not self.multiple_of or not self.finite_ok(v):
-            return None
-        m = self.multiple_of
-        lo = math.ceil((self.lo or 0) / m) * m
-        c = max(lo, int(round(v / m)) * m)
-        return min(c, int(self.hi // m * m)) if self.hi is not None else c
-
-    def text(self) -> str:
-        if self.choices:
-            return "one of " + ", ".join(_number(c) for c in self.choices)
-        if self.lo is not None and self.hi is not None:
-            out = f"in {'(' if self.lo_open else '['}{_number(self.lo)}, {_number(self.hi)}{')' if self.hi_open else ']'}"
-        elif self.lo is not None:
-            out = f"{'>' if self.lo_open else '>='} {_number(self.lo)}"
-        else:
-            out = f"{'<' if self.hi_open else '<='} {_number(self.hi)}"
-        return out + (f", a multiple of {self.multiple_of}" if self.multiple_of else "")
-
-
-def _number(x: float | None) -> str:
-    """A bound as a person types it: 4294967295 and 100000, not 4.29497e+09; 0.5 as 0.5."""
-    return str(int(x)) if x is not None and float(x).is_integer() else f"{x:g}"
-
-
-_NONNEG, _POS_INT, _POS = Range(0), Range(1), Range(0, lo_open=True)
-_UNIT, _SHIFT = Range(0, 1), Range(-1, 1)
-# Seeds: numpy (accelerate's set_seed) takes 32 bits. Resolutions: multiples of 8 (the VAE's downsampling),
-# at most 4096 px; those that default to 0 ("the model's own") may be 0.
-_SEED = Range(0, 2**32 - 1)
-_RES, _RES_OR_0 = Range(8, 4096, multiple_of=8), Range(0, 4096, multiple_of=8)
-# Counts that size memory or work get a ceiling far above any real run, so a typo such as
-# `images_per_prompt = 10**12` is refused at load instead of exhausting memory hours later.
-MAX_IMAGES = 100_000  # images per prompt (evaluation, sweep)
-MAX_BATCH = 4096  # images per batch, any stage
-MAX_STEPS = 1000  # sampler steps (diffusers schedulers are trained on 1000 timesteps)
-MAX_TRAIN_STEPS = 10_000_000  # optimiser steps of a fine-tune or a toy model
-_IMAGES, _BATCH = Range(1, MAX_IMAGES), Range(1, MAX_BATCH)
-_STEPS, _TRAIN_STEPS = Range(1, MAX_STEPS), Range(1, MAX_TRAIN_STEPS)
-# The range of every numeric option (a dict option's values all share one); checked where a config is
-# loaded (load_config, cli flags), so a value like `images_per_prompt = -3` never reaches a stage.
-RANGES: dict[str, dict[str, Range]] = {
-    "run": {"seed": _SEED},
-    "labels": {"margin": _NONNEG, "batch_size": _BATCH},
-    "analysis": {"min_count": _NONNEG},
-    "augment": {"resolution": _RES, "crop_scale": _POS, "crop_shift": _SHIFT, "num_inference_steps": _STEPS,
-                "guidance_scale": _NONNEG, "batch_size": _BATCH, "max_tries": Range(1, 100), "max_triplets": _NONNEG,
-                "generator_resolution": _RES_OR_0, "retry_guidance_scale": _NONNEG, "balance_band": _UNIT,
-                "min_written_rate": _UNIT},
-    "train": {"resolution": _RES, "train_batch_size": _BATCH, "max_train_steps": _TRAIN_STEPS,
-              "learning_rate": _POS, "lr_warmup_steps": _NONNEG, "gradient_accumulation_steps": Range(1, 10_000),
-              "max_grad_norm": _NONNEG, "checkpointing_steps": _NONNEG, "lora_rank": Range(0, 4096),
-              "snr_gamma": _NONNEG, "weights": _NONNEG, "checkpoints_total_limit": _NONNEG,
-              "adam_weight_decay": _NONNEG, "ema_decay": _UNIT, "dataloader_num_workers": Range(0, 1024),
-              "num_train_epochs": Range(0, 100_000), "mode_learning_rates": _POS, "snapshot_steps": _TRAIN_STEPS,
-              "input_perturbation": _NONNEG, "attribute_share": _UNIT, "caption_dropout": _UNIT,
-              "guidance_target": Range(-1), "uncond_weight": _NONNEG, "log_images_every": _NONNEG},
-    "generate": {"images_per_prompt": _IMAGES, "base_seed": _SEED, "batch_size": _BATCH,
-                 "num_inference_steps": _STEPS, "guidance_scale": _NONNEG, "resolution": _RES_OR_0},
-    "bias": {"n_bootstrap": Range(0, 100_000), "ci": Range(0, 1, lo_open=True, hi_open=True),
-             "floor_exact_max": Range(0, 10_000_000), "floor_draws": Range(1, 10_000_000), "guidance_sweep": _NONNEG,
-             "sweep_images_per_prompt": Range(0, MAX_IMAGES)},
-    "quality": {"fid_features": Range(choices=(64, 192, 768, 2048)), "kid_subset_size": Range(2, MAX_IMAGES),
-                "kid_subsets": Range(1, 100_000), "batch_size": _BATCH},
-    "sota": {"debiasvl_lambda": _NONNEG, "fair_diffusion_edit_guidance": _NONNEG, "uce_iterations": Range(0, 1000),
-             "uce_samples": Range(1, 10_000), "uce_steps": _STEPS},
-    "report": {"figure_images": Range(1, 64)},
-    "toy": {"seed": _SEED, "n_per_occupation": Range(1, 10_000), "base_steps": _TRAIN_STEPS,
-            "vae_steps": _TRAIN_STEPS},
-}
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def check_range(section: str, key: str, value: Any, where: str) -> None:
-    """Raise ConfigError when a numeric option (or each value of a dict option) is outside RANGES."""
-    rng = RANGES.get(section, {}).get(key)
-    if rng is None:
-        return
-    values = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
-    for v in values:
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or rng.ok(v):
-            continue
-        if not rng.finite_ok(v):
-            raise ConfigError(f"{where}: [{section}] {key} must be a finite number {rng.text()}, got {v!r}")
-        fix = rng.nearest(v)
-        raise ConfigError(f"{where}: [{section}] {key} must be {rng.text()}, got {v!r}"
-                          + (f"; use {fix}" if fix is not None and fix != v else ""))
-
-
-def validate(cfg: Config, source: str | None = None, names: bool = True) -> Config:
-    """Check every numeric option against RANGES, that run.name is a plain folder name and (`names`) that every
-    name of a model, mode or method resolves (check_names): all before any stage runs."""
-    where = source or cfg.source
-    for section, fields in RANGES.items():
-        for key in fields:
-            check_range(section, key, getattr(cfg.sections[section], key), where)
-    name = cfg.run.name
-    if not _PLAIN_NAME.match(name) or name in (".", ".."):
-        raise ConfigError(f"{where}: [run] name must be a plain folder name (letters, digits, '_', '-', '.'; "
-                          f"no '/' or '..'), got {name!r}; put the parent folder in [run] root")
-    if names:
-        check_names(cfg, where)
-    return cfg
-
-
-# ----------------------------------------------------------------------------- names of models, modes, methods
-# The fine-tuning modes, in training order (t2i_debias.train.engine imports them from here).
-MODES: tuple[str, ...] = ("text", "unet", "both")
-SCHEDULES: tuple[str, ...] = ("sequential", "joint")
-# The [sota] methods a config may name; baselines.registry.METHODS maps each to its class (same names, same order).
-SOTA_METHODS: tuple[str, ...] = ("base", "ethical_intervention", "debiasvl", "fair_diffusion", "uce", "shen2024")
-
-
-def modes_to_run(train: TrainSection) -> list[str]:
-    """Modes in training order: sequential = text, unet, both (those listed); joint = both only."""
-    for m in train.modes:
-        if m not in MODES:
-            raise ValueError(f"[train] modes: unknown mode {m!r}; expected {', '.join(MODES)}")
-    if train.schedule == "sequential":
-        return [m for m in MODES if m in train.modes]
-    if train.schedule == "joint":
-        return ["both"]
-    raise ValueError(f"[train] schedule must be sequential | joint, got {train.schedule!r}")
-
-
-BASE_MODEL_NAME = "base"  # the unmodified base model: generated/base/, bias/base/
-CONTROL_MODEL_NAME = "control"  # models/control/: [train] control
-
-
-def trained_modes(train: Any) -> list[str]:
-    """The modes a [train] section trains, in training order: sequential = those listed; joint = both only."""
-    return ["both"] if train.schedule == "joint" else [m for m in MODES if m in train.modes]
-
-
-def parse_model_entry(item: str) -> tuple[str, str]:
-    """(name, spec) of one `[generate] models` entry NAME=SPEC; ConfigError unless NAME is a plain folder name."""
-    if "=" not in item:
-        raise ConfigError(f"[generate] models: entry {item!r} must be NAME=SPEC (e.g. base=stabilityai/sd-2-1)")
-    name, spec = (x.strip() for x in item.split("=", 1))
-    if not name or "/" in name or "\\" in name or name.startswith(".") or not spec:
-        raise ConfigError(f"[generate] models: entry {item!r}: NAME names a folder (no '/', not starting with '.') "
-                          "and SPEC a model id or folder")
-    return name, spec
-
-
-def model_names(cfg: Config) -> list[str]:
-    """The models a run evaluates, known when the config is loaded: the names of [generate] models when given,
-    else base, each mode [train] trains (after its preset) and control when [train] control."""
-    if cfg.generate.models:
-        return [parse_model_entry(item)[0] for item in cfg.generate.models]
-    return [BASE_MODEL_NAME, *trained_modes(cfg.train)] + ([CONTROL_MODEL_NAME] if cfg.train.control else [])
-
-
-def _unknown(where: str, key: str, given: list[str], known: list[str] | tuple[str, ...], what: str) -> None:
-    """ConfigError naming the key, the names it does not know and the names it does."""
-    bad = [g for g in given if g not in known]
-    if bad:
-        raise ConfigError(f"{where}: {key}: unknown {what} {', '.join(map(repr, bad))}; known: {', '.join(known)}")
-
-
-def check_names(cfg: Config, where: str) -> None:
-    """Every config value that names a mode, a model or a baseline resolves, so a typo fails at load, not
-    after the stages before the one that reads it. Presets must have been applied."""
-    t = cfg.train
-    if t.schedule not in SCHEDULES:
-        raise ConfigError(f"{where}: [train] schedule must be one of {', '.join(SCHEDULES)}, got {t.schedule!r}")
-    _unknown(where, "[train] modes", list(t.modes), MODES, "mode")
-    _unknown(where, "[train] mode_learning_rates", list(t.mode_learning_rates), MODES, "mode")
-    try:
-        models = model_names(cfg)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    dupes = sorted({m for m in models if models.count(m) > 1})
-    if dupes:
-        raise ConfigError(f"{where}: [generate] models: {', '.join(dupes)} named twice; each NAME must be unique")
-    _unknown(where, "[bias] sweep_models", list(cfg.bias.sweep_models), models, "model")
-    _unknown(where, "[sota] methods", list(cfg.sota.methods), SOTA_METHODS, "method")
-    shown = models + [m for m in cfg.sota.methods if m not in models]
-    r = cfg.report
-    if ("report", "figure_base") in cfg.explicit:  # the default "base" may be absent from [generate] models
-        _unknown(where, "[report] figure_base", [r.figure_base], shown, "model")
-    _unknown(where, "[report] figure_ours", [r.figure_ours] if r.figure_ours else [], shown, "model")
 
 
 @dataclass
@@ -635,24 +378,32 @@ def apply_table(cfg: Config, table: dict[str, Any], source: str) -> Config:
             raise ConfigError(f"{source}: [{sec_name}] must be a table")
         cls = SECTIONS[sec_name]
         types = field_types(cls)
-        sec = cfg.sections[sec_name]
-        if sec_name == "train" and "preset" in values:  # the preset first: the table's own keys override it
-            apply_train_preset(sec, coerce(values["preset"], str, f"{source}: [train] preset"), f"{source}: [train] preset")
         for key, value in values.items():
-            if sec_name == "train" and key == "preset":
-                continue
             if key not in types:
                 raise ConfigError(
                     f"{source}: unknown key '{key}' in [{sec_name}]; known keys: {', '.join(types)}"
                 )
-            setattr(sec, key, coerce(value, types[key], f"{source}: [{sec_name}] {key}"))
-            cfg.explicit.add((sec_name, key))
+            set_option(cfg, sec_name, key, coerce(value, types[key], f"{source}: [{sec_name}] {key}"))
     return cfg
 
 
-def load_config(path: str | Path | None = None, presets: bool = True) -> Config:
-    """Defaults, overridden by the TOML file at `path` (if any), then its `[prompts] preset` (unless `presets`
-    is False: the CLI applies it after the flags)."""
+def set_option(cfg: Config, section: str, key: str, value: Any) -> None:
+    """Set an option given in a file or as a flag and record it as explicit, so no preset overrides it.
+    ([train] preset itself has never been recorded: `explicit` holds what it held before the presets met.)"""
+    setattr(cfg.sections[section], key, value)
+    if (section, key) != ("train", "preset"):
+        cfg.explicit.add((section, key))
+
+
+def finish(cfg: Config, where: str) -> Config:
+    """The last step of loading, once the file and the flags are in: apply the presets, then check everything."""
+    apply_presets(cfg, cfg.explicit, where)
+    return validate(cfg, where)
+
+
+def load_config(path: str | Path | None = None, complete: bool = True) -> Config:
+    """Defaults, overridden by the TOML file at `path` (if any), then its presets and every check (unless
+    `complete` is False: the CLI adds its flags, then calls `finish`)."""
     cfg = Config()
     if path is None:
         return cfg
@@ -669,6 +420,4 @@ def load_config(path: str | Path | None = None, presets: bool = True) -> Config:
         raise ConfigError(f"{p}: not valid TOML: {e}") from e
     cfg.source = str(p)
     apply_table(cfg, table, str(p))
-    if presets:
-        apply_preset(cfg, cfg.explicit)
-    return validate(cfg, names=presets)  # without presets, the caller validates names after its flags
+    return finish(cfg, str(p)) if complete else validate(cfg, complete=False)  # each value alone, before flags

@@ -21,3 +21,7 @@ class RunLockedError(UserError, RuntimeError):
 
 class MissingInputError(UserError, FileNotFoundError):
     """An input that does not exist or whose producing stage did not finish."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config file or flag that cannot be used; the message names the file and the key."""

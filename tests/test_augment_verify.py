@@ -21,15 +21,17 @@ from PIL import Image
 
 from t2i_debias import models
 from t2i_debias.attributes import STATUS_AMBIGUOUS
-from t2i_debias.augment.build import BuildSettings, build_enriched, check_options
+from t2i_debias.augment.build import BuildSettings, build_enriched
 from t2i_debias.augment.captions import CaptionComposer
 from t2i_debias.augment.counterfactual import CounterfactualChooser, Demographics
 from t2i_debias.augment.inputs import load_people
 from t2i_debias.augment.planner import TripletPlanner, plan_triplets
 from t2i_debias.augment.reader import read_metadata
 from t2i_debias.augment.schema import BALANCE, FIDELITY, REJECTED, REJECTED_COLUMNS
-from t2i_debias.config import Config, ConfigError
+from t2i_debias.config import Config
+from t2i_debias.errors import ConfigError
 from t2i_debias.labels.base import Prediction
+from t2i_debias.options import validate
 from tests.helpers.augment_inputs import WorldClassifier, as_asked, world_references, write_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,27 +283,28 @@ def test_negative_prompt_and_retry_guidance_reach_the_pipeline(tmp_path, pipe) -
 
 
 @pytest.mark.parametrize("field, value, msg", [
-    ("on_unverified", "maybe", "on_unverified 'maybe'"),
-    ("negative_prompt", "woman", "negative_prompt 'woman'"),
+    ("on_unverified", "maybe", "on_unverified must be one of drop, keep, got 'maybe'"),
+    ("negative_prompt", "woman", "negative_prompt must be one of none, opposite_gender, got 'woman'"),
     ("balance_band", [0.6, 0.4], "balance_band"),
     ("retry_guidance_scale", -1.0, "retry_guidance_scale"),
     ("min_written_rate", 1.5, "min_written_rate"),
     ("max_tries", 0, "max_tries"),
 ])
-def test_bad_augment_options_are_config_errors(field: str, value, msg: str) -> None:
+def test_bad_augment_options_are_config_errors_at_load(field: str, value, msg: str) -> None:
+    """Checked where the config is loaded (options.validate), not when the enriched stage starts."""
     cfg = Config()
     setattr(cfg.augment, field, value)
-    with pytest.raises(ConfigError, match=f"\\[augment\\] .*{msg}"):
-        check_options(cfg.augment)
+    with pytest.raises(ConfigError, match=f"^c.toml: \\[augment\\] .*{msg}"):
+        validate(cfg, "c.toml")
 
 
 def test_drop_without_verification_is_a_config_error() -> None:
     cfg = Config()
     cfg.augment.verify_attributes = False
     with pytest.raises(ConfigError, match='on_unverified = "drop" needs verify_attributes'):
-        check_options(cfg.augment)
+        validate(cfg, "c.toml")
     cfg.augment.on_unverified = "keep"
-    check_options(cfg.augment)
+    validate(cfg, "c.toml")
 
 
 # ----------------------------------------------------------------------------- resume after SIGKILL

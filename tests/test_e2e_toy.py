@@ -54,8 +54,8 @@ def test_toy_world_bias_is_learned_then_reduced(tmp_path, seed):
     import torch
 
     from t2i_debias.baselines.registry import make_method
-    from t2i_debias.config import modes_to_run
     from t2i_debias.models import load_pipeline
+    from t2i_debias.options import modes_to_run
     from t2i_debias.pipeline import run_pipeline
     from t2i_debias.stages.sota import method_inputs
     from t2i_debias.toyworld import ensure_toy_world

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from t2i_debias.config import ConfigError, load_config
+from t2i_debias.config import load_config
+from t2i_debias.errors import ConfigError
 from t2i_debias.stages import models as models_stage
 from t2i_debias.train import modes, step
 from t2i_debias.train import parts as train_parts
@@ -207,7 +208,8 @@ def test_presets_apply_first_and_explicit_options_win(tmp_path):
     t = load_config(p).train
     assert (t.denoise_members, t.denoise_caption, t.balance, t.guidance_target) == ("both", "neutral", "none", -1.0)
     p.write_text('[train]\npreset = "best"\n')
-    with pytest.raises(ConfigError, match="unknown preset 'best'; known: reference, recommended"):
+    with pytest.raises(ConfigError, match=r'c.toml: \[train\] preset must be one of "", reference, recommended, '
+                                          "got 'best'"):
         load_config(p)
     # a --preset flag sets its options first, other flags override it
     import argparse
@@ -244,13 +246,14 @@ def test_control_config_denoises_only_anchors():
 
 @pytest.mark.slow
 def test_recommended_run_snapshots_card_and_control(tmp_path, tiny_sd_path):
-    from t2i_debias.config import apply_train_preset
     from t2i_debias.models import load_pipeline
+    from t2i_debias.presets import apply_presets
 
     run = tmp_path / "run"
     make_enriched(run / "enriched", n=4)
     cfg = small_config(run)
-    apply_train_preset(cfg.train, "recommended")
+    cfg.train.preset = "recommended"
+    apply_presets(cfg, cfg.explicit)
     cfg.train.resolution, cfg.train.train_batch_size, cfg.train.learning_rate = 32, 2, 1e-3
     cfg.train.max_train_steps, cfg.train.snapshot_steps, cfg.train.checkpointing_steps = 3, [2], 0
     cfg.train.control = True

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from t2i_debias import cli
-from t2i_debias.config import RANGES, SECTIONS, ConfigError, load_config
+from t2i_debias.config import SECTIONS, load_config
+from t2i_debias.errors import ConfigError
+from t2i_debias.options import RANGES
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from t2i_debias.config import Config, ConfigError, load_config
+from t2i_debias.config import Config, load_config
 from t2i_debias.data import prompts
-from t2i_debias.errors import MissingInputError, UserError
+from t2i_debias.errors import ConfigError, MissingInputError, UserError
 from t2i_debias.labels import runner
 from t2i_debias.runs import MANIFEST, STAGING_MARK, Stage, Staged, hash_file
 from t2i_debias.stages import analysis as analysis_stage

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from t2i_debias.options import LOSS_NAMES
 from t2i_debias.train.losses import (
-    LOSS_NAMES,
     denoise_loss,
     denoise_target,
     lang_loss,

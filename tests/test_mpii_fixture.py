@@ -145,9 +145,12 @@ def test_run_stage_split_all_persons_and_map_override(tmp_path, small_fixture):
 
 
 def test_run_stage_rejects_bad_split_and_missing_file(tmp_path, small_fixture):
+    from t2i_debias.errors import ConfigError
+    from t2i_debias.options import validate
+
     mat_path, images_dir, _ = small_fixture
-    with pytest.raises(ValueError, match="split must be one of"):
-        run_stage(_cfg(tmp_path, mat_path, images_dir, split="val"))
+    with pytest.raises(ConfigError, match=r"\[mpii\] split must be one of train, test, all, got 'val'"):
+        validate(_cfg(tmp_path, mat_path, images_dir, split="val"))  # at load, before the stage
     with pytest.raises(FileNotFoundError, match="MPII annotation file not found"):
         run_stage(_cfg(tmp_path, tmp_path / "nope.mat", images_dir))
 

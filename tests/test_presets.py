@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from t2i_debias.cli import build_parser, config_from_args
-from t2i_debias.config import ConfigError, load_config
+from t2i_debias.config import load_config
 from t2i_debias.data import prompts
+from t2i_debias.errors import ConfigError
 from t2i_debias.presets import UPSTREAM_TEMPLATE
 
 
@@ -38,5 +39,5 @@ def test_explicit_options_win_over_the_preset(tmp_path):
 def test_unknown_preset_names_the_file(tmp_path):
     f = tmp_path / "c.toml"
     f.write_text('[prompts]\npreset = "paper"\n')
-    with pytest.raises(ConfigError, match=r"c.toml: \[prompts\] preset must be one of '' \| 'upstream'"):
+    with pytest.raises(ConfigError, match=r"c.toml: \[prompts\] preset must be one of \"\", upstream, got 'paper'"):
         load_config(f)

@@ -14,6 +14,8 @@ from t2i_debias.augment.inputs import load_people
 from t2i_debias.augment.planner import TripletPlanner
 from t2i_debias.augment.reader import read_metadata
 from t2i_debias.config import Config
+from t2i_debias.errors import ConfigError
+from t2i_debias.options import validate
 from t2i_debias.stages import enriched
 from tests.helpers.augment_inputs import skewed_people, write_inputs
 
@@ -75,5 +77,5 @@ def test_augment_stage_with_sdxl_generator(tmp_path):
     assert manifest["extra"]["n_triplets"] == 2
     assert {r.generator for r in read_metadata(cfg.run_dir / "enriched")} == {"tiny:sdxl"}
     cfg.augment.generator_resolution = 36
-    with pytest.raises(ValueError, match="generator_resolution must be 0 or a positive multiple of 8"):
-        enriched.run_stage(cfg)
+    with pytest.raises(ConfigError, match=r"\[augment\] generator_resolution must be in \[0, 4096\], a multiple of 8"):
+        validate(cfg)  # at load, before the stage

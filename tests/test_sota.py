@@ -312,9 +312,9 @@ def test_column_directions_come_from_the_metric_specs_and_the_registry():
 
 
 def test_the_registry_implements_exactly_the_methods_a_config_may_name() -> None:
-    """config.SOTA_METHODS (checked at load) and baselines.registry.METHODS (the classes) name the same methods."""
+    """options.SOTA_METHODS (checked at load) and baselines.registry.METHODS (the classes) name the same methods."""
     from t2i_debias.baselines.registry import METHODS, method_class
-    from t2i_debias.config import SOTA_METHODS
+    from t2i_debias.options import SOTA_METHODS
 
     assert tuple(METHODS) == SOTA_METHODS
     assert all(method_class(m) for m in SOTA_METHODS)

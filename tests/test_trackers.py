@@ -51,9 +51,12 @@ def test_text_mode_logs_scalars_and_no_images(tmp_path, tiny_sd_path):
     assert "loss/lang" in tags["scalars"] and not tags["images"]
 
 
-def test_report_to_is_checked_before_loading():
-    with pytest.raises(ValueError, match="report_to must be one of none | tensorboard | wandb"):
-        trackers.check(small_config(report_to="mlflow").train)
-    with pytest.raises(ValueError, match="log_images_every must be >= 0"):
-        trackers.check(small_config(log_images_every=-1).train)
+def test_report_to_is_checked_at_load():
+    from t2i_debias.errors import ConfigError
+    from t2i_debias.options import validate
+
+    with pytest.raises(ConfigError, match="report_to must be one of none, tensorboard, wandb, got 'mlflow'"):
+        validate(small_config(report_to="mlflow"), "c.toml")
+    with pytest.raises(ConfigError, match="log_images_every must be >= 0"):
+        validate(small_config(log_images_every=-1), "c.toml")
     assert trackers.accelerator_kwargs(small_config().train, Path("x")) == {}

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from t2i_debias.augment.captions import CaptionComposer
 from t2i_debias.augment.fidelity import TripletOutcome, balance_table, fidelity_table, rejected_rows
 from t2i_debias.augment.inputs import Person
-from t2i_debias.augment.planner import NEGATIVE_PROMPT_MODES, PlannedTriplet, TripletPlanner, crop_anchor
+from t2i_debias.augment.planner import PlannedTriplet, TripletPlanner, crop_anchor
 from t2i_debias.augment.schema import (
     BALANCE,
     FIDELITY,
@@ -54,8 +54,8 @@ from t2i_debias.augment.schema import (
     SKIPPED,
 )
 from t2i_debias.augment.verify import _member_outcome, agrees, measured_caption
-from t2i_debias.config import ConfigError
 from t2i_debias.image_files import ImageReadError, open_rgb
+from t2i_debias.options import ON_UNVERIFIED
 from t2i_debias.runs import atomic_save_image, atomic_write_csv, atomic_write_text, safe_join
 from t2i_debias.sampling import generate_images
 
@@ -93,9 +93,6 @@ def _append_journal(path: Path, entries: list[dict[str, Any]]) -> None:
         fh.write("".join(json.dumps(e) + "\n" for e in entries).encode())
         fh.flush()
         os.fsync(fh.fileno())
-
-
-ON_UNVERIFIED: tuple[str, ...] = ("drop", "keep")
 
 
 @dataclass
@@ -346,29 +343,4 @@ def _finalise(plan: Sequence[PlannedTriplet], done: dict[str, dict[str, Any]], o
     }
 
 
-
-def check_options(a: Any) -> None:
-    """Reject [augment] values that cannot work, before any model is loaded."""
-    problems = []
-    if a.resolution <= 0 or a.max_tries < 1:
-        problems.append(f"resolution and max_tries must be positive (got {a.resolution}, {a.max_tries})")
-    if a.on_unverified not in ON_UNVERIFIED:
-        problems.append(f"on_unverified {a.on_unverified!r} is not one of {ON_UNVERIFIED}")
-    elif a.on_unverified == "drop" and not a.verify_attributes:
-        problems.append('on_unverified = "drop" needs verify_attributes = true (or set on_unverified = "keep": '
-                        "unverified members are then captioned neutrally)")
-    if a.negative_prompt not in NEGATIVE_PROMPT_MODES:
-        problems.append(f"negative_prompt {a.negative_prompt!r} is not one of {NEGATIVE_PROMPT_MODES}")
-    if a.retry_guidance_scale < 0:
-        problems.append(f"retry_guidance_scale must be >= 0, got {a.retry_guidance_scale}")
-    band = list(a.balance_band)
-    if len(band) != 2 or not 0.0 <= band[0] <= band[1] <= 1.0:
-        problems.append(f"balance_band must be [low, high] with 0 <= low <= high <= 1, got {band}")
-    if not 0.0 <= a.min_written_rate <= 1.0:
-        problems.append(f"min_written_rate must be in [0, 1], got {a.min_written_rate}")
-    if problems:
-        raise ConfigError("[augment] " + "; ".join(problems))
-
-
-
-__all__ = ["ON_UNVERIFIED", "BuildSettings", "build_enriched", "check_options", "outcome_of"]
+__all__ = ["BuildSettings", "build_enriched", "outcome_of"]

@@ -17,6 +17,7 @@ from t2i_debias.augment.captions import CaptionComposer
 from t2i_debias.augment.counterfactual import CounterfactualChooser, Demographics
 from t2i_debias.augment.inputs import Person
 from t2i_debias.augment.schema import GENERATED, TripletRecord
+from t2i_debias.options import NEGATIVE_PROMPT_MODES
 from t2i_debias.runs import hash_obj
 
 MPII_SCALE_PX = 200.0  # MPII `scale` is the person height divided by 200 px
@@ -60,9 +61,6 @@ def crop_anchor(image: Image.Image, person: Person, resolution: int, crop_scale:
 
 
 # ----------------------------------------------------------------------------- plan
-NEGATIVE_PROMPT_MODES: tuple[str, ...] = ("none", "opposite_gender")
-
-
 @dataclass
 class PlannedTriplet:
     """Everything needed to produce one triplet; `key()` changes whenever its output would.

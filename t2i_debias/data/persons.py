@@ -17,13 +17,13 @@ from typing import Any
 
 from t2i_debias.data.mpii import MpiiPerson, MpiiRelease
 from t2i_debias.data.occupations import OccupationMap
+from t2i_debias.options import SPLITS
 
 PERSONS_COLUMNS: tuple[str, ...] = (
     "person_id", "image", "image_index", "ridx", "split", "category", "activity", "act_id", "occupation",
     "head_x1", "head_y1", "head_x2", "head_y2", "scale", "objpos_x", "objpos_y", "n_people",
     "single_person", "image_exists",
 )
-SPLITS = ("train", "test", "all")
 SKIP_REASONS = ("wrong_split", "bad_image_name", "no_activity", "unmapped_activity", "not_occupation")
 IMAGE_NAME = re.compile(r"^\d{9}\.jpg$")
 

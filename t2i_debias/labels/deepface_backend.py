@@ -30,12 +30,12 @@ from PIL import Image
 from t2i_debias.attributes import GENDERS, RACES, STATUS_OK, age_group
 from t2i_debias.labels.base import Box, Prediction
 from t2i_debias.labels.crops import Crop, CropClassifier
+from t2i_debias.options import MULTIPLE_FACES
 
 log = logging.getLogger(__name__)
 
 FACE_SIZE = (224, 224)
 MODEL_NAMES = ("Gender", "Race", "Age")
-POLICIES = ("skip", "largest", "first")  # first: DeepFace's first detection, as the reference implementation
 
 
 class RandomWeightsError(RuntimeError):
@@ -44,8 +44,8 @@ class RandomWeightsError(RuntimeError):
 
 def select_face(faces: list[Box], head: Box | None, policy: str = "skip") -> tuple[int | None, str]:
     """Pick this person's face among detections: (index or None, status). See the module doc."""
-    if policy not in POLICIES:
-        raise ValueError(f"multiple_faces policy {policy!r}; expected one of {POLICIES}")
+    if policy not in MULTIPLE_FACES:
+        raise ValueError(f"multiple_faces policy {policy!r}; expected one of {MULTIPLE_FACES}")
     if head is None:
         cands = list(range(len(faces)))
     else:
@@ -83,8 +83,8 @@ class DeepFaceClassifier(CropClassifier):
     def __init__(self, detector: str = "opencv", fallback_skip: bool = True, margin: float = 1.0,
                  batch_size: int = 32, multiple_faces: str = "skip", align: bool = True,
                  device: str = "auto", allow_random_weights: bool = False) -> None:
-        if multiple_faces not in POLICIES:
-            raise ValueError(f"labels.multiple_faces={multiple_faces!r}; expected one of {POLICIES}")
+        if multiple_faces not in MULTIPLE_FACES:
+            raise ValueError(f"labels.multiple_faces={multiple_faces!r}; expected one of {MULTIPLE_FACES}")
         self.detector = detector
         self.fallback_skip = fallback_skip
         self.margin = margin

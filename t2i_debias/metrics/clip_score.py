@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from t2i_debias.options import CLIP_SCORES
+
 
 def cosine(a: Any, b: Any) -> np.ndarray:
     """Row-wise cosine similarity of two (N, D) arrays."""
@@ -28,9 +30,6 @@ def cosine(a: Any, b: Any) -> np.ndarray:
     num = (a * b).sum(axis=-1)
     den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
     return num / np.maximum(den, 1e-12)
-
-
-CLIP_SCORES: tuple[str, ...] = ("x100_clamped", "raw_cosine")
 
 
 def clip_t_scores(image_emb: Any, text_emb: Any, score: str = "x100_clamped") -> np.ndarray:

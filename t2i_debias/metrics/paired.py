@@ -22,8 +22,8 @@ from t2i_debias.metrics.bias import (
     p_from_codes,
     percentile_interval,
 )
+from t2i_debias.options import RESAMPLE_MODES
 
-RESAMPLE_MODES: tuple[str, ...] = ("prompts_and_seeds", "seeds")
 NOT_COMPUTED = "not computed"  # the verdict where no paired CI exists (no pairs, no bootstrap, no reference)
 
 

@@ -1,8 +1,8 @@
 """The `enriched` stage: mpii/persons.csv + labels/labels.csv -> <run_dir>/enriched/ (DESIGN.md §1.4, §6).
 
 The build itself (plan, generation, verification, files) is `t2i_debias.augment.build`; this module
-checks the options and inputs, loads the generator and the verifying classifier, and swaps the
-finished folder in under the stage's manifest.
+checks the inputs, loads the generator and the verifying classifier, and swaps the finished folder in
+under the stage's manifest ([augment] options were checked when the config was loaded).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from t2i_debias import models
-from t2i_debias.augment.build import BuildSettings, build_enriched, check_options
+from t2i_debias.augment.build import BuildSettings, build_enriched
 from t2i_debias.augment.captions import CaptionComposer
 from t2i_debias.augment.inputs import load_people
 from t2i_debias.augment.planner import TripletPlanner
@@ -44,7 +44,6 @@ def run_stage(cfg: Config, force: bool = False) -> None:
     the labels cache); delete enriched/ to generate every image again.
     """
     a = cfg.augment
-    check_options(a)
     generator = models.resolve_model(a.generator, cfg) if a.generator else models.base_model(cfg)
     # metadata names the generator as the user gave it (hub id, folder, tiny:sd), not a cache path
     generator_name = a.generator or ("tiny:sd" if cfg.run.smoke else cfg.run.base_model)
@@ -58,11 +57,6 @@ def run_stage(cfg: Config, force: bool = False) -> None:
         for folder, producer in ((persons_csv.parent, "mpii"), (labels_csv.parent, "labels")):
             if folder.exists():  # a missing input file gets load_people's message
                 require_finished(folder, producer, run_dir)
-        if a.generator_resolution < 0 or a.generator_resolution % 8:
-            raise ValueError(f"[augment] generator_resolution must be 0 or a positive multiple of 8, "
-                             f"got {a.generator_resolution}")
-        if a.resolution <= 0 or a.max_tries < 1:
-            raise ValueError(f"[augment] resolution and max_tries must be positive (got {a.resolution}, {a.max_tries})")
         people, dropped = load_people(persons_csv, labels_csv, cfg.prompts.heldout)
         if a.max_triplets > 0:
             people = people[:a.max_triplets]

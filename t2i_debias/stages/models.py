@@ -15,8 +15,9 @@ import contextlib
 import logging
 from pathlib import Path
 
-from t2i_debias.config import Config, TrainSection, modes_to_run
+from t2i_debias.config import Config, TrainSection
 from t2i_debias.core.layout import RunLayout
+from t2i_debias.options import modes_to_run
 from t2i_debias.runs import MANIFEST, Stage
 from t2i_debias.train.engine import TrainingDiverged, train_mode
 from t2i_debias.train.modes import control_config, resolved_train, train_hash, use_cpu

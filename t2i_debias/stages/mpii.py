@@ -10,7 +10,7 @@ from t2i_debias.config import Config
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.data.mpii import load_release
 from t2i_debias.data.occupations import load_occupation_map, packaged_map_path
-from t2i_debias.data.persons import SPLITS, MissingImagesError, image_listing, rows_to_csv, select_persons
+from t2i_debias.data.persons import MissingImagesError, image_listing, rows_to_csv, select_persons
 from t2i_debias.runs import Stage, atomic_write_json, atomic_write_text, hash_obj
 from t2i_debias.runs import run_stage as _run
 
@@ -20,8 +20,6 @@ log = logging.getLogger(__name__)
 def run_stage(cfg: Config, force: bool = False) -> None:
     """mpii stage: write <run>/mpii/persons.csv, missing_images.txt and load_report.json."""
     sec = cfg.mpii
-    if sec.split not in SPLITS:
-        raise ValueError(f"[mpii] split must be one of {', '.join(SPLITS)}, got {sec.split!r}")
     mat = Path(sec.mat_file)
     if not mat.is_file():
         raise FileNotFoundError(f"MPII annotation file not found: {mat} (set --mat_file or [mpii] mat_file)")

@@ -121,7 +121,7 @@ def method_names(cfg: Config) -> tuple[list[str], dict[str, str]]:
 
     Another model folder under models/ (e.g. the toy world's biased-data fine-tune) is a "control".
     """
-    from t2i_debias.config import MODES
+    from t2i_debias.options import MODES
 
     names: list[str] = []
     kinds: dict[str, str] = {}

@@ -109,8 +109,6 @@ def run_stage(cfg: Config, force: bool = False, classifier: Any = None) -> None:
     if not scales:
         log.info("[sweep] no [bias] guidance_sweep configured - skipping")
         return
-    if len(set(scales)) != len(scales):
-        raise ValueError(f"[bias] guidance_sweep lists a scale twice: {scales}")
     if not RunLayout(cfg.run_dir).prompts_csv.is_file():
         raise FileNotFoundError(f"{RunLayout(cfg.run_dir).prompts_csv} not found: run the prompts stage first")
     models = sweep_models(cfg)

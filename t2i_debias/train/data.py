@@ -21,16 +21,18 @@ import torch
 from PIL import Image
 
 from t2i_debias.errors import InputError
+from t2i_debias.options import (
+    BALANCE_ATTRIBUTES,
+    BALANCES,
+    CAPTION_ALIASES,
+    DENOISE_CAPTIONS,
+    DENOISE_MEMBERS,
+)
 
 log = logging.getLogger(__name__)
 
 MEMBERS: tuple[str, ...] = ("a", "p", "n")  # anchor, positive (counterfactual), negative (same demographics)
 MEMBER_NAMES = {"a": "anchor", "p": "positive", "n": "negative"}
-DENOISE_MEMBERS = {"positive": ("p",), "anchor": ("a",), "both": ("a", "p")}
-DENOISE_CAPTIONS = ("own", "neutral", "measured")
-CAPTION_ALIASES = {"positive": "own", "anchor": "neutral"}  # the names of the first engine version
-BALANCES = ("none", "cell")
-BALANCE_ATTRIBUTES = ("gender", "race")
 
 
 @dataclass(frozen=True)

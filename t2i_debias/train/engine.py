@@ -23,11 +23,10 @@ import torch
 
 from t2i_debias.config import AugmentSection, RunSection, TrainSection
 from t2i_debias.errors import UserError
+from t2i_debias.options import LOSS_NAMES
 from t2i_debias.train import checkpoints, outputs, trackers
 from t2i_debias.train.data import EpochSampler, TripletDataset, tokenize
-from t2i_debias.train.losses import LOSS_NAMES
 from t2i_debias.train.modes import (
-    check_options,
     is_resolved,
     learning_rate_for,
     resolve_weights,
@@ -123,7 +122,6 @@ def setup(train: TrainSection, run: RunSection, augment: AugmentSection, mode: s
     from accelerate import Accelerator
     from accelerate.utils import GradientAccumulationPlugin, set_seed
 
-    check_options(train)
     if not is_resolved(train):
         raise ValueError("train_mode takes the resolved [train] section (modes.resolved_train)")
     train = copy.deepcopy(train)  # max_train_steps may be counted from epochs below

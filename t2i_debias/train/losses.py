@@ -9,8 +9,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSS_NAMES: tuple[str, ...] = ("denoise", "lang", "vision", "preserve", "prior")
-
 
 def denoise_target(prediction_type: str, latents: torch.Tensor, noise: torch.Tensor,
                    timesteps: torch.Tensor, scheduler: object | None = None) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """What a training mode is: its trainable parts, loss weights, learning rate and schedule (DESIGN.md §2).
 
-Also the [train] option checks, the values resolved from other sections (guidance target, mixed
-precision), the control's config, the samples a mode trains on, and the hash of everything that shapes
-a mode's weights (its manifest's config and its checkpoints' tag). No model is loaded here.
+Also the values resolved from other sections (guidance target, mixed precision), the control's config,
+the samples a mode trains on, and the hash of everything that shapes a mode's weights (its manifest's
+config and its checkpoints' tag). No model is loaded here; the options were checked at load.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from t2i_debias.config import MODES, AugmentSection, TrainSection
+from t2i_debias.config import AugmentSection, TrainSection
+from t2i_debias.options import LOSS_NAMES, MODES
 from t2i_debias.runs import hash_file, hash_obj
 from t2i_debias.train.data import read_triplets, select_items
-from t2i_debias.train.losses import LOSS_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -77,51 +77,6 @@ def control_config(train: TrainSection, mode: str) -> TrainSection:
         t.weights["prior"] = w["prior"]
     t.denoise_members, t.balance = "anchor", "none"
     return t
-
-
-def check_options(train: Any) -> None:
-    """Reject a bad [train] option before any model is loaded, naming the option."""
-    from t2i_debias.train.data import (
-        BALANCE_ATTRIBUTES,
-        BALANCES,
-        CAPTION_ALIASES,
-        DENOISE_CAPTIONS,
-        DENOISE_MEMBERS,
-    )
-
-    choices = {"mixed_precision": ("no", "fp16", "bf16", "auto"),
-               "denoise_caption": (*DENOISE_CAPTIONS, *CAPTION_ALIASES),
-               "denoise_members": tuple(DENOISE_MEMBERS), "balance": BALANCES,
-               "lang_similarity": ("tokens", "pooled"), "schedule": ("sequential", "joint"),
-               "vision_reduction": ("triplet", "batch")}
-    for key, allowed in choices.items():
-        if getattr(train, key) not in allowed:
-            raise ValueError(f"[train] {key} must be one of {' | '.join(allowed)}, got {getattr(train, key)!r}")
-    for key in ("train_batch_size", "gradient_accumulation_steps", "max_train_steps"):
-        if getattr(train, key) < 1:
-            raise ValueError(f"[train] {key} must be >= 1, got {getattr(train, key)}")
-    if train.lora_rank < 0 or train.num_train_epochs < 0:
-        raise ValueError("[train] lora_rank and num_train_epochs must be >= 0")
-    for key in ("attribute_share", "caption_dropout"):
-        if not 0.0 <= getattr(train, key) <= 1.0:
-            raise ValueError(f"[train] {key} must be in [0, 1], got {getattr(train, key)}")
-    if train.attribute_share + train.caption_dropout > 1.0:
-        raise ValueError("[train] attribute_share + caption_dropout must be <= 1")
-    if not set(train.balance_by) <= set(BALANCE_ATTRIBUTES) or not train.balance_by:
-        raise ValueError(f"[train] balance_by must list some of {', '.join(BALANCE_ATTRIBUTES)}, got {train.balance_by}")
-    if train.guidance_target < 0 and train.guidance_target != -1:
-        raise ValueError(f"[train] guidance_target must be > 0, 0 (off) or -1 (the evaluation guidance), "
-                         f"got {train.guidance_target}")
-    if train.uncond_weight < 0 or train.input_perturbation < 0:
-        raise ValueError("[train] uncond_weight and input_perturbation must be >= 0")
-    unknown = set(train.mode_learning_rates) - set(MODES)
-    if unknown:
-        raise ValueError(f"[train] mode_learning_rates: unknown modes {sorted(unknown)}; expected {', '.join(MODES)}")
-    if train.lr_warmup_steps > 0 and train.lr_scheduler == "constant":
-        raise ValueError(f"[train] lr_warmup_steps = {train.lr_warmup_steps} with lr_scheduler = 'constant': diffusers "
-                         "ignores the warm-up for 'constant'; use 'constant_with_warmup' or lr_warmup_steps = 0")
-    if any(s < 1 for s in train.snapshot_steps):
-        raise ValueError(f"[train] snapshot_steps must be >= 1, got {train.snapshot_steps}")
 
 
 def resolved_train(train: TrainSection, device: str, guidance_scale: float) -> TrainSection:

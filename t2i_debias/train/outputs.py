@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from t2i_debias.options import LOSS_NAMES
 from t2i_debias.runs import (
     MANIFEST,
     STAGING_MARK,
@@ -20,7 +21,6 @@ from t2i_debias.runs import (
     atomic_write_csv,
     atomic_write_text,
 )
-from t2i_debias.train.losses import LOSS_NAMES
 
 LOG_COLUMNS = ["step", "loss", *LOSS_NAMES, "lr"]
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
