@@ -176,8 +176,8 @@ def recipe_of(cfg: Any, arm: str, steps: list[int]) -> str:
     import dataclasses
 
     from t2i_debias.baselines.registry import method_params
+    from t2i_debias.core.files import hash_file, hash_obj
     from t2i_debias.models import base_model
-    from t2i_debias.runs import hash_file, hash_obj
 
     what: dict[str, Any] = {"seed": cfg.run.seed, "base": Path(base_model(cfg)).name}
     if arm in BASELINES:
@@ -374,8 +374,8 @@ def readme_block(csv_path: Path) -> str:
 
 def update_readme(check: bool = False) -> bool:
     """Write (or with `check`, only compare) the README's method table; True when it already matched."""
+    from t2i_debias.core.files import atomic_write_text
     from t2i_debias.report.readme_block import replace_block
-    from t2i_debias.runs import atomic_write_text
 
     readme = ROOT / "README.md"
     text = readme.read_text(encoding="utf-8")
@@ -390,8 +390,8 @@ def write_report(root: Path) -> None:
     """docs/results/ablation.csv (every score) and ablation.md (per seed, then means over the seeds)."""
     import pandas as pd
 
-    from t2i_debias.provenance import git_commit
-    from t2i_debias.runs import atomic_write_text
+    from t2i_debias.core.files import atomic_write_text
+    from t2i_debias.core.provenance import git_commit
 
     rows = read_scores(root / "scores.jsonl")
     if not rows:

@@ -27,7 +27,7 @@ from t2i_debias.config import (
     load_config,
     validate,
 )
-from t2i_debias.errors import UserError
+from t2i_debias.core.errors import UserError
 from t2i_debias.presets import apply_preset
 
 log = logging.getLogger("t2i_debias")
@@ -157,7 +157,7 @@ def parse(description: str, sections: list[str], other_sections: list[str] | Non
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     sys.excepthook = _user_error_hook(args.verbose)
-    from t2i_debias.threads import use_available_cores
+    from t2i_debias.core.threads import use_available_cores
 
     try:
         use_available_cores()
@@ -170,7 +170,7 @@ def parse(description: str, sections: list[str], other_sections: list[str] | Non
     from t2i_debias.toyworld import plugin
 
     plugin.register()  # the toy world plugs in from above: `toy:` models and the "toy" labels backend
-    from t2i_debias.runs import claim_run
+    from t2i_debias.core.locks import claim_run
 
     claim_run(cfg.run_dir)  # one writer per run: locked when the first stage starts (DESIGN.md §6)
     return args, cfg

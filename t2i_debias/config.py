@@ -19,7 +19,7 @@ from typing import Any
 
 import tomli_w
 
-from t2i_debias.errors import UserError
+from t2i_debias.core.errors import UserError
 from t2i_debias.presets import apply_preset
 
 
@@ -575,7 +575,7 @@ class Config:
 
     def save(self, path: str | Path) -> Path:
         """Write the resolved config as TOML, atomically."""
-        from t2i_debias.runs import atomic_write_text
+        from t2i_debias.core.files import atomic_write_text
 
         return atomic_write_text(path, tomli_w.dumps(_drop_none(self.to_dict())))
 

@@ -30,8 +30,10 @@ from typing import Any
 import pandas as pd
 from PIL import Image, PngImagePlugin
 
-from t2i_debias.csv_cells import unescape_frame
-from t2i_debias.image_files import is_constant, open_rgb
+from t2i_debias.core.csv_cells import unescape_frame
+from t2i_debias.core.files import MANIFEST, Staged, atomic_write_bytes, atomic_write_csv, atomic_write_json
+from t2i_debias.core.image_files import is_constant, open_rgb
+from t2i_debias.core.stage import Stage
 from t2i_debias.models import (
     check_model,
     is_lora_dir,
@@ -39,14 +41,6 @@ from t2i_debias.models import (
     model_fingerprint,
     resolve_device,
     resolve_dtype,
-)
-from t2i_debias.runs import (
-    MANIFEST,
-    Stage,
-    Staged,
-    atomic_write_bytes,
-    atomic_write_csv,
-    atomic_write_json,
 )
 
 log = logging.getLogger(__name__)
@@ -311,7 +305,7 @@ def write_metadata(out_dir: Path, jobs: list[Job], model_name: str) -> Path:
 
 def read_metadata(model_dir: str | Path) -> pd.DataFrame:
     """A model's generated/<model>/metadata.csv, with paths checked to stay inside the folder."""
-    from t2i_debias.runs import safe_join
+    from t2i_debias.core.files import safe_join
 
     path = Path(model_dir) / METADATA
     if not path.is_file():

@@ -100,7 +100,7 @@ def test_save_round_trips(tmp_path: Path) -> None:
 
 
 def test_section_dict_hash_changes_only_with_its_sections() -> None:
-    from t2i_debias.runs import hash_obj
+    from t2i_debias.core.files import hash_obj
 
     a, b = Config(), Config()
     b.train.max_train_steps = 7

@@ -15,10 +15,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from t2i_debias import runs
-from t2i_debias.runs import (
+from t2i_debias.core.files import (
     MANIFEST,
-    Stage,
     atomic_open,
     atomic_save_image,
     atomic_write_bytes,
@@ -28,9 +26,9 @@ from t2i_debias.runs import (
     describe_path,
     hash_file,
     hash_obj,
-    run_stage,
     safe_join,
 )
+from t2i_debias.core.stage import STAGE_DIRS, Stage, run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _WRITER = textwrap.dedent(
     """
     import sys, time
-    from t2i_debias.runs import atomic_open
+    from t2i_debias.core.files import atomic_open
     target = sys.argv[1]
     chunk = b"x" * (1 << 20)
     with atomic_open(target, "wb") as fh:
@@ -253,7 +251,7 @@ def test_safe_join_rejects_symlink_escape(tmp_path: Path) -> None:
 def test_stage_dirs_follow_design() -> None:
     # DESIGN.md §6 folders
     for name in ("mpii", "labels", "analysis", "enriched", "models", "generated", "bias", "quality", "sota"):
-        assert runs.STAGE_DIRS[name] == name
+        assert STAGE_DIRS[name] == name
 
 
 def test_atomic_files_get_normal_permissions(tmp_path: Path) -> None:

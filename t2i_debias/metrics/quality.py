@@ -23,9 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from t2i_debias.image_files import open_rgb
-from t2i_debias.metrics.clip_score import ClipEmbedder, clip_i_scores, clip_t_scores
-from t2i_debias.runs import (
+from t2i_debias.core.files import (
     atomic_write_bytes,
     atomic_write_csv,
     atomic_write_json,
@@ -33,7 +31,9 @@ from t2i_debias.runs import (
     hash_file,
     hash_obj,
 )
-from t2i_debias.text import figure
+from t2i_debias.core.image_files import open_rgb
+from t2i_debias.core.text import figure
+from t2i_debias.metrics.clip_score import ClipEmbedder, clip_i_scores, clip_t_scores
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def evaluate_model(model_dir: Path, base_dir: Path | None, ref: dict[str, Any] |
     """Quality numbers of one generated/<model>/ folder, and its per-image table."""
     import pandas as pd
 
-    from t2i_debias.runs import safe_join
+    from t2i_debias.core.files import safe_join
     from t2i_debias.sampling import read_metadata
 
     meta = read_metadata(model_dir)

@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from t2i_debias.attributes import (
+from t2i_debias.core.csv_cells import unescape_frame
+from t2i_debias.core.errors import InputError
+from t2i_debias.core.files import atomic_write_csv, atomic_write_json, safe_join
+from t2i_debias.core.stage import Stage
+from t2i_debias.core.stage import run_stage as _run_stage
+from t2i_debias.core.text import figure
+from t2i_debias.core.vocab import (
     GENDERS,
     NOT_MEASURED,
     RACES,
@@ -36,16 +42,11 @@ from t2i_debias.attributes import (
     STATUS_OK,
     is_measured,
 )
-from t2i_debias.csv_cells import unescape_frame
-from t2i_debias.errors import InputError
 from t2i_debias.labels.base import DemographicClassifier
 from t2i_debias.labels.runner import _is_true, classify_generated
 from t2i_debias.metrics.bias import METRIC_NAMES, attribute_label, codes_of, evaluate_attribute
 from t2i_debias.metrics.floor import DRAWS, EXACT_MAX, add_floors, floor
 from t2i_debias.metrics.paired import paired_bootstrap
-from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, safe_join
-from t2i_debias.runs import run_stage as _run_stage
-from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
 

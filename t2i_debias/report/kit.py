@@ -17,9 +17,9 @@ from typing import Any
 
 import pandas as pd
 
-from t2i_debias.attributes import MEASURABLE
 from t2i_debias.config import MODES
-from t2i_debias.csv_cells import unescape_frame
+from t2i_debias.core.csv_cells import unescape_frame
+from t2i_debias.core.vocab import MEASURABLE
 from t2i_debias.metrics.bias import METRIC_NAMES
 
 MODE_ORDER: tuple[str, ...] = MODES

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from t2i_debias.core.stage import STAGE_DIRS
 from t2i_debias.report.kit import (
     METRICS,
     _num,
@@ -38,7 +39,6 @@ from t2i_debias.report.kit import (
     td_key,
     value_cell,
 )
-from t2i_debias.runs import STAGE_DIRS
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from t2i_debias.attributes import NOT_MEASURED
+from t2i_debias.core.files import MANIFEST
+from t2i_debias.core.stage import STAGE_DIRS
+from t2i_debias.core.vocab import NOT_MEASURED
 from t2i_debias.report.kit import (
     METRICS,
     _num,
@@ -33,7 +35,6 @@ from t2i_debias.report.kit import (
     table,
     td_key,
 )
-from t2i_debias.runs import MANIFEST, STAGE_DIRS
 
 # Headline columns of analysis/by_occupation.csv (the file has ~70 columns).
 DATASET_OCC_COLUMNS: tuple[str, ...] = ("occupation", "n_persons", "n_ok", "face_rate", "p_gender=woman",

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from t2i_debias.core.files import atomic_write_json
 from t2i_debias.labels.base import DemographicClassifier
 from t2i_debias.metrics.summary import STALE, base_first, classifier_factory_for, evaluate_model
-from t2i_debias.runs import atomic_write_json
 
 
 def run_stage(cfg: Any, force: bool = False, classifier: DemographicClassifier | None = None) -> None:

@@ -11,8 +11,8 @@ log = logging.getLogger(__name__)
 def finished_generated(cfg: Any, models: Any) -> list[str]:
     """The models whose generated/<model>/ finished (manifest); an unfinished folder is an error, a missing one
     is skipped with a warning, and no folder at all is an error."""
-    from t2i_debias.errors import MissingInputError
-    from t2i_debias.runs import require_finished
+    from t2i_debias.core.errors import MissingInputError
+    from t2i_debias.core.stage import require_finished
 
     root = cfg.run_dir / "generated"
     names = []

@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from t2i_debias.config import Config
+from t2i_debias.core.files import atomic_write_json, atomic_write_text, hash_obj
+from t2i_debias.core.stage import STAGE_DIRS, Stage
+from t2i_debias.core.stage import run_stage as _run
 from t2i_debias.data.mpii import (
     SPLITS,
     MissingImagesError,
@@ -16,8 +19,6 @@ from t2i_debias.data.mpii import (
     select_persons,
 )
 from t2i_debias.data.occupations import load_occupation_map, packaged_map_path
-from t2i_debias.runs import STAGE_DIRS, Stage, atomic_write_json, atomic_write_text, hash_obj
-from t2i_debias.runs import run_stage as _run
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from t2i_debias.core.files import atomic_write_csv
+from t2i_debias.core.stage import Stage
+from t2i_debias.core.stage import run_stage as _run_stage
 from t2i_debias.data.prompts import (
     base_tokenizers,
     build_prompts,
@@ -13,8 +16,6 @@ from t2i_debias.data.prompts import (
     occupation_rows,
     prompts_path,
 )
-from t2i_debias.runs import Stage, atomic_write_csv
-from t2i_debias.runs import run_stage as _run_stage
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from t2i_debias.core.stage import Stage
+from t2i_debias.core.stage import run_stage as _run_stage
 from t2i_debias.metrics.quality import quality_for
 from t2i_debias.models import models_to_evaluate
-from t2i_debias.runs import Stage
-from t2i_debias.runs import run_stage as _run_stage
 from t2i_debias.stages.common import finished_generated
 
 log = logging.getLogger(__name__)

@@ -7,11 +7,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from t2i_debias.core.files import MANIFEST
+from t2i_debias.core.stage import STAGE_DIRS, Stage
+from t2i_debias.core.stage import run_stage as _run_stage
 from t2i_debias.report.figure import figure_from_run
 from t2i_debias.report.page import write_report
 from t2i_debias.report.sections_results import FIGURE_NAME
-from t2i_debias.runs import MANIFEST, STAGE_DIRS, Stage
-from t2i_debias.runs import run_stage as _run_stage
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.runs import Stage, atomic_write_json
-from t2i_debias.runs import run_stage as run
+from t2i_debias.core.files import atomic_write_json
+from t2i_debias.core.stage import Stage
+from t2i_debias.core.stage import run_stage as run
 from t2i_debias.toyworld.readme_block import config_hash, git_commit, results_from_summary, results_path
 
 log = logging.getLogger(__name__)

@@ -23,10 +23,11 @@ from typing import Any
 from t2i_debias.baselines import METHODS, method_class
 from t2i_debias.baselines.pipe import MethodPipe, build_method, load_base
 from t2i_debias.baselines.registry import method_params
+from t2i_debias.core.files import atomic_write_csv, atomic_write_json, atomic_write_text
+from t2i_debias.core.stage import Stage
+from t2i_debias.core.stage import run_stage as _run_stage
 from t2i_debias.plots import plot_or_warn
 from t2i_debias.report.comparison import check_settings, comparison_rows, plot, to_markdown
-from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, atomic_write_text
-from t2i_debias.runs import run_stage as _run_stage
 from t2i_debias.toyworld.quality import is_toy, toy_quality  # (importing it registers the toy columns)
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_text
-from t2i_debias.runs import run_stage as run
+from t2i_debias.core.files import atomic_write_csv, atomic_write_text
+from t2i_debias.core.stage import Stage
+from t2i_debias.core.stage import run_stage as run
 from t2i_debias.toyworld.summary import format_table, summary_table
 
 log = logging.getLogger(__name__)

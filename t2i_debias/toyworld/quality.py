@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from t2i_debias.csv_cells import unescape_frame
+from t2i_debias.core.csv_cells import unescape_frame
+from t2i_debias.core.text import figure
 from t2i_debias.metrics import columns
-from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def toy_quality(cfg: Any, names: list[str]) -> dict[str, dict[str, float | None]
     over the images of the toy occupations (as toy/summary.md)."""
     from PIL import Image
 
-    from t2i_debias.runs import safe_join
+    from t2i_debias.core.files import safe_join
     from t2i_debias.sampling import read_metadata
     from t2i_debias.toyworld.classifier import frechet_distance, make_classifier
     from t2i_debias.toyworld.render import OCCUPATIONS

@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from t2i_debias import provenance
-from t2i_debias.csv_cells import unescape_frame
+from t2i_debias.core import provenance
+from t2i_debias.core.csv_cells import unescape_frame
 from t2i_debias.report.readme_block import ReadmeError, replace_block
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def git_commit(root: Path = ROOT) -> str:
 
 def config_hash(cfg: Any) -> str:
     """Hash of the resolved config, without where the run folder lives ([run] root, name)."""
-    from t2i_debias.runs import hash_obj
+    from t2i_debias.core.files import hash_obj
 
     d = cfg.to_dict()
     d["run"] = {k: v for k, v in d["run"].items() if k not in ("root", "name")}
@@ -135,7 +135,7 @@ def update_readme(results: Path, readme: Path, check: bool = False, source: str 
     if new == text:
         return True
     if not check:
-        from t2i_debias.runs import atomic_write_text
+        from t2i_debias.core.files import atomic_write_text
 
         atomic_write_text(readme, new)
     return False

@@ -21,7 +21,7 @@ import pandas as pd
 from PIL import Image
 
 from t2i_debias.config import MODES
-from t2i_debias.csv_cells import unescape_frame
+from t2i_debias.core.csv_cells import unescape_frame
 from t2i_debias.toyworld.evaluate import ToyScore, score_predictions
 from t2i_debias.toyworld.render import OCCUPATIONS, TOY_RACES
 
@@ -31,7 +31,7 @@ ORDER = ("base", "control", *MODES)
 
 
 def _image_path(model_dir: Path, run_dir: Path, rel: str) -> Path:
-    from t2i_debias.runs import safe_join
+    from t2i_debias.core.files import safe_join
 
     for root in (model_dir, run_dir):
         p = safe_join(root, rel)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from t2i_debias.errors import UserError
+from t2i_debias.core.errors import UserError
 from t2i_debias.train import checkpoints, outputs, trackers
 from t2i_debias.train.data import EpochSampler, TripletDataset, tokenize
 from t2i_debias.train.losses import LOSS_NAMES

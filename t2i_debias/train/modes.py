@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from t2i_debias.config import MODES
-from t2i_debias.runs import hash_file, hash_obj
+from t2i_debias.core.files import hash_file, hash_obj
 from t2i_debias.train.data import read_triplets, select_items
 from t2i_debias.train.losses import LOSS_NAMES
 
