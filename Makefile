@@ -16,7 +16,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export TF_CPP_MIN_LOG_LEVEL := 3
 # Tests run one torch thread per xdist worker (2 workers keep 2 cores busy). The demo is one process
-# and uses every core (t2i_debias/threads.py), unless OMP_NUM_THREADS is set in your shell.
+# and uses every core (t2i_debias/core/threads.py), unless OMP_NUM_THREADS is set in your shell.
 ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 .PHONY: env sysdeps demo test test-fast lint bench clean toy-models

@@ -31,7 +31,7 @@ ARMS: dict[str, tuple[str, float | None]] = {  # name -> (negative_prompt mode, 
 
 def cached(kind: str, spec: dict[str, Any]) -> Path:
     """The cache folder of a toy model, which must exist (this script never trains one)."""
-    from t2i_debias.runs import hash_obj
+    from t2i_debias.core.files import hash_obj
     from t2i_debias.tiny.cache import BUILDER_VERSION, cache_root
 
     path = cache_root() / f"{kind}-{hash_obj({'v': BUILDER_VERSION, **spec})[:16]}"
@@ -42,11 +42,11 @@ def cached(kind: str, spec: dict[str, Any]) -> Path:
 
 def measure(seed: int, n: int, tries: int, batch: int, arms: list[str]) -> list[dict[str, Any]]:
     """One row per arm x occupation x requested (gender, race): verified-within-k counts over n requests."""
-    from t2i_debias.attributes import GENDERS, other_gender
     from t2i_debias.augment.captions import CaptionComposer
     from t2i_debias.augment.counterfactual import Demographics
     from t2i_debias.augment.verify import agrees
     from t2i_debias.config import load_config
+    from t2i_debias.core.vocab import GENDERS, other_gender
     from t2i_debias.models import load_pipeline
     from t2i_debias.sampling import generate_images
     from t2i_debias.toyworld import base_model
@@ -123,7 +123,7 @@ def main() -> None:
     md = table(rows, args.tries, args.arms)
     print(md)
     if args.out:
-        from t2i_debias.runs import atomic_write_text
+        from t2i_debias.core.files import atomic_write_text
 
         atomic_write_text(args.out, f"Verified share of toy counterfactual requests by lever "
                                     f"(`python bench/bench_counterfactual_levers.py --seeds {' '.join(map(str, args.seeds))}"

@@ -42,8 +42,8 @@ print(json.dumps(out))
 
 def fixture(csv_path: Path) -> Path:
     """The cached full-size fixture's .mat path (built on first use)."""
+    from t2i_debias.core.files import hash_file
     from t2i_debias.data.mpii_fixture import full_size_fixture, write_fixture
-    from t2i_debias.runs import hash_file
     from t2i_debias.tiny.cache import cached_dir
 
     def build(d: Path) -> None:

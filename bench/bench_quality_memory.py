@@ -26,7 +26,7 @@ from PIL import Image
 def make_run(root: Path, n: int, resolution: int) -> Path:
     """A run folder with generated/base (n images, metadata.csv, manifest) and a reference folder."""
     from t2i_debias.core.layout import RunLayout
-    from t2i_debias.runs import Stage
+    from t2i_debias.core.stage import Stage
 
     rng = np.random.default_rng(0)
     folder = RunLayout(root / "r").generated_model("base")

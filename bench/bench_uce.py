@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from t2i_debias.attributes import RACES
 from t2i_debias.baselines import GenParams, make_method
 from t2i_debias.baselines.uce import _aligned, _encode, classifier_ratio_fn, cross_attention_kv
+from t2i_debias.core.vocab import RACES
 
 
 class Counting:

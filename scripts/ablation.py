@@ -124,10 +124,10 @@ def arm_config(cfg: Any, arm: str, steps: list[int]) -> Any:
 def train_arm(cfg: Any, arm: str, steps: list[int]) -> tuple[dict[int, Path], float, float]:
     """Train one arm; returns {steps: model folder}, the wall and the CPU seconds of training (read back from
     its train_cost.json when the arm was trained before)."""
+    from t2i_debias.core.files import MANIFEST
     from t2i_debias.core.layout import RunLayout
     from t2i_debias.models import base_model
     from t2i_debias.options import modes_to_run
-    from t2i_debias.runs import MANIFEST
     from t2i_debias.stages.models import train_control, train_stage
 
     c = arm_config(cfg, arm, steps)
@@ -181,9 +181,9 @@ def recipe_of(cfg: Any, arm: str, steps: list[int]) -> str:
 
     from t2i_debias.augment.schema import METADATA
     from t2i_debias.baselines.registry import method_params
+    from t2i_debias.core.files import hash_file, hash_obj
     from t2i_debias.core.layout import RunLayout
     from t2i_debias.models import base_model
-    from t2i_debias.runs import hash_file, hash_obj
     from t2i_debias.stages.sota import method_inputs
 
     what: dict[str, Any] = {"seed": cfg.run.seed, "base": Path(base_model(cfg)).name}
@@ -394,8 +394,8 @@ def readme_block(csv_path: Path) -> str:
 
 def update_readme(check: bool = False) -> bool:
     """Write (or with `check`, only compare) the README's method table; True when it already matched."""
+    from t2i_debias.core.files import atomic_write_text
     from t2i_debias.report.readme_block import replace_block
-    from t2i_debias.runs import atomic_write_text
 
     readme = ROOT / "README.md"
     text = readme.read_text(encoding="utf-8")
@@ -410,8 +410,8 @@ def write_report(root: Path) -> None:
     """docs/results/ablation.csv (every score) and ablation.md (per seed, then means over the seeds)."""
     import pandas as pd
 
-    from t2i_debias.provenance import git_commit
-    from t2i_debias.runs import atomic_write_text
+    from t2i_debias.core.files import atomic_write_text
+    from t2i_debias.core.provenance import git_commit
 
     rows = read_scores(root / "scores.jsonl")
     if not rows:

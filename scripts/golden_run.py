@@ -71,8 +71,8 @@ HELP_WIDTH = "10000"  # argparse wraps --help at $COLUMNS: so wide that nothing 
 SCRIPT_FOLDERS = ("mpii_dataset", "dataset_analysis", "finetune", "evaluation", "quality_evaluation",
                   "sota_evaluation", "_github_images", "scripts")
 
-# Manifest fields that describe when, where and how a stage ran, not what it computed (t2i_debias/runs.py
-# Stage.finish, describe_output, describe_stats).
+# Manifest fields that describe when, where and how a stage ran, not what it computed
+# (t2i_debias/core/stage.py Stage.finish, describe_output, describe_stats).
 VOLATILE_MANIFEST_KEYS = ("wall_time_s", "finished_at", "started_at", "versions", "argv")
 VOLATILE_ENTRY_KEYS = ("mtime_ns",)  # outputs' newest mtime: the content sha256 beside it stays
 # The stat_inputs entry ("<n> files by size and mtime") hashes mtimes: its sha256 is replaced by a marker.
@@ -82,7 +82,7 @@ STAT_INPUT_LABEL = re.compile(r"^\d+ files by size and mtime$")
 REPORT_GENERATED = re.compile(rb"Generated \d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")
 # report.html's "Run" table (report/html.py): each stage's finished_at and wall_time_s, both from its manifest.
 REPORT_STAGE_TIMES = re.compile(rb'<td class="k">\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}</td><td>[0-9.]*</td>')
-LOCK_LINE = re.compile(rb"^pid \d+ \(.*\)$", re.MULTILINE)  # the run's writer lock (runs.lock_run): pid, argv
+LOCK_LINE = re.compile(rb"^pid \d+ \(.*\)$", re.MULTILINE)  # the run's writer lock (core.locks.lock_run): pid, argv
 MAT_CREATED = re.compile(rb"Created on: [A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}")
 MANIFEST = "_manifest.json"
 

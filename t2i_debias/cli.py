@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from t2i_debias.config import SECTIONS, Config, coerce, field_types, finish, load_config, set_option
+from t2i_debias.core.errors import ConfigError, UserError
 from t2i_debias.core.layout import RunLayout
-from t2i_debias.errors import ConfigError, UserError
 from t2i_debias.options import RANGES
 
 log = logging.getLogger("t2i_debias")
@@ -155,7 +155,7 @@ def parse(description: str, sections: list[str], other_sections: list[str] | Non
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     sys.excepthook = _user_error_hook(args.verbose)
-    from t2i_debias.threads import use_available_cores
+    from t2i_debias.core.threads import use_available_cores
 
     try:
         use_available_cores()
@@ -168,7 +168,7 @@ def parse(description: str, sections: list[str], other_sections: list[str] | Non
     from t2i_debias.toyworld import plugin
 
     plugin.register()  # the toy world plugs in from above: `toy:` models and the "toy" labels backend
-    from t2i_debias.runs import claim_run
+    from t2i_debias.core.locks import claim_run
 
     claim_run(cfg.run_dir)  # one writer per run: locked when the first stage starts (DESIGN.md §6)
     return args, cfg

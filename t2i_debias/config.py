@@ -18,7 +18,7 @@ from typing import Any
 
 import tomli_w
 
-from t2i_debias.errors import ConfigError
+from t2i_debias.core.errors import ConfigError
 from t2i_debias.options import MODES, SOTA_METHODS, validate
 from t2i_debias.presets import apply_presets
 
@@ -318,7 +318,7 @@ class Config:
 
     def save(self, path: str | Path) -> Path:
         """Write the resolved config as TOML, atomically."""
-        from t2i_debias.runs import atomic_write_text
+        from t2i_debias.core.files import atomic_write_text
 
         return atomic_write_text(path, tomli_w.dumps(_drop_none(self.to_dict())))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from t2i_debias.config import Config, RunSection
-from t2i_debias.runs import MANIFEST, hash_obj
+from t2i_debias.core.files import MANIFEST, hash_obj
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def resolve_model(spec: str, cfg: Config | None = None) -> str:
     if p.exists():
         return str(p)
     if looks_like_path(spec):
-        from t2i_debias.errors import MissingInputError
+        from t2i_debias.core.errors import MissingInputError
 
         raise MissingInputError(f"no such folder: {spec} (looked for {p.resolve()}); give an existing diffusers "
                                 "pipeline folder, or a hub id like stabilityai/stable-diffusion-2-1")
@@ -157,7 +157,7 @@ def check_hub_model(repo_id: str) -> None:
         hit = None
     if isinstance(hit, str):
         return
-    from t2i_debias.errors import MissingInputError
+    from t2i_debias.core.errors import MissingInputError
 
     cache = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
     raise MissingInputError(
@@ -208,7 +208,7 @@ def model_fingerprint(spec: str) -> dict[str, Any]:
 def check_model(spec: str, base: str) -> None:
     """Fail early (before any folder is changed) when `spec` cannot be a model: a folder that is neither a
     pipeline nor LoRA weights. Hub ids and missing paths are checked by models.resolve_model."""
-    from t2i_debias.errors import MissingInputError
+    from t2i_debias.core.errors import MissingInputError
 
     p = Path(spec)
     if p.exists() and not (is_pipeline_dir(p) or is_lora_dir(p)):

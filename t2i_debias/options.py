@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from t2i_debias.errors import ConfigError
+from t2i_debias.core.errors import ConfigError
 
 if TYPE_CHECKING:  # annotations only: config imports this module
     from t2i_debias.config import Config, TrainSection

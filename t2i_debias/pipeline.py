@@ -70,7 +70,7 @@ def run_pipeline(cfg: Config, force: bool = False, only: list[str] | None = None
     todo = [(n, m) for n, m in STAGES if not only or n in only]
     if until:
         todo = todo[:[n for n, _ in todo].index(until) + 1] if until in [n for n, _ in todo] else todo
-    from t2i_debias.runs import lock_run
+    from t2i_debias.core.locks import lock_run
 
     t0 = time.time()
     with lock_run(cfg.run_dir):  # one writer per run: a second invocation fails at once, naming this one

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from t2i_debias.core.files import atomic_open
 from t2i_debias.metrics.dataset import ALL
-from t2i_debias.runs import atomic_open
 
 log = logging.getLogger(__name__)
 

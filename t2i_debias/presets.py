@@ -15,7 +15,7 @@ import copy
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from t2i_debias.errors import ConfigError
+from t2i_debias.core.errors import ConfigError
 from t2i_debias.options import MODES, Choice
 
 if TYPE_CHECKING:

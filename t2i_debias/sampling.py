@@ -32,10 +32,10 @@ import pandas as pd
 from PIL import Image, PngImagePlugin
 
 from t2i_debias.config import GenerateSection
-from t2i_debias.csv_cells import unescape_frame
-from t2i_debias.image_files import is_constant, open_rgb
+from t2i_debias.core.csv_cells import unescape_frame
+from t2i_debias.core.files import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from t2i_debias.core.image_files import is_constant, open_rgb
 from t2i_debias.models import is_lora_dir, model_fingerprint
-from t2i_debias.runs import atomic_write_bytes, atomic_write_csv, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ def write_metadata(out_dir: Path, jobs: list[Job], model_name: str) -> Path:
 
 def read_metadata(model_dir: str | Path) -> pd.DataFrame:
     """A model's generated/<model>/metadata.csv, with paths checked to stay inside the folder."""
-    from t2i_debias.runs import safe_join
+    from t2i_debias.core.files import safe_join
 
     path = Path(model_dir) / METADATA
     if not path.is_file():

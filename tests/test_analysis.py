@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from t2i_debias.config import Config
+from t2i_debias.core.stage import Stage
 from t2i_debias.metrics import dataset
-from t2i_debias.runs import Stage
 from t2i_debias.stages import analysis as analysis_stage
 
 

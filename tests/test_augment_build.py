@@ -17,7 +17,6 @@ import pytest
 from PIL import Image
 
 from t2i_debias import models
-from t2i_debias.attributes import RACES
 from t2i_debias.augment.build import BuildSettings, build_enriched
 from t2i_debias.augment.captions import CaptionComposer
 from t2i_debias.augment.inputs import AugmentInputError, load_people
@@ -25,6 +24,7 @@ from t2i_debias.augment.planner import TripletPlanner, anchor_crop_box, plan_tri
 from t2i_debias.augment.reader import read_metadata
 from t2i_debias.augment.schema import METADATA_FIELDS
 from t2i_debias.config import Config
+from t2i_debias.core.vocab import RACES
 from t2i_debias.sampling import generate_images
 from t2i_debias.stages import enriched
 from tests.helpers.augment_inputs import ColourClassifier, skewed_people, write_inputs

@@ -20,7 +20,6 @@ import pytest
 from PIL import Image
 
 from t2i_debias import models
-from t2i_debias.attributes import STATUS_AMBIGUOUS
 from t2i_debias.augment.build import BuildSettings, build_enriched
 from t2i_debias.augment.captions import CaptionComposer
 from t2i_debias.augment.counterfactual import CounterfactualChooser, Demographics
@@ -29,7 +28,8 @@ from t2i_debias.augment.planner import TripletPlanner, plan_triplets
 from t2i_debias.augment.reader import read_metadata
 from t2i_debias.augment.schema import BALANCE, FIDELITY, REJECTED, REJECTED_COLUMNS
 from t2i_debias.config import Config
-from t2i_debias.errors import ConfigError
+from t2i_debias.core.errors import ConfigError
+from t2i_debias.core.vocab import STATUS_AMBIGUOUS
 from t2i_debias.labels.base import Prediction
 from t2i_debias.options import validate
 from tests.helpers.augment_inputs import WorldClassifier, as_asked, world_references, write_inputs

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from t2i_debias.attributes import ATTRIBUTE_CLASSES, GENDERS, RACES
+from t2i_debias.core.vocab import ATTRIBUTE_CLASSES, GENDERS, RACES
 from t2i_debias.metrics import bias
 
 

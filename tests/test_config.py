@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from t2i_debias.config import SECTIONS, Config, load_config
-from t2i_debias.errors import ConfigError
+from t2i_debias.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +101,7 @@ def test_save_round_trips(tmp_path: Path) -> None:
 
 
 def test_section_dict_hash_changes_only_with_its_sections() -> None:
-    from t2i_debias.runs import hash_obj
+    from t2i_debias.core.files import hash_obj
 
     a, b = Config(), Config()
     b.train.max_train_steps = 7

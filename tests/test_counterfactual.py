@@ -7,8 +7,8 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from t2i_debias.attributes import RACES
 from t2i_debias.augment.counterfactual import ADULT_AGE_GROUPS, CounterfactualChooser, Demographics
+from t2i_debias.core.vocab import RACES
 
 
 def _anchors(n: int, seed: int = 3) -> list[tuple[str, Demographics]]:

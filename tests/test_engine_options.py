@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from t2i_debias.config import load_config
-from t2i_debias.errors import ConfigError
+from t2i_debias.core.errors import ConfigError
 from t2i_debias.stages import models as models_stage
 from t2i_debias.train import modes, step
 from t2i_debias.train import parts as train_parts

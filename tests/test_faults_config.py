@@ -12,7 +12,7 @@ import pytest
 
 from t2i_debias import cli
 from t2i_debias.config import SECTIONS, load_config
-from t2i_debias.errors import ConfigError
+from t2i_debias.core.errors import ConfigError
 from t2i_debias.options import RANGES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 
 from t2i_debias.augment import build
 from t2i_debias.config import Config
-from t2i_debias.runs import MANIFEST
+from t2i_debias.core.files import MANIFEST
 from t2i_debias.stages import enriched
 from tests.helpers.augment_inputs import skewed_people, write_inputs
 

@@ -11,10 +11,10 @@ import pytest
 
 from t2i_debias import sampling
 from t2i_debias.config import Config, load_config
+from t2i_debias.core.errors import ConfigError, MissingInputError, UserError
+from t2i_debias.core.files import MANIFEST, describe_path
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.data import prompts
-from t2i_debias.errors import ConfigError, MissingInputError, UserError
-from t2i_debias.runs import MANIFEST, describe_path
 from t2i_debias.stages import bias as bias_stage
 from t2i_debias.stages import generated as generated_stage
 from t2i_debias.stages import prompts as prompts_stage

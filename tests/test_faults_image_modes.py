@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from t2i_debias.attributes import SKIP_STATUSES
-from t2i_debias.image_files import open_rgb
+from t2i_debias.core.image_files import open_rgb
+from t2i_debias.core.vocab import SKIP_STATUSES
 from t2i_debias.labels.base import DemographicClassifier, Prediction
 from t2i_debias.stages import labels as labels_stage
 

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from t2i_debias.attributes import IMAGE_STATUSES, SKIP_STATUSES
-from t2i_debias.errors import UserError
-from t2i_debias.image_files import ImageReadError, open_rgb
+from t2i_debias.core.errors import UserError
+from t2i_debias.core.image_files import ImageReadError, open_rgb
+from t2i_debias.core.vocab import IMAGE_STATUSES, SKIP_STATUSES
 from t2i_debias.labels.base import DemographicClassifier, Prediction
 from t2i_debias.stages import labels as labels_stage
 
@@ -129,8 +129,8 @@ class _CountingClip:
 
 
 def test_quality_streams_images_one_batch_at_a_time(tmp_path, monkeypatch) -> None:
+    from t2i_debias.core.stage import Stage
     from t2i_debias.metrics import quality
-    from t2i_debias.runs import Stage
 
     folder = tmp_path / "generated" / "base"
     rows = []

@@ -9,20 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from t2i_debias import runs
-from t2i_debias.errors import UserError
+from t2i_debias.core import files
+from t2i_debias.core.errors import UserError
 
 
 def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path: Path, monkeypatch) -> None:
     target = tmp_path / "labels" / "labels.csv"
-    runs.atomic_write_text(target, "old\n")
+    files.atomic_write_text(target, "old\n")
 
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(runs.os, "fsync", full)
+    monkeypatch.setattr(files.os, "fsync", full)
     with pytest.raises(OSError) as e:
-        runs.atomic_write_text(target, "new\n")
+        files.atomic_write_text(target, "new\n")
     assert isinstance(e.value, UserError) and e.value.errno == errno.ENOSPC
     assert str(target) in str(e.value) and "free space" in str(e.value)
     assert target.read_text() == "old\n" and sorted(p.name for p in target.parent.iterdir()) == ["labels.csv"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from t2i_debias.errors import MissingInputError
+from t2i_debias.core.errors import MissingInputError
 from t2i_debias.models import looks_like_path, resolve_model
 
 

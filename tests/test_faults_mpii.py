@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import scipy.io
 
+from t2i_debias.core.errors import UserError
 from t2i_debias.data.mpii import MpiiFormatError, load_release
 from t2i_debias.data.mpii_fixture import FixtureImage, FixturePerson, write_fixture
 from t2i_debias.data.occupations import load_occupation_map, packaged_map_path
 from t2i_debias.data.persons import select_persons
-from t2i_debias.errors import UserError
 
 IMAGES = [FixtureImage(f"{i:09d}.jpg", "occupation", "cook, chef", 7, [FixturePerson((1, 2, 30, 40), 1.5, (10.0, 20.0))])
           for i in range(1, 30)]

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from t2i_debias.config import Config
+from t2i_debias.core.errors import InputError
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.data.prompts import read_occupation_file, read_prompts
-from t2i_debias.errors import InputError
 from t2i_debias.stages import prompts as prompts_stage
 
 

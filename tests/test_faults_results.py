@@ -166,7 +166,7 @@ def test_generate_models_without_base_still_generate_the_base_for_the_comparison
 # ----------------------------------------------------------------------------- stale model folders (defect 7)
 def _run_with_models(tmp_path, names: tuple[str, ...]):
     from t2i_debias.config import Config
-    from t2i_debias.runs import Stage
+    from t2i_debias.core.stage import Stage
 
     base = tmp_path / "base_model"
     base.mkdir()
@@ -183,8 +183,8 @@ def _run_with_models(tmp_path, names: tuple[str, ...]):
 def test_a_stale_mode_folder_is_not_generated_scored_or_shown(tmp_path, monkeypatch, caplog) -> None:
     """[train] modes changed from unet to text: the old models/unet (in the repro, NaN weights) was generated,
     scored and shown next to models/text. Now it is reported as stale and left out."""
+    from t2i_debias.core.stage import Stage
     from t2i_debias.report import sections_results as html
-    from t2i_debias.runs import Stage
     from t2i_debias.stages import bias as bias_stage
     from t2i_debias.stages import sota
     from t2i_debias.stages.common import models_to_evaluate, stale_models
@@ -235,9 +235,9 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_written_quoted_and_read_back
 
     import pandas as pd
 
+    from t2i_debias.core.files import atomic_write_csv
+    from t2i_debias.core.tables import read_csv
     from t2i_debias.data import prompts
-    from t2i_debias.runs import atomic_write_csv
-    from t2i_debias.tables import read_csv
 
     df = prompts.build_prompts(EVIL + ["farmer"], ["{occupation} at work"])
     path = atomic_write_csv(tmp_path / "prompts.csv", df)
@@ -257,7 +257,7 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_written_quoted_and_read_back
     nums = pd.DataFrame({"method": ["-base", "ours"], "gender_tvd_diff": [-0.5, 0.25], "as_text": ["-0.5", "-1e-3"]})
     text = atomic_write_csv(tmp_path / "comparison.csv", nums).read_text(encoding="utf-8")
     assert text.splitlines() == ["method,gender_tvd_diff,as_text", "'-base,-0.5,-0.5", "ours,0.25,-1e-3"]
-    from t2i_debias.csv_cells import escape_cell, unescape_cell
+    from t2i_debias.core.csv_cells import escape_cell, unescape_cell
 
     assert escape_cell("\rpilot") == "'\rpilot" and unescape_cell("'\rpilot") == "\rpilot"
     assert escape_cell("'hello") == "'hello" and escape_cell(-0.5) == -0.5 and escape_cell("") == ""

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from t2i_debias.config import Config, load_config
+from t2i_debias.core.errors import ConfigError, MissingInputError, UserError
+from t2i_debias.core.files import MANIFEST, STAGING_MARK, Staged, hash_file
+from t2i_debias.core.stage import Stage
 from t2i_debias.data import prompts
-from t2i_debias.errors import ConfigError, MissingInputError, UserError
 from t2i_debias.labels import runner
-from t2i_debias.runs import MANIFEST, STAGING_MARK, Stage, Staged, hash_file
 from t2i_debias.stages import analysis as analysis_stage
 from t2i_debias.stages import labels as labels_stage
 from t2i_debias.stages import prompts as prompts_stage
@@ -109,7 +110,7 @@ def test_replaced_image_is_labelled_again(cfg) -> None:
 # ----------------------------------------------------------------------------- defect 6: one writer per run
 _HOLDER = """
 import sys, time
-from t2i_debias.runs import hold_run
+from t2i_debias.core.locks import hold_run
 hold_run(sys.argv[1])
 print("HELD", flush=True)
 time.sleep(120)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from t2i_debias.config import Config
-from t2i_debias.errors import MissingInputError
-from t2i_debias.runs import MANIFEST
+from t2i_debias.core.errors import MissingInputError
+from t2i_debias.core.files import MANIFEST
 from t2i_debias.stages import analysis as analysis_stage
 from t2i_debias.stages import enriched
 from t2i_debias.stages import labels as labels_stage

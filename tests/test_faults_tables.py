@@ -11,7 +11,7 @@ import pytest
 
 from t2i_debias.augment import inputs as augment_inputs
 from t2i_debias.augment import reader
-from t2i_debias.errors import InputError, UserError
+from t2i_debias.core.errors import InputError, UserError
 from t2i_debias.labels import runner
 from t2i_debias.stages import analysis as analysis_stage
 from tests.helpers.augment_inputs import write_inputs

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from t2i_debias.runs import MANIFEST, hash_file
+from t2i_debias.core.files import MANIFEST, hash_file
 from t2i_debias.train import outputs
 from tests.helpers.train_fixtures import make_enriched, small_config
 
@@ -26,7 +26,7 @@ import torch
 torch.set_num_threads(1)
 from pathlib import Path
 from tests.helpers.train_fixtures import small_config
-from t2i_debias import runs
+from t2i_debias.core import files
 from t2i_debias.stages import models as models_stage
 args = json.loads(sys.argv[1])
 out = Path(args["out"]).resolve()
@@ -44,8 +44,8 @@ def wrap(fn):
     return inner
 
 os.replace, os.rename = wrap(os.replace), wrap(os.rename)
-if hasattr(runs, "_exchange"):
-    runs._exchange = wrap(runs._exchange)
+if hasattr(files, "_exchange"):
+    files._exchange = wrap(files._exchange)
 cfg = small_config(learning_rate=args["lr"])
 models_stage.train_stage(cfg, "both", args["base"], Path(args["data"]), out)
 print("no kill happened")

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from t2i_debias.errors import UserError
-from t2i_debias.runs import MANIFEST
+from t2i_debias.core.errors import UserError
+from t2i_debias.core.files import MANIFEST
 from t2i_debias.stages import bias as bias_stage
 from t2i_debias.stages import generated as generated_stage
 from t2i_debias.stages import models as models_stage

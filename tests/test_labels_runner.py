@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 
 from t2i_debias.config import Config
+from t2i_debias.core.stage import Stage
 from t2i_debias.labels import runner
 from t2i_debias.labels.base import Prediction
 from t2i_debias.labels.clip_backend import ClipClassifier, label_prompts
 from t2i_debias.labels.crops import expand_box, make_crop
-from t2i_debias.runs import Stage
 from t2i_debias.stages import labels as labels_stage
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -145,7 +145,7 @@ def test_run_stage_split_all_persons_and_map_override(tmp_path, small_fixture):
 
 
 def test_run_stage_rejects_bad_split_and_missing_file(tmp_path, small_fixture):
-    from t2i_debias.errors import ConfigError
+    from t2i_debias.core.errors import ConfigError
     from t2i_debias.options import validate
 
     mat_path, images_dir, _ = small_fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from t2i_debias.core.text import fill_template, with_article
 from t2i_debias.data.occupations import load_occupation_map, normalize_activity, occupations
-from t2i_debias.text import fill_template, with_article
 
 
 def _csv_activities(path: Path) -> dict[str, str]:

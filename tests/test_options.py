@@ -11,7 +11,7 @@ import pytest
 
 from t2i_debias import cli
 from t2i_debias.config import SECTIONS, field_types, load_config
-from t2i_debias.errors import ConfigError
+from t2i_debias.core.errors import ConfigError
 from t2i_debias.options import CHOICES
 
 

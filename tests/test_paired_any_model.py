@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from t2i_debias.attributes import GENDERS
+from t2i_debias.core.vocab import GENDERS
 from t2i_debias.metrics.bias import METRIC_NAMES
 from t2i_debias.metrics.paired import NOT_COMPUTED
 from t2i_debias.metrics.summary import paired_comparison, summarize

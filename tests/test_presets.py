@@ -6,8 +6,8 @@ import pytest
 
 from t2i_debias.cli import build_parser, config_from_args
 from t2i_debias.config import load_config
+from t2i_debias.core.errors import ConfigError
 from t2i_debias.data import prompts
-from t2i_debias.errors import ConfigError
 from t2i_debias.presets import UPSTREAM_TEMPLATE
 
 

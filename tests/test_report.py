@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 from t2i_debias.config import Config
+from t2i_debias.core.files import MANIFEST
 from t2i_debias.core.layout import STAGE_DIRS
 from t2i_debias.report import kit
 from t2i_debias.report.page import build_report
 from t2i_debias.report.sections_run import stage_status
-from t2i_debias.runs import MANIFEST
 from t2i_debias.stages import report as report_stage
 from tests.helpers.fake_run import (
     ANALYSIS_SUMMARY,

@@ -15,9 +15,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from t2i_debias.runs import (
+from t2i_debias.core.files import (
     MANIFEST,
-    Stage,
     atomic_open,
     atomic_save_image,
     atomic_write_bytes,
@@ -27,9 +26,9 @@ from t2i_debias.runs import (
     describe_path,
     hash_file,
     hash_obj,
-    run_stage,
     safe_join,
 )
+from t2i_debias.core.stage import Stage, run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _WRITER = textwrap.dedent(
     """
     import sys, time
-    from t2i_debias.runs import atomic_open
+    from t2i_debias.core.files import atomic_open
     target = sys.argv[1]
     chunk = b"x" * (1 << 20)
     with atomic_open(target, "wb") as fh:

@@ -96,7 +96,7 @@ def test_sota_stage_on_tiny_pipeline(tmp_path, tiny_sd_path):
     cfg.bias.n_bootstrap = 50
     cfg.sota.uce_iterations, cfg.sota.uce_samples, cfg.sota.uce_steps = 1, 2, 2
     shutil.copytree(tiny_sd_path, cfg.run_dir / "models" / "text")  # one trained mode ("ours")
-    from t2i_debias.runs import Stage
+    from t2i_debias.core.stage import Stage
 
     Stage("models/text", cfg.run_dir / "models" / "text", {}).finish()  # its training finished
     prompts_stage.run_stage(cfg)
@@ -141,7 +141,7 @@ def test_no_bold_when_every_method_ties():
 
 def test_rows_name_trained_modes_ours_and_other_model_folders_control(tmp_path, monkeypatch):
     from t2i_debias.config import Config
-    from t2i_debias.runs import Stage
+    from t2i_debias.core.stage import Stage
     from t2i_debias.stages.sota import method_names
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # an uncached hub id is refused offline (models.check_hub_model)

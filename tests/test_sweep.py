@@ -61,7 +61,7 @@ def test_guidance_sweep_on_tiny_pipeline(tmp_path, tiny_sd_path):
     cfg.bias.n_bootstrap = 50
     cfg.bias.guidance_sweep, cfg.bias.sweep_images_per_prompt = [1.0, 3.0], 3
     shutil.copytree(tiny_sd_path, cfg.run_dir / "models" / "text")  # one trained mode
-    from t2i_debias.runs import Stage
+    from t2i_debias.core.stage import Stage
 
     Stage("models/text", cfg.run_dir / "models" / "text", {}).finish()  # its training finished
     prompts_stage.run_stage(cfg)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from t2i_debias.threads import available_cores, default_threads
+from t2i_debias.core.threads import available_cores, default_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +68,7 @@ def test_script_uses_every_core_unless_told(tmp_path):
 def test_toy_training_threads_all_cores_outside_tests_one_inside(monkeypatch):
     import torch
 
-    from t2i_debias.threads import THREADS_ENV, all_cores, training_threads
+    from t2i_debias.core.threads import THREADS_ENV, all_cores, training_threads
 
     monkeypatch.delenv(THREADS_ENV, raising=False)
     assert training_threads() == 1  # under pytest: one thread per worker

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from t2i_debias.attributes import RACES
+from t2i_debias.core.vocab import RACES
 from t2i_debias.tiny import deepface as tdf
 
 

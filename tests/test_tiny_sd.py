@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from t2i_debias import models
-from t2i_debias.runs import describe_path
+from t2i_debias.core.files import describe_path
 from t2i_debias.tiny import cache, sd
 
 WEIGHTS = ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",

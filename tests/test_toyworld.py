@@ -117,7 +117,7 @@ def test_toy_classifier_calls_hybrids_ambiguous():
     the label is `ambiguous`, not a guessed gender; consistent renders stay >= 95% correct."""
     from PIL import Image
 
-    from t2i_debias.attributes import STATUS_AMBIGUOUS
+    from t2i_debias.core.vocab import STATUS_AMBIGUOUS
     from t2i_debias.toyworld.classifier import CUT_ROWS_CHECK, composite, make_classifier
 
     clf = make_classifier(None)
@@ -219,7 +219,7 @@ def _pred(gender, race, occupation):
 
 
 def test_score_predictions_known_answer():
-    from t2i_debias.attributes import STATUS_AMBIGUOUS
+    from t2i_debias.core.vocab import STATUS_AMBIGUOUS
     from t2i_debias.labels.base import Prediction
     from t2i_debias.toyworld.evaluate import score_predictions
 
@@ -275,7 +275,7 @@ def test_format_table_shows_change_against_base():
 def test_summary_table_scores_generated_folders_against_the_truth(tmp_path):
     """Renders stand in for generated images: the table must read back the known shares."""
     from t2i_debias.config import Config
-    from t2i_debias.runs import atomic_save_image
+    from t2i_debias.core.files import atomic_save_image
     from t2i_debias.toyworld.summary import format_table, summary_table
 
     cfg = Config()

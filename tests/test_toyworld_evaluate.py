@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from t2i_debias.attributes import STATUS_AMBIGUOUS
+from t2i_debias.core.vocab import STATUS_AMBIGUOUS
 from t2i_debias.labels.base import Prediction
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -80,7 +80,7 @@ def test_base_populations_biased_for_neutral_captions_balanced_for_attribute_cap
 
 
 def test_base_cache_key_changes_with_the_recipe_and_vae_key_has_no_seed():
-    from t2i_debias.runs import hash_obj
+    from t2i_debias.core.files import hash_obj
     from t2i_debias.toyworld.base_model import base_spec
 
     a, b = base_spec(seed=0), base_spec(seed=1)

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Modules below the toy world that once named it and no longer do (the rest: tests/test_layers.py).
-PLUGGED_OUT = ("models.py", "labels/registry.py", "threads.py")
+PLUGGED_OUT = ("models.py", "labels/registry.py", "core/threads.py")
 
 
 def test_without_register_no_module_below_knows_the_toy_world() -> None:
@@ -43,7 +43,7 @@ print("ok")
 
 
 def test_register_is_idempotent_and_gives_the_toy_races() -> None:
-    from t2i_debias.attributes import RACES
+    from t2i_debias.core.vocab import RACES
     from t2i_debias.labels import registry
     from t2i_debias.models import RESOLVERS
     from t2i_debias.toyworld import plugin

@@ -6,7 +6,7 @@ Three kinds of caption per triplet member:
 - generation prompt:  "a photo of the face of an Indian man working as a plumber, looking at the
                        camera, clearly visible face" (asks the generator for a face the classifier can read)
 
-Articles follow the sound of the next word (t2i_debias.text.fill_template: "an engineer",
+Articles follow the sound of the next word (t2i_debias.core.text.fill_template: "an engineer",
 "a university professor", "an elderly Black man").
 
 Style guide: racial and ethnic group names follow the APA Publication Manual (7th ed., §5.7):
@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from t2i_debias.attributes import RACES
 from t2i_debias.augment.counterfactual import Demographics
-from t2i_debias.text import fill_template
+from t2i_debias.core.text import fill_template
+from t2i_debias.core.vocab import RACES
 
 RACE_WORDS: dict[str, str] = {
     "asian": "Asian",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from t2i_debias.attributes import AGE_GROUPS, GENDERS, RACES, other_gender
+from t2i_debias.core.vocab import AGE_GROUPS, GENDERS, RACES, other_gender
 
 # Counterfactual ages never ask for a child working in an occupation.
 ADULT_AGE_GROUPS: tuple[str, ...] = tuple(a for a in AGE_GROUPS if a != "child")
@@ -26,7 +26,7 @@ ADULT_AGE_GROUPS: tuple[str, ...] = tuple(a for a in AGE_GROUPS if a != "child")
 
 @dataclass(frozen=True)
 class Demographics:
-    """One perceived (gender, race, age group) triple; values come from t2i_debias.attributes."""
+    """One perceived (gender, race, age group) triple; values come from t2i_debias.core.vocab."""
 
     gender: str
     race: str

@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from t2i_debias.attributes import MEASURABLE
 from t2i_debias.augment.schema import BALANCE_COLUMNS, FIDELITY_COLUMNS, GENERATED, REJECTED_COLUMNS
+from t2i_debias.core.vocab import MEASURABLE
 
 OUTCOMES: tuple[str, ...] = ("written", "rejected", "skipped")
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from t2i_debias.attributes import STATUS_OK
 from t2i_debias.augment.counterfactual import Demographics
-from t2i_debias.errors import InputError
-from t2i_debias.tables import read_csv
+from t2i_debias.core.errors import InputError
+from t2i_debias.core.tables import read_csv
+from t2i_debias.core.vocab import STATUS_OK
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 PERSONS_COLUMNS = ("person_id", "image", "head_x1", "head_y1", "head_x2", "head_y2", "scale", "objpos_x", "objpos_y")

@@ -12,13 +12,13 @@ from typing import Any
 
 from PIL import Image
 
-from t2i_debias.attributes import other_gender
 from t2i_debias.augment.captions import CaptionComposer
 from t2i_debias.augment.counterfactual import CounterfactualChooser, Demographics
 from t2i_debias.augment.inputs import Person
 from t2i_debias.augment.schema import GENERATED, TripletRecord
+from t2i_debias.core.files import hash_obj
+from t2i_debias.core.vocab import other_gender
 from t2i_debias.options import NEGATIVE_PROMPT_MODES
-from t2i_debias.runs import hash_obj
 
 MPII_SCALE_PX = 200.0  # MPII `scale` is the person height divided by 200 px
 

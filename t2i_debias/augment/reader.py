@@ -1,8 +1,8 @@
 """Read and validate `enriched/metadata.jsonl` (one triplet a line) into `Triplet` records.
 
 Every line is checked before training sees it: all fields present with the right types, image
-paths relative and inside the folder (runs.safe_join: no '..', no absolute path), the files
-exist, and attributes come from t2i_debias.attributes (an age group may be null when the labels
+paths relative and inside the folder (core.files.safe_join: no '..', no absolute path), the files
+exist, and attributes come from t2i_debias.core.vocab (an age group may be null when the labels
 backend gave none; a measured attribute or confidence may be null when nothing was measured). A bad
 line raises `MetadataError` naming the file and the 1-based line number. This module imports only
 the schema (schema.py), never the generation stack.
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.attributes import AGE_GROUPS, GENDERS, RACES
 from t2i_debias.augment.schema import (
     FILE_FIELDS,
     GENERATED,
@@ -25,9 +24,10 @@ from t2i_debias.augment.schema import (
     TripletRecord,
     measured_fields,
 )
-from t2i_debias.errors import InputError
-from t2i_debias.runs import safe_join
-from t2i_debias.tables import read_text
+from t2i_debias.core.errors import InputError
+from t2i_debias.core.files import safe_join
+from t2i_debias.core.tables import read_text
+from t2i_debias.core.vocab import AGE_GROUPS, GENDERS, RACES
 
 MEASURED_VOCAB: dict[str, tuple[str, ...]] = {"gender": GENDERS, "race": RACES, "age_group": AGE_GROUPS}
 NEW_FIELDS: frozenset[str] = frozenset(f for m in GENERATED for f in measured_fields(m))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from t2i_debias.attributes import MEASURABLE
+from t2i_debias.core.vocab import MEASURABLE
 
 METADATA = "metadata.jsonl"
 JOURNAL = "_journal.jsonl"

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from t2i_debias.attributes import MEASURABLE
 from t2i_debias.augment.captions import CaptionComposer
 from t2i_debias.augment.counterfactual import Demographics
 from t2i_debias.augment.planner import PlannedTriplet
 from t2i_debias.augment.schema import MEASURED_ATTRS, MEASURED_CONFS
+from t2i_debias.core.vocab import MEASURABLE
 
 
 def agrees(pred: Any, want: Demographics, check_age: bool) -> bool:

@@ -26,9 +26,9 @@ from typing import Any, ClassVar
 import torch
 from diffusers import StableDiffusionPipeline
 
-from t2i_debias.attributes import RACES
 from t2i_debias.baselines.base import GenParams, Method, MethodInputs, generate_images
-from t2i_debias.text import with_article
+from t2i_debias.core.text import with_article
+from t2i_debias.core.vocab import RACES
 
 # Attribute words per attribute; a pair prompt names the occupation with each of them.
 ATTRIBUTE_WORDS: dict[str, tuple[str, ...]] = {

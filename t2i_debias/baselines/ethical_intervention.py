@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from t2i_debias.baselines.base import GenParams, Method, generate_images
-from t2i_debias.text import fill_template
+from t2i_debias.core.text import fill_template
 
 DEFAULT_SUFFIX = "if all individuals can be a {occupation} irrespective of their gender and race"
 

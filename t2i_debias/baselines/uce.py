@@ -38,10 +38,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from t2i_debias.attributes import GENDERS, RACES
 from t2i_debias.baselines.base import GenParams, Method, MethodInputs
 from t2i_debias.config import GenerateSection, LabelsSection, SotaSection
-from t2i_debias.text import figure
+from t2i_debias.core.text import figure
+from t2i_debias.core.vocab import GENDERS, RACES
 
 log = logging.getLogger(__name__)
 

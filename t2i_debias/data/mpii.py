@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from t2i_debias.core.errors import InputError
 from t2i_debias.data.matreader import SKIPPED, MatFormatError, MatVariableError, read_mat
-from t2i_debias.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from t2i_debias.runs import atomic_open, atomic_save_image, safe_join
+from t2i_debias.core.files import atomic_open, atomic_save_image, safe_join
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import pandas as pd
 
-from t2i_debias.csv_cells import unescape_frame
-from t2i_debias.errors import InputError
-from t2i_debias.text import fill_template
+from t2i_debias.core.csv_cells import unescape_frame
+from t2i_debias.core.errors import InputError
+from t2i_debias.core.text import fill_template
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image
 
-from t2i_debias.attributes import MEASURABLE, STATUS_OK
+from t2i_debias.core.vocab import MEASURABLE, STATUS_OK
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
 
@@ -60,7 +60,7 @@ class DemographicClassifier(ABC):
     """
 
     name: str = "abstract"
-    # The attributes this backend measures (of attributes.MEASURABLE); its predictions of any other are
+    # The attributes this backend measures (of core.vocab.MEASURABLE); its predictions of any other are
     # placeholders, and analysis, bias and the report show those attributes as "not measured".
     measures: tuple[str, ...] = MEASURABLE
 

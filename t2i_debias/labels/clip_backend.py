@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from t2i_debias.attributes import AGE_GROUPS, GENDERS, MEASURABLE, RACES, STATUS_OK
+from t2i_debias.core.text import fill_template
+from t2i_debias.core.vocab import AGE_GROUPS, GENDERS, MEASURABLE, RACES, STATUS_OK
 from t2i_debias.labels.base import Prediction
 from t2i_debias.labels.crops import Crop, CropClassifier
-from t2i_debias.text import fill_template
 
 # The phrase put into the template for each class (readable English, not the CSV vocabulary).
 PHRASES: dict[str, dict[str, str]] = {

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from t2i_debias.image_files import ImageReadError, open_rgb
+from t2i_debias.core.image_files import ImageReadError, open_rgb
 from t2i_debias.labels.base import Box, DemographicClassifier, Prediction
 
 ImageLoadError = ImageReadError  # the labels runner's name for it: `status` is the labels.csv status

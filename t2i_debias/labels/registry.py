@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from t2i_debias.attributes import MEASURABLE, RACES
+from t2i_debias.core.vocab import MEASURABLE, RACES
 from t2i_debias.labels.base import DemographicClassifier
 from t2i_debias.models import resolve_device
 

@@ -23,9 +23,10 @@ from typing import IO, Any
 import pandas as pd
 from PIL import Image
 
-from t2i_debias.attributes import STATUS_BLANK, STATUS_BOX_OUTSIDE, STATUS_OK
-from t2i_debias.errors import RunLockedError
-from t2i_debias.image_files import is_constant
+from t2i_debias.core.errors import RunLockedError
+from t2i_debias.core.files import hash_obj, safe_join
+from t2i_debias.core.image_files import is_constant
+from t2i_debias.core.vocab import STATUS_BLANK, STATUS_BOX_OUTSIDE, STATUS_OK
 from t2i_debias.labels.base import Box, DemographicClassifier, Prediction
 from t2i_debias.labels.crops import (
     Crop,
@@ -36,7 +37,6 @@ from t2i_debias.labels.crops import (
     make_crop,
     valid_box,
 )
-from t2i_debias.runs import hash_obj, safe_join
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ def classify_files(classifier: DemographicClassifier, paths: Sequence[str | Path
 def read_persons(path: str | Path) -> list[dict[str, str]]:
     """Rows of persons.csv as strings; bad encoding, a missing column or a duplicate person_id is an error
     naming the file (and line)."""
-    from t2i_debias.tables import read_csv
+    from t2i_debias.core.tables import read_csv
 
     return read_csv(path, PERSON_COLUMNS, unique="person_id").to_dict("records")
 

@@ -3,7 +3,7 @@ its estimate.
 
 For one prompt and one attribute with K classes, p_k = n_k / Σn counts only images where a face was
 found (and the attribute was predicted). K is fixed by the attribute's vocabulary
-(`attributes.ATTRIBUTE_CLASSES`), never by the classes that happen to occur, so a prompt whose images
+(`core.vocab.ATTRIBUTE_CLASSES`), never by the classes that happen to occur, so a prompt whose images
 are all men has p = (1, 0) for gender. A prompt with no face found has no value (NaN): it is reported
 as such and left out of the mean over prompts, never counted as 0.
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from t2i_debias.attributes import ATTRIBUTE_CLASSES, SHEN4, STATUS_OK
+from t2i_debias.core.vocab import ATTRIBUTE_CLASSES, SHEN4, STATUS_OK
 
 ATTRIBUTES: tuple[str, ...] = tuple(ATTRIBUTE_CLASSES)  # gender, race, race4, gender_race
 

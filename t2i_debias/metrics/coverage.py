@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     table = coverage_table(args.reps, args.n_boot, args.seed, args.ci)
-    from t2i_debias.runs import atomic_write_text
+    from t2i_debias.core.files import atomic_write_text
 
     atomic_write_text(args.out, to_markdown(table, args.reps, args.n_boot, args.seed, args.ci))
     log.info("wrote %s", args.out)

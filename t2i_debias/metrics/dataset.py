@@ -22,7 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from t2i_debias.attributes import (
+from t2i_debias.core.errors import InputError
+from t2i_debias.core.vocab import (
     AGE_GROUPS,
     GENDERS,
     MEASURABLE,
@@ -32,7 +33,6 @@ from t2i_debias.attributes import (
     STATUS_OK,
     is_measured,
 )
-from t2i_debias.errors import InputError
 from t2i_debias.metrics import bias
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ LABELS_REQUIRED: tuple[str, ...] = ("person_id", "occupation", "status", "gender
 def read_labels(labels_csv: str | Path, race_classes: tuple[str, ...] = RACES) -> pd.DataFrame:
     """labels.csv checked for what the analysis counts: UTF-8, the columns, one row per person, and known
     classes on every `ok` row; each problem is an InputError naming the file and the line."""
-    from t2i_debias.tables import read_csv
+    from t2i_debias.core.tables import read_csv
 
     df = read_csv(labels_csv, LABELS_REQUIRED, unique="person_id",
                   dtype={c: str for c in LABELS_REQUIRED if c != "person_id"} | {"person_id": str})

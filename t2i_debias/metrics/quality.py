@@ -23,14 +23,9 @@ import numpy as np
 from PIL import Image
 
 from t2i_debias.config import QualitySection
-from t2i_debias.image_files import open_rgb
+from t2i_debias.core.files import atomic_write_bytes, describe_path, hash_file, hash_obj
+from t2i_debias.core.image_files import open_rgb
 from t2i_debias.metrics.clip_score import clip_i_scores, clip_t_scores
-from t2i_debias.runs import (
-    atomic_write_bytes,
-    describe_path,
-    hash_file,
-    hash_obj,
-)
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +239,7 @@ def evaluate_model(model_dir: Path, base_dir: Path | None, ref: dict[str, Any] |
     """Quality numbers of one generated/<model>/ folder, and its per-image table."""
     import pandas as pd
 
-    from t2i_debias.runs import safe_join
+    from t2i_debias.core.files import safe_join
     from t2i_debias.sampling import read_metadata
 
     meta = read_metadata(model_dir)

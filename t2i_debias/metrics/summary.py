@@ -26,20 +26,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from t2i_debias.attributes import (
+from t2i_debias.core.csv_cells import unescape_frame
+from t2i_debias.core.errors import InputError
+from t2i_debias.core.files import safe_join
+from t2i_debias.core.vocab import (
     GENDERS,
     RACES,
     SHEN4_CLASSES,
     STATUS_AMBIGUOUS,
     STATUS_OK,
 )
-from t2i_debias.csv_cells import unescape_frame
-from t2i_debias.errors import InputError
 from t2i_debias.labels.runner import _is_true
 from t2i_debias.metrics.bias import METRIC_NAMES, attribute_label, codes_of, evaluate_attribute
 from t2i_debias.metrics.floor import DRAWS, EXACT_MAX, add_floors, floor
 from t2i_debias.metrics.paired import paired_bootstrap
-from t2i_debias.runs import safe_join
 
 log = logging.getLogger(__name__)
 

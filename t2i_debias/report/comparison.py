@@ -420,7 +420,7 @@ def plot(df: pd.DataFrame, out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from t2i_debias.runs import atomic_open
+    from t2i_debias.core.files import atomic_open
 
     ok = df[df["status"] == "ok"] if "status" in df else df
     paths = []

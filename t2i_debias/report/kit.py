@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from t2i_debias.attributes import MEASURABLE
-from t2i_debias.csv_cells import unescape_frame
+from t2i_debias.core.csv_cells import unescape_frame
+from t2i_debias.core.vocab import MEASURABLE
 from t2i_debias.metrics.columns import higher_is_better
 from t2i_debias.options import MODES
 

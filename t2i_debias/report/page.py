@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from t2i_debias.core.files import atomic_write_text
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.report.kit import CSS, esc
 from t2i_debias.report.sections_results import section_bias, section_figure, section_quality, section_sweep
@@ -22,7 +23,6 @@ from t2i_debias.report.sections_run import (
     section_training,
 )
 from t2i_debias.report.sections_sota import section_sota
-from t2i_debias.runs import atomic_write_text
 
 # The page's sections in order: (anchor id, heading, the function that renders it from the run folder).
 SECTIONS: tuple[tuple[str, str, Callable[[Path], str]], ...] = (

@@ -10,9 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from t2i_debias.attributes import NOT_MEASURED
 from t2i_debias.augment.schema import BALANCE, FIDELITY
+from t2i_debias.core.files import MANIFEST
 from t2i_debias.core.layout import STAGE_DIRS, RunLayout
+from t2i_debias.core.vocab import NOT_MEASURED
 from t2i_debias.metrics.bias import METRIC_NAMES
 from t2i_debias.report.kit import (
     _num,
@@ -35,7 +36,6 @@ from t2i_debias.report.kit import (
     table,
     td_key,
 )
-from t2i_debias.runs import MANIFEST
 
 # Headline columns of analysis/by_occupation.csv (the file has ~70 columns).
 DATASET_OCC_COLUMNS: tuple[str, ...] = ("occupation", "n_persons", "n_ok", "face_rate", "p_gender=woman",

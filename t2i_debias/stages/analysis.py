@@ -9,16 +9,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from t2i_debias.attributes import MEASURABLE, RACES, is_measured
 from t2i_debias.config import Config
+from t2i_debias.core.errors import MissingInputError
+from t2i_debias.core.files import atomic_write_csv, atomic_write_json
 from t2i_debias.core.layout import RunLayout
-from t2i_debias.errors import MissingInputError
+from t2i_debias.core.stage import Stage, require_finished
+from t2i_debias.core.stage import run_stage as run_stage_folder
+from t2i_debias.core.text import figure
+from t2i_debias.core.vocab import MEASURABLE, RACES, is_measured
 from t2i_debias.labels import registry
 from t2i_debias.metrics.dataset import analyze_labels, attribute_classes, read_labels
 from t2i_debias.plots import plot_stacked
-from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, require_finished
-from t2i_debias.runs import run_stage as run_stage_folder
-from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.attributes import NOT_MEASURED, is_measured
 from t2i_debias.config import Config
+from t2i_debias.core.files import atomic_write_csv, atomic_write_json
 from t2i_debias.core.layout import RunLayout
+from t2i_debias.core.stage import Stage
+from t2i_debias.core.stage import run_stage as _run_stage
+from t2i_debias.core.text import figure
+from t2i_debias.core.vocab import NOT_MEASURED, is_measured
 from t2i_debias.labels.base import DemographicClassifier
 from t2i_debias.labels.registry import make_classifier, race_classes
 from t2i_debias.labels.runner import classify_generated
@@ -23,10 +27,7 @@ from t2i_debias.metrics.summary import (
     summarize,
 )
 from t2i_debias.models import resolve_device
-from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json
-from t2i_debias.runs import run_stage as _run_stage
 from t2i_debias.stages.common import base_first, finished_generated, models_to_evaluate, stale_models
-from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ log = logging.getLogger(__name__)
 def finished_generated(cfg: Config, models: Iterable[str]) -> list[str]:
     """The models whose generated/<model>/ finished (manifest); an unfinished folder is an error, a missing one
     is skipped with a warning, and no folder at all is an error."""
+    from t2i_debias.core.errors import MissingInputError
     from t2i_debias.core.layout import RunLayout
-    from t2i_debias.errors import MissingInputError
-    from t2i_debias.runs import require_finished
+    from t2i_debias.core.stage import require_finished
 
     root = RunLayout(cfg.run_dir).generated
     names = []
@@ -48,7 +48,7 @@ def models_to_evaluate(cfg: Config) -> dict[str, str]:
     LoRA weights (applied on the base model when loaded). A mode folder whose training did not
     finish (no manifest) is an error, never a model to load.
     """
-    from t2i_debias.runs import require_finished
+    from t2i_debias.core.stage import require_finished
 
     if cfg.generate.models:
         out: dict[str, str] = {}

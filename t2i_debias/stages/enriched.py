@@ -19,10 +19,11 @@ from t2i_debias.augment.inputs import load_people
 from t2i_debias.augment.planner import TripletPlanner
 from t2i_debias.augment.schema import BALANCE, FIDELITY, JOURNAL, METADATA, REJECTED, SKIPPED
 from t2i_debias.config import Config
+from t2i_debias.core.files import Staged
 from t2i_debias.core.layout import RunLayout
+from t2i_debias.core.stage import Stage, require_finished
+from t2i_debias.core.stage import run_stage as _run_stage
 from t2i_debias.models import load_pipeline, model_fingerprint, resolve_device
-from t2i_debias.runs import Stage, Staged, require_finished
-from t2i_debias.runs import run_stage as _run_stage
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,11 @@ from typing import Any
 import pandas as pd
 
 from t2i_debias.config import Config
+from t2i_debias.core.files import MANIFEST, Staged
 from t2i_debias.core.layout import RunLayout
+from t2i_debias.core.stage import Stage
 from t2i_debias.data.prompts import read_prompts
 from t2i_debias.models import base_model, check_model, load_model, resolve_device, resolve_dtype
-from t2i_debias.runs import MANIFEST, Stage, Staged
 from t2i_debias.sampling import (
     METADATA,
     SETTINGS,

@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from t2i_debias.config import Config
+from t2i_debias.core.files import atomic_write_csv, safe_join
 from t2i_debias.core.layout import RunLayout
+from t2i_debias.core.stage import Stage, require_finished
+from t2i_debias.core.stage import run_stage as run_stage_folder
 from t2i_debias.labels.base import DemographicClassifier
 from t2i_debias.labels.runner import (
     JOURNAL,
@@ -21,8 +24,6 @@ from t2i_debias.labels.runner import (
     person_box,
     read_persons,
 )
-from t2i_debias.runs import Stage, atomic_write_csv, require_finished, safe_join
-from t2i_debias.runs import run_stage as run_stage_folder
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The `models` stage: train every mode of the config into <run_dir>/models/<mode>/, and models/control.
 
 Sequential schedule: text -> unet -> both (those listed), each starting from the previous result (a LoRA
-chain loads the previous adapters); joint: both only. Each mode is a runs.Stage, skipped when its
+chain loads the previous adapters); joint: both only. Each mode is a core.stage.Stage, skipped when its
 manifest matches. `cli.main_for_mode` is the shared body of finetune/train_text_to_image_{text,unet,both}.py:
 diffusers-style flags, one mode. Flags of [train] are generated from the config (so --help shows
 defaults); the flags diffusers users know and that live elsewhere (--pretrained_model_name_or_path,
@@ -16,9 +16,10 @@ import logging
 from pathlib import Path
 
 from t2i_debias.config import Config, TrainSection
+from t2i_debias.core.files import MANIFEST
 from t2i_debias.core.layout import RunLayout
+from t2i_debias.core.stage import Stage
 from t2i_debias.options import modes_to_run
-from t2i_debias.runs import MANIFEST, Stage
 from t2i_debias.train.engine import TrainingDiverged, train_mode
 from t2i_debias.train.modes import control_config, resolved_train, train_hash, use_cpu
 
@@ -34,7 +35,7 @@ def resolved(cfg: Config, train: TrainSection | None = None) -> TrainSection:
 def train_stage(cfg: Config, mode: str, base: str, data_dir: str | Path, out_dir: str | Path, force: bool = False,
                 init_lora: str | Path | None = None, prev_manifest: Path | None = None,
                 origin: str | None = None, train: TrainSection | None = None) -> bool:
-    """`train_mode` as a runs.Stage: skipped when its manifest matches; returns True when it trained.
+    """`train_mode` as a core.stage.Stage: skipped when its manifest matches; returns True when it trained.
     `train`: the [train] section to train with (the control's), else the run's."""
     from accelerate import PartialState
 
@@ -68,7 +69,7 @@ def train_stage(cfg: Config, mode: str, base: str, data_dir: str | Path, out_dir
 
 
 def train_control(cfg: Config, base: str, data_dir: Path, out_dir: Path, mode: str, force: bool = False) -> bool:
-    """models/control: `mode` trained from `base` with `control_config` (a runs.Stage, like every mode)."""
+    """models/control: `mode` trained from `base` with `control_config` (a core.stage.Stage, like every mode)."""
     return train_stage(cfg, mode, base, data_dir, out_dir, force=force, origin=base,
                        train=control_config(cfg.train, mode))
 

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from t2i_debias.config import Config
+from t2i_debias.core.files import atomic_write_json, atomic_write_text, hash_obj
 from t2i_debias.core.layout import RunLayout
+from t2i_debias.core.stage import Stage
+from t2i_debias.core.stage import run_stage as _run
 from t2i_debias.data.mpii import load_release
 from t2i_debias.data.occupations import load_occupation_map, packaged_map_path
 from t2i_debias.data.persons import MissingImagesError, image_listing, rows_to_csv, select_persons
-from t2i_debias.runs import Stage, atomic_write_json, atomic_write_text, hash_obj
-from t2i_debias.runs import run_stage as _run
 
 log = logging.getLogger(__name__)
 

@@ -7,17 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from t2i_debias.config import Config
+from t2i_debias.core.errors import UserError
+from t2i_debias.core.files import atomic_write_csv
 from t2i_debias.core.layout import RunLayout
+from t2i_debias.core.stage import Stage
+from t2i_debias.core.stage import run_stage as _run_stage
 from t2i_debias.data.prompts import (
     base_tokenizers,
     build_prompts,
     check_token_limits,
     occupation_rows,
 )
-from t2i_debias.errors import UserError
 from t2i_debias.models import base_model, model_name
-from t2i_debias.runs import Stage, atomic_write_csv
-from t2i_debias.runs import run_stage as _run_stage
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from t2i_debias.config import Config
+from t2i_debias.core.files import atomic_write_csv, atomic_write_json, hash_file
 from t2i_debias.core.layout import RunLayout
+from t2i_debias.core.stage import Stage
+from t2i_debias.core.stage import run_stage as _run_stage
+from t2i_debias.core.text import figure
 from t2i_debias.metrics.clip_score import ClipEmbedder
 from t2i_debias.metrics.quality import (
     InceptionFeatures,
@@ -18,10 +22,7 @@ from t2i_debias.metrics.quality import (
     reference_features,
 )
 from t2i_debias.models import resolve_device
-from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, hash_file
-from t2i_debias.runs import run_stage as _run_stage
 from t2i_debias.stages.common import finished_generated, models_to_evaluate
-from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
 

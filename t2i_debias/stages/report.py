@@ -9,11 +9,12 @@ from typing import Any
 
 from t2i_debias.augment.schema import BALANCE, FIDELITY
 from t2i_debias.config import Config
+from t2i_debias.core.files import MANIFEST
 from t2i_debias.core.layout import RunLayout
+from t2i_debias.core.stage import Stage
+from t2i_debias.core.stage import run_stage as _run_stage
 from t2i_debias.report.figure import figure_from_run
 from t2i_debias.report.page import write_report
-from t2i_debias.runs import MANIFEST, Stage
-from t2i_debias.runs import run_stage as _run_stage
 
 log = logging.getLogger(__name__)
 

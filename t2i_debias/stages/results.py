@@ -7,9 +7,10 @@ import logging
 from pathlib import Path
 
 from t2i_debias.config import Config
+from t2i_debias.core.files import atomic_write_json, hash_obj
 from t2i_debias.core.layout import RunLayout
-from t2i_debias.runs import Stage, atomic_write_json, hash_obj
-from t2i_debias.runs import run_stage as run
+from t2i_debias.core.stage import Stage
+from t2i_debias.core.stage import run_stage as run
 from t2i_debias.toyworld.readme_block import git_commit, results_from_summary
 
 log = logging.getLogger(__name__)

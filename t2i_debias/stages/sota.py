@@ -24,13 +24,14 @@ from t2i_debias.baselines import METHODS, MethodInputs, method_class
 from t2i_debias.baselines.pipe import MethodPipe, build_method, load_base
 from t2i_debias.baselines.registry import method_params
 from t2i_debias.config import Config
+from t2i_debias.core.files import atomic_write_csv, atomic_write_json, atomic_write_text
 from t2i_debias.core.layout import RunLayout
+from t2i_debias.core.stage import Stage
+from t2i_debias.core.stage import run_stage as _run_stage
 from t2i_debias.labels.registry import race_classes
 from t2i_debias.models import base_model, model_name
 from t2i_debias.plots import plot_or_warn
 from t2i_debias.report.comparison import check_settings, comparison_rows, plot, to_markdown
-from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_json, atomic_write_text
-from t2i_debias.runs import run_stage as _run_stage
 from t2i_debias.stages.bias import classifier_factory_for, evaluate_model
 from t2i_debias.stages.common import base_first, models_to_evaluate
 from t2i_debias.stages.quality import quality_for

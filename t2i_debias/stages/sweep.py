@@ -22,14 +22,15 @@ from typing import Any
 import pandas as pd
 
 from t2i_debias.config import Config
+from t2i_debias.core.files import atomic_write_csv
 from t2i_debias.core.layout import RunLayout, scale_tag
+from t2i_debias.core.stage import Stage
+from t2i_debias.core.stage import run_stage as _run_stage
+from t2i_debias.core.text import figure
 from t2i_debias.metrics.bias import METRIC_NAMES
 from t2i_debias.plots import plot_or_warn, plot_sweep
-from t2i_debias.runs import Stage, atomic_write_csv
-from t2i_debias.runs import run_stage as _run_stage
 from t2i_debias.stages.bias import classifier_factory_for, evaluate_model
 from t2i_debias.stages.common import base_first, models_to_evaluate
-from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,10 @@ from typing import Any
 import pandas as pd
 
 from t2i_debias.config import Config
+from t2i_debias.core.files import atomic_write_csv, atomic_write_text
 from t2i_debias.core.layout import RunLayout
-from t2i_debias.runs import Stage, atomic_write_csv, atomic_write_text
-from t2i_debias.runs import run_stage as run
+from t2i_debias.core.stage import Stage
+from t2i_debias.core.stage import run_stage as run
 from t2i_debias.stages.common import models_to_evaluate
 from t2i_debias.toyworld.summary import format_table, summary_table
 

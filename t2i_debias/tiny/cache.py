@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.runs import hash_obj
+from t2i_debias.core.files import hash_obj
 
 BUILDER_VERSION = 1
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.runs import atomic_open, atomic_write_json
+from t2i_debias.core.files import atomic_open, atomic_write_json
 
 log = logging.getLogger(__name__)
 

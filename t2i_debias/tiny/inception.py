@@ -18,7 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
-from t2i_debias.runs import atomic_open, hash_file
+from t2i_debias.core.files import atomic_open, hash_file
 from t2i_debias.tiny.cache import cached_dir
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ def ensure_toy_data(mpii: MpiiSection, toy: ToySection) -> tuple[Path, Path]:
     """
     import json
 
-    from t2i_debias.runs import atomic_write_csv, atomic_write_json, hash_obj
+    from t2i_debias.core.files import atomic_write_csv, atomic_write_json, hash_obj
     from t2i_debias.toyworld.dataset import biased_population, truth_table, write_mpii
 
     mat = Path(mpii.mat_file)

@@ -9,7 +9,7 @@ own CNN that sees only its part of the picture (`CUE_ROWS`: the head rows for ha
 clothes; the rest is set to grey). They are trained on composites too (the top of one render above the
 bottom of another, cut between rows 12 and 20), so each reads its own half. When the two
 disagree, as in a generated long-haired figure in trousers, the image gets status `ambiguous`
-(attributes.STATUS_AMBIGUOUS) instead of a guessed gender. Both readings are kept in `extra`.
+(core.vocab.STATUS_AMBIGUOUS) instead of a guessed gender. Both readings are kept in `extra`.
 
 The classifier sees the whole 32×32 picture (the occupation is drawn by the scene), so head boxes
 are ignored. Toy people have no age: every prediction says age 30 ("young") so that code expecting
@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from t2i_debias.attributes import GENDERS, STATUS_AMBIGUOUS
 from t2i_debias.config import LabelsSection
+from t2i_debias.core.vocab import GENDERS, STATUS_AMBIGUOUS
 from t2i_debias.labels.base import Box, DemographicClassifier, Prediction
 from t2i_debias.toyworld.pretrained import build_record, cached_or_shipped
 from t2i_debias.toyworld.render import OCCUPATIONS, SIZE, TOY_RACES, world_spec

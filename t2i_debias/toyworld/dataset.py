@@ -92,7 +92,7 @@ def balanced_population(n_per_cell: int, seed: int) -> list[Sample]:
 
 def write_occupation_map(path: Path) -> Path:
     """Write the (activity, category, occupation) map of the toy activities (the committed CSV's content)."""
-    from t2i_debias.runs import atomic_open
+    from t2i_debias.core.files import atomic_open
 
     with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)

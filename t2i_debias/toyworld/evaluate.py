@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from t2i_debias.attributes import GENDERS, STATUS_AMBIGUOUS
+from t2i_debias.core.text import fill_template
+from t2i_debias.core.vocab import GENDERS, STATUS_AMBIGUOUS
 from t2i_debias.metrics.bias import tvd
-from t2i_debias.text import fill_template
 from t2i_debias.toyworld.render import HELDOUT_OCCUPATIONS, MPII_OCCUPATIONS, OCCUPATIONS, TOY_RACES
 
 log = logging.getLogger(__name__)
@@ -267,8 +267,8 @@ def evaluate_bases(seeds: list[int], n: int = 64, n_attribute: int = 64, steps: 
     Returns a JSON-ready dict: the recipe, the training cost of each cached model (their build.json),
     and per seed the neutral-prompt score, every attribute prompt's obedience and the failed gates.
     """
+    from t2i_debias.core.files import hash_obj
     from t2i_debias.models import load_pipeline
-    from t2i_debias.runs import hash_obj
     from t2i_debias.toyworld import base_model
     from t2i_debias.toyworld.classifier import classifier_dir, make_classifier
     from t2i_debias.toyworld.pretrained import read_build_record
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     from pathlib import Path
 
-    from t2i_debias.runs import atomic_write_text
+    from t2i_debias.core.files import atomic_write_text
 
     ap = argparse.ArgumentParser(prog="python -m t2i_debias.toyworld.evaluate", description=(
         "Build (or load from the cache) the toy base model of each seed, score it against the base gates "

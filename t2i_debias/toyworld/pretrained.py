@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.runs import atomic_write_json
-from t2i_debias.threads import all_cores
+from t2i_debias.core.files import atomic_write_json
+from t2i_debias.core.threads import all_cores
 from t2i_debias.tiny.cache import cached_dir, spec_key
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def ship(src: Path, name: str, spec: dict[str, Any], extra: dict[str, Any] | Non
     import torch
     from safetensors.torch import load_file, save_file
 
-    from t2i_debias.runs import replace_dir
+    from t2i_debias.core.files import replace_dir
 
     root = root or PRETRAINED_DIR
     root.mkdir(parents=True, exist_ok=True)

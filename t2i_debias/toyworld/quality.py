@@ -16,10 +16,10 @@ from typing import Any
 import pandas as pd
 
 from t2i_debias.config import LabelsSection
+from t2i_debias.core.csv_cells import unescape_frame
 from t2i_debias.core.layout import RunLayout
-from t2i_debias.csv_cells import unescape_frame
+from t2i_debias.core.text import figure
 from t2i_debias.metrics import columns
-from t2i_debias.text import figure
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def toy_quality(labels: LabelsSection, images_dir: str | Path, run_dir: Path,
     `images_dir` ([mpii] images_dir)."""
     from PIL import Image
 
-    from t2i_debias.runs import safe_join
+    from t2i_debias.core.files import safe_join
     from t2i_debias.sampling import read_metadata
     from t2i_debias.toyworld.classifier import frechet_distance, make_classifier
     from t2i_debias.toyworld.render import OCCUPATIONS

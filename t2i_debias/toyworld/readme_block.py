@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from t2i_debias import provenance
-from t2i_debias.csv_cells import unescape_frame
+from t2i_debias.core import provenance
+from t2i_debias.core.csv_cells import unescape_frame
 from t2i_debias.report.readme_block import ReadmeError, replace_block
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def update_readme(results: Path, readme: Path, check: bool = False, source: str 
     if new == text:
         return True
     if not check:
-        from t2i_debias.runs import atomic_write_text
+        from t2i_debias.core.files import atomic_write_text
 
         atomic_write_text(readme, new)
     return False

@@ -11,7 +11,7 @@ Cues:
 - perceived gender: `woman` = long hair + dress, `man` = short hair + trousers;
 - skin tone (the race analogue): three tones mapped onto three of DeepFace's race names,
   light -> "white", reddish -> "asian", dark -> "black". The mapping is a naming convenience so that
-  the toy labels fit `attributes.RACES`; it says nothing about real people. The middle tone is off the
+  the toy labels fit `core.vocab.RACES`; it says nothing about real people. The middle tone is off the
   light-dark line on purpose: a tone halfway between the other two is pushed into "dark" by
   classifier-free guidance (guidance 4 amplifies a small error of the conditional prediction 4x), so
   the base could not draw it when asked.
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from t2i_debias.attributes import GENDERS
+from t2i_debias.core.vocab import GENDERS
 
 SIZE = 32
 # The occupations of the toy MPII copy (what fine-tuning sees), then the held-out ones, which only the base

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.provenance import git_commit
+from t2i_debias.core.provenance import git_commit
 from t2i_debias.toyworld import pretrained
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def build_and_ship(seeds: list[int], cache: Path | None = None) -> None:
 
 def measure_shipped(seeds: list[int], n: int, n_attribute: int) -> dict[str, Any]:
     """Score the shipped bases as the demo loads them (copied into a fresh cache) and record their gates."""
-    from t2i_debias.runs import atomic_write_json
+    from t2i_debias.core.files import atomic_write_json
     from t2i_debias.toyworld.evaluate import evaluate_bases
 
     with tempfile.TemporaryDirectory(prefix="toy-shipped-") as cache:
@@ -72,7 +72,7 @@ def measure_shipped(seeds: list[int], n: int, n_attribute: int) -> dict[str, Any
 
 def write_results(res: dict[str, Any]) -> None:
     """docs/results/toy_base.json / .md and the toy README's results block, from one measurement."""
-    from t2i_debias.runs import atomic_write_text
+    from t2i_debias.core.files import atomic_write_text
     from t2i_debias.toyworld.evaluate import replace_block, results_markdown
 
     md = results_markdown(res)

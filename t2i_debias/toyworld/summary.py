@@ -21,8 +21,8 @@ import pandas as pd
 from PIL import Image
 
 from t2i_debias.config import GenerateSection, LabelsSection
+from t2i_debias.core.csv_cells import unescape_frame
 from t2i_debias.core.layout import RunLayout
-from t2i_debias.csv_cells import unescape_frame
 from t2i_debias.options import MODES
 from t2i_debias.toyworld.evaluate import ToyScore, score_predictions
 from t2i_debias.toyworld.render import OCCUPATIONS, TOY_RACES
@@ -33,7 +33,7 @@ ORDER = ("base", "control", *MODES)
 
 
 def _image_path(model_dir: Path, run_dir: Path, rel: str) -> Path:
-    from t2i_debias.runs import safe_join
+    from t2i_debias.core.files import safe_join
 
     for root in (model_dir, run_dir):
         p = safe_join(root, rel)

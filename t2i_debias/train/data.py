@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from t2i_debias.errors import InputError
+from t2i_debias.core.errors import InputError
 from t2i_debias.options import (
     BALANCE_ATTRIBUTES,
     BALANCES,

@@ -12,8 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.options import LOSS_NAMES
-from t2i_debias.runs import (
+from t2i_debias.core.files import (
     MANIFEST,
     STAGING_MARK,
     Staged,
@@ -21,6 +20,7 @@ from t2i_debias.runs import (
     atomic_write_csv,
     atomic_write_text,
 )
+from t2i_debias.options import LOSS_NAMES
 
 LOG_COLUMNS = ["step", "loss", *LOSS_NAMES, "lr"]
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -31,7 +31,7 @@ def save_into(out_dir: Path, write: Callable[[Path], Any]) -> list[Path]:
     """Run `write(folder)` in a new version of `out_dir` built beside it, then swap the whole folder in.
 
     The new folder gets what `write` made plus hard links to the other entries of the old one
-    (checkpoints, logs); one rename (runs.replace_dir) puts it in place, so a kill leaves the old
+    (checkpoints, logs); one rename (core.files.replace_dir) puts it in place, so a kill leaves the old
     weights or the new ones, never a new text encoder beside an old U-Net. Returns the paths of the
     entries `write` made, as they are under `out_dir`.
     """

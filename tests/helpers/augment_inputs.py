@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from t2i_debias.attributes import RACES, other_gender
 from t2i_debias.augment.counterfactual import Demographics
+from t2i_debias.core.stage import Stage
+from t2i_debias.core.vocab import RACES, other_gender
 from t2i_debias.labels.base import DemographicClassifier, Prediction
-from t2i_debias.runs import Stage
 
 PERSON_COLS = ["person_id", "image", "image_index", "ridx", "split", "category", "activity", "act_id",
                "occupation", "head_x1", "head_y1", "head_x2", "head_y2", "scale", "objpos_x", "objpos_y",

@@ -259,7 +259,7 @@ def make_fake_run(root: Path, name: str = "fake", with_predictions: bool = True)
 
 
 def write_manifest(folder: Path, wall_time_s: float, finished_at: str = "2026-01-02T03:04:05+0000") -> None:
-    """A stage manifest with the fields the report reads (the rest of runs.Stage's manifest is not needed)."""
+    """A stage manifest with the fields the report reads (the rest of core.stage.Stage's manifest is not needed)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "_manifest.json").write_text(json.dumps({"stage": folder.name, "wall_time_s": wall_time_s,
                                                        "finished_at": finished_at}))

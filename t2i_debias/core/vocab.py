@@ -42,7 +42,7 @@ ATTRIBUTE_CLASSES: dict[str, tuple[str, ...]] = {
 STATUS_OK = "ok"
 # A classifier whose cues disagree (e.g. the toy world's hair vs clothes) says so instead of guessing.
 STATUS_AMBIGUOUS = "ambiguous"
-# Why an image file could not be used (t2i_debias.image_files): a recorded skip in a per-row stage.
+# Why an image file could not be used (t2i_debias.core.image_files): a recorded skip in a per-row stage.
 STATUS_MISSING_IMAGE = "missing_image"
 STATUS_TOO_LARGE = "too_large"  # PIL's decompression-bomb guard: the header claims too many pixels
 STATUS_TRUNCATED = "truncated"

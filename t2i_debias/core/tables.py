@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.csv_cells import unescape_frame
-from t2i_debias.errors import InputError, MissingInputError
+from t2i_debias.core.csv_cells import unescape_frame
+from t2i_debias.core.errors import InputError, MissingInputError
 
 
 def read_text(path: str | os.PathLike, error: type[InputError] = InputError) -> str:

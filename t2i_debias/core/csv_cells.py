@@ -1,6 +1,6 @@
 """CSV cells a spreadsheet will not run as formulas (OWASP "CSV injection"), and their exact text read back.
 
-Every CSV the project writes goes through `runs.atomic_write_csv`, which calls `escape_frame`: a text cell
+Every CSV the project writes goes through `core.files.atomic_write_csv`, which calls `escape_frame`: a text cell
 that starts with `=`, `+`, `-`, `@`, a tab or a carriage return (an occupation or model name such as
 `=HYPERLINK(...)`) gets a leading single quote. Numbers, and text that is a number (`-0.5`), stay as they
 are. A cell that already starts with quotes before such a character gets one more quote, so that

@@ -2,7 +2,7 @@
 
 Every stage reads images through `open_rgb`: a decompression bomb (a header claiming more pixels
 than PIL allows), a truncated file, a file that is not an image, or any other decode error becomes
-an `ImageReadError` whose `status` (attributes.IMAGE_STATUSES) a per-row stage records as the skip
+an `ImageReadError` whose `status` (core.vocab.IMAGE_STATUSES) a per-row stage records as the skip
 reason, and whose message a whole-folder stage shows as is.
 
 Grey images of more than 8 bits are scaled to 8 bits by their range, not clipped (PIL's own
@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from t2i_debias.attributes import (
+from t2i_debias.core.errors import InputError
+from t2i_debias.core.vocab import (
     STATUS_MISSING_IMAGE,
     STATUS_NOT_AN_IMAGE,
     STATUS_TOO_LARGE,
     STATUS_TRUNCATED,
     STATUS_UNREADABLE,
 )
-from t2i_debias.errors import InputError
 
 
 class ImageReadError(InputError):
