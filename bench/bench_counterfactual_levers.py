@@ -45,7 +45,7 @@ def measure(seed: int, n: int, tries: int, batch: int, arms: list[str]) -> list[
     from t2i_debias.augment.captions import CaptionComposer
     from t2i_debias.augment.counterfactual import Demographics
     from t2i_debias.augment.verify import agrees
-    from t2i_debias.config import load_config
+    from t2i_debias.core.config import load_config
     from t2i_debias.core.vocab import GENDERS, other_gender
     from t2i_debias.models import load_pipeline
     from t2i_debias.sampling import generate_images

@@ -56,7 +56,7 @@ def child(root: Path, fid: bool = True) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from t2i_debias.config import Config
+    from t2i_debias.core.config import Config
     from t2i_debias.stages import quality
 
     cfg = Config()

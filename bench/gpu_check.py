@@ -84,7 +84,7 @@ def train_rows(model: str, device: str, precisions: list[str], resolution: int, 
     """One step per (precision, mode, full/LoRA): loss, seconds, peak memory; an error is a row, not a crash."""
     from accelerate.state import AcceleratorState
 
-    from t2i_debias.config import Config
+    from t2i_debias.core.config import Config
     from t2i_debias.stages.models import resolved
     from t2i_debias.train import engine
 

@@ -7,7 +7,7 @@ Example:  python finetune/finetune_sd.py --config configs/toy.toml
 from __future__ import annotations
 
 from t2i_debias.cli import parse
-from t2i_debias.config import SECTIONS
+from t2i_debias.core.config import SECTIONS
 from t2i_debias.pipeline import STAGES, run_pipeline
 from t2i_debias.report.comparison import MixedSettingsError
 

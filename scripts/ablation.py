@@ -89,7 +89,7 @@ CSV_COLUMNS = ["seed", "arm", "steps", "guidance", "gender_tvd", "gender_floor",
 
 def seed_config(root: Path, seed: int) -> Any:
     """configs/toy.toml for one toy seed, its run folder under `root`."""
-    from t2i_debias.config import load_config
+    from t2i_debias.core.config import load_config
 
     cfg = load_config(ROOT / "configs" / "toy.toml")
     cfg.run.root, cfg.run.name, cfg.run.seed, cfg.toy.seed = str(root), f"seed{seed}", seed, seed
@@ -103,7 +103,7 @@ def seed_config(root: Path, seed: int) -> Any:
 def arm_config(cfg: Any, arm: str, steps: list[int]) -> Any:
     """The seed's config with the arm's [train] changes (a preset first, replacing every [train] option it
     names, then the explicit options)."""
-    from t2i_debias.presets import apply_presets
+    from t2i_debias.core.presets import apply_presets
 
     c = copy.deepcopy(cfg)
     changes = dict(ARMS[arm][1])
@@ -126,8 +126,8 @@ def train_arm(cfg: Any, arm: str, steps: list[int]) -> tuple[dict[int, Path], fl
     its train_cost.json when the arm was trained before)."""
     from t2i_debias.core.files import MANIFEST
     from t2i_debias.core.layout import RunLayout
+    from t2i_debias.core.options import modes_to_run
     from t2i_debias.models import base_model
-    from t2i_debias.options import modes_to_run
     from t2i_debias.stages.models import train_control, train_stage
 
     c = arm_config(cfg, arm, steps)

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.config import SECTIONS, Config, coerce, field_types, finish, load_config, set_option
+from t2i_debias.core.config import SECTIONS, Config, coerce, field_types, finish, load_config, set_option
 from t2i_debias.core.errors import ConfigError, UserError
 from t2i_debias.core.layout import RunLayout
-from t2i_debias.options import RANGES
+from t2i_debias.core.options import RANGES
 
 log = logging.getLogger("t2i_debias")
 # A script's own flags applied to the config before the checks: overrides(args, cfg).

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.config import Config, RunSection
+from t2i_debias.core.config import Config, RunSection
 from t2i_debias.core.files import MANIFEST, hash_obj
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.layout import RunLayout
 
 log = logging.getLogger(__name__)

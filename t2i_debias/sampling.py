@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image, PngImagePlugin
 
-from t2i_debias.config import GenerateSection
+from t2i_debias.core.config import GenerateSection
 from t2i_debias.core.csv_cells import unescape_frame
 from t2i_debias.core.files import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from t2i_debias.core.image_files import is_constant, open_rgb

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.stage import Stage
 from t2i_debias.metrics import dataset
 from t2i_debias.stages import analysis as analysis_stage

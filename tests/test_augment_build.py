@@ -23,7 +23,7 @@ from t2i_debias.augment.inputs import AugmentInputError, load_people
 from t2i_debias.augment.planner import TripletPlanner, anchor_crop_box, plan_triplets
 from t2i_debias.augment.reader import read_metadata
 from t2i_debias.augment.schema import METADATA_FIELDS
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.vocab import RACES
 from t2i_debias.sampling import generate_images
 from t2i_debias.stages import enriched

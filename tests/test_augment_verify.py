@@ -27,11 +27,11 @@ from t2i_debias.augment.inputs import load_people
 from t2i_debias.augment.planner import TripletPlanner, plan_triplets
 from t2i_debias.augment.reader import read_metadata
 from t2i_debias.augment.schema import BALANCE, FIDELITY, REJECTED, REJECTED_COLUMNS
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.errors import ConfigError
+from t2i_debias.core.options import validate
 from t2i_debias.core.vocab import STATUS_AMBIGUOUS
 from t2i_debias.labels.base import Prediction
-from t2i_debias.options import validate
 from tests.helpers.augment_inputs import WorldClassifier, as_asked, world_references, write_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -291,7 +291,7 @@ def test_negative_prompt_and_retry_guidance_reach_the_pipeline(tmp_path, pipe) -
     ("max_tries", 0, "max_tries"),
 ])
 def test_bad_augment_options_are_config_errors_at_load(field: str, value, msg: str) -> None:
-    """Checked where the config is loaded (options.validate), not when the enriched stage starts."""
+    """Checked where the config is loaded (core.options.validate), not when the enriched stage starts."""
     cfg = Config()
     setattr(cfg.augment, field, value)
     with pytest.raises(ConfigError, match=f"^c.toml: \\[augment\\] .*{msg}"):

@@ -6,7 +6,7 @@ import pytest
 
 from t2i_debias.augment.captions import CaptionComposer, person_phrase
 from t2i_debias.augment.counterfactual import Demographics as D
-from t2i_debias.config import AugmentSection
+from t2i_debias.core.config import AugmentSection
 
 C = CaptionComposer()
 CA = CaptionComposer(with_age=True)

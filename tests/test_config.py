@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from t2i_debias.config import SECTIONS, Config, load_config
+from t2i_debias.core.config import SECTIONS, Config, load_config
 from t2i_debias.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +112,7 @@ def test_section_dict_hash_changes_only_with_its_sections() -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path: Path) -> None:
     """Every config the project ships loads and validates: no name of a model, mode or method it lacks."""
-    from t2i_debias.options import validate
+    from t2i_debias.core.options import validate
 
     assert {"smoke.toml", "toy.toml"} <= {f.name for f in (ROOT / "configs").glob("*.toml")}
     validate(load_config(path))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from t2i_debias.config import load_config
+from t2i_debias.core.config import load_config
 from t2i_debias.data.mpii_fixture import smoke_fixture, write_fixture
 from t2i_debias.pipeline import STAGES, TOY_ONLY
 

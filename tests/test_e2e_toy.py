@@ -35,7 +35,7 @@ N_ATTRIBUTE = 8  # images per attribute prompt: 48 prompts, 384 images in the me
 
 def toy_config(tmp: Path, seed: int):
     """configs/toy.toml for `seed`, in a temporary run folder (no control: the criteria are about ours)."""
-    from t2i_debias.config import load_config
+    from t2i_debias.core.config import load_config
 
     cfg = load_config(ROOT / "configs" / "toy.toml")
     cfg.run.root = str(tmp)
@@ -54,8 +54,8 @@ def test_toy_world_bias_is_learned_then_reduced(tmp_path, seed):
     import torch
 
     from t2i_debias.baselines.registry import make_method
+    from t2i_debias.core.options import modes_to_run
     from t2i_debias.models import load_pipeline
-    from t2i_debias.options import modes_to_run
     from t2i_debias.pipeline import run_pipeline
     from t2i_debias.stages.sota import method_inputs
     from t2i_debias.toyworld import ensure_toy_world

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from t2i_debias.config import load_config
+from t2i_debias.core.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

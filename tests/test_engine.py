@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from t2i_debias.options import modes_to_run
+from t2i_debias.core.options import modes_to_run
 from t2i_debias.stages import models as models_stage
 from t2i_debias.train import checkpoints, engine, modes, step
 from t2i_debias.train import parts as train_parts

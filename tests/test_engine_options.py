@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from t2i_debias.config import load_config
+from t2i_debias.core.config import load_config
 from t2i_debias.core.errors import ConfigError
 from t2i_debias.stages import models as models_stage
 from t2i_debias.train import modes, step
@@ -246,8 +246,8 @@ def test_control_config_denoises_only_anchors():
 
 @pytest.mark.slow
 def test_recommended_run_snapshots_card_and_control(tmp_path, tiny_sd_path):
+    from t2i_debias.core.presets import apply_presets
     from t2i_debias.models import load_pipeline
-    from t2i_debias.presets import apply_presets
 
     run = tmp_path / "run"
     make_enriched(run / "enriched", n=4)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.stage import Stage
 from t2i_debias.core.vocab import RACES, STATUS_AMBIGUOUS
 from t2i_debias.labels.base import DemographicClassifier, Prediction

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from t2i_debias import cli
-from t2i_debias.config import SECTIONS, load_config
+from t2i_debias.core.config import SECTIONS, load_config
 from t2i_debias.core.errors import ConfigError
-from t2i_debias.options import RANGES
+from t2i_debias.core.options import RANGES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def test_out_of_range_numbers_are_config_errors_with_the_range(tmp_path, section
 def test_every_numeric_option_has_a_range() -> None:
     import typing
 
-    from t2i_debias.config import field_types
+    from t2i_debias.core.config import field_types
 
     for section, cls in SECTIONS.items():
         for name, typ in field_types(cls).items():
@@ -108,7 +108,7 @@ def _float_keys() -> list[tuple[str, str]]:
     """Every option whose values are floats (a float, a list of floats, a table of floats)."""
     import typing
 
-    from t2i_debias.config import field_types
+    from t2i_debias.core.config import field_types
 
     out = []
     for section, cls in SECTIONS.items():
@@ -122,7 +122,7 @@ def _float_keys() -> list[tuple[str, str]]:
 def _toml_value(section: str, key: str, literal: str) -> str:
     import typing
 
-    from t2i_debias.config import field_types
+    from t2i_debias.core.config import field_types
 
     typ = field_types(SECTIONS[section])[key]
     origin = typing.get_origin(typ)

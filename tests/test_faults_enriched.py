@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from t2i_debias.augment import build
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.files import MANIFEST
 from t2i_debias.stages import enriched
 from tests.helpers.augment_inputs import skewed_people, write_inputs

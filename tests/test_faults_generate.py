@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from t2i_debias import sampling
-from t2i_debias.config import Config, load_config
+from t2i_debias.core.config import Config, load_config
 from t2i_debias.core.errors import ConfigError, MissingInputError, UserError
 from t2i_debias.core.files import MANIFEST, describe_path
 from t2i_debias.core.layout import RunLayout

@@ -85,7 +85,7 @@ def test_enriched_stage_skips_a_bomb_with_its_reason(tmp_path, bad_images) -> No
     from t2i_debias.augment.inputs import Person
     from t2i_debias.augment.planner import TripletPlanner
     from t2i_debias.augment.schema import SKIPPED
-    from t2i_debias.config import Config
+    from t2i_debias.core.config import Config
 
     people = [Person(f"{i}_1", p.name, "chef", Demographics("man", "white", "young"), (2, 2, 10, 10), None,
                            None) for i, p in enumerate(bad_images.values()) if p != bad_images["ok"]]
@@ -150,7 +150,7 @@ def test_quality_streams_images_one_batch_at_a_time(tmp_path, monkeypatch) -> No
 
     monkeypatch.setattr(quality, "open_rgb", counting_open)
     clip = _CountingClip(opened)
-    from t2i_debias.config import Config
+    from t2i_debias.core.config import Config
 
     res, table = quality.evaluate_model(folder, None, None, None, clip, Config().quality)
     assert res["n_images"] == 12 and len(table) == 12

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.errors import InputError
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.data.prompts import read_occupation_file, read_prompts

@@ -146,7 +146,7 @@ def pd_read(path):
 # ----------------------------------------------------------------------------- no base entry (defect 8)
 def test_generate_models_without_base_still_generate_the_base_for_the_comparison(tmp_path, monkeypatch) -> None:
     """`[generate] models = ["unet=..."]` with `base` in the default [sota] methods: KeyError 'base' mid-stage."""
-    from t2i_debias.config import Config
+    from t2i_debias.core.config import Config
     from t2i_debias.stages import generated, sota
 
     base, unet = tmp_path / "base_model", tmp_path / "my_unet"
@@ -165,7 +165,7 @@ def test_generate_models_without_base_still_generate_the_base_for_the_comparison
 
 # ----------------------------------------------------------------------------- stale model folders (defect 7)
 def _run_with_models(tmp_path, names: tuple[str, ...]):
-    from t2i_debias.config import Config
+    from t2i_debias.core.config import Config
     from t2i_debias.core.stage import Stage
 
     base = tmp_path / "base_model"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from t2i_debias.config import Config, load_config
+from t2i_debias.core.config import Config, load_config
 from t2i_debias.core.errors import ConfigError, MissingInputError, UserError
 from t2i_debias.core.files import MANIFEST, STAGING_MARK, Staged, hash_file
 from t2i_debias.core.stage import Stage

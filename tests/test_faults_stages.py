@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.errors import MissingInputError
 from t2i_debias.core.files import MANIFEST
 from t2i_debias.stages import analysis as analysis_stage

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.stage import Stage
 from t2i_debias.data.prompts import build_prompts
 from t2i_debias.sampling import generate_folder, generate_images, is_valid_png, png_info, read_metadata

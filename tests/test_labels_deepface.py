@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from t2i_debias.config import LabelsSection
+from t2i_debias.core.config import LabelsSection
 from t2i_debias.labels.crops import make_crop
 from t2i_debias.labels.deepface_backend import DeepFaceClassifier, RandomWeightsError, select_face, to_bgr
 from t2i_debias.tiny.deepface import draw_cartoon_face, ensure_deepface_weights

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.stage import Stage
 from t2i_debias.labels import runner
 from t2i_debias.labels.base import Prediction

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from t2i_debias.options import LOSS_NAMES
+from t2i_debias.core.options import LOSS_NAMES
 from t2i_debias.train.losses import (
     denoise_loss,
     denoise_target,

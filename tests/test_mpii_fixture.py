@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.data.mpii import load_release
 from t2i_debias.data.mpii_fixture import (
     FixtureImage,
@@ -146,7 +146,7 @@ def test_run_stage_split_all_persons_and_map_override(tmp_path, small_fixture):
 
 def test_run_stage_rejects_bad_split_and_missing_file(tmp_path, small_fixture):
     from t2i_debias.core.errors import ConfigError
-    from t2i_debias.options import validate
+    from t2i_debias.core.options import validate
 
     mat_path, images_dir, _ = small_fixture
     with pytest.raises(ConfigError, match=r"\[mpii\] split must be one of train, test, all, got 'val'"):

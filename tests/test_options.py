@@ -1,4 +1,4 @@
-"""Every option is checked once, where the config is loaded (t2i_debias.options): a value that a stage would
+"""Every option is checked once, where the config is loaded (t2i_debias.core.options): a value that a stage would
 refuse fails at `load_config` (and as a flag) naming the file, `[section] key`, the value and what is allowed,
 before any stage runs. Each case below used to pass the loader and fail only in the stage that read it."""
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from t2i_debias import cli
-from t2i_debias.config import SECTIONS, field_types, load_config
+from t2i_debias.core.config import SECTIONS, field_types, load_config
 from t2i_debias.core.errors import ConfigError
-from t2i_debias.options import CHOICES
+from t2i_debias.core.options import CHOICES
 
 
 def _toml(tmp_path: Path, text: str) -> Path:
@@ -157,9 +157,9 @@ def test_every_string_option_has_choices_or_is_free() -> None:
             "augment": {"generator", "anchor_template", "attribute_template", "generation_template", "race_words",
                         "races"},
             "train": {"lr_scheduler", "resume_from_checkpoint", "log_image_prompts", "preserve_prompts",
-                      "preset"},  # preset: presets.PRESETS, checked where it is applied
+                      "preset"},  # preset: core.presets.PRESETS, checked where it is applied
             "prompts": {"occupations", "templates", "heldout", "preset"},
-            "generate": {"models"}, "bias": {"sweep_models"},  # names of models: options.check_names
+            "generate": {"models"}, "bias": {"sweep_models"},  # names of models: core.options.check_names
             "quality": {"reference", "clip_model"}, "sota": {"shen2024_dir"},
             "report": {"figure_occupations", "figure_base", "figure_ours"}}
     for section, cls in SECTIONS.items():

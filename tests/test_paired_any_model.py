@@ -66,7 +66,7 @@ def test_ours_is_the_last_trained_mode_that_ran():
 
 def _run(tmp_path, preds: dict[str, pd.DataFrame]):
     """A run folder with bias/<model>/{predictions.csv, summary.json} as the bias stage writes them."""
-    from t2i_debias.config import Config
+    from t2i_debias.core.config import Config
 
     cfg = Config()
     cfg.run.root, cfg.run.name = str(tmp_path), "r"

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.pipeline import _clock, run_pipeline
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from t2i_debias.cli import build_parser, config_from_args
-from t2i_debias.config import load_config
+from t2i_debias.core.config import load_config
 from t2i_debias.core.errors import ConfigError
+from t2i_debias.core.presets import UPSTREAM_TEMPLATE
 from t2i_debias.data import prompts
-from t2i_debias.presets import UPSTREAM_TEMPLATE
 
 
 def test_upstream_preset_sets_the_protocol(tmp_path):

@@ -126,7 +126,7 @@ def test_random_inception_refused_outside_smoke(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_quality_stage_smoke(tmp_path):
-    from t2i_debias.config import Config
+    from t2i_debias.core.config import Config
     from t2i_debias.stages import generated as generated_stage
     from t2i_debias.stages import prompts as prompts_stage
     from t2i_debias.stages import quality as quality_stage

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.report.readme_block import current_block
 from t2i_debias.stages.results import config_hash
 from t2i_debias.stages.results import run_stage as results_stage

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.files import MANIFEST
 from t2i_debias.core.layout import STAGE_DIRS
 from t2i_debias.report import kit

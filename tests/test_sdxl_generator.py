@@ -13,9 +13,9 @@ from t2i_debias.augment.captions import CaptionComposer
 from t2i_debias.augment.inputs import load_people
 from t2i_debias.augment.planner import TripletPlanner
 from t2i_debias.augment.reader import read_metadata
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.errors import ConfigError
-from t2i_debias.options import validate
+from t2i_debias.core.options import validate
 from t2i_debias.stages import enriched
 from tests.helpers.augment_inputs import skewed_people, write_inputs
 

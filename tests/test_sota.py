@@ -81,7 +81,7 @@ def test_occupation_accuracy_known_answer():
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_sota_stage_on_tiny_pipeline(tmp_path, tiny_sd_path):
-    from t2i_debias.config import Config
+    from t2i_debias.core.config import Config
     from t2i_debias.stages import prompts as prompts_stage
     from t2i_debias.stages import sota
 
@@ -140,7 +140,7 @@ def test_no_bold_when_every_method_ties():
 
 
 def test_rows_name_trained_modes_ours_and_other_model_folders_control(tmp_path, monkeypatch):
-    from t2i_debias.config import Config
+    from t2i_debias.core.config import Config
     from t2i_debias.core.stage import Stage
     from t2i_debias.stages.sota import method_names
 
@@ -243,7 +243,7 @@ def test_toy_quality_on_rendered_and_noise_images(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from t2i_debias.config import Config
+    from t2i_debias.core.config import Config
     from t2i_debias.labels.runner import classify_generated
     from t2i_debias.toyworld.classifier import make_classifier
     from t2i_debias.toyworld.dataset import biased_population
@@ -277,7 +277,7 @@ def test_each_baseline_declares_its_settings_and_applicability():
     """The [sota] settings, manifest extras and the not-applicable reason come from the method classes."""
     from t2i_debias.baselines import method_class
     from t2i_debias.baselines.registry import method_params
-    from t2i_debias.config import Config
+    from t2i_debias.core.config import Config
     from t2i_debias.stages.sota import method_inputs
 
     cfg = Config()
@@ -312,9 +312,9 @@ def test_column_directions_come_from_the_metric_specs_and_the_registry():
 
 
 def test_the_registry_implements_exactly_the_methods_a_config_may_name() -> None:
-    """options.SOTA_METHODS (checked at load) and baselines.registry.METHODS (the classes) name the same methods."""
+    """core.options.SOTA_METHODS (checked at load) and baselines.registry.METHODS (the classes) name the same methods."""
     from t2i_debias.baselines.registry import METHODS, method_class
-    from t2i_debias.options import SOTA_METHODS
+    from t2i_debias.core.options import SOTA_METHODS
 
     assert tuple(METHODS) == SOTA_METHODS
     assert all(method_class(m) for m in SOTA_METHODS)

@@ -189,7 +189,7 @@ def test_frechet_distance_known_answer():
 def test_ensure_toy_data_writes_once_and_rewrites_on_a_new_seed(tmp_path):
     """The toy stage writes MPII-format data where [mpii] points, skips when current, rewrites when stale."""
     pytest.importorskip("t2i_debias.data.mpii_fixture")
-    from t2i_debias.config import Config
+    from t2i_debias.core.config import Config
     from t2i_debias.toyworld import ensure_toy_data
 
     cfg = Config()
@@ -274,7 +274,7 @@ def test_format_table_shows_change_against_base():
 
 def test_summary_table_scores_generated_folders_against_the_truth(tmp_path):
     """Renders stand in for generated images: the table must read back the known shares."""
-    from t2i_debias.config import Config
+    from t2i_debias.core.config import Config
     from t2i_debias.core.files import atomic_save_image
     from t2i_debias.toyworld.summary import format_table, summary_table
 

@@ -12,7 +12,7 @@ def test_toy_base_builds_loads_generates_and_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("T2I_DEBIAS_CACHE", str(tmp_path / "cache"))
     import torch
 
-    from t2i_debias.config import Config
+    from t2i_debias.core.config import Config
     from t2i_debias.models import load_pipeline
     from t2i_debias.toyworld import base_model
 

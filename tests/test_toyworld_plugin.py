@@ -88,7 +88,7 @@ def test_stage_modules_are_named_as_the_stages() -> None:
 
 
 def test_toy_stages_do_nothing_outside_the_toy_world(tmp_path: Path) -> None:
-    from t2i_debias.config import Config
+    from t2i_debias.core.config import Config
     from t2i_debias.stages import toy, toy_summary
 
     cfg = Config()

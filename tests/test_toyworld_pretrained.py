@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from t2i_debias.config import load_config
+from t2i_debias.core.config import load_config
 from t2i_debias.tiny.cache import spec_key
 from t2i_debias.toyworld import base_model, pretrained
 from t2i_debias.toyworld.classifier import classifier_spec

@@ -53,7 +53,7 @@ def test_text_mode_logs_scalars_and_no_images(tmp_path, tiny_sd_path):
 
 def test_report_to_is_checked_at_load():
     from t2i_debias.core.errors import ConfigError
-    from t2i_debias.options import validate
+    from t2i_debias.core.options import validate
 
     with pytest.raises(ConfigError, match="report_to must be one of none, tensorboard, wandb, got 'mlflow'"):
         validate(small_config(report_to="mlflow"), "c.toml")

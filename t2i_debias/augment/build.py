@@ -56,7 +56,7 @@ from t2i_debias.augment.schema import (
 from t2i_debias.augment.verify import _member_outcome, agrees, measured_caption
 from t2i_debias.core.files import atomic_save_image, atomic_write_csv, atomic_write_text, safe_join
 from t2i_debias.core.image_files import ImageReadError, open_rgb
-from t2i_debias.options import ON_UNVERIFIED
+from t2i_debias.core.options import ON_UNVERIFIED
 from t2i_debias.sampling import generate_images
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from t2i_debias.augment.counterfactual import CounterfactualChooser, Demographic
 from t2i_debias.augment.inputs import Person
 from t2i_debias.augment.schema import GENERATED, TripletRecord
 from t2i_debias.core.files import hash_obj
+from t2i_debias.core.options import NEGATIVE_PROMPT_MODES
 from t2i_debias.core.vocab import other_gender
-from t2i_debias.options import NEGATIVE_PROMPT_MODES
 
 MPII_SCALE_PX = 200.0  # MPII `scale` is the person height divided by 200 px
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from t2i_debias.config import AnalysisSection, GenerateSection, LabelsSection, RunSection, SotaSection
+from t2i_debias.core.config import AnalysisSection, GenerateSection, LabelsSection, RunSection, SotaSection
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from t2i_debias.baselines.base import GenParams, Method, MethodInputs
-from t2i_debias.config import GenerateSection, LabelsSection, SotaSection
+from t2i_debias.core.config import GenerateSection, LabelsSection, SotaSection
 from t2i_debias.core.text import figure
 from t2i_debias.core.vocab import GENDERS, RACES
 

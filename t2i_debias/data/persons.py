@@ -15,9 +15,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from t2i_debias.core.options import SPLITS
 from t2i_debias.data.mpii import MpiiPerson, MpiiRelease
 from t2i_debias.data.occupations import OccupationMap
-from t2i_debias.options import SPLITS
 
 PERSONS_COLUMNS: tuple[str, ...] = (
     "person_id", "image", "image_index", "ridx", "split", "category", "activity", "act_id", "occupation",

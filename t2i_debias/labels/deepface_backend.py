@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from t2i_debias.core.options import MULTIPLE_FACES
 from t2i_debias.core.vocab import GENDERS, RACES, STATUS_OK, age_group
 from t2i_debias.labels.base import Box, Prediction
 from t2i_debias.labels.crops import Crop, CropClassifier
-from t2i_debias.options import MULTIPLE_FACES
 
 log = logging.getLogger(__name__)
 

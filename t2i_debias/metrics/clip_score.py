@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from t2i_debias.options import CLIP_SCORES
+from t2i_debias.core.options import CLIP_SCORES
 
 
 def cosine(a: Any, b: Any) -> np.ndarray:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from t2i_debias.core.options import RESAMPLE_MODES
 from t2i_debias.metrics.bias import (
     METRIC_NAMES,
     METRICS,
@@ -22,7 +23,6 @@ from t2i_debias.metrics.bias import (
     p_from_codes,
     percentile_interval,
 )
-from t2i_debias.options import RESAMPLE_MODES
 
 NOT_COMPUTED = "not computed"  # the verdict where no paired CI exists (no pairs, no bootstrap, no reference)
 

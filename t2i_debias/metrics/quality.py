@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from t2i_debias.config import QualitySection
+from t2i_debias.core.config import QualitySection
 from t2i_debias.core.files import atomic_write_bytes, describe_path, hash_file, hash_obj
 from t2i_debias.core.image_files import open_rgb
 from t2i_debias.metrics.clip_score import clip_i_scores, clip_t_scores

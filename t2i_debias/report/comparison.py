@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from t2i_debias.config import BiasSection
+from t2i_debias.core.config import BiasSection
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.metrics import columns as registry
 from t2i_debias.metrics.bias import METRIC_NAMES
@@ -171,7 +171,7 @@ def check_settings(df: pd.DataFrame, allow_mixed: bool = False) -> pd.DataFrame:
 
 def ours_name(names: Sequence[str], kinds: dict[str, str], skipped: dict[str, str]) -> str | None:
     """The row every row is paired with as "ours": the last trained mode that ran (both > unet > text), else None."""
-    from t2i_debias.options import MODES
+    from t2i_debias.core.options import MODES
 
     trained = [n for n in names if kinds.get(n) == "ours" and n in MODES and n not in skipped]
     return max(trained, key=MODES.index) if trained else None

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from t2i_debias.config import MODES
+from t2i_debias.core.config import MODES
 from t2i_debias.core.csv_cells import unescape_frame
 from t2i_debias.core.files import atomic_write_bytes, safe_join
 from t2i_debias.core.layout import RunLayout

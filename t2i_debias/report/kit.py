@@ -18,9 +18,9 @@ from typing import Any
 import pandas as pd
 
 from t2i_debias.core.csv_cells import unescape_frame
+from t2i_debias.core.options import MODES
 from t2i_debias.core.vocab import MEASURABLE
 from t2i_debias.metrics.columns import higher_is_better
-from t2i_debias.options import MODES
 
 ATTRIBUTE_ORDER: tuple[str, ...] = (*MEASURABLE[:2], "race4", *MEASURABLE[2:], "gender_race")
 ATTRIBUTE_LABEL = {"gender_race": "gender × race", "age_group": "age group", "race4": "race (4 groups)"}

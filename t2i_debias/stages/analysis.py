@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.errors import MissingInputError
 from t2i_debias.core.files import atomic_write_csv, atomic_write_json
 from t2i_debias.core.layout import RunLayout

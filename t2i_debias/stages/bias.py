@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.files import atomic_write_csv, atomic_write_json
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.core.stage import Stage

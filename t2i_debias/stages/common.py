@@ -7,10 +7,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from t2i_debias.config import Config, TrainSection
+from t2i_debias.core.config import Config, TrainSection
 from t2i_debias.core.layout import RunLayout
+from t2i_debias.core.options import MODES, modes_to_run
 from t2i_debias.models import base_model, is_lora_dir, is_pipeline_dir, resolve_model
-from t2i_debias.options import MODES, modes_to_run
 
 log = logging.getLogger(__name__)
 

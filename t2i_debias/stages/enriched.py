@@ -18,7 +18,7 @@ from t2i_debias.augment.captions import CaptionComposer
 from t2i_debias.augment.inputs import load_people
 from t2i_debias.augment.planner import TripletPlanner
 from t2i_debias.augment.schema import BALANCE, FIDELITY, JOURNAL, METADATA, REJECTED, SKIPPED
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.files import Staged
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.core.stage import Stage, require_finished

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.files import atomic_write_csv, safe_join
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.core.stage import Stage, require_finished

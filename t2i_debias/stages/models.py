@@ -15,11 +15,11 @@ import contextlib
 import logging
 from pathlib import Path
 
-from t2i_debias.config import Config, TrainSection
+from t2i_debias.core.config import Config, TrainSection
 from t2i_debias.core.files import MANIFEST
 from t2i_debias.core.layout import RunLayout
+from t2i_debias.core.options import modes_to_run
 from t2i_debias.core.stage import Stage
-from t2i_debias.options import modes_to_run
 from t2i_debias.train.engine import TrainingDiverged, train_mode
 from t2i_debias.train.modes import control_config, resolved_train, train_hash, use_cpu
 

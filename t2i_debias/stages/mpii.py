@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.files import atomic_write_json, atomic_write_text, hash_obj
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.core.stage import Stage

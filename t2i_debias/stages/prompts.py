@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.errors import UserError
 from t2i_debias.core.files import atomic_write_csv
 from t2i_debias.core.layout import RunLayout

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.files import atomic_write_csv, atomic_write_json, hash_file
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.core.stage import Stage

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from t2i_debias.augment.schema import BALANCE, FIDELITY
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.files import MANIFEST
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.core.stage import Stage

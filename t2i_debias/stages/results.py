@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.files import atomic_write_json, hash_obj
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.core.stage import Stage

@@ -23,7 +23,7 @@ from typing import Any
 from t2i_debias.baselines import METHODS, MethodInputs, method_class
 from t2i_debias.baselines.pipe import MethodPipe, build_method, load_base
 from t2i_debias.baselines.registry import method_params
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.files import atomic_write_csv, atomic_write_json, atomic_write_text
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.core.stage import Stage
@@ -122,7 +122,7 @@ def method_names(cfg: Config) -> tuple[list[str], dict[str, str]]:
 
     Another model folder under models/ (e.g. the toy world's biased-data fine-tune) is a "control".
     """
-    from t2i_debias.options import MODES
+    from t2i_debias.core.options import MODES
 
     names: list[str] = []
     kinds: dict[str, str] = {}

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.files import atomic_write_csv
 from t2i_debias.core.layout import RunLayout, scale_tag
 from t2i_debias.core.stage import Stage

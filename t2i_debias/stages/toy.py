@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.toyworld import ensure_toy_world
 
 log = logging.getLogger(__name__)

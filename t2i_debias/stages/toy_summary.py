@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.files import atomic_write_csv, atomic_write_text
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.core.stage import Stage

@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.config import MpiiSection, ToySection
+from t2i_debias.core.config import MpiiSection, ToySection
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from t2i_debias.config import Config, ToySection
+from t2i_debias.core.config import Config, ToySection
 from t2i_debias.core.text import with_article
 from t2i_debias.toyworld.dataset import MALE_SHARE, RACE_SHARE, Sample, balanced_population, biased_population
 from t2i_debias.toyworld.pretrained import build_record, cached_or_shipped

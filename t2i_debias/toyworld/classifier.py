@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from t2i_debias.config import LabelsSection
+from t2i_debias.core.config import LabelsSection
 from t2i_debias.core.vocab import GENDERS, STATUS_AMBIGUOUS
 from t2i_debias.labels.base import Box, DemographicClassifier, Prediction
 from t2i_debias.toyworld.pretrained import build_record, cached_or_shipped

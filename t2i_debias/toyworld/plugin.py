@@ -8,7 +8,7 @@ points call `register()` (idempotent) before a `toy:` model or the "toy" backend
 
 from __future__ import annotations
 
-from t2i_debias.config import Config, LabelsSection
+from t2i_debias.core.config import Config, LabelsSection
 from t2i_debias.labels.base import DemographicClassifier
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from t2i_debias.config import LabelsSection
+from t2i_debias.core.config import LabelsSection
 from t2i_debias.core.csv_cells import unescape_frame
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.core.text import figure

@@ -20,10 +20,10 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from t2i_debias.config import GenerateSection, LabelsSection
+from t2i_debias.core.config import GenerateSection, LabelsSection
 from t2i_debias.core.csv_cells import unescape_frame
 from t2i_debias.core.layout import RunLayout
-from t2i_debias.options import MODES
+from t2i_debias.core.options import MODES
 from t2i_debias.toyworld.evaluate import ToyScore, score_predictions
 from t2i_debias.toyworld.render import OCCUPATIONS, TOY_RACES
 

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from t2i_debias.core.errors import InputError
-from t2i_debias.options import (
+from t2i_debias.core.options import (
     BALANCE_ATTRIBUTES,
     BALANCES,
     CAPTION_ALIASES,

@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from t2i_debias.config import AugmentSection, RunSection, TrainSection
+from t2i_debias.core.config import AugmentSection, RunSection, TrainSection
 from t2i_debias.core.errors import UserError
-from t2i_debias.options import LOSS_NAMES
+from t2i_debias.core.options import LOSS_NAMES
 from t2i_debias.train import checkpoints, outputs, trackers
 from t2i_debias.train.data import EpochSampler, TripletDataset, tokenize
 from t2i_debias.train.modes import (

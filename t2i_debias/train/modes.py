@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from t2i_debias.config import AugmentSection, TrainSection
+from t2i_debias.core.config import AugmentSection, TrainSection
 from t2i_debias.core.files import hash_file, hash_obj
-from t2i_debias.options import LOSS_NAMES, MODES
+from t2i_debias.core.options import LOSS_NAMES, MODES
 from t2i_debias.train.data import read_triplets, select_items
 
 log = logging.getLogger(__name__)

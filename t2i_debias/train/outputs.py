@@ -20,7 +20,7 @@ from t2i_debias.core.files import (
     atomic_write_csv,
     atomic_write_text,
 )
-from t2i_debias.options import LOSS_NAMES
+from t2i_debias.core.options import LOSS_NAMES
 
 LOG_COLUMNS = ["step", "loss", *LOSS_NAMES, "lr"]
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"

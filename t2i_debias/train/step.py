@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from t2i_debias.config import TrainSection
+from t2i_debias.core.config import TrainSection
 from t2i_debias.train.data import MEMBERS
 from t2i_debias.train.losses import (
     denoise_loss,

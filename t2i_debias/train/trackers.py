@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from t2i_debias.config import TrainSection
+from t2i_debias.core.config import TrainSection
 
 log = logging.getLogger(__name__)
 

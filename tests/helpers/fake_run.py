@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from t2i_debias.config import Config
+from t2i_debias.core.config import Config
 from t2i_debias.core.layout import RunLayout
 
 OCCUPATIONS = ["firefighter", "chef", "nurse"]

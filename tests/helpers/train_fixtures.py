@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from t2i_debias.config import AugmentSection, Config, RunSection, TrainSection
+from t2i_debias.core.config import AugmentSection, Config, RunSection, TrainSection
 
 OCCUPATIONS = ("chef", "doctor", "nurse", "firefighter", "teacher", "pilot", "engineer", "farmer")
 

@@ -16,10 +16,10 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from t2i_debias.core.errors import ConfigError
-from t2i_debias.options import MODES, Choice
+from t2i_debias.core.options import MODES, Choice
 
 if TYPE_CHECKING:
-    from t2i_debias.config import Config
+    from t2i_debias.core.config import Config
 
 Option = tuple[str, str]  # (section, key)
 

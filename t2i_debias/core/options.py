@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from t2i_debias.core.errors import ConfigError
 
 if TYPE_CHECKING:  # annotations only: config imports this module
-    from t2i_debias.config import Config, TrainSection
+    from t2i_debias.core.config import Config, TrainSection
 
 # ----------------------------------------------------------------------------- vocabularies
 # The fine-tuning modes, in training order.

@@ -2,7 +2,7 @@
 
 Precedence: dataclass defaults < presets (presets.py) < config file < command-line flags. An unknown
 section or key is an error that names the key and the file, so a typo never silently falls back to a
-default; every value is then checked once, at load (options.validate).
+default; every value is then checked once, at load (core.options.validate).
 Each section is owned by one stage; add a field to its dataclass to expose a new option everywhere
 (TOML, `--help`, manifests).
 """
@@ -19,8 +19,8 @@ from typing import Any
 import tomli_w
 
 from t2i_debias.core.errors import ConfigError
-from t2i_debias.options import MODES, SOTA_METHODS, validate
-from t2i_debias.presets import apply_presets
+from t2i_debias.core.options import MODES, SOTA_METHODS, validate
+from t2i_debias.core.presets import apply_presets
 
 
 @dataclass
@@ -112,7 +112,7 @@ class AugmentSection:
 
 @dataclass
 class TrainSection:
-    """Contrastive fine-tuning (DESIGN.md §2). `preset` fills every option it names (presets.TRAIN_PRESETS)
+    """Contrastive fine-tuning (DESIGN.md §2). `preset` fills every option it names (core.presets.TRAIN_PRESETS)
     that the file or the flags do not give, so an explicit option always wins over its preset."""
 
     preset: str = ""  # "" | reference (upstream's recipe) | recommended (what the ablation found best)
@@ -154,7 +154,7 @@ class TrainSection:
     lang_similarity: str = "tokens"  # tokens | pooled
     vision_reduction: str = "triplet"  # triplet (each MSE per triplet) | batch (upstream: over the batch)
     snr_gamma: float = 0.0  # 0 = off
-    # Loss weights; empty = the mode's reference weights (DESIGN.md §2). Keys: options.LOSS_NAMES.
+    # Loss weights; empty = the mode's reference weights (DESIGN.md §2). Keys: core.options.LOSS_NAMES.
     weights: dict[str, float] = field(default_factory=dict)
     control: bool = False  # also train models/control: the same options on the biased anchors only
     resume_from_checkpoint: str = "latest"  # latest | a checkpoint folder | "" (start fresh)
@@ -177,7 +177,7 @@ class TrainSection:
 class PromptsSection:
     """Evaluation prompts (prompts.csv)."""
 
-    # "" (our defaults) | upstream (the reference implementation's protocol, t2i_debias.presets; DESIGN.md §10).
+    # "" (our defaults) | upstream (the reference implementation's protocol, t2i_debias.core.presets; DESIGN.md §10).
     # A preset sets options in several sections; an option given in the file or as a flag wins.
     preset: str = ""
     occupations: str = "default"  # default (reference's 25) | mpii (the MPII occupation map) | path to a .txt/.csv
