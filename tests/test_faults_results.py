@@ -91,7 +91,7 @@ def test_sota_plot_draws_an_interval_that_excludes_its_value(tmp_path) -> None:
     """A CI wholly above its value (as the percentile bootstrap gave) made matplotlib raise on a negative yerr."""
     import pandas as pd
 
-    from t2i_debias.report import comparison as sota
+    from t2i_debias.report import charts as sota
 
     df = pd.DataFrame([{"method": "base", "status": "ok", "gender_tvd": 0.048, "gender_tvd_lo": 0.052,
                         "gender_tvd_hi": 0.077},

@@ -21,19 +21,17 @@ from t2i_debias.core.config import BiasSection
 from t2i_debias.core.layout import RunLayout
 from t2i_debias.metrics import columns as registry
 from t2i_debias.metrics.bias import METRIC_NAMES
-from t2i_debias.metrics.columns import BIAS_CHART, QUALITY_CHARTS, TABLE_COLUMNS, TableView
+from t2i_debias.metrics.columns import TABLE_COLUMNS, TableView
 from t2i_debias.metrics.paired import NOT_COMPUTED
-from t2i_debias.plots import whiskers
 
 ATTRIBUTES: tuple[str, ...] = ("gender", "race", "race4", "gender_race")
-BIAS_METRICS: tuple[str, ...] = METRIC_NAMES
 QUALITY_METRICS: tuple[str, ...] = ("fid", "kid", "clip_t", "clip_i")
 
 
 def table_view(df: pd.DataFrame) -> TableView | None:
     """The registered view whose columns hold a number in `df` (the toy world's), else None (the default)."""
     for view in registry.VIEWS.values():
-        if any(c in df.columns and df[c].map(_num).notna().any() for c in view.when):
+        if any(c in df.columns and df[c].map(as_number).notna().any() for c in view.when):
             return view
     return None
 
@@ -89,7 +87,7 @@ def paired_cells(c: str, pm: dict[str, Any] | None, suffixes: dict[str, str]) ->
 
 def paired_columns(paired: dict[str, Any] | None, suffixes: dict[str, str]) -> dict[str, Any]:
     """Flat columns `<attribute>_<metric><suffix>` from the `attributes` of a paired comparison (None: all empty)."""
-    return {k: v for a in ATTRIBUTES for m in BIAS_METRICS
+    return {k: v for a in ATTRIBUTES for m in METRIC_NAMES
             for k, v in paired_cells(f"{a}_{m}", _get(paired, a, m), suffixes).items()}
 
 
@@ -100,7 +98,7 @@ def bias_columns(summary: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     attrs = summary.get("attributes", summary)
     for a in ATTRIBUTES:
-        for m in BIAS_METRICS:
+        for m in METRIC_NAMES:
             c = f"{a}_{m}"
             row[c] = _get(attrs, a, "aggregate", m)
             row[f"{c}_lo"], row[f"{c}_hi"] = _pair(_get(attrs, a, "ci", m))
@@ -123,7 +121,7 @@ def settings_flag(v: Any) -> str:
 
 def _setting(v: Any) -> str:
     """A setting as text for comparing and printing (None: not recorded)."""
-    x = _num(v)
+    x = as_number(v)
     if x is not None:
         return f"{x:g}"
     return NOT_RECORDED if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
@@ -189,7 +187,7 @@ def paired_vs_ours(run_dir: Path, summaries: dict[str, dict[str, Any]], ours: st
     from t2i_debias.metrics.summary import bias_attributes, paired_comparison, read_predictions
 
     if ours is None:
-        missing = {"against": None, "attributes": {a: {m: {"verdict": NOT_COMPUTED} for m in BIAS_METRICS}
+        missing = {"against": None, "attributes": {a: {m: {"verdict": NOT_COMPUTED} for m in METRIC_NAMES}
                                                    for a in ATTRIBUTES}}
         return {n: missing for n in summaries}
 
@@ -243,7 +241,8 @@ def comparison_rows(run_dir: Path, names: Sequence[str], skipped: dict[str, str]
     return pd.DataFrame(rows)
 
 
-def _num(v: Any) -> float | None:
+def as_number(v: Any) -> float | None:
+    """A cell as a finite float, or None (empty, text, NaN)."""
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -264,14 +263,14 @@ def best_values(df: pd.DataFrame, columns: Sequence[str], shown: Callable[[float
     for c in columns:
         ref = registry.self_row(c)
         rows = df[df["method"] != ref] if ref and "method" in df else df
-        vals = [v for v in (_num(x) for x in rows.get(c, [])) if v is not None]
+        vals = [v for v in (as_number(x) for x in rows.get(c, [])) if v is not None]
         if vals:
             out[c] = max(vals) if registry.higher_is_better(c) else min(vals)
     if shown is not None:
         ran = _ran(df)
         for c in list(out):
             printed = {shown(v) for m, x in zip(ran["method"], ran[c], strict=True)
-                       if (v := _num(x)) is not None and m != registry.self_row(c)}
+                       if (v := as_number(x)) is not None and m != registry.self_row(c)}
             if len(printed) <= 1:
                 del out[c]
     return out
@@ -308,7 +307,7 @@ def settings_header(df: pd.DataFrame) -> str:
 def _bias_cell(r: Any, c: str) -> str:
     """'; floor F, excess E' and the paired mark of one bias value (empty for other columns)."""
     out = ""
-    f, e = _num(r.get(f"{c}_floor")), _num(r.get(f"{c}_excess"))
+    f, e = as_number(r.get(f"{c}_floor")), as_number(r.get(f"{c}_excess"))
     if f is not None:
         out += f"; floor {f:.3f}, excess {e:+.3f}" if e is not None else f"; floor {f:.3f}"
     mark = SIG_MARK.get(str(r.get(f"{c}_verdict")))
@@ -325,9 +324,9 @@ def paired_markdown(df: pd.DataFrame, cols: Sequence[str], suffixes: dict[str, s
     """Lines of a paired table: per method and bias column, Δ = method − `against` (columns `suffixes`), its
     95% CI and p-value."""
     d_, lo_, hi_, p_, v_ = (suffixes[k] for k in ("diff", "lo", "hi", "p", "verdict"))
-    cols = [c for c in cols if c + d_ in df.columns and df[c + d_].map(_num).notna().any()]
+    cols = [c for c in cols if c + d_ in df.columns and df[c + d_].map(as_number).notna().any()]
     rows = [r for _, r in df.iterrows() if r.get("status", "ok") == "ok" and r.get("method") != against
-            and any(_num(r.get(c + d_)) is not None for c in cols)]
+            and any(as_number(r.get(c + d_)) is not None for c in cols)]
     if not cols or not rows:
         return []
     lines = ["", f"## Paired comparison against {md_cell(title)}", "",
@@ -338,11 +337,11 @@ def paired_markdown(df: pd.DataFrame, cols: Sequence[str], suffixes: dict[str, s
     for r in rows:
         cells = []
         for c in cols:
-            d = _num(r.get(c + d_))
+            d = as_number(r.get(c + d_))
             if d is None:
                 cells.append("–")
                 continue
-            lo, hi, p = _num(r.get(c + lo_)), _num(r.get(c + hi_)), _num(r.get(c + p_))
+            lo, hi, p = as_number(r.get(c + lo_)), as_number(r.get(c + hi_)), as_number(r.get(c + p_))
             cell = f"{d:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else "")
             cell += f" p={p:.3g}" if p is not None else ""
             mark = SIG_MARK.get(str(r.get(c + v_)))
@@ -375,7 +374,7 @@ def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] | None = Non
     base excludes 0; then the paired tables against the base and against ours. Columns: `columns`, else `table_columns(df)` (the toy world's
     quality columns when present)."""
     columns = table_columns(df) if columns is None else columns
-    cols = [c for c in columns if c in df.columns and df[c].map(_num).notna().any()]
+    cols = [c for c in columns if c in df.columns and df[c].map(as_number).notna().any()]
     best = best_values(df, cols, shown=lambda v: f"{v:.3f}")  # every method tied as printed: no bold
     mixed = "settings" in df.columns and (df["settings"].map(settings_flag) != "").any()
     lines = [f"# SOTA comparison\n\nBase model of every method: `{md_cell(base)}`. Same prompts, seeds, classifier "
@@ -393,14 +392,14 @@ def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] | None = Non
             continue
         cells = []
         for c in cols:
-            v = _num(r.get(c))
+            v = as_number(r.get(c))
             if v is None:
                 cells.append("–")
                 continue
             s = f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
             if is_best(c, r["method"], v, best, lambda a, b: math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)):
                 s = f"**{s}**"
-            lo, hi = _num(r.get(f"{c}_lo")), _num(r.get(f"{c}_hi"))
+            lo, hi = as_number(r.get(f"{c}_lo")), as_number(r.get(f"{c}_hi"))
             if lo is not None and hi is not None:
                 s += f" [{lo:.3f}, {hi:.3f}]"
             cells.append(s + _bias_cell(r, c))
@@ -410,44 +409,3 @@ def to_markdown(df: pd.DataFrame, base: str, columns: Sequence[str] | None = Non
     if notes:
         lines += ["", "Not run:", *notes]
     return "\n".join(lines) + "\n"
-
-
-def plot(df: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Bar charts with CI whiskers: gender and race TVD per method; CLIP-T/CLIP-I per method, or the charts
-    of the registered view the table shows (the toy world: occupation accuracy and toy FID)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from t2i_debias.core.files import atomic_open
-
-    ok = df[df["status"] == "ok"] if "status" in df else df
-    paths = []
-    view = table_view(df)
-    for fname, chart in (BIAS_CHART, *(view.charts if view else QUALITY_CHARTS)):
-        cols = [c for c in chart if c in ok and ok[c].map(_num).notna().any()]
-        if not cols or ok.empty:
-            continue
-        fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(ok) * len(cols) / 2, 3.2))
-        width = 0.8 / len(cols)
-        for i, c in enumerate(cols):
-            vals = ok[c].map(_num).fillna(0.0).to_numpy()
-            lo = ok.get(f"{c}_lo", pd.Series([None] * len(ok))).map(_num)
-            hi = ok.get(f"{c}_hi", pd.Series([None] * len(ok))).map(_num)
-            err = None
-            if lo.notna().all() and hi.notna().all():
-                err = whiskers(vals, lo.to_numpy(dtype=float), hi.to_numpy(dtype=float))
-            ax.bar([x + i * width for x in range(len(ok))], vals, width, yerr=err, capsize=2, label=c)
-        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(ok))], list(ok["method"]), rotation=30, ha="right")
-        ax.legend(fontsize=7)
-        ax.set_title(fname.removesuffix(".png").replace("_", " "))
-        fig.tight_layout()
-        path = out_dir / fname
-        with atomic_open(path, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=120)
-        plt.close(fig)
-        paths.append(path)
-    return paths
-
-

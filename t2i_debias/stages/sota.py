@@ -31,7 +31,8 @@ from t2i_debias.core.stage import run_stage as _run_stage
 from t2i_debias.labels.registry import race_classes
 from t2i_debias.models import base_model, model_name
 from t2i_debias.plots import plot_or_warn
-from t2i_debias.report.comparison import check_settings, comparison_rows, plot, to_markdown
+from t2i_debias.report.charts import plot
+from t2i_debias.report.comparison import check_settings, comparison_rows, to_markdown
 from t2i_debias.stages.bias import classifier_factory_for, evaluate_model
 from t2i_debias.stages.common import base_first, models_to_evaluate
 from t2i_debias.stages.quality import quality_for
