@@ -388,11 +388,9 @@ def apply_table(cfg: Config, table: dict[str, Any], source: str) -> Config:
 
 
 def set_option(cfg: Config, section: str, key: str, value: Any) -> None:
-    """Set an option given in a file or as a flag and record it as explicit, so no preset overrides it.
-    ([train] preset itself has never been recorded: `explicit` holds what it held before the presets met.)"""
+    """Set an option given in a file or as a flag and record it as explicit, so no preset overrides it."""
     setattr(cfg.sections[section], key, value)
-    if (section, key) != ("train", "preset"):
-        cfg.explicit.add((section, key))
+    cfg.explicit.add((section, key))
 
 
 def finish(cfg: Config, where: str) -> Config:
