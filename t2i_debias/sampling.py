@@ -35,6 +35,7 @@ from t2i_debias.core.config import GenerateSection
 from t2i_debias.core.csv_cells import unescape_frame
 from t2i_debias.core.files import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from t2i_debias.core.image_files import is_constant, open_rgb
+from t2i_debias.core.layout import GENERATED_METADATA
 from t2i_debias.models import is_lora_dir, model_fingerprint
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ PER_IMAGE_KWARGS: tuple[str, ...] = (
     "pooled_prompt_embeds", "negative_pooled_prompt_embeds",
 )
 PNG_KEY = "t2i_debias"
-METADATA = "metadata.csv"
 SETTINGS = "generation.json"
 
 
@@ -260,7 +260,7 @@ def generate_folder(load_pipe: Callable[[], Any], out_dir: str | Path, prompts: 
             bar.update(len(batch))
         bar.close()
     dist.barrier()
-    meta = out_dir / METADATA
+    meta = out_dir / GENERATED_METADATA
     if dist.is_main:
         meta = write_metadata(out_dir, jobs, model_name)
     dist.barrier()
@@ -293,15 +293,15 @@ def write_metadata(out_dir: Path, jobs: list[Job], model_name: str) -> Path:
     n_constant = sum(r["constant"] for r in rows)
     if n_constant:
         log.warning("%s: %d of %d images are one colour everywhere (marked constant in %s)", model_name,
-                    n_constant, len(rows), METADATA)
-    return atomic_write_csv(out_dir / METADATA, pd.DataFrame(rows))
+                    n_constant, len(rows), GENERATED_METADATA)
+    return atomic_write_csv(out_dir / GENERATED_METADATA, pd.DataFrame(rows))
 
 
 def read_metadata(model_dir: str | Path) -> pd.DataFrame:
     """A model's generated/<model>/metadata.csv, with paths checked to stay inside the folder."""
     from t2i_debias.core.files import safe_join
 
-    path = Path(model_dir) / METADATA
+    path = Path(model_dir) / GENERATED_METADATA
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the generation stage first")
     df = unescape_frame(pd.read_csv(path, dtype={"prompt_id": str, "file": str, "prompt": str, "occupation": str},

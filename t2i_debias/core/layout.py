@@ -26,6 +26,14 @@ STAGE_DIRS: dict[str, str] = {
 }
 
 
+# The files of one model's folder, wherever it lies: generated/<model>/ and sweep/generated/<model>/g<scale>/
+# (sampling writes them); bias/<model>/ and sweep/bias/<model>/g<scale>/ (the bias stage writes them).
+GENERATED_METADATA = "metadata.csv"
+BIAS_PREDICTIONS = "predictions.csv"
+BIAS_SUMMARY = "summary.json"
+LABELS_CSV = "labels.csv"
+
+
 def scale_tag(scale: float) -> str:
     """Folder name of one guidance scale of the sweep: 1.0 -> "g1", 7.5 -> "g7.5"."""
     return f"g{float(scale):g}"
@@ -81,7 +89,7 @@ class RunLayout:
 
     @property
     def labels_csv(self) -> Path:
-        return self.labels / "labels.csv"
+        return self.labels / LABELS_CSV
 
     @property
     def analysis(self) -> Path:
@@ -115,7 +123,7 @@ class RunLayout:
         return self.generated / model
 
     def generated_metadata(self, model: str) -> Path:
-        return self.generated_model(model) / "metadata.csv"
+        return self.generated_model(model) / GENERATED_METADATA
 
     @property
     def bias(self) -> Path:
@@ -125,10 +133,10 @@ class RunLayout:
         return self.bias / model
 
     def bias_summary(self, model: str) -> Path:
-        return self.bias_model(model) / "summary.json"
+        return self.bias_model(model) / BIAS_SUMMARY
 
     def bias_predictions(self, model: str) -> Path:
-        return self.bias_model(model) / "predictions.csv"
+        return self.bias_model(model) / BIAS_PREDICTIONS
 
     @property
     def bias_stale(self) -> Path:

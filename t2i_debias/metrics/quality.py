@@ -25,6 +25,7 @@ from PIL import Image
 from t2i_debias.core.config import QualitySection
 from t2i_debias.core.files import atomic_write_bytes, describe_path, hash_file, hash_obj
 from t2i_debias.core.image_files import open_rgb
+from t2i_debias.core.layout import GENERATED_METADATA
 from t2i_debias.metrics.clip_score import clip_i_scores, clip_t_scores
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,7 @@ def evaluate_model(model_dir: Path, base_dir: Path | None, ref: dict[str, Any] |
                           "clip_t": clip_t, "clip_i": np.nan})
     result["clip_t"] = _nanmean(clip_t)
     result["clip_i"] = None
-    if base_dir is not None and (base_dir / "metadata.csv").is_file():
+    if base_dir is not None and (base_dir / GENERATED_METADATA).is_file():
         base = read_metadata(base_dir)
         base_file = {(str(p), int(s)): f for p, s, f in zip(base["prompt_id"], base["seed"], base["file"], strict=True)}
         pairs = [(i, base_file.get((str(p), int(s)))) for i, (p, s) in enumerate(zip(meta["prompt_id"], meta["seed"],

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from t2i_debias.core.layout import RunLayout
+from t2i_debias.core.layout import BIAS_SUMMARY, RunLayout
 from t2i_debias.metrics.bias import METRIC_NAMES
 from t2i_debias.metrics.columns import COLUMNS
 from t2i_debias.report.kit import (
@@ -259,7 +259,7 @@ def section_bias(run_dir: Path) -> str:
     if not models:
         return missing("bias/ (evaluation stage)")
     out = [stale_note(stale)]
-    found, errors = read_per_model(_files(bdir, models, "summary.json"), read_json)
+    found, errors = read_per_model(_files(bdir, models, BIAS_SUMMARY), read_json)
     summaries = {m: s if isinstance(s, dict) else {"value": s} for m, s in found.items()}
     out += errors
     out.append('<p class="note">Bias metrics of DESIGN.md §3, lower = less biased; Δ = model − base; '

@@ -10,7 +10,7 @@ from typing import Any
 
 from t2i_debias.core.config import Config
 from t2i_debias.core.files import atomic_write_csv, atomic_write_json
-from t2i_debias.core.layout import RunLayout
+from t2i_debias.core.layout import BIAS_PREDICTIONS, BIAS_SUMMARY, GENERATED_METADATA, RunLayout
 from t2i_debias.core.stage import Stage
 from t2i_debias.core.stage import run_stage as _run_stage
 from t2i_debias.core.text import figure
@@ -70,12 +70,12 @@ def evaluate_model(cfg: Config, name: str, classifier_factory: Callable[[], Demo
     out_dir = out_dir or lay.bias_model(name)
     if base_dir is None and name != "base":
         base_dir = lay.bias_model("base")
-    base_pred_path = base_dir / "predictions.csv" if base_dir is not None else None
+    base_pred_path = base_dir / BIAS_PREDICTIONS if base_dir is not None else None
     if base_pred_path is not None and not base_pred_path.is_file():
         log.warning("[bias] %s: %s not found, so no paired comparison against the base (evaluate base first)",
                     name, base_pred_path)
         base_pred_path = None
-    inputs = [gen_dir / "metadata.csv"] + ([gen_dir / "generation.json"] if (gen_dir / "generation.json").exists()
+    inputs = [gen_dir / GENERATED_METADATA] + ([gen_dir / "generation.json"] if (gen_dir / "generation.json").exists()
                                            else []) + ([base_pred_path] if base_pred_path else [])
     config = {**cfg.section_dict("bias", "labels"), "smoke": cfg.run.smoke, "seed": cfg.run.seed}
     for k in ("guidance_sweep", "sweep_images_per_prompt", "sweep_models"):  # the sweep's own settings
@@ -98,9 +98,9 @@ def evaluate_model(cfg: Config, name: str, classifier_factory: Callable[[], Demo
                                                           cfg.run.seed, b.ci, b.paired_resample)
         else:
             summary["paired_vs_base"] = None
-        outs = [atomic_write_csv(out_dir / "predictions.csv", pred),
+        outs = [atomic_write_csv(out_dir / BIAS_PREDICTIONS, pred),
                 atomic_write_csv(out_dir / "by_prompt.csv", by_prompt),
-                atomic_write_json(out_dir / "summary.json", summary)]
+                atomic_write_json(out_dir / BIAS_SUMMARY, summary)]
         agg = summary["attributes"]
         tvd = {a: (f"{figure(agg[a]['aggregate']['tvd'])} (floor {figure(agg[a]['floor']['tvd'])})" if a in agg
                    else NOT_MEASURED) for a in ("gender", "race")}

@@ -15,12 +15,11 @@ import pandas as pd
 
 from t2i_debias.core.config import Config
 from t2i_debias.core.files import MANIFEST, Staged
-from t2i_debias.core.layout import RunLayout
+from t2i_debias.core.layout import GENERATED_METADATA, RunLayout
 from t2i_debias.core.stage import Stage
 from t2i_debias.data.prompts import read_prompts
 from t2i_debias.models import base_model, check_model, load_model, resolve_device, resolve_dtype
 from t2i_debias.sampling import (
-    METADATA,
     SETTINGS,
     _Dist,
     generate_folder,
@@ -87,7 +86,7 @@ def generate_model(cfg: Config, name: str, spec: str, force: bool = False, state
     if dist.is_main:
         if staged is not None:
             staged.commit()
-            meta = out_dir / METADATA
+            meta = out_dir / GENERATED_METADATA
         stage.finish([meta, out_dir / SETTINGS], extra={"n_images": len(prompts) * g.images_per_prompt,
                                                         "processes": dist.world, "device": device})
     dist.barrier()

@@ -8,7 +8,7 @@ from typing import Any
 
 from t2i_debias.core.config import Config
 from t2i_debias.core.files import atomic_write_csv, safe_join
-from t2i_debias.core.layout import RunLayout
+from t2i_debias.core.layout import LABELS_CSV, RunLayout
 from t2i_debias.core.stage import Stage, require_finished
 from t2i_debias.core.stage import run_stage as run_stage_folder
 from t2i_debias.labels.base import DemographicClassifier
@@ -53,7 +53,7 @@ def label_persons(persons_csv: str | Path, images_dir: str | Path, classifier: D
         raise RuntimeError(f"labels do not reconcile: {len(persons)} persons in, {len(rows)} rows out")
     df = pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
     df["n_faces"] = df["n_faces"].astype("Int64")  # integers, empty when unknown (not 1.0)
-    out = atomic_write_csv(out_dir / "labels.csv", df)
+    out = atomic_write_csv(out_dir / LABELS_CSV, df)
     log.info("labels: %d persons, %d computed, %d from cache; statuses %s", len(rows), stats.computed,
              stats.cached, dict(sorted(stats.statuses.items())))
     return out, stats

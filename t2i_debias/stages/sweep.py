@@ -23,7 +23,7 @@ import pandas as pd
 
 from t2i_debias.core.config import Config
 from t2i_debias.core.files import atomic_write_csv
-from t2i_debias.core.layout import RunLayout, scale_tag
+from t2i_debias.core.layout import BIAS_SUMMARY, RunLayout, scale_tag
 from t2i_debias.core.stage import Stage
 from t2i_debias.core.stage import run_stage as _run_stage
 from t2i_debias.core.text import figure
@@ -124,7 +124,7 @@ def run_stage(cfg: Config, force: bool = False, classifier: Any = None) -> None:
             base_dir = lay.sweep_bias("base", scale) if name != "base" and "base" in models else None
             out = evaluate_model(cfg, name, factory, force=force, gen_dir=gen_dir, out_dir=lay.sweep_bias(name, scale),
                                  base_dir=base_dir, stage_name=f"sweep:bias:{name}:{tag}")
-            summaries[(name, scale)] = out / "summary.json"
+            summaries[(name, scale)] = out / BIAS_SUMMARY
     stage = Stage("sweep", root, {"scales": scales, "models": list(models),
                                   "images_per_prompt": images_per_prompt(cfg)}, list(summaries.values()))
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from t2i_debias.core.config import GenerateSection, LabelsSection
 from t2i_debias.core.csv_cells import unescape_frame
-from t2i_debias.core.layout import RunLayout
+from t2i_debias.core.layout import GENERATED_METADATA, RunLayout
 from t2i_debias.core.options import MODES
 from t2i_debias.toyworld.evaluate import ToyScore, score_predictions
 from t2i_debias.toyworld.render import OCCUPATIONS, TOY_RACES
@@ -44,7 +44,7 @@ def _image_path(model_dir: Path, run_dir: Path, rel: str) -> Path:
 
 def score_generated(model_dir: Path, run_dir: Path, clf: Any, reference: list[Image.Image] | None) -> ToyScore:
     """Score the images a model generated for the evaluation prompts (only the toy occupations)."""
-    meta = unescape_frame(pd.read_csv(model_dir / "metadata.csv", dtype=str, keep_default_na=False))
+    meta = unescape_frame(pd.read_csv(model_dir / GENERATED_METADATA, dtype=str, keep_default_na=False))
     for col in ("occupation", "file"):
         if col not in meta.columns:
             raise ValueError(f"{model_dir / 'metadata.csv'}: missing column {col!r}")
